@@ -1,0 +1,147 @@
+"""Ignite handlers of the workflows: loss-term logging, per-pair metric reports, figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import CheckpointSaver
+from monai.utils import CommonKeys as Keys
+
+from scripts.metrics import pair_metrics
+
+__all__ = ["LossTermsLogger", "PairMetricsWriter", "TrainingCheckpointSaver", "atomic_write_text"]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary file and a rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class TrainingCheckpointSaver(CheckpointSaver):
+    """MONAI's CheckpointSaver that also saves the engine it is attached to (epoch, iteration).
+
+    A config cannot name the trainer inside the trainer's own handlers (circular reference), so the
+    engine joins ``save_dict`` as ``"trainer"`` when the handler is attached. Ignite writes each
+    checkpoint to a temporary file and renames it: a killed run never leaves a truncated file.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        self.save_dict.setdefault("trainer", engine)
+        super().attach(engine)
+
+
+class LossTermsLogger:
+    """Averages the loss terms (similarity, Dice, Jacobian, rigidity, shearing) over each training epoch.
+
+    Reads ``engine.loss_function.last_terms`` (:class:`scripts.losses.RegistrationLoss`) after every
+    iteration and stores the epoch means as ``engine.state.metrics["train_<term>"]``, where MONAI's
+    StatsHandler and TensorBoardStatsHandler log them.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._publish)
+
+    def _reset(self, engine: Engine) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def _accumulate(self, engine: Engine) -> None:
+        terms = getattr(engine.loss_function, "last_terms", {})
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1 if terms else 0
+        if terms and not math.isfinite(terms.get("total", 0.0)):
+            raise FloatingPointError(f"non-finite training loss at iteration {engine.state.iteration}: {terms}")
+
+    def _publish(self, engine: Engine) -> None:
+        for key, value in self.sums.items():
+            engine.state.metrics[f"train_{key}"] = value / max(self.count, 1)
+
+
+class PairMetricsWriter:
+    """Per-pair metrics of an evaluator run, written as ``metrics.csv`` and ``summary.json``.
+
+    The evaluator's output must hold the batch dicts (``decollate=False``): ``pred`` from
+    :class:`scripts.registration.RegistrationNet`, ``label`` the targets of
+    :class:`scripts.registration.PrepareRegistrationBatch`. The summary has the mean, std and median
+    of every metric of :func:`scripts.metrics.pair_metrics`; the means also go to
+    ``engine.state.metrics``. With ``figures > 0`` the first pairs are drawn as PNGs
+    (:func:`scripts.figures.save_registration_figure`).
+
+    Args:
+        output_dir: folder of the reports (created).
+        num_label_classes: label classes with background for Dice (0: none).
+        figures: number of pairs to draw.
+    """
+
+    def __init__(self, output_dir: str | Path, num_label_classes: int = 0, figures: int = 0):
+        self.output_dir = Path(output_dir)
+        self.num_label_classes = num_label_classes
+        self.figures = figures
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def _collect(self, engine: Engine) -> None:
+        pred, target = engine.state.output[Keys.PRED], engine.state.output[Keys.LABEL]
+        values = pair_metrics(pred, target, self.num_label_classes)
+        for b in range(target["fixed"].shape[0]):
+            pair = len(self.rows)
+            self.rows.append({"pair": pair, **{key: float(v[b]) for key, v in values.items()}})
+            if pair < self.figures:
+                from scripts.figures import save_registration_figure
+
+                save_registration_figure(
+                    target["fixed"][b, 0], target["moving"][b, 0], pred["warped"][b, 0], pred["ddf"][b],
+                    self.output_dir / f"pair_{pair:03d}.png",
+                )
+
+    def _write(self, engine: Engine) -> None:
+        if not self.rows:
+            raise RuntimeError("the evaluation saw no pairs: is the dataset empty?")
+        names = [key for key in self.rows[0] if key != "pair"]
+        summary = {"pairs": len(self.rows)}
+        for name in names:
+            values = torch.tensor([row[name] for row in self.rows], dtype=torch.float64)
+            values = values[~values.isnan()]
+            summary[name] = {
+                "mean": float(values.mean()) if len(values) else None,
+                "std": float(values.std()) if len(values) > 1 else 0.0,
+                "median": float(values.median()) if len(values) else None,
+            }
+            if len(values):
+                engine.state.metrics[name] = summary[name]["mean"]
+        lines = [",".join(["pair", *names])]
+        lines += [",".join([str(row["pair"]), *(f"{row[n]:.6g}" for n in names)]) for row in self.rows]
+        atomic_write_text(self.output_dir / "metrics.csv", "\n".join(lines) + "\n")
+        atomic_write_text(self.output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        logger.info("evaluation of %d pairs written to %s", len(self.rows), self.output_dir)
+        for name in names:
+            if summary[name]["mean"] is not None:
+                logger.info("  %-18s %.6g +- %.3g", name, summary[name]["mean"], summary[name]["std"])

@@ -1,0 +1,195 @@
+"""Registration quality metrics (paper section 6.4), per pair and as MONAI/Ignite metrics.
+
+Per-pair functions return a (B,) tensor; a value that is undefined for a pair (e.g. an empty
+rigid region) is NaN, which MONAI's metric reduction skips. The ``*Metric`` classes are MONAI
+``CumulativeIterationMetric``s: use them directly, or in an evaluator through
+``monai.handlers.IgniteMetricHandler`` with an ``output_transform`` returning ``(y_pred, y)``.
+
+- % folding voxels: 100 * #(det J <= 0) / #voxels.
+- std of log det J (log of the clipped determinant, as in the loss) over the Jacobian region
+  (``reg_mask != 2``: outside the sliding interfaces).
+- rigidity error: mean of ||E||_F^2 over the rigid region (``reg_mask == 1``).
+- MSE and global NCC of the warped moving image against the fixed one.
+Dice on warped labels is MONAI's ``DiceMetric`` (one-hot, ``ignore_empty=True`` so that labels
+absent from the fixed image are skipped, and Dice itself is reported, not 1 - Dice).
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.metrics import CumulativeIterationMetric, compute_dice
+from monai.networks import one_hot
+from monai.metrics.utils import do_metric_reduction
+
+from scripts.losses import RIGID, SLIDING
+from scripts.mechanics import (
+    SpacingLike,
+    gradient_components,
+    jacobian_determinant,
+    log_jacobian,
+    strain_energy,
+)
+
+__all__ = [
+    "pair_metrics",
+    "folding_percentage",
+    "std_log_jacobian",
+    "rigidity_error",
+    "mse",
+    "ncc",
+    "FoldingMetric",
+    "LogJacobianStdMetric",
+    "RigidityErrorMetric",
+    "NCCMetric",
+]
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _region(reg_mask: torch.Tensor | None, like: torch.Tensor, keep) -> torch.Tensor:
+    """Boolean (B, N) region of a (B, 1, *S) label map, all voxels when the map is None."""
+    if reg_mask is None:
+        return torch.ones_like(_flat(like), dtype=torch.bool)
+    labels = _flat(reg_mask.round())
+    if labels.shape != _flat(like).shape:
+        raise ValueError(f"reg_mask {tuple(reg_mask.shape)} is not on the field's grid {tuple(like.shape)}")
+    return keep(labels)
+
+
+def _masked_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    count = region.sum(dim=1)
+    total = torch.where(region, values, torch.zeros_like(values)).sum(dim=1)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+
+
+def folding_percentage(ddf: torch.Tensor, spacing: SpacingLike = None, units: str = "voxel") -> torch.Tensor:
+    """Percentage of voxels with det J <= 0, per pair: (B,)."""
+    det = jacobian_determinant(ddf, spacing, units)
+    return 100.0 * (_flat(det) <= 0).to(ddf.dtype).mean(dim=1)
+
+
+def std_log_jacobian(
+    ddf: torch.Tensor,
+    reg_mask: torch.Tensor | None = None,
+    eps: float = 1e-9,
+    spacing: SpacingLike = None,
+    units: str = "voxel",
+) -> torch.Tensor:
+    """Standard deviation of log max(det J, eps) over voxels not labelled sliding, per pair: (B,)."""
+    det = jacobian_determinant(ddf, spacing, units)
+    logj = _flat(log_jacobian(det, eps))
+    region = _region(reg_mask, det, lambda lab: lab != SLIDING)
+    mean = _masked_mean(logj, region)
+    return _masked_mean((logj - mean[:, None]).square(), region).sqrt()
+
+
+def rigidity_error(
+    ddf: torch.Tensor, reg_mask: torch.Tensor, spacing: SpacingLike = None, units: str = "voxel"
+) -> torch.Tensor:
+    """Mean ||E||_F^2 over the rigid voxels (``reg_mask == 1``), per pair: (B,), NaN without rigid voxels."""
+    energy = strain_energy(gradient_components(ddf, spacing, units))
+    return _masked_mean(_flat(energy), _region(reg_mask, energy, lambda lab: lab == RIGID))
+
+
+def mse(warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """Mean squared intensity difference per pair: (B,)."""
+    return (_flat(warped) - _flat(fixed)).square().mean(dim=1)
+
+
+def ncc(warped: torch.Tensor, fixed: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Global normalised cross-correlation in [-1, 1] per pair: (B,)."""
+    a = _flat(warped) - _flat(warped).mean(dim=1, keepdim=True)
+    b = _flat(fixed) - _flat(fixed).mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.square().sum(dim=1).sqrt() * b.square().sum(dim=1).sqrt() + eps)
+
+
+class _PairMetric(CumulativeIterationMetric):
+    """A CumulativeIterationMetric collecting one value per pair, mean-reduced over non-NaN values."""
+
+    def __init__(self, spacing: SpacingLike = None, units: str = "voxel"):
+        super().__init__()
+        self.spacing, self.units = spacing, units
+
+    def aggregate(self) -> torch.Tensor:
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError("no values to aggregate: call the metric on at least one batch first")
+        return do_metric_reduction(data, "mean")[0]
+
+
+class FoldingMetric(_PairMetric):
+    """% folding voxels. ``y_pred``: ddf (B, D, *S); ``y`` unused."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return folding_percentage(y_pred, self.spacing, self.units)[:, None]
+
+
+class LogJacobianStdMetric(_PairMetric):
+    """std log det J outside sliding voxels. ``y_pred``: ddf (B, D, *S); ``y``: reg_mask (B, 1, *S) or None."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return std_log_jacobian(y_pred, y, spacing=self.spacing, units=self.units)[:, None]
+
+
+class RigidityErrorMetric(_PairMetric):
+    """Rigidity error over ``reg_mask == 1``. ``y_pred``: ddf (B, D, *S); ``y``: reg_mask (B, 1, *S)."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return rigidity_error(y_pred, y, self.spacing, self.units)[:, None]
+
+
+class NCCMetric(_PairMetric):
+    """Global NCC. ``y_pred``: warped image (B, 1, *S); ``y``: fixed image (B, 1, *S)."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ncc(y_pred, y)[:, None]
+
+
+def dice(warped_label: torch.Tensor, fixed_label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean Dice over the foreground labels present in the fixed image, per pair: (B,).
+
+    Args:
+        warped_label: (B, 1, *S) integer labels or (B, C, *S) (soft) one-hot, argmax taken.
+        fixed_label: (B, 1, *S) integer labels.
+    """
+    if warped_label.shape[1] > 1:
+        warped_label = warped_label.argmax(dim=1, keepdim=True)
+    pred = one_hot(warped_label.long(), num_classes, dim=1)
+    ref = one_hot(fixed_label.long(), num_classes, dim=1)
+    per_label = compute_dice(pred, ref, include_background=False, ignore_empty=True)  # NaN: absent label
+    return torch.nanmean(per_label, dim=1)
+
+
+def pair_metrics(
+    pred: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    num_label_classes: int = 0,
+    spacing: SpacingLike = None,
+) -> dict[str, torch.Tensor]:
+    """Every metric of the paper for a batch of pairs, before and after registration: name -> (B,).
+
+    Args:
+        pred: ``ddf`` (B, D, *S) voxels, ``warped`` (B, 1, *S), optional ``warped_label`` (B, C, *S).
+        target: ``fixed``, ``moving`` (B, 1, *S), optional ``reg_mask`` (B, 1, *S), ``fixed_label``,
+            ``moving_label`` (B, 1, *S) and ``spacing`` (B, D) mm.
+        num_label_classes: label classes with background, for Dice (0: no Dice).
+    """
+    ddf, fixed = pred["ddf"].float(), target["fixed"].float()
+    spacing = target.get("spacing", spacing)
+    reg_mask = target.get("reg_mask")
+    out = {
+        "mse_before": mse(target["moving"], fixed),
+        "mse": mse(pred["warped"], fixed),
+        "ncc_before": ncc(target["moving"], fixed),
+        "ncc": ncc(pred["warped"], fixed),
+        "folding_percent": folding_percentage(ddf, spacing),
+        "std_log_jacobian": std_log_jacobian(ddf, reg_mask, spacing=spacing),
+    }
+    if reg_mask is not None:
+        out["rigidity_error"] = rigidity_error(ddf, reg_mask, spacing)
+    if num_label_classes > 0 and "warped_label" in pred and "fixed_label" in target:
+        out["dice_before"] = dice(target["moving_label"], target["fixed_label"], num_label_classes)
+        out["dice"] = dice(pred["warped_label"], target["fixed_label"], num_label_classes)
+    return out
