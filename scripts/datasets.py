@@ -4,36 +4,121 @@ Names (the ``dataset`` override of ``configs/train.json``):
 
 - ``synthetic_rigid``: the paper's rigid bar set (:mod:`scripts.synthetic`), in-plane rotations;
 - ``synthetic_rigid3d``: the same with random 3D rotations;
-- ``synthetic_shearing``: the paper's two sliding boxes.
+- ``synthetic_shearing``: the paper's two sliding boxes;
+- ``abdomenctct``: Learn2Reg AbdomenCTCT (or any folder in the Learn2Reg layout), NIfTI files on disk;
+- ``pairs``: a plain list of (fixed, moving) NIfTI pairs in a JSON or CSV file.
 
-Each item is a dict with ``fixed``, ``moving`` (1, *S), ``fixed_label``, ``moving_label``, ``reg_mask``
-(1, *S) and ``normals`` (3, *S), channel first.
+The two file-based datasets need the per-image preprocessing transform and the other ``options`` of
+``configs/abdomenctct.json`` (``dataset_options``): merge it after train.json.
+
+Each item is a dict with ``fixed``, ``moving`` (1, *S), ``reg_mask`` (1, *S) and ``normals`` (3, *S) and, when the
+dataset has labels, ``fixed_label``, ``moving_label`` (1, *S), channel first.
+
+Learn2Reg layout (``dataset_dir``)::
+
+    AbdomenCTCT_dataset.json      # "training": [{"image": "./imagesTr/X_0000.nii.gz", "label": "./labelsTr/..."}],
+                                  # "registration_val": [{"fixed": "./imagesTr/...", "moving": "./imagesTr/..."}]
+    imagesTr/AbdomenCTCT_0001_0000.nii.gz ...
+    labelsTr/AbdomenCTCT_0001_0000.nii.gz ...   # 13 organ labels, used for Dice (not for the regions)
+    totalsegmentator/AbdomenCTCT_0001_0000_seg.nii.gz ...   # `python -m scripts.segment run` (configurable: seg_dir)
+
+Splits: ``train`` = every ORDERED pair (both directions) of the ``training`` images that appear in no
+``registration_val`` pair (AbdomenCTCT: 20 images, 380 pairs); ``val`` and ``test`` = the ``registration_val`` pairs
+(AbdomenCTCT: 45; the challenge's test labels are not public, and the paper reports these pairs).
+
+Plain pairs (``dataset_dir`` = the file, or a folder holding ``pairs.json`` / ``pairs.csv``); relative paths are
+relative to the file's folder:
+
+- JSON: a list of pairs (every split uses all of them), or ``{"train": [...], "val": [...], "test": [...]}``
+  (aliases ``training``, ``validation``/``registration_val``, ``registration_test``); a pair is
+  ``{"fixed": ..., "moving": ..., "fixed_label": ..., "moving_label": ..., "fixed_seg": ...}`` (labels and
+  ``fixed_seg`` optional) or ``[fixed, moving]``;
+- CSV: a header with ``fixed,moving`` and optional ``fixed_label,moving_label,fixed_seg,split`` columns (an empty or
+  absent ``split`` puts the row in every split).
+
+Regions (``reg_mask``, ``normals``) always come from the FIXED image's TotalSegmentator segmentation: the pair's
+``fixed_seg``, else ``<seg_dir>/<image name>_seg.nii.gz`` (``seg_dir`` default: beside the image); or, with
+``regions_dir``, from ``<regions_dir>/<image name>_reg_mask.nii.gz`` and ``_normals.nii.gz`` precomputed by
+``python -m scripts.regions precompute``. Missing files are reported before anything runs, with the command to make
+them. Every image is preprocessed once (and cached: ``cache="disk"`` a MONAI ``PersistentDataset``, ``"memory"`` a
+``CacheDataset``) and then paired; a pair never re-runs the loading nor the region building.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from scripts.synthetic import SyntheticRegistrationDataset
 
-__all__ = ["DATASETS", "SPLIT_SIZES", "registration_dataset", "label_classes"]
+__all__ = [
+    "DATASETS",
+    "FILE_DATASETS",
+    "SPLIT_SIZES",
+    "LEARN2REG_ABDOMEN_LABELS",
+    "registration_dataset",
+    "label_classes",
+    "learn2reg_pairs",
+    "read_pairs",
+    "find_learn2reg_json",
+    "learn2reg_labels_from_totalsegmentator",
+    "ImagePairDataset",
+]
+
+logger = logging.getLogger(__name__)
 
 SYNTHETIC = {
     "synthetic_rigid": ("rigid", "inplane"),
     "synthetic_rigid3d": ("rigid", "3d"),
     "synthetic_shearing": ("shearing", "inplane"),
 }
-DATASETS = tuple(SYNTHETIC)
+FILE_DATASETS = ("abdomenctct", "pairs")
+DATASETS = tuple(SYNTHETIC) + FILE_DATASETS
 # the paper's split sizes of the synthetic sets
 SPLIT_SIZES = {"train": 200, "val": 50, "test": 50}
-# label classes including background, for one-hot labels (Dice loss and metric)
-LABEL_CLASSES = {"synthetic_rigid": 2, "synthetic_rigid3d": 2, "synthetic_shearing": 3}
+# label classes including background, for one-hot labels (Dice loss and metric); "pairs": unknown (override
+# label_classes on the command line when the pairs have labels)
+LABEL_CLASSES = {"synthetic_rigid": 2, "synthetic_rigid3d": 2, "synthetic_shearing": 3, "abdomenctct": 14, "pairs": 0}
+
+# Learn2Reg AbdomenCTCT labels (the 13 BTCV organs), id -> the TotalSegmentator v2 name of the same organ
+LEARN2REG_ABDOMEN_LABELS = {
+    1: "spleen",
+    2: "kidney_right",
+    3: "kidney_left",
+    4: "gallbladder",
+    5: "esophagus",
+    6: "liver",
+    7: "stomach",
+    8: "aorta",
+    9: "inferior_vena_cava",
+    10: "portal_vein_and_splenic_vein",
+    11: "pancreas",
+    12: "adrenal_gland_right",
+    13: "adrenal_gland_left",
+}
+
+SPLIT_KEYS = {
+    "train": ("train", "training"),
+    "val": ("val", "validation", "registration_val"),
+    "test": ("test", "registration_test"),
+}
+CT_CONFIG_HINT = (
+    "the file-based datasets need the preprocessing of configs/abdomenctct.json: run with "
+    "--config_file \"['configs/train.json','configs/abdomenctct.json']\" (and configs/evaluate.json last to evaluate)"
+)
 
 
 def label_classes(name: str) -> int:
-    """Number of label classes (background included) of a dataset."""
+    """Number of label classes (background included) of a dataset (0: no labels known)."""
     _check_name(name)
     return LABEL_CLASSES[name]
 
@@ -43,6 +128,332 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 
+def learn2reg_labels_from_totalsegmentator(seg: Any, table: Mapping[str, int] | None = None) -> np.ndarray:
+    """Learn2Reg AbdomenCTCT label map (uint8, 0..13) from a TotalSegmentator v2 ``total`` label map (same shape)."""
+    from scripts.regions import TOTALSEG_V2_TOTAL
+
+    table = TOTALSEG_V2_TOTAL if table is None else table
+    seg = np.asarray(seg)
+    lut = np.zeros(max(int(seg.max(initial=0)), max(table.values())) + 1, dtype=np.uint8)
+    for l2r_id, name in LEARN2REG_ABDOMEN_LABELS.items():
+        lut[table[name]] = l2r_id
+    return lut[seg.astype(np.int64)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading the pair lists
+def _nifti_stem(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def find_learn2reg_json(data_dir: str | os.PathLike) -> Path:
+    """The Learn2Reg ``<TASK>_dataset.json`` of a dataset folder (or the file itself)."""
+    path = Path(data_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset_dir {str(path)!r} not found (expected the Learn2Reg AbdomenCTCT folder)")
+    found = sorted(path.glob("*_dataset.json")) or sorted(path.glob("dataset.json"))
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)}"
+        raise FileNotFoundError(
+            f"{what} Learn2Reg '*_dataset.json' in {path} (expected exactly one, e.g. AbdomenCTCT_dataset.json)"
+        )
+    return found[0]
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else (root / p).resolve()
+
+
+def _require_files(paths: Sequence[Path], source: Path | str) -> None:
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise FileNotFoundError(f"{len(missing)} file(s) listed in {source} not found: {missing[:3]}{more}")
+
+
+def learn2reg_pairs(data_dir: str | os.PathLike, split: str) -> list[dict[str, Any]]:
+    """Pairs of a Learn2Reg dataset folder for ``split`` ("train", "val", "test"): dicts with absolute ``fixed``,
+    ``moving`` and, when the label files exist, ``fixed_label`` and ``moving_label`` paths.
+
+    Labels: the ``label`` of the image's ``training`` entry, else the challenge's convention (``images`` replaced by
+    ``labels`` in the path).
+    """
+    json_path = find_learn2reg_json(data_dir)
+    root = json_path.parent
+    meta = json.loads(json_path.read_text())
+    labels: dict[Path, Path | None] = {}
+    for entry in meta.get("training", []):
+        image = _resolve(root, entry["image"])
+        labels[image] = _resolve(root, entry["label"]) if entry.get("label") else None
+    val = [(_resolve(root, p["fixed"]), _resolve(root, p["moving"])) for p in meta.get("registration_val", [])]
+
+    def label_of(image: Path) -> Path | None:
+        label = labels.get(image)
+        if label is None:
+            label = _resolve(root, str(Path(os.path.relpath(image, root))).replace("images", "labels"))
+        return label if label.is_file() else None
+
+    if split == "train":
+        in_val = {p for pair in val for p in pair}
+        images = [image for image in labels if image not in in_val]
+        pairs = [(a, b) for a in images for b in images if a != b]  # ordered: both directions
+        if not pairs:
+            raise ValueError(f"{json_path}: fewer than 2 'training' images outside 'registration_val'")
+    elif split in ("val", "test"):
+        pairs = val
+        if not pairs:
+            raise ValueError(f"{json_path} has no 'registration_val' pairs for the {split!r} split")
+    else:
+        raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLIT_SIZES)}")
+    _require_files(sorted({p for pair in pairs for p in pair}), json_path)
+    out = []
+    for fixed, moving in pairs:
+        item: dict[str, Any] = {"fixed": fixed, "moving": moving}
+        fl, ml = label_of(fixed), label_of(moving)
+        if fl is not None and ml is not None:
+            item.update(fixed_label=fl, moving_label=ml)
+        out.append(item)
+    return out
+
+
+def _pairs_file(source: str | os.PathLike) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        found = [path / n for n in ("pairs.json", "pairs.csv") if (path / n).is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"no pairs.json or pairs.csv in {path} (dataset 'pairs': give the file or its folder)"
+            )
+        return found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file {str(path)!r} not found (dataset 'pairs': a JSON or CSV list of pairs)")
+    return path
+
+
+def _pair_entry(entry: Any, root: Path, source: Path) -> dict[str, Any]:
+    if isinstance(entry, (list, tuple)) and len(entry) == 2:
+        entry = {"fixed": entry[0], "moving": entry[1]}
+    if not isinstance(entry, Mapping) or not entry.get("fixed") or not entry.get("moving"):
+        raise ValueError(f"{source}: a pair must be {{'fixed': ..., 'moving': ...}} or [fixed, moving], got {entry!r}")
+    keys = ("fixed", "moving", "fixed_label", "moving_label", "fixed_seg")
+    unknown = set(entry) - set(keys) - {"split"}
+    if unknown:
+        raise ValueError(f"{source}: unknown pair key(s) {sorted(unknown)}; expected {keys}")
+    return {k: _resolve(root, str(entry[k])) for k in keys if entry.get(k)}
+
+
+def read_pairs(source: str | os.PathLike, split: str) -> list[dict[str, Any]]:
+    """Pairs of a plain JSON/CSV pair list for ``split`` (see the module docstring): dicts of absolute paths."""
+    if split not in SPLIT_KEYS:
+        raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLIT_KEYS)}")
+    path = _pairs_file(source)
+    root = path.parent
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and not {"fixed", "moving"} <= set(rows[0]):
+            raise ValueError(f"{path}: the CSV header needs 'fixed' and 'moving' columns, got {list(rows[0])}")
+        entries = [r for r in rows if (r.get("split") or "").strip() in ("", *SPLIT_KEYS[split])]
+        entries = [{k: v.strip() for k, v in r.items() if k and v and v.strip()} for r in entries]
+    else:
+        data = json.loads(path.read_text())
+        if isinstance(data, Mapping):
+            unknown = set(data) - {k for keys in SPLIT_KEYS.values() for k in keys}
+            if unknown:
+                raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected train/val/test lists of pairs")
+            entries = [e for key in SPLIT_KEYS[split] for e in data.get(key, [])]
+        elif isinstance(data, list):
+            entries = data
+        else:
+            raise ValueError(f"{path}: expected a list of pairs or a {{'train': [...], 'val': [...]}} object")
+    pairs = [_pair_entry(e, root, path) for e in entries]
+    if not pairs:
+        raise ValueError(f"{path} lists no pair for the {split!r} split")
+    _require_files(sorted({p for pair in pairs for p in pair.values()}), path)
+    return pairs
+
+
+def _select(pairs: list, num_pairs: int | None, seed: int, shuffle: bool) -> list:
+    """All pairs, or ``num_pairs`` of them: a seeded random subset (training) or the first ones."""
+    if num_pairs is None or int(num_pairs) >= len(pairs):
+        return pairs
+    if int(num_pairs) < 1:
+        raise ValueError(f"num_pairs must be >= 1 or null (all), got {num_pairs}")
+    if not shuffle:
+        return pairs[: int(num_pairs)]
+    keep = np.sort(np.random.default_rng(seed).permutation(len(pairs))[: int(num_pairs)])
+    return [pairs[i] for i in keep]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Images preprocessed once, then paired
+def _fixed_region_files(image: Path, seg: Path | None, seg_dir: str | None, regions_dir: str | None) -> dict[str, Path]:
+    """The files the regions of a fixed image come from: ``{"seg": ...}`` or ``{"reg_mask": ..., "normals": ...}``."""
+    from scripts.regions import output_names
+    from scripts.segment import output_path
+
+    seg = Path(seg) if seg is not None else output_path(image, seg_dir)
+    if regions_dir:
+        mask, normals = output_names(seg.parent / f"{_nifti_stem(image)}_seg.nii.gz", regions_dir)
+        return {"reg_mask": mask, "normals": normals}
+    return {"seg": seg}
+
+
+def _missing_regions_error(missing: list[tuple[Path, Path]], seg_dir: str | None, regions_dir: str | None) -> Exception:
+    """One clear error for every missing segmentation / precomputed region file, with the commands that make them."""
+    image, expected = missing[0]
+    more = f" (and {len(missing) - 1} more fixed image(s))" if len(missing) > 1 else ""
+    if regions_dir:
+        return FileNotFoundError(
+            f"precomputed regions of the fixed image {image} not found: {expected}{more}. Make them with "
+            f"`python -m scripts.regions precompute --labels <folder of the *_seg.nii.gz> --out_dir {regions_dir} "
+            "--method gaussian`, or set regions_dir to null to compute them from the segmentations."
+        )
+    out_dir = seg_dir or str(image.parent)
+    return FileNotFoundError(
+        f"TotalSegmentator segmentation of the fixed image {image} not found: {expected}{more}. The regularisation "
+        f"regions (bones, sliding interfaces) come from it. Make it with `python -m scripts.segment run --input "
+        f"{image.parent} --output_dir {out_dir}` (needs the optional TotalSegmentator package and its weights), or "
+        "point seg_dir (or the pair's fixed_seg) at existing <image name>_seg.nii.gz label maps."
+    )
+
+
+class ImagePairDataset(Dataset):
+    """Registration pairs of images that are each loaded and preprocessed ONCE (and cached), then paired.
+
+    Every distinct image of ``pairs`` becomes one item for ``transform`` (MONAI dict transform): ``{"image": path}``
+    plus ``"label"`` when the pairs have labels and, for images used as fixed, the region source (``"seg"``, or
+    ``"reg_mask"`` and ``"normals"`` precomputed). ``transform`` must return ``image`` (1, *S), optional ``label``
+    (1, *S) and, for fixed images, ``reg_mask`` (1, *S) and ``normals`` (3, *S), all on the same grid.
+
+    Args:
+        pairs: dicts with ``fixed``, ``moving`` and optional ``fixed_label``, ``moving_label``, ``fixed_seg`` paths.
+        transform: the per-image preprocessing (``configs/abdomenctct.json``: ``preprocessing``).
+        seg_dir: folder of ``<image name>_seg.nii.gz`` (None: beside each image).
+        regions_dir: folder of precomputed ``<image name>_reg_mask.nii.gz`` / ``_normals.nii.gz`` (None: build the
+            regions from the segmentations in ``transform``).
+        cache: ``"disk"`` (MONAI ``PersistentDataset`` in ``cache_dir``), ``"memory"`` (``CacheDataset``, all images
+            preprocessed when the dataset is built) or ``"none"``.
+        cache_dir: folder of the disk cache. Entries are keyed by the image item (file paths and modification times)
+            and a hash of the transforms, so a changed file, grid, HU window or region spec is recomputed.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Mapping[str, Any]],
+        transform: Callable,
+        seg_dir: str | None = None,
+        regions_dir: str | None = None,
+        cache: str = "disk",
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        if not pairs:
+            raise ValueError("no pairs")
+        with_labels = ["fixed_label" in p and "moving_label" in p for p in pairs]
+        if any(with_labels) and not all(with_labels):
+            raise ValueError(f"{sum(with_labels)} of {len(pairs)} pairs have labels: give labels for all pairs or none")
+        self.has_labels = all(with_labels)
+        roles: dict[Path, dict[str, Any]] = {}  # image path -> its item
+        missing: list[tuple[Path, Path]] = []
+        for p in pairs:
+            for role in ("fixed", "moving"):
+                image = Path(p[role])
+                item = roles.setdefault(image, {"image": str(image)})
+                if self.has_labels:
+                    item["label"] = str(p[f"{role}_label"])
+                if role == "fixed" and "seg" not in item and "reg_mask" not in item:
+                    files = _fixed_region_files(image, p.get("fixed_seg"), seg_dir, regions_dir)
+                    absent = [f for f in files.values() if not f.is_file()]
+                    if absent:
+                        missing.append((image, absent[0]))
+                    item.update({key: str(f) for key, f in files.items()})
+        if missing:
+            raise _missing_regions_error(missing, seg_dir, regions_dir)
+        for item in roles.values():  # part of the cache key: a changed input file is preprocessed again
+            item["mtimes"] = [
+                os.stat(item[k]).st_mtime_ns for k in ("image", "label", "seg", "reg_mask", "normals") if k in item
+            ]
+        self.image_paths = list(roles)
+        index = {image: i for i, image in enumerate(self.image_paths)}
+        self.pairs = [(index[Path(p["fixed"])], index[Path(p["moving"])]) for p in pairs]
+        self.pair_names = [f"{_nifti_stem(p['fixed'])}<-{_nifti_stem(p['moving'])}" for p in pairs]
+        self.images = self._cached(list(roles.values()), transform, cache, cache_dir)
+
+    @staticmethod
+    def _cached(items: list[dict], transform: Callable, cache: str, cache_dir) -> Dataset:
+        from monai.data import CacheDataset
+        from monai.data import Dataset as MonaiDataset
+        from monai.data import PersistentDataset
+        from monai.data.utils import pickle_hashing
+
+        if cache == "disk":
+            if not cache_dir:
+                raise ValueError("cache 'disk' needs a cache_dir")
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            # track_meta keeps the MetaTensors (affines: voxel spacing for the losses); the cache holds pickled
+            # MetaTensors written by this bundle, hence weights_only=False: only point cache_dir at a trusted folder
+            return PersistentDataset(
+                items,
+                transform,
+                cache_dir=cache_dir,
+                hash_transform=pickle_hashing,
+                track_meta=True,
+                weights_only=False,
+            )
+        if cache == "memory":
+            return CacheDataset(items, transform, cache_rate=1.0, num_workers=0, progress=False)
+        if cache in ("none", None):
+            return MonaiDataset(items, transform)
+        raise ValueError(f"cache must be 'disk', 'memory' or 'none', got {cache!r}")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        fi, mi = self.pairs[index]
+        fixed, moving = self.images[fi], self.images[mi]
+        out = {"fixed": fixed["image"], "moving": moving["image"]}
+        if self.has_labels:
+            out["fixed_label"], out["moving_label"] = fixed["label"], moving["label"]
+        for key in ("reg_mask", "normals"):
+            if key in fixed:
+                out[key] = fixed[key]
+        return out
+
+
+def file_registration_dataset(
+    name: str,
+    split: str,
+    num_pairs: int | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    transform: Callable | None = None,
+    seg_dir: str | None = None,
+    regions_dir: str | None = None,
+    cache: str = "disk",
+    cache_dir: str | os.PathLike | None = None,
+) -> ImagePairDataset:
+    """A split of a file-based dataset (``abdomenctct``, ``pairs``); arguments: see :func:`registration_dataset`."""
+    if transform is None:
+        raise ValueError(f"dataset {name!r}: no preprocessing transform; {CT_CONFIG_HINT}")
+    if data_dir is None:
+        raise ValueError(f"dataset {name!r}: no data_dir (set --dataset_dir)")
+    if name == "abdomenctct":
+        pairs = learn2reg_pairs(data_dir, split)
+    else:
+        pairs = read_pairs(data_dir, split)
+    pairs = _select(pairs, num_pairs, seed, shuffle=split == "train")
+    logger.info("dataset %s, split %s: %d pairs", name, split, len(pairs))
+    return ImagePairDataset(pairs, transform, seg_dir, regions_dir, cache, cache_dir)
+
+
 def registration_dataset(
     name: str,
     split: str,
@@ -50,19 +461,34 @@ def registration_dataset(
     seed: int = 0,
     shape: Sequence[int] = (64, 64, 64),
     transform: Callable | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """The dataset ``name``'s ``split`` ("train", "val", "test").
 
     Args:
-        num_pairs: pairs in the split (synthetic sets; default: the paper's 200/50/50).
-        seed: synthetic generator seed; the splits draw from distinct streams of it.
-        shape: synthetic grid shape (voxels, 1 mm).
-        transform: optional callable applied to each item dict.
+        num_pairs: pairs in the split (synthetic sets default: the paper's 200/50/50; file-based: None = all).
+        seed: synthetic generator seed (the splits draw from distinct streams of it); file-based: the seed of the
+            random subset of training pairs when ``num_pairs`` is smaller than the split.
+        shape: synthetic grid shape (voxels, 1 mm); file-based datasets resample in their ``transform``.
+        transform: synthetic: optional callable applied to each item dict; file-based: the per-image preprocessing.
+        options: file-based datasets only (``dataset_options`` of ``configs/abdomenctct.json``): ``data_dir``,
+            ``transform`` (per-image preprocessing), ``seg_dir``, ``regions_dir``, ``cache``, ``cache_dir``
+            (see :class:`ImagePairDataset`). Ignored (with a warning) by the synthetic sets.
     """
     _check_name(name)
-    kind, rotation = SYNTHETIC[name]
     if split not in SPLIT_SIZES:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLIT_SIZES)}")
+    options = dict(options or {})
+    if name in FILE_DATASETS:
+        if transform is not None:
+            options.setdefault("transform", transform)
+        unknown = set(options) - {"data_dir", "transform", "seg_dir", "regions_dir", "cache", "cache_dir"}
+        if unknown:
+            raise ValueError(f"unknown dataset option(s) {sorted(unknown)}")
+        return file_registration_dataset(name, split, num_pairs, seed, **options)
+    if options:
+        logger.warning("dataset_options %s are for the file-based datasets; ignored by %s", sorted(options), name)
+    kind, rotation = SYNTHETIC[name]
     num_pairs = SPLIT_SIZES[split] if num_pairs is None else int(num_pairs)
     return SyntheticRegistrationDataset(
         kind, split, num_pairs, seed=seed, shape=tuple(shape), rotation=rotation, transform=transform

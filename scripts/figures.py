@@ -39,7 +39,8 @@ def save_registration_figure(
 
     field = ddf.detach().float().cpu().select(axis + 1, index)  # (3, H, W)
     rows, cols = torch.meshgrid(
-        torch.arange(field.shape[1], dtype=torch.float32), torch.arange(field.shape[2], dtype=torch.float32),
+        torch.arange(field.shape[1], dtype=torch.float32),
+        torch.arange(field.shape[2], dtype=torch.float32),
         indexing="ij",
     )
     # the deformed grid: where each fixed-grid point samples the moving image, x + u(x)
@@ -54,6 +55,8 @@ def save_registration_figure(
         axes[3].plot(warped_rows[i, :], warped_cols[i, :], color="tab:orange", linewidth=0.6)
     for j in range(0, field.shape[2], grid_step):
         axes[3].plot(warped_rows[:, j], warped_cols[:, j], color="tab:orange", linewidth=0.6)
+    axes[3].set_xlim(-0.5, field.shape[1] - 0.5)
+    axes[3].set_ylim(-0.5, field.shape[2] - 0.5)
     axes[3].set_title("deformation grid")
     for ax in axes:
         ax.set_xlabel(f"axis {in_plane[0]}")

@@ -60,7 +60,9 @@ def _as_weights(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor |
     if mask.ndim == like.ndim + 1 and mask.shape[1] == 1:
         mask = mask[:, 0]
     if mask.shape != like.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match the field's grid (B, *S) = {tuple(like.shape)}")
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} does not match the field's grid (B, *S) = {tuple(like.shape)}"
+        )
     return mask.to(like.dtype)
 
 
@@ -115,9 +117,7 @@ class RigidityLoss(_FieldLoss):
         super().__init__(spacing, units)
         self.mode = _check_choice("mode", mode, ("linear", "finite"))
 
-    def forward(
-        self, ddf: torch.Tensor, mask: torch.Tensor | None = None, spacing: SpacingLike = None
-    ) -> torch.Tensor:
+    def forward(self, ddf: torch.Tensor, mask: torch.Tensor | None = None, spacing: SpacingLike = None) -> torch.Tensor:
         """ddf (B, D, *S); mask (B, 1, *S) or (B, *S) rigid region (all voxels if None): scalar."""
         term = _rigidity_term(self.gradient(ddf, spacing), self.mode)
         return region_mean(term, _as_weights(mask, term))
@@ -148,17 +148,13 @@ class JacobianLoss(_FieldLoss):
     pushed back.
     """
 
-    def __init__(
-        self, eps: float = 1e-9, fold_penalty: float = 0.0, spacing: SpacingLike = None, units: str = "voxel"
-    ):
+    def __init__(self, eps: float = 1e-9, fold_penalty: float = 0.0, spacing: SpacingLike = None, units: str = "voxel"):
         super().__init__(spacing, units)
         if eps <= 0:
             raise ValueError(f"eps must be positive, got {eps}")
         self.eps, self.fold_penalty = eps, fold_penalty
 
-    def forward(
-        self, ddf: torch.Tensor, mask: torch.Tensor | None = None, spacing: SpacingLike = None
-    ) -> torch.Tensor:
+    def forward(self, ddf: torch.Tensor, mask: torch.Tensor | None = None, spacing: SpacingLike = None) -> torch.Tensor:
         """ddf (B, D, *S); mask (B, 1, *S) or (B, *S) (all voxels if None): scalar."""
         det = jacobian_det(self.gradient(ddf, spacing))
         term = _jacobian_term(det, self.eps, self.fold_penalty)
@@ -217,7 +213,9 @@ class BiomechanicalLoss(_FieldLoss):
                         raise ValueError("mode 'rigidity_shearing_jacobian' needs normals (B, D, *S) on sliding voxels")
                     index = sliding.reshape(-1).nonzero()[:, 0]
                     if normals.shape != ddf.shape:
-                        raise ValueError(f"normals {tuple(normals.shape)} must have the field's shape {tuple(ddf.shape)}")
+                        raise ValueError(
+                            f"normals {tuple(normals.shape)} must have the field's shape {tuple(ddf.shape)}"
+                        )
                     n = [normals[:, m].reshape(-1)[index] for m in range(normals.shape[1])]
                     out["shearing"] = sliding_strain_energy(gather_voxels(grad, index), n).mean()
             else:

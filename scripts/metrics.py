@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 from monai.metrics import CumulativeIterationMetric, compute_dice
-from monai.networks import one_hot
 from monai.metrics.utils import do_metric_reduction
+from monai.networks import one_hot
 
 from scripts.losses import RIGID, SLIDING
 from scripts.mechanics import (
@@ -41,6 +41,11 @@ __all__ = [
     "LogJacobianStdMetric",
     "RigidityErrorMetric",
     "NCCMetric",
+    "l2r_jacobian_determinant",
+    "l2r_sdlogj",
+    "l2r_dice_per_label",
+    "l2r_hd95_per_label",
+    "learn2reg_metrics",
 ]
 
 
@@ -106,11 +111,24 @@ def ncc(warped: torch.Tensor, fixed: torch.Tensor, eps: float = 1e-8) -> torch.T
 
 
 class _PairMetric(CumulativeIterationMetric):
-    """A CumulativeIterationMetric collecting one value per pair, mean-reduced over non-NaN values."""
+    """A CumulativeIterationMetric collecting one value per pair, mean-reduced over non-NaN values.
+
+    ``y`` may be the workflow's target dict (:class:`scripts.registration.PrepareRegistrationBatch`): its
+    ``reg_mask`` is used as ``y`` and its per-pair ``spacing`` (mm), when present, overrides ``spacing``.
+    """
 
     def __init__(self, spacing: SpacingLike = None, units: str = "voxel"):
         super().__init__()
         self.spacing, self.units = spacing, units
+
+    def __call__(self, y_pred, y=None, **kwargs):
+        if isinstance(y, dict):
+            kwargs.setdefault("spacing", y.get("spacing"))
+            y = y.get("reg_mask")
+        return super().__call__(y_pred, y, **kwargs)
+
+    def _spacing(self, spacing: SpacingLike) -> SpacingLike:
+        return self.spacing if spacing is None else spacing
 
     def aggregate(self) -> torch.Tensor:
         data = self.get_buffer()
@@ -120,30 +138,30 @@ class _PairMetric(CumulativeIterationMetric):
 
 
 class FoldingMetric(_PairMetric):
-    """% folding voxels. ``y_pred``: ddf (B, D, *S); ``y`` unused."""
+    """% folding voxels. ``y_pred``: ddf (B, D, *S); ``y`` unused (or the target dict, for its spacing)."""
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return folding_percentage(y_pred, self.spacing, self.units)[:, None]
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, spacing=None) -> torch.Tensor:
+        return folding_percentage(y_pred, self._spacing(spacing), self.units)[:, None]
 
 
 class LogJacobianStdMetric(_PairMetric):
     """std log det J outside sliding voxels. ``y_pred``: ddf (B, D, *S); ``y``: reg_mask (B, 1, *S) or None."""
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return std_log_jacobian(y_pred, y, spacing=self.spacing, units=self.units)[:, None]
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, spacing=None) -> torch.Tensor:
+        return std_log_jacobian(y_pred, y, spacing=self._spacing(spacing), units=self.units)[:, None]
 
 
 class RigidityErrorMetric(_PairMetric):
     """Rigidity error over ``reg_mask == 1``. ``y_pred``: ddf (B, D, *S); ``y``: reg_mask (B, 1, *S)."""
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return rigidity_error(y_pred, y, self.spacing, self.units)[:, None]
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, spacing=None) -> torch.Tensor:
+        return rigidity_error(y_pred, y, self._spacing(spacing), self.units)[:, None]
 
 
 class NCCMetric(_PairMetric):
     """Global NCC. ``y_pred``: warped image (B, 1, *S); ``y``: fixed image (B, 1, *S)."""
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, spacing=None) -> torch.Tensor:
         return ncc(y_pred, y)[:, None]
 
 
@@ -192,4 +210,144 @@ def pair_metrics(
     if num_label_classes > 0 and "warped_label" in pred and "fixed_label" in target:
         out["dice_before"] = dice(target["moving_label"], target["fixed_label"], num_label_classes)
         out["dice"] = dice(pred["warped_label"], target["fixed_label"], num_label_classes)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Learn2Reg conventions (AbdomenCTCT leaderboard: DSC, HD95, SDlogJ), so that results sit beside the leaderboard.
+# The challenge's evaluation (github.com/MDL-UzL/L2R, evaluation/evaluation.py and utils.py) on a displacement field in
+# voxels (fixed grid -> moving, warped(x) = moving(x + u(x)), as ours):
+# - SDlogJ: det of I + grad u by central differences (zero padding), 2 border voxels cropped on every side, then
+#   std(log((det + 3).clip(1e-9, 1e9))) over the remaining voxels (population std). Note the "+ 3" of the challenge's
+#   code: it is reproduced as is, so the values are comparable with the leaderboard, not with std_log_jacobian.
+# - DSC / HD95: moving labels warped with nearest neighbour, per label of the list (AbdomenCTCT: 1..13); a label
+#   absent from the fixed OR the moving labels is skipped; the pair's value is the mean over the remaining labels.
+#   The challenge's HD95 uses unit spacing (voxels of its 2 mm grid); ours is in mm (MONAI's
+#   compute_hausdorff_distance, percentile 95, with the voxel spacing): leaderboard HD95 = ours / 2 mm on AbdomenCTCT.
+L2R_ABDOMEN_LABELS = tuple(range(1, 14))
+
+
+def l2r_jacobian_determinant(ddf: torch.Tensor) -> torch.Tensor:
+    """Learn2Reg's Jacobian determinant of a displacement field (B, 3, X, Y, Z) in voxels: (B, X-4, Y-4, Z-4).
+
+    Central differences (the challenge's zero padding only touches the outermost voxels, which its 2-voxel border
+    crop removes: this is the same as the interior central differences computed here)."""
+    if ddf.ndim != 5 or ddf.shape[1] != 3 or min(ddf.shape[2:]) < 5:
+        raise ValueError(f"expected a (B, 3, X, Y, Z) field with every X, Y, Z >= 5, got {tuple(ddf.shape)}")
+    u = ddf.double()
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2), slice(2, -2))
+
+    def d(axis: int) -> torch.Tensor:  # (B, 3, X-4, Y-4, Z-4): d u_c / d x_axis at the cropped voxels
+        fwd = torch.roll(u, -1, dims=2 + axis)[inner]
+        bwd = torch.roll(u, 1, dims=2 + axis)[inner]
+        return (fwd - bwd) / 2
+
+    g = torch.stack([d(0), d(1), d(2)], dim=2)  # (B, 3 components, 3 axes, ...)
+    j = g + torch.eye(3, dtype=g.dtype, device=g.device).reshape(1, 3, 3, 1, 1, 1)
+    return torch.linalg.det(j.permute(0, 3, 4, 5, 1, 2)).to(ddf.dtype)
+
+
+def l2r_sdlogj(ddf: torch.Tensor) -> torch.Tensor:
+    """Learn2Reg SDlogJ per pair: (B,), the challenge's ``std(log((det J + 3).clip(1e-9, 1e9)))`` (see above)."""
+    det = l2r_jacobian_determinant(ddf).double()
+    logj = torch.log((det + 3.0).clamp(1e-9, 1e9))
+    return logj.reshape(logj.shape[0], -1).std(dim=1, unbiased=False).to(ddf.dtype)
+
+
+def l2r_warp_labels(moving_label: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
+    """Moving labels (B, 1, *S) warped by ``ddf`` (B, 3, *S, voxels) with nearest neighbour and zero padding, as the
+    challenge does (``map_coordinates(order=0)``): (B, 1, *S) of the labels' dtype."""
+    from monai.networks.blocks import Warp
+
+    warped = Warp(mode="nearest", padding_mode="zeros")(moving_label.float(), ddf.float())
+    return warped.round().to(moving_label.dtype)
+
+
+def _l2r_present(fixed_label: torch.Tensor, moving_label: torch.Tensor, labels) -> torch.Tensor:
+    """(B, L) bool: label present in both the fixed and the moving labels (the challenge skips the others)."""
+    f = torch.stack([(fixed_label == lab).flatten(1).any(dim=1) for lab in labels], dim=1)
+    m = torch.stack([(moving_label == lab).flatten(1).any(dim=1) for lab in labels], dim=1)
+    return f & m
+
+
+def l2r_dice_per_label(
+    warped_label: torch.Tensor, fixed_label: torch.Tensor, moving_label: torch.Tensor, labels=L2R_ABDOMEN_LABELS
+) -> torch.Tensor:
+    """Dice per label (B, L) of integer label maps (B, 1, *S); NaN for labels the challenge skips."""
+    out = []
+    for lab in labels:
+        a, b = (warped_label == lab).flatten(1), (fixed_label == lab).flatten(1)
+        inter = (a & b).sum(dim=1).double()
+        total = (a.sum(dim=1) + b.sum(dim=1)).double()
+        out.append(2 * inter / total.clamp_min(1))
+    dice_values = torch.stack(out, dim=1)
+    return torch.where(_l2r_present(fixed_label, moving_label, labels), dice_values, torch.nan)
+
+
+def l2r_hd95_per_label(
+    warped_label: torch.Tensor,
+    fixed_label: torch.Tensor,
+    moving_label: torch.Tensor,
+    labels=L2R_ABDOMEN_LABELS,
+    spacing: SpacingLike = None,
+) -> torch.Tensor:
+    """95th-percentile symmetric Hausdorff distance per label (B, L), in mm with ``spacing`` ((D,) or (B, D); voxels
+    when None); NaN for labels the challenge skips, and (MONAI's convention) for a label that vanished when warped."""
+    import warnings
+
+    from monai.metrics import compute_hausdorff_distance
+
+    present = _l2r_present(fixed_label, moving_label, labels)
+    out = torch.full(present.shape, torch.nan, dtype=torch.float64)
+    for b in range(present.shape[0]):
+        if spacing is None:
+            sp = None
+        else:
+            sp_t = torch.as_tensor(spacing, dtype=torch.float64)
+            sp = (sp_t[b] if sp_t.ndim == 2 else sp_t).tolist()
+        for i, lab in enumerate(labels):
+            if not present[b, i]:
+                continue
+            pred = (warped_label[b : b + 1] == lab).float()
+            ref = (fixed_label[b : b + 1] == lab).float()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95, spacing=sp)
+            out[b, i] = float(value.reshape(-1)[0])
+    return out.to(present.device)
+
+
+def learn2reg_metrics(
+    ddf: torch.Tensor,
+    fixed_label: torch.Tensor,
+    moving_label: torch.Tensor,
+    labels=L2R_ABDOMEN_LABELS,
+    spacing: SpacingLike = None,
+) -> dict[str, torch.Tensor]:
+    """The Learn2Reg metrics of a batch of pairs, with the challenge's conventions: name -> (B,).
+
+    ``l2r_dice`` / ``l2r_dice_before`` (mean Dice over the labels present in both images, after / before
+    registration), ``l2r_hd95`` / ``l2r_hd95_before`` (mm with ``spacing``), ``l2r_sdlogj`` and the per-label Dice
+    ``l2r_dice_<id>`` (NaN where the label is skipped).
+
+    Args:
+        ddf: (B, 3, *S) displacement in voxels of the labels' grid.
+        fixed_label, moving_label: (B, 1, *S) integer label maps.
+        labels: the label ids to evaluate (AbdomenCTCT: 1..13).
+        spacing: voxel size (D,) or (B, D) in mm, for HD95 (None: voxels).
+    """
+    labels = tuple(int(lab) for lab in labels)
+    fixed_label, moving_label = fixed_label.round().long(), moving_label.round().long()
+    warped = l2r_warp_labels(moving_label, ddf)
+    per_label = l2r_dice_per_label(warped, fixed_label, moving_label, labels)
+    out = {
+        "l2r_dice_before": torch.nanmean(l2r_dice_per_label(moving_label, fixed_label, moving_label, labels), dim=1),
+        "l2r_dice": torch.nanmean(per_label, dim=1),
+        "l2r_hd95_before": torch.nanmean(
+            l2r_hd95_per_label(moving_label, fixed_label, moving_label, labels, spacing), dim=1
+        ),
+        "l2r_hd95": torch.nanmean(l2r_hd95_per_label(warped, fixed_label, moving_label, labels, spacing), dim=1),
+        "l2r_sdlogj": l2r_sdlogj(ddf.float()).double(),
+    }
+    out.update({f"l2r_dice_{lab:02d}": per_label[:, i] for i, lab in enumerate(labels)})
     return out

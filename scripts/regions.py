@@ -121,6 +121,9 @@ def label_table(source: str | os.PathLike | Mapping = "totalsegmentator") -> dic
         return _normalise_table(json.load(f))
 
 
+_resolve_table = label_table  # load_region_spec's argument shadows the function's name
+
+
 @dataclass(frozen=True)
 class RegionSpec:
     """Resolved region specification (label ids).
@@ -183,7 +186,7 @@ def load_region_spec(
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
         raise ValueError(f"region spec: unknown key(s) {sorted(unknown)}; expected {sorted(_SPEC_KEYS)}")
-    table = globals()["label_table"](label_table if label_table is not None else "totalsegmentator")
+    table = _resolve_table(label_table if label_table is not None else "totalsegmentator")
     groups = raw.get("groups", {}) or {}
 
     rigid_names = [n for item in raw.get("rigid", []) for n in _resolve_name(item, table, groups)]
@@ -241,7 +244,7 @@ def as_label_array(labels: Any, what: str = "label map") -> np.ndarray:
     elif arr.dtype.kind not in "iu":
         raise ValueError(f"{what} must hold integer label ids, got dtype {arr.dtype}")
     if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-        raise ValueError(f"{what} holds negative label ids (min {arr.min()})")
+        raise ValueError(f"{what} holds negative label ids (min {arr.min()}): is this an image, not a segmentation?")
     return arr
 
 
@@ -334,9 +337,9 @@ def _gaussian_kernels(sigma_vox: float, truncate: float = 3.0) -> tuple[np.ndarr
 def _gaussian_covariances(sliding: np.ndarray, spacing: np.ndarray, sigma_mm: float) -> np.ndarray:
     """Gaussian-window covariance (N, 3, 3) of the sliding voxels around each sliding voxel, mm^2.
 
-    Moments of orders 0-2 of the sliding indicator about each voxel (offsets ``q - p``) are separable filters
-    (kernels ``g``, ``d g``, ``d^2 g`` per axis): two full passes on the band's bounding box, the last axis only
-    at sliding voxels. Sliding voxels (N) in C order.
+    The moments of orders 0-2 of the sliding indicator about each voxel (offsets ``q - p``) are separable filters
+    (kernels ``g``, ``d g``, ``d^2 g`` per axis): full passes along axes 0 and 1 on the band's bounding box, the
+    last axis only at the sliding voxels (N, in C order). Peak memory: three float32 copies of the bounding box.
     """
     idx = np.nonzero(sliding)
     kern = [_gaussian_kernels(sigma_mm / s) for s in spacing]
@@ -344,30 +347,18 @@ def _gaussian_covariances(sliding: np.ndarray, spacing: np.ndarray, sigma_mm: fl
     lo = [max(int(i.min()) - m, 0) for i, m in zip(idx, margin)]
     hi = [min(int(i.max()) + m + 1, n) for i, m, n in zip(idx, margin, sliding.shape)]
     band = sliding[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
-    # orders (o0, o1, o2) of the offset moments: 1 (order 0), 3 (order 1), 6 (order 2)
-    orders = [
-        (0, 0, 0),
-        (1, 0, 0),
-        (0, 1, 0),
-        (0, 0, 1),
-        (2, 0, 0),
-        (0, 2, 0),
-        (0, 0, 2),
-        (1, 1, 0),
-        (1, 0, 1),
-        (0, 1, 1),
-    ]
-    pass0 = {o: ndimage.correlate1d(band, kern[0][o], axis=0, mode="constant") for o in {c[0] for c in orders}}
-    pass1 = {
-        c: ndimage.correlate1d(pass0[c[0]], kern[1][c[1]], axis=1, mode="constant") for c in {c[:2] for c in orders}
-    }
-    r2 = margin[2]
-    i0, i1, i2 = (i - l for i, l in zip(idx, lo))
-    taps = i2[:, None] + np.arange(2 * r2 + 1)[None, :]  # (N, taps) into the z-padded arrays
+    i0, i1, i2 = (i - a for i, a in zip(idx, lo))
+    taps = i2[:, None] + np.arange(-margin[2], margin[2] + 1)[None, :]  # (N, taps) along the last axis
+    valid = (taps >= 0) & (taps < band.shape[2])
+    taps = np.clip(taps, 0, band.shape[2] - 1)
     moments = {}
-    for c in orders:
-        padded = np.pad(pass1[c[:2]], ((0, 0), (0, 0), (r2, r2)))
-        moments[c] = (padded[i0[:, None], i1[:, None], taps].astype(np.float64) * kern[2][c[2]]).sum(axis=1)
+    for o0 in range(3):
+        pass0 = ndimage.correlate1d(band, kern[0][o0], axis=0, mode="constant")
+        for o1 in range(3 - o0):
+            pass1 = ndimage.correlate1d(pass0, kern[1][o1], axis=1, mode="constant")
+            lines = np.where(valid, pass1[i0[:, None], i1[:, None], taps], 0.0).astype(np.float64)
+            for o2 in range(3 - o0 - o1):
+                moments[(o0, o1, o2)] = lines @ kern[2][o2].astype(np.float64)
     m0 = moments[(0, 0, 0)]
     mean = np.stack([moments[(1, 0, 0)], moments[(0, 1, 0)], moments[(0, 0, 1)]], axis=1) * spacing / m0[:, None]
     cov = np.empty((len(m0), 3, 3), dtype=np.float64)
@@ -521,9 +512,10 @@ def downsample_regions(
 # MONAI transform
 # ----------------------------------------------------------------------------------------------------------------
 def spacing_from_affine(affine: Any) -> np.ndarray:
-    """Voxel size (mm) along the array axes: the column norms of the affine's 3x3 part."""
+    """Voxel size (mm) along the array axes: the column norms of the affine's 3x3 part, rounded to 1e-6 mm (so
+    that float32 round-off in stored affines does not change the k-nearest-neighbour tie-breaking)."""
     a = np.asarray(affine.detach().cpu() if hasattr(affine, "detach") else affine, dtype=np.float64)
-    return np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    return np.round(np.sqrt((a[:3, :3] ** 2).sum(axis=0)), 6)
 
 
 def regions_from_labels(
@@ -667,8 +659,9 @@ def _save_nifti(data: np.ndarray, like: Any, path: Path, descrip: str = "") -> N
     header.set_data_dtype(data.dtype)
     img = nib.Nifti1Image(data, like.affine, header=header)
     img.header.set_slope_inter(1.0, 0.0)
-    img.set_qform(like.affine, code=int(like.header["qform_code"]) or 1)
-    img.set_sform(like.affine, code=int(like.header["sform_code"]) or 1)
+    qcode, scode = int(like.header["qform_code"]), int(like.header["sform_code"])
+    img.set_qform(like.affine, code=qcode)
+    img.set_sform(like.affine, code=scode if (scode or qcode) else 2)  # keep the input's codes
     if descrip:
         img.header["descrip"] = descrip.encode()[:79]
     tmp = path.with_name(path.name.replace(".nii.gz", ".partial.nii.gz"))

@@ -1,6 +1,5 @@
 """Shared pytest set-up: the bundle root on sys.path, single-threaded determinism, data paths."""
 
-import os
 import sys
 from pathlib import Path
 

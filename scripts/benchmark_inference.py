@@ -1,0 +1,180 @@
+"""Time and memory of inference on a full-size CT-like pair (192 x 160 x 256 by default), I/O included.
+
+Writes a synthetic pair (smooth random int16 "HU" content; the fixed image oblique and LPS, the moving image RAS
+with another spacing and origin, so that the moving image must be resampled onto the fixed grid), then runs the real
+inference path of ``configs/inference.json`` in a fresh process (``ConfigWorkflow``: config parsing, network,
+checks, loading, prediction, field back to the fixed grid, warping, det J, writing) and prints its wall time and
+peak RSS; then the same through the command line ``python -m monai.bundle run ...`` (Python start-up and imports
+included)::
+
+    python -m scripts.benchmark_inference --out_dir /tmp/bench_inference
+    python -m scripts.benchmark_inference --image_size "[96, 80, 128]"   # the CT network grid
+    python -m scripts.benchmark_inference --threads 1   # one torch thread (much faster on a busy machine)
+
+Without ``models/model.pt`` (or with ``--random_weights``) the backbone keeps its random initialisation: the
+cost is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], coarse: int = 12) -> np.ndarray:
+    """Smooth random field in [0, 1]: coarse noise upsampled trilinearly (scipy.ndimage.zoom, order 1)."""
+    from scipy.ndimage import zoom
+
+    small = rng.random((coarse, coarse, coarse)).astype(np.float32)
+    field = zoom(small, [s / coarse for s in shape], order=1)[: shape[0], : shape[1], : shape[2]]
+    return (field - field.min()) / max(float(field.max() - field.min()), 1e-6)
+
+
+def make_pair(out_dir: Path, shape: tuple[int, int, int] = (192, 160, 256), seed: int = 0) -> tuple[str, str]:
+    """Write ``bench_fixed.nii.gz`` and ``bench_moving.nii.gz`` (int16 HU) and return their paths."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for role in ("fixed", "moving"):
+        body = _smooth_noise(rng, shape)
+        ct = np.where(body > 0.35, -100.0 + 600.0 * body, -1000.0) + 20.0 * rng.standard_normal(shape)
+        if role == "fixed":  # LPS, 1.5 x 1.5 x 1.2 mm, rotated by 0.1 rad about z
+            c, s = np.cos(0.1), np.sin(0.1)
+            rot = np.array([[-c, s, 0.0], [-s, -c, 0.0], [0.0, 0.0, 1.0]])
+            affine = np.eye(4)
+            affine[:3, :3] = rot @ np.diag([1.5, 1.5, 1.2])
+            affine[:3, 3] = [140.0, 120.0, -150.0]
+        else:  # RAS, 1.6 x 1.4 x 1.25 mm, another origin
+            affine = np.diag([1.6, 1.4, 1.25, 1.0])
+            affine[:3, 3] = [-150.0, -110.0, -160.0]
+        path = out_dir / f"bench_{role}.nii.gz"
+        nib.save(nib.Nifti1Image(ct.astype(np.int16), affine), str(path))
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def _overrides(
+    fixed: str, moving: str, out_dir: Path, image_size: list[int] | None, random_weights: bool, threads: int = 0
+) -> dict:
+    over = {"fixed": fixed, "moving": moving, "output_dir": str(out_dir / "out"), "intensity": "ct"}
+    if threads > 0:
+        over["torch_threads"] = threads
+    if image_size is not None:
+        over["image_size"] = image_size
+    if random_weights or not (BUNDLE_ROOT / "models" / "model.pt").is_file():
+        over["handlers#0#_disabled_"] = True
+    return over
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(
+    fixed: str, moving: str, out_dir: str, image_size: list[int] | None, random_weights: bool, threads: int = 0
+) -> dict:
+    """The in-process run (call in a fresh process: ru_maxrss is the process's peak)."""
+    t0 = time.perf_counter()
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    import_s = time.perf_counter() - t0
+    over = _overrides(fixed, moving, Path(out_dir), image_size, random_weights, threads)
+    t1, cpu1 = time.perf_counter(), _cpu_seconds()
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE_ROOT / "configs" / "inference.json"),
+        meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        bundle_root=str(BUNDLE_ROOT),
+        **over,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    seconds, cpu = time.perf_counter() - t1, _cpu_seconds() - cpu1
+    summary = json.loads((Path(over["output_dir"]) / "summary.json").read_text())
+    return {
+        "seconds_inference": seconds,
+        "seconds_imports": import_s,
+        "cpu_seconds": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "seconds_postprocess": summary["pairs"][0]["seconds_postprocess"],
+        "stages": summary["pairs"][0]["seconds"],
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "random_weights": bool(over.get("handlers#0#_disabled_", False)),
+        "image_size": image_size or "config default",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out_dir", default="/tmp/bench_inference")
+    parser.add_argument("--shape", default="[192, 160, 256]", help="image shape, JSON list")
+    parser.add_argument("--image_size", default=None, help="network grid override, JSON list (default: config)")
+    parser.add_argument("--random_weights", action="store_true", help="do not load models/model.pt")
+    parser.add_argument("--skip_cli", action="store_true", help="skip the command-line timing")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (config key torch_threads; 0: default)")
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # child process mode
+    args = parser.parse_args()
+    out_dir = Path(args.out_dir)
+    image_size = json.loads(args.image_size) if args.image_size else None
+    fixed, moving = str(out_dir / "bench_fixed.nii.gz"), str(out_dir / "bench_moving.nii.gz")
+    if args.measure:
+        print(json.dumps(measure(fixed, moving, str(out_dir), image_size, args.random_weights, args.threads)))
+        return
+
+    shape = tuple(json.loads(args.shape))
+    make_pair(out_dir, shape)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE_ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-W", "ignore", "-m", "scripts.benchmark_inference", "--measure", "--out_dir", str(out_dir)]
+    cmd += ["--image_size", json.dumps(image_size)] if image_size else []
+    cmd += ["--random_weights"] if args.random_weights else []
+    cmd += ["--threads", str(args.threads)]
+    child = subprocess.run(cmd, cwd=BUNDLE_ROOT, env=env, capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.exit(f"benchmark run failed:\n{child.stderr[-4000:]}")
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    print(
+        f"pair {shape} int16, network grid {result['image_size']}, {os.cpu_count()} CPU cores, "
+        f"torch threads {result['torch_threads']}, random weights: {result['random_weights']}"
+    )
+    print(
+        f"in-process inference (ConfigWorkflow: parse, load, predict, resample, warp, det J, write): "
+        f"{result['seconds_inference']:.2f} s (of which post-processing and writing {result['seconds_postprocess']:.2f}"
+        f" s), CPU time {result['cpu_seconds']:.2f} s, peak RSS {result['peak_rss_gib']:.2f} GiB "
+        f"(imports before it: {result['seconds_imports']:.2f} s)"
+    )
+    print("  per stage (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["stages"].items()))
+    if not args.skip_cli:
+        over = _overrides(fixed, moving, out_dir, image_size, args.random_weights, args.threads)
+        cli = [sys.executable, "-W", "ignore", "-m", "monai.bundle", "run", "inference"]
+        cli += ["--config_file", str(BUNDLE_ROOT / "configs" / "inference.json"), "--bundle_root", str(BUNDLE_ROOT)]
+        for key, value in over.items():
+            cli += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+        start = time.perf_counter()
+        proc = subprocess.run(cli, cwd=BUNDLE_ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"bundle command failed:\n{proc.stderr[-4000:]}")
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        print(f"bundle command (python -m monai.bundle run inference ...): {wall:.2f} s wall incl. start-up")
+        print(f"peak RSS of the child processes: {rss:.2f} GiB")
+    print(f"load average (1 min) now: {os.getloadavg()[0]:.2f} (other processes share the cores when it exceeds 0)")
+
+
+if __name__ == "__main__":
+    main()
