@@ -4,16 +4,13 @@ CT-like phantom with a non-identity affine, Learn2Reg metrics, and the bundle co
 
 import csv
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_cli import bundle, epoch_metric
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor, list_data_collate
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Resized
@@ -287,20 +284,6 @@ def test_learn2reg_metric_conventions():
 
 
 # ---------------------------------------------------------------------------------------------------- bundle commands
-def bundle(run_id: str, configs: list[str], *overrides: str, cwd: Path) -> str:
-    config_file = str([str(CONFIGS / c) for c in configs]).replace(" ", "")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config_file, *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-5000:]
-    return log
-
-
-def epoch_metric(log: str, name: str) -> list[float]:
-    return [float(v) for v in re.findall(rf"{name}: ([0-9.eE+-]+|nan)", log)]
-
-
 def test_phantom_training_and_learn2reg_evaluation(phantom, tmp_path):
     """The documented commands on the phantom (Learn2Reg layout, TotalSegmentator folder), from another folder."""
     common = ["--bundle_root", str(tmp_path), "--dataset_dir", str(phantom), "--image_size", "[16,16,16]", *TINY]

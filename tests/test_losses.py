@@ -10,7 +10,14 @@ from scripts.benchmark_losses import make_inputs, svd_biomechanical_loss
 from scripts.losses import BiomechanicalLoss, JacobianLoss, RegistrationLoss, RigidityLoss, ShearingLoss
 from scripts.mechanics import jacobian_determinant, linear_strain, project_on_normals, spatial_gradient
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Exact comparisons in double precision, restored afterwards so that other test modules see float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def grid(shape, spacing=(1.0, 1.0, 1.0)):

@@ -173,9 +173,10 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
 
     from _helpers_resume import kill_during_save
 
-    from scripts.handlers import latest_checkpoint  # imported before the fork: the child starts at once
+    from scripts.handlers import latest_checkpoint
 
-    child = multiprocessing.get_context("fork").Process(target=kill_during_save, args=(str(tmp_path),))
+    # spawn, not fork: forking a process whose torch/OpenMP threads already ran (earlier tests) can deadlock the child
+    child = multiprocessing.get_context("spawn").Process(target=kill_during_save, args=(str(tmp_path),))
     child.start()
     child.join(TIMEOUT)
     assert child.exitcode == -signal.SIGKILL
