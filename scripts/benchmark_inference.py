@@ -89,22 +89,13 @@ def measure(
     """The in-process run (call in a fresh process: ru_maxrss is the process's peak)."""
     t0 = time.perf_counter()
     import torch
-    from monai.bundle import ConfigWorkflow
+
+    from scripts.inference import run_inference_workflow
 
     import_s = time.perf_counter() - t0
     over = _overrides(fixed, moving, Path(out_dir), image_size, random_weights, threads)
     t1, cpu1 = time.perf_counter(), _cpu_seconds()
-    workflow = ConfigWorkflow(
-        config_file=str(BUNDLE_ROOT / "configs" / "inference.json"),
-        meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="infer",
-        bundle_root=str(BUNDLE_ROOT),
-        **over,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    run_inference_workflow(BUNDLE_ROOT, **over)
     seconds, cpu = time.perf_counter() - t1, _cpu_seconds() - cpu1
     summary = json.loads((Path(over["output_dir"]) / "summary.json").read_text())
     return {

@@ -83,7 +83,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from torch.utils.data import DataLoader, Dataset
 
 from scripts.handlers import atomic_write_text
-from scripts.mechanics import jacobian_determinant
+from scripts.mechanics import jacobian_determinant, log_jacobian
 
 __all__ = [
     "InferenceInputError",
@@ -792,7 +792,7 @@ def jacobian_map(ddf_vox: torch.Tensor, slab: int = 32) -> torch.Tensor:
 
 def _stats(det: torch.Tensor, disp_mm: torch.Tensor, eps: float = 1e-9) -> dict[str, Any]:
     flat = det.reshape(-1).double()
-    logj = torch.log(flat.clamp_min(eps))
+    logj = log_jacobian(flat, eps)
     p1, p99 = np.percentile(det.reshape(-1).cpu().numpy(), [1, 99])
     mag = disp_mm.square().sum(dim=0).sqrt().reshape(-1)
     return {
@@ -1104,3 +1104,27 @@ class RegistrationWriter:
             summary["mean_std_log_jacobian"] = float(np.mean([row["std_log_jacobian"] for row in self.rows]))
         atomic_write_text(self.output_dir / self.summary_name, json.dumps(summary, indent=2, allow_nan=True) + "\n")
         logger.info("registered %d pair(s), outputs in %s", len(self.rows), self.output_dir)
+
+
+def run_inference_workflow(bundle_root: str | os.PathLike | None = None, **overrides: Any):
+    """Run ``configs/inference.json`` in this process (as the Model Zoo tests do) and return the finished workflow.
+
+    Args:
+        bundle_root: the bundle folder (default: the one holding this module).
+        overrides: config overrides, e.g. ``fixed``, ``moving``, ``output_dir``, ``ckpt_path``.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    root = Path(bundle_root) if bundle_root is not None else Path(__file__).resolve().parents[1]
+    workflow = ConfigWorkflow(
+        config_file=str(root / "configs" / "inference.json"),
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        bundle_root=str(root),
+        **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow

@@ -25,6 +25,7 @@ from scripts.losses import RIGID, SLIDING
 from scripts.mechanics import (
     SpacingLike,
     gradient_components,
+    jacobian_det,
     jacobian_determinant,
     log_jacobian,
     strain_energy,
@@ -69,10 +70,24 @@ def _masked_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
 
 
+def _folding(det: torch.Tensor) -> torch.Tensor:
+    return 100.0 * (_flat(det) <= 0).to(det.dtype).mean(dim=1)
+
+
+def _std_log(det: torch.Tensor, reg_mask: torch.Tensor | None, eps: float) -> torch.Tensor:
+    logj = _flat(log_jacobian(det, eps))
+    region = _region(reg_mask, det, lambda lab: lab != SLIDING)
+    mean = _masked_mean(logj, region)
+    return _masked_mean((logj - mean[:, None]).square(), region).sqrt()
+
+
+def _rigidity(energy: torch.Tensor, reg_mask: torch.Tensor) -> torch.Tensor:
+    return _masked_mean(_flat(energy), _region(reg_mask, energy, lambda lab: lab == RIGID))
+
+
 def folding_percentage(ddf: torch.Tensor, spacing: SpacingLike = None, units: str = "voxel") -> torch.Tensor:
     """Percentage of voxels with det J <= 0, per pair: (B,)."""
-    det = jacobian_determinant(ddf, spacing, units)
-    return 100.0 * (_flat(det) <= 0).to(ddf.dtype).mean(dim=1)
+    return _folding(jacobian_determinant(ddf, spacing, units))
 
 
 def std_log_jacobian(
@@ -83,19 +98,14 @@ def std_log_jacobian(
     units: str = "voxel",
 ) -> torch.Tensor:
     """Standard deviation of log max(det J, eps) over voxels not labelled sliding, per pair: (B,)."""
-    det = jacobian_determinant(ddf, spacing, units)
-    logj = _flat(log_jacobian(det, eps))
-    region = _region(reg_mask, det, lambda lab: lab != SLIDING)
-    mean = _masked_mean(logj, region)
-    return _masked_mean((logj - mean[:, None]).square(), region).sqrt()
+    return _std_log(jacobian_determinant(ddf, spacing, units), reg_mask, eps)
 
 
 def rigidity_error(
     ddf: torch.Tensor, reg_mask: torch.Tensor, spacing: SpacingLike = None, units: str = "voxel"
 ) -> torch.Tensor:
     """Mean ||E||_F^2 over the rigid voxels (``reg_mask == 1``), per pair: (B,), NaN without rigid voxels."""
-    energy = strain_energy(gradient_components(ddf, spacing, units))
-    return _masked_mean(_flat(energy), _region(reg_mask, energy, lambda lab: lab == RIGID))
+    return _rigidity(strain_energy(gradient_components(ddf, spacing, units)), reg_mask)
 
 
 def mse(warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -202,11 +212,13 @@ def pair_metrics(
         "mse": mse(pred["warped"], fixed),
         "ncc_before": ncc(target["moving"], fixed),
         "ncc": ncc(pred["warped"], fixed),
-        "folding_percent": folding_percentage(ddf, spacing),
-        "std_log_jacobian": std_log_jacobian(ddf, reg_mask, spacing=spacing),
     }
+    grad = gradient_components(ddf, spacing)  # one gradient for the three field metrics
+    det = jacobian_det(grad)
+    out["folding_percent"] = _folding(det)
+    out["std_log_jacobian"] = _std_log(det, reg_mask, eps=1e-9)
     if reg_mask is not None:
-        out["rigidity_error"] = rigidity_error(ddf, reg_mask, spacing)
+        out["rigidity_error"] = _rigidity(strain_energy(grad), reg_mask)
     if num_label_classes > 0 and "warped_label" in pred and "fixed_label" in target:
         out["dice_before"] = dice(target["moving_label"], target["fixed_label"], num_label_classes)
         out["dice"] = dice(pred["warped_label"], target["fixed_label"], num_label_classes)

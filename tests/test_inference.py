@@ -59,20 +59,9 @@ def registration_net(net: torch.nn.Module) -> torch.nn.Module:
 
 def run_workflow(**overrides):
     """The bundle's inference workflow, in process (as the Model Zoo tests run it)."""
-    from monai.bundle import ConfigWorkflow
+    from scripts.inference import run_inference_workflow
 
-    workflow = ConfigWorkflow(
-        config_file=str(CONFIG),
-        meta_file=str(META),
-        logging_file=False,
-        workflow_type="infer",
-        bundle_root=str(BUNDLE_ROOT),
-        **overrides,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
+    return run_inference_workflow(BUNDLE_ROOT, **overrides)
 
 
 def subprocess_env() -> dict:
