@@ -9,7 +9,7 @@ Names (the ``dataset`` override of ``configs/train.json``):
 - ``pairs``: a plain list of (fixed, moving) NIfTI pairs in a JSON or CSV file.
 
 The two file-based datasets need the per-image preprocessing transform and the other ``options`` of
-``configs/abdomenctct.json`` (``dataset_options``): merge it after train.json.
+``configs/ct.json`` (``dataset_options``): merge it after train.json.
 
 Each item is a dict with ``fixed``, ``moving`` (1, *S), ``reg_mask`` (1, *S) and ``normals`` (3, *S) and, when the
 dataset has labels, ``fixed_label``, ``moving_label`` (1, *S), channel first.
@@ -39,7 +39,7 @@ relative to the file's folder:
 Regions (``reg_mask``, ``normals``) always come from the FIXED image's TotalSegmentator segmentation: the pair's
 ``fixed_seg``, else ``<seg_dir>/<image name>_seg.nii.gz`` (``seg_dir`` default: beside the image); or, with
 ``regions_dir``, from ``<regions_dir>/<image name>_reg_mask.nii.gz`` and ``_normals.nii.gz`` precomputed by
-``python -m scripts.regions precompute``. Missing files are reported before anything runs, with the command to make
+``python -m scripts.precompute_regions``. Missing files are reported before anything runs, with the command to make
 them. Every image is preprocessed once (and cached: ``cache="disk"`` a MONAI ``PersistentDataset``, ``"memory"`` a
 ``CacheDataset``) and then paired; a pair never re-runs the loading nor the region building.
 """
@@ -58,20 +58,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from scripts.image_io import image_stem
+from scripts.resampling import resample_to_grid
 from scripts.synthetic import SyntheticRegistrationDataset
 
 __all__ = [
     "DATASETS",
     "FILE_DATASETS",
     "SPLIT_SIZES",
-    "LEARN2REG_ABDOMEN_LABELS",
     "registration_dataset",
     "label_classes",
     "learn2reg_pairs",
     "read_pairs",
     "find_learn2reg_json",
-    "learn2reg_labels_from_totalsegmentator",
-    "ImagePairDataset",
+    "FilePairDataset",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,31 +89,14 @@ SPLIT_SIZES = {"train": 200, "val": 50, "test": 50}
 # label_classes on the command line when the pairs have labels)
 LABEL_CLASSES = {"synthetic_rigid": 2, "synthetic_rigid3d": 2, "synthetic_shearing": 3, "abdomenctct": 14, "pairs": 0}
 
-# Learn2Reg AbdomenCTCT labels (the 13 BTCV organs), id -> the TotalSegmentator v2 name of the same organ
-LEARN2REG_ABDOMEN_LABELS = {
-    1: "spleen",
-    2: "kidney_right",
-    3: "kidney_left",
-    4: "gallbladder",
-    5: "esophagus",
-    6: "liver",
-    7: "stomach",
-    8: "aorta",
-    9: "inferior_vena_cava",
-    10: "portal_vein_and_splenic_vein",
-    11: "pancreas",
-    12: "adrenal_gland_right",
-    13: "adrenal_gland_left",
-}
-
 SPLIT_KEYS = {
     "train": ("train", "training"),
     "val": ("val", "validation", "registration_val"),
     "test": ("test", "registration_test"),
 }
 CT_CONFIG_HINT = (
-    "the file-based datasets need the preprocessing of configs/abdomenctct.json: run with "
-    "--config_file \"['configs/train.json','configs/abdomenctct.json']\" (and configs/evaluate.json last to evaluate)"
+    "the file-based datasets need the preprocessing of configs/ct.json: run with "
+    "--config_file \"['configs/train.json','configs/ct.json']\" (and configs/evaluate.json last to evaluate)"
 )
 
 
@@ -128,28 +111,8 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 
-def learn2reg_labels_from_totalsegmentator(seg: Any, table: Mapping[str, int] | None = None) -> np.ndarray:
-    """Learn2Reg AbdomenCTCT label map (uint8, 0..13) from a TotalSegmentator v2 ``total`` label map (same shape)."""
-    from scripts.regions import TOTALSEG_V2_TOTAL
-
-    table = TOTALSEG_V2_TOTAL if table is None else table
-    seg = np.asarray(seg)
-    lut = np.zeros(max(int(seg.max(initial=0)), max(table.values())) + 1, dtype=np.uint8)
-    for l2r_id, name in LEARN2REG_ABDOMEN_LABELS.items():
-        lut[table[name]] = l2r_id
-    return lut[seg.astype(np.int64)]
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Reading the pair lists
-def _nifti_stem(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
-
-
 def find_learn2reg_json(data_dir: str | os.PathLike) -> Path:
     """The Learn2Reg ``<TASK>_dataset.json`` of a dataset folder (or the file itself)."""
     path = Path(data_dir)
@@ -296,12 +259,12 @@ def _select(pairs: list, num_pairs: int | None, seed: int, shuffle: bool) -> lis
 # Images preprocessed once, then paired
 def _fixed_region_files(image: Path, seg: Path | None, seg_dir: str | None, regions_dir: str | None) -> dict[str, Path]:
     """The files the regions of a fixed image come from: ``{"seg": ...}`` or ``{"reg_mask": ..., "normals": ...}``."""
-    from scripts.regions import output_names
+    from scripts.precompute_regions import output_names
     from scripts.segment import output_path
 
     seg = Path(seg) if seg is not None else output_path(image, seg_dir)
     if regions_dir:
-        mask, normals = output_names(seg.parent / f"{_nifti_stem(image)}_seg.nii.gz", regions_dir)
+        mask, normals = output_names(seg.parent / f"{image_stem(image)}_seg.nii.gz", regions_dir)
         return {"reg_mask": mask, "normals": normals}
     return {"seg": seg}
 
@@ -313,7 +276,7 @@ def _missing_regions_error(missing: list[tuple[Path, Path]], seg_dir: str | None
     if regions_dir:
         return FileNotFoundError(
             f"precomputed regions of the fixed image {image} not found: {expected}{more}. Make them with "
-            f"`python -m scripts.regions precompute --labels <folder of the *_seg.nii.gz> --out_dir {regions_dir} "
+            f"`python -m scripts.precompute_regions --labels <folder of the *_seg.nii.gz> --out_dir {regions_dir} "
             "--method gaussian`, or set regions_dir to null to compute them from the segmentations."
         )
     out_dir = seg_dir or str(image.parent)
@@ -325,7 +288,7 @@ def _missing_regions_error(missing: list[tuple[Path, Path]], seg_dir: str | None
     )
 
 
-class ImagePairDataset(Dataset):
+class FilePairDataset(Dataset):
     """Registration pairs of images that are each loaded and preprocessed ONCE (and cached), then paired.
 
     Every distinct image of ``pairs`` becomes one item for ``transform`` (MONAI dict transform): ``{"image": path}``
@@ -335,7 +298,7 @@ class ImagePairDataset(Dataset):
 
     Args:
         pairs: dicts with ``fixed``, ``moving`` and optional ``fixed_label``, ``moving_label``, ``fixed_seg`` paths.
-        transform: the per-image preprocessing (``configs/abdomenctct.json``: ``preprocessing``).
+        transform: the per-image preprocessing (``configs/ct.json``: ``preprocessing``).
         seg_dir: folder of ``<image name>_seg.nii.gz`` (None: beside each image).
         regions_dir: folder of precomputed ``<image name>_reg_mask.nii.gz`` / ``_normals.nii.gz`` (None: build the
             regions from the segmentations in ``transform``).
@@ -383,7 +346,7 @@ class ImagePairDataset(Dataset):
         self.image_paths = list(roles)
         index = {image: i for i, image in enumerate(self.image_paths)}
         self.pairs = [(index[Path(p["fixed"])], index[Path(p["moving"])]) for p in pairs]
-        self.pair_names = [f"{_nifti_stem(p['fixed'])}<-{_nifti_stem(p['moving'])}" for p in pairs]
+        self.pair_names = [f"{image_stem(p['fixed'])}<-{image_stem(p['moving'])}" for p in pairs]
         self.images = self._cached(list(roles.values()), transform, cache, cache_dir)
 
     @staticmethod
@@ -419,13 +382,28 @@ class ImagePairDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         fi, mi = self.pairs[index]
         fixed, moving = self.images[fi], self.images[mi]
-        out = {"fixed": fixed["image"], "moving": moving["image"]}
+        out = {"fixed": fixed["image"], "moving": on_fixed_grid(moving["image"], fixed["image"])}
         if self.has_labels:
-            out["fixed_label"], out["moving_label"] = fixed["label"], moving["label"]
+            out["fixed_label"] = fixed["label"]
+            out["moving_label"] = on_fixed_grid(moving["label"], fixed["label"], mode="nearest", fill=0.0)
         for key in ("reg_mask", "normals"):
             if key in fixed:
                 out[key] = fixed[key]
         return out
+
+
+def on_fixed_grid(moving: Any, fixed: Any, mode: str = "bilinear", fill: float | None = None) -> Any:
+    """A preprocessed moving image (or label map) on the preprocessed fixed image's grid: unchanged when both share
+    a grid (Learn2Reg), else resampled through their affines (:func:`scripts.resampling.resample_to_grid`, the same
+    pair step as inference), as a MetaTensor with the fixed image's metadata."""
+    from monai.data import MetaTensor
+
+    if not isinstance(moving, MetaTensor) or not isinstance(fixed, MetaTensor):
+        return moving
+    out, _ = resample_to_grid(moving, moving.affine, fixed.affine, fixed.shape[1:], fill=fill, mode=mode)
+    if out is moving:
+        return moving
+    return MetaTensor(out.to(moving.dtype) if mode == "nearest" else out, meta=dict(fixed.meta))
 
 
 def file_registration_dataset(
@@ -439,7 +417,7 @@ def file_registration_dataset(
     regions_dir: str | None = None,
     cache: str = "disk",
     cache_dir: str | os.PathLike | None = None,
-) -> ImagePairDataset:
+) -> FilePairDataset:
     """A split of a file-based dataset (``abdomenctct``, ``pairs``); arguments: see :func:`registration_dataset`."""
     if transform is None:
         raise ValueError(f"dataset {name!r}: no preprocessing transform; {CT_CONFIG_HINT}")
@@ -451,7 +429,7 @@ def file_registration_dataset(
         pairs = read_pairs(data_dir, split)
     pairs = _select(pairs, num_pairs, seed, shuffle=split == "train")
     logger.info("dataset %s, split %s: %d pairs", name, split, len(pairs))
-    return ImagePairDataset(pairs, transform, seg_dir, regions_dir, cache, cache_dir)
+    return FilePairDataset(pairs, transform, seg_dir, regions_dir, cache, cache_dir)
 
 
 def registration_dataset(
@@ -471,9 +449,9 @@ def registration_dataset(
             random subset of training pairs when ``num_pairs`` is smaller than the split.
         shape: synthetic grid shape (voxels, 1 mm); file-based datasets resample in their ``transform``.
         transform: synthetic: optional callable applied to each item dict; file-based: the per-image preprocessing.
-        options: file-based datasets only (``dataset_options`` of ``configs/abdomenctct.json``): ``data_dir``,
+        options: file-based datasets only (``dataset_options`` of ``configs/ct.json``): ``data_dir``,
             ``transform`` (per-image preprocessing), ``seg_dir``, ``regions_dir``, ``cache``, ``cache_dir``
-            (see :class:`ImagePairDataset`). Ignored (with a warning) by the synthetic sets.
+            (see :class:`FilePairDataset`). Ignored (with a warning) by the synthetic sets.
     """
     _check_name(name)
     if split not in SPLIT_SIZES:

@@ -22,6 +22,7 @@ from monai.losses import DiceLoss, LocalNormalizedCrossCorrelationLoss
 from torch import nn
 from torch.nn import functional as F
 
+from scripts.labels import JACOBIAN, RIGID, SLIDING
 from scripts.mechanics import (
     Components,
     SpacingLike,
@@ -47,8 +48,6 @@ __all__ = [
     "RegistrationLoss",
 ]
 
-# values of the regularisation label map ``reg_mask``
-JACOBIAN, RIGID, SLIDING = 0, 1, 2
 # the regulariser choices, from the paper's baseline to the full model
 REGULARISERS = ("jacobian", "rigidity_jacobian", "rigidity_shearing_jacobian")
 

@@ -10,18 +10,20 @@ rigid region) is NaN, which MONAI's metric reduction skips. The ``*Metric`` clas
   (``reg_mask != 2``: outside the sliding interfaces).
 - rigidity error: mean of ||E||_F^2 over the rigid region (``reg_mask == 1``).
 - MSE and global NCC of the warped moving image against the fixed one.
-Dice on warped labels is MONAI's ``DiceMetric`` (one-hot, ``ignore_empty=True`` so that labels
-absent from the fixed image are skipped, and Dice itself is reported, not 1 - Dice).
+- Dice per label of integer label maps (:func:`dice_per_label`, labels absent from the fixed map are skipped, and
+  Dice itself is reported, not 1 - Dice); :func:`dice` is its mean per pair.
+
+These are the only implementations of fold %, std log J and Dice in the bundle: inference computes its statistics
+on a det J map with :func:`folding_from_det` and :func:`std_log_from_det`.
 """
 
 from __future__ import annotations
 
 import torch
-from monai.metrics import CumulativeIterationMetric, compute_dice
+from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
-from monai.networks import one_hot
 
-from scripts.losses import RIGID, SLIDING
+from scripts.labels import RIGID, SLIDING
 from scripts.mechanics import (
     SpacingLike,
     gradient_components,
@@ -33,6 +35,10 @@ from scripts.mechanics import (
 
 __all__ = [
     "pair_metrics",
+    "dice",
+    "dice_per_label",
+    "folding_from_det",
+    "std_log_from_det",
     "folding_percentage",
     "std_log_jacobian",
     "rigidity_error",
@@ -70,11 +76,14 @@ def _masked_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
 
 
-def _folding(det: torch.Tensor) -> torch.Tensor:
+def folding_from_det(det: torch.Tensor) -> torch.Tensor:
+    """Percentage of voxels with det J <= 0 of (B, ...) det J maps: (B,)."""
     return 100.0 * (_flat(det) <= 0).to(det.dtype).mean(dim=1)
 
 
-def _std_log(det: torch.Tensor, reg_mask: torch.Tensor | None, eps: float) -> torch.Tensor:
+def std_log_from_det(det: torch.Tensor, reg_mask: torch.Tensor | None = None, eps: float = 1e-9) -> torch.Tensor:
+    """Std of log max(det J, eps) of (B, ...) det J maps over the voxels not labelled sliding in ``reg_mask``
+    (same shape; None: all voxels): (B,)."""
     logj = _flat(log_jacobian(det, eps))
     region = _region(reg_mask, det, lambda lab: lab != SLIDING)
     mean = _masked_mean(logj, region)
@@ -87,7 +96,7 @@ def _rigidity(energy: torch.Tensor, reg_mask: torch.Tensor) -> torch.Tensor:
 
 def folding_percentage(ddf: torch.Tensor, spacing: SpacingLike = None, units: str = "voxel") -> torch.Tensor:
     """Percentage of voxels with det J <= 0, per pair: (B,)."""
-    return _folding(jacobian_determinant(ddf, spacing, units))
+    return folding_from_det(jacobian_determinant(ddf, spacing, units))
 
 
 def std_log_jacobian(
@@ -98,7 +107,7 @@ def std_log_jacobian(
     units: str = "voxel",
 ) -> torch.Tensor:
     """Standard deviation of log max(det J, eps) over voxels not labelled sliding, per pair: (B,)."""
-    return _std_log(jacobian_determinant(ddf, spacing, units), reg_mask, eps)
+    return std_log_from_det(jacobian_determinant(ddf, spacing, units), reg_mask, eps)
 
 
 def rigidity_error(
@@ -175,6 +184,25 @@ class NCCMetric(_PairMetric):
         return ncc(y_pred, y)[:, None]
 
 
+def dice_per_label(warped_label: torch.Tensor, fixed_label: torch.Tensor, num_classes: int = 0) -> torch.Tensor:
+    """Dice of every foreground label of two integer label maps of the same shape: (L,) float64 for labels
+    1 .. L (L = ``num_classes - 1``, or the largest label present), NaN for a label absent from the fixed map.
+
+    Raises:
+        ValueError: negative labels or maps of different shapes.
+    """
+    f, w = fixed_label.reshape(-1).long(), warped_label.reshape(-1).long()
+    if f.shape != w.shape:
+        raise ValueError(f"label maps of different shapes: {tuple(warped_label.shape)} vs {tuple(fixed_label.shape)}")
+    if f.numel() and (int(f.min()) < 0 or int(w.min()) < 0):
+        raise ValueError("label maps must hold non-negative integer labels for Dice")
+    size = max(int(num_classes), int(f.max()) + 1 if f.numel() else 1, int(w.max()) + 1 if w.numel() else 1)
+    inter = torch.bincount(f[f == w], minlength=size).double()
+    nf, nw = torch.bincount(f, minlength=size).double(), torch.bincount(w, minlength=size).double()
+    values = torch.where(nf > 0, 2.0 * inter / (nf + nw).clamp_min(1.0), torch.full_like(inter, float("nan")))
+    return values[1 : (int(num_classes) if num_classes else size)]
+
+
 def dice(warped_label: torch.Tensor, fixed_label: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean Dice over the foreground labels present in the fixed image, per pair: (B,).
 
@@ -184,10 +212,8 @@ def dice(warped_label: torch.Tensor, fixed_label: torch.Tensor, num_classes: int
     """
     if warped_label.shape[1] > 1:
         warped_label = warped_label.argmax(dim=1, keepdim=True)
-    pred = one_hot(warped_label.long(), num_classes, dim=1)
-    ref = one_hot(fixed_label.long(), num_classes, dim=1)
-    per_label = compute_dice(pred, ref, include_background=False, ignore_empty=True)  # NaN: absent label
-    return torch.nanmean(per_label, dim=1)
+    values = [torch.nanmean(dice_per_label(w.round(), f.round(), num_classes)) for w, f in zip(warped_label, fixed_label)]
+    return torch.stack(values).to(device=fixed_label.device, dtype=torch.get_default_dtype())
 
 
 def pair_metrics(
@@ -215,8 +241,8 @@ def pair_metrics(
     }
     grad = gradient_components(ddf, spacing)  # one gradient for the three field metrics
     det = jacobian_det(grad)
-    out["folding_percent"] = _folding(det)
-    out["std_log_jacobian"] = _std_log(det, reg_mask, eps=1e-9)
+    out["folding_percent"] = folding_from_det(det)
+    out["std_log_jacobian"] = std_log_from_det(det, reg_mask, eps=1e-9)
     if reg_mask is not None:
         out["rigidity_error"] = _rigidity(strain_energy(grad), reg_mask)
     if num_label_classes > 0 and "warped_label" in pred and "fixed_label" in target:

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from scripts.image_io import image_stem
+
 logger = logging.getLogger(__name__)
 
 # Weight folders (unzipped nnU-Net results) of TotalSegmentator v2 task "total": the 3 mm model (--fast), or the five
@@ -101,20 +103,12 @@ def _warn_usage_stats() -> None:
         )
 
 
-def _nifti_stem(path: Path) -> str:
-    """File name without ``.nii.gz`` / ``.nii``."""
-    for suffix in (".nii.gz", ".nii"):
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
-
-
 def ct_files(input: str | os.PathLike) -> list[Path]:
     """One CT file, or every ``*.nii.gz`` in a folder except this bundle's outputs (``*_seg``, ``*_reg_mask``,
     ``*_normals``)."""
     path = Path(input)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.nii.gz") if not _nifti_stem(p).endswith(_OUTPUT_SUFFIXES))
+        files = sorted(p for p in path.glob("*.nii.gz") if not image_stem(p).endswith(_OUTPUT_SUFFIXES))
         if not files:
             raise SegmentationSetupError(f"no *.nii.gz CT volumes in folder {path}.")
         return files
@@ -125,7 +119,7 @@ def ct_files(input: str | os.PathLike) -> list[Path]:
 
 def output_path(ct: Path, output_dir: str | os.PathLike | None) -> Path:
     """``<output_dir or the CT's folder>/<name>_seg.nii.gz``."""
-    return Path(output_dir or ct.parent) / f"{_nifti_stem(ct)}_seg.nii.gz"
+    return Path(output_dir or ct.parent) / f"{image_stem(ct)}_seg.nii.gz"
 
 
 def run(

@@ -1,5 +1,8 @@
-"""MONAI transforms of the real-CT preprocessing (``configs/abdomenctct.json``) that MONAI does not provide.
+"""Every MapTransform of the bundle: the steps of the real-CT preprocessing (``configs/ct.json``) that MONAI does
+not provide.
 
+- :class:`RegularisationRegionsd`: the regularisation mask and the sliding normals from a segmentation
+  (:mod:`scripts.regions`, :mod:`scripts.normals`);
 - :class:`ResampleRegionsd`: the regularisation mask (nearest, pixel centres) and the sliding normals (resampled,
   renormalised) onto the network grid, with the same geometry (and affine) as MONAI's ``Resized``;
 - :class:`ReorientVectorsd`: vector components of a field loaded from a file (e.g. precomputed normals) re-expressed
@@ -12,6 +15,7 @@ component k along array axis k, zero outside the sliding region (``reg_mask == 2
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -20,10 +24,11 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type
 
-from scripts.regions import downsample_regions
+from scripts.regions import RegionSpec, downsample_regions, load_region_spec, regions_from_labels, spacing_from_affine
 
-__all__ = ["ResampleRegionsd", "ReorientVectorsd", "direction_cosines", "resized_affine"]
+__all__ = ["RegularisationRegionsd", "ResampleRegionsd", "ReorientVectorsd", "direction_cosines", "resized_affine"]
 
 
 def direction_cosines(affine: Any) -> np.ndarray:
@@ -149,4 +154,63 @@ class ReorientVectorsd(MapTransform):
                 continue
             r = torch.as_tensor(rotation, dtype=field.dtype)
             d[key] = torch.einsum("ij,j...->i...", r, field)  # MetaTensor in, MetaTensor out (metadata kept)
+        return d
+
+
+class RegularisationRegionsd(MapTransform):
+    """Add the regularisation mask and sliding normals computed from a label map.
+
+    Reads ``data[key]``: label map (1, X, Y, Z) (channel-first tensor, MetaTensor or array; a float map with
+    integral values is accepted). Spacing: from the MetaTensor's affine, else ``spacing`` (default 1 mm).
+    Adds ``data[mask_key]`` uint8 (1, X, Y, Z) and ``data[normals_key]`` float32 (3, X, Y, Z) of the input's
+    type (MetaTensors keep the label map's affine and metadata).
+
+    Args:
+        keys: the label map key(s) (one output pair per key: give sequences of mask/normals keys then).
+        spec: ``RegionSpec``, or a path/dict for ``load_region_spec`` (``None``: configs/regions.json).
+        label_table: names -> ids, or anything ``label_table()`` accepts (``None``: TotalSegmentator v2).
+        k: neighbours for the ``knn`` normals.
+        mask_key, normals_key: output key(s).
+        spacing: fallback voxel size (mm) when the input carries no affine.
+        normals_method, sigma_mm: see ``compute_normals`` (``"knn"``: the paper's k nearest; ``"gaussian"``).
+        allow_missing_keys: skip absent keys.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "fixed_label",
+        spec: RegionSpec | str | os.PathLike | Mapping | None = None,
+        label_table: Mapping[str, int] | str | os.PathLike | None = None,
+        k: int = 40,
+        mask_key: str | Sequence[str] = "reg_mask",
+        normals_key: str | Sequence[str] = "normals",
+        spacing: Sequence[float] | None = None,
+        normals_method: str = "knn",
+        sigma_mm: float | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spec = spec if isinstance(spec, RegionSpec) else load_region_spec(spec, label_table)
+        self.k, self.normals_method, self.sigma_mm, self.spacing = k, normals_method, sigma_mm, spacing
+        self.mask_keys = [mask_key] if isinstance(mask_key, str) else list(mask_key)
+        self.normals_keys = [normals_key] if isinstance(normals_key, str) else list(normals_key)
+        if len(self.mask_keys) != len(self.keys) or len(self.normals_keys) != len(self.keys):
+            raise ValueError("give one mask_key and one normals_key per key")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, mkey, nkey in self.key_iterator(d, self.mask_keys, self.normals_keys):
+            img = d[key]
+            if isinstance(img, MetaTensor):
+                spacing = spacing_from_affine(img.affine)
+            else:
+                spacing = self.spacing if self.spacing is not None else (1.0, 1.0, 1.0)
+            mask, normals = regions_from_labels(
+                img, self.spec, self.k, spacing, normals_method=self.normals_method, sigma_mm=self.sigma_mm
+            )
+            if isinstance(img, (np.ndarray, torch.Tensor)):  # same container type (and metadata) as the input
+                d[mkey] = convert_to_dst_type(mask[None], img, dtype=mask.dtype)[0]
+                d[nkey] = convert_to_dst_type(normals, img, dtype=normals.dtype)[0]
+            else:
+                d[mkey], d[nkey] = mask[None], normals
         return d

@@ -38,7 +38,7 @@ def kill_during_save(folder: str) -> None:
     import torch
     from ignite.handlers import Checkpoint
 
-    from scripts.handlers import AtomicDiskSaver
+    from scripts.checkpoints import AtomicDiskSaver
 
     engine = Engine(lambda e, b: None)
     weights = {"w": torch.arange(200_000, dtype=torch.float32)}

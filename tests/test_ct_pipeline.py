@@ -15,23 +15,12 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor, list_data_collate
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Resized
 
-from scripts.datasets import (
-    ImagePairDataset,
-    learn2reg_labels_from_totalsegmentator,
-    learn2reg_pairs,
-    read_pairs,
-    registration_dataset,
-)
+from scripts.datasets import FilePairDataset, learn2reg_pairs, read_pairs, registration_dataset
+from scripts.labels import learn2reg_labels_from_totalsegmentator, vertebrae_ids
 from scripts.metrics import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
 from scripts.registration import PrepareRegistrationBatch
-from scripts.synthetic import (
-    SyntheticRegistrationDataset,
-    diaphragm_normal,
-    phantom_affine,
-    vertebrae_ids,
-    write_deformed_ct_pair,
-    write_learn2reg_phantom,
-)
+from scripts.phantom import diaphragm_normal, phantom_affine, write_deformed_ct_pair, write_learn2reg_phantom
+from scripts.synthetic import SyntheticRegistrationDataset
 from scripts.transforms import ReorientVectorsd, ResampleRegionsd
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +40,7 @@ def phantom(tmp_path_factory) -> Path:
     return out
 
 
-def parse(*overrides: tuple[str, object], configs=("train.json", "abdomenctct.json")) -> ConfigParser:
+def parse(*overrides: tuple[str, object], configs=("train.json", "ct.json", "abdomenctct.json")) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / c) for c in configs])
     for key, value in overrides:
@@ -128,15 +117,15 @@ def test_plain_pair_lists_json_and_csv(phantom, tmp_path):
 def test_missing_segmentation_is_a_clear_error(phantom, tmp_path):
     pairs = learn2reg_pairs(phantom, "val")
     with pytest.raises(FileNotFoundError) as err:
-        ImagePairDataset(pairs, transform=lambda d: d, seg_dir=str(tmp_path), cache="none")
+        FilePairDataset(pairs, transform=lambda d: d, seg_dir=str(tmp_path), cache="none")
     message = str(err.value)
     assert f"{NAME.format(4)}_seg.nii.gz" in message and "python -m scripts.segment run" in message
-    with pytest.raises(FileNotFoundError, match="python -m scripts.regions precompute"):
-        ImagePairDataset(pairs, transform=lambda d: d, regions_dir=str(tmp_path), cache="none")
+    with pytest.raises(FileNotFoundError, match="python -m scripts.precompute_regions"):
+        FilePairDataset(pairs, transform=lambda d: d, regions_dir=str(tmp_path), cache="none")
 
 
 def test_dataset_names_and_synthetic_unchanged(phantom):
-    with pytest.raises(ValueError, match="configs/abdomenctct.json"):
+    with pytest.raises(ValueError, match="configs/ct.json"):
         registration_dataset("abdomenctct", "train", options={"data_dir": str(phantom)})
     with pytest.raises(ValueError, match="unknown dataset"):
         registration_dataset("abdomen", "train")
@@ -165,7 +154,7 @@ def test_preprocessing_regions_on_the_phantom(phantom, tmp_path):
     """Through the config's MONAI transforms (LPS-like flipped+permuted affine, anisotropic spacing): the mask has
     the bones rigid and the liver/lung interface sliding; normals there equal the (oblique) plane normal within 1 deg
     (median; measured 0.74), computed from the segmentation or precomputed by the CLI, at full size and downsampled."""
-    from scripts.regions import precompute
+    from scripts.precompute_regions import precompute
 
     regions_dir = tmp_path / "regions"
     precompute(str(phantom / "totalsegmentator"), str(regions_dir), method="gaussian")
@@ -289,7 +278,7 @@ def test_phantom_training_and_learn2reg_evaluation(phantom, tmp_path):
     common = ["--bundle_root", str(tmp_path), "--dataset_dir", str(phantom), "--image_size", "[16,16,16]", *TINY]
     log = bundle(
         "training",
-        ["train.json", "abdomenctct.json"],
+        ["train.json", "ct.json", "abdomenctct.json"],
         *common,
         "--epochs",
         "2",
@@ -306,7 +295,7 @@ def test_phantom_training_and_learn2reg_evaluation(phantom, tmp_path):
     run_dir = tmp_path / "runs" / "abdomenctct_rigidity_shearing_jacobian"
     assert (run_dir / "model.pt").is_file()
     bundle(
-        "evaluating", ["train.json", "abdomenctct.json", "evaluate.json"], *common, "--num_figures", "0", cwd=tmp_path
+        "evaluating", ["train.json", "ct.json", "abdomenctct.json", "evaluate.json"], *common, "--num_figures", "0", cwd=tmp_path
     )
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     assert summary["pairs"] == 1
@@ -359,7 +348,7 @@ def test_real_ct_pair_training(ct_example_dir, tmp_path):
         "14",
     ]
     common += ["--image_size", str(size).replace(" ", ""), *TINY]
-    log = bundle("training", ["train.json", "abdomenctct.json"], *common, "--epochs", "1", cwd=tmp_path)
+    log = bundle("training", ["train.json", "ct.json", "abdomenctct.json"], *common, "--epochs", "1", cwd=tmp_path)
     totals = epoch_metric(log, "train_total")
     assert len(totals) == 1 and np.isfinite(totals[0]) and epoch_metric(log, "train_rigidity")[0] > 0, log[-3000:]
     assert (tmp_path / "runs" / "pairs_rigidity_shearing_jacobian" / "model.pt").is_file()

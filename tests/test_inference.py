@@ -1,10 +1,11 @@
-"""Inference on new scan pairs (scripts/inference.py, configs/inference.json).
+"""Inference on new scan pairs (scripts/inference.py, scripts/writer.py, scripts/resampling.py, scripts/pairs.py,
+configs/inference.json, configs/ct.json).
 
 - the written displacement field is the transform ITK applies (SimpleITK DisplacementFieldTransform reproduces our
   warped image on real CTs with different grids and orientations; the RAS reading of the same file does not);
 - exact geometry: a known translation / linear field injected on the network grid comes back in mm on the fixed
   grid with the per-axis resampling factors, warps the moving image onto the fixed one, and gives the Learn2Reg
-  voxel field; the ``orientation`` option is consistent;
+  voxel field; a preprocessing that reorients (configs/ct.json) is consistent;
 - a model trained here for a few seconds registers held-out synthetic pairs better than no registration;
 - bad inputs fail with one clear message and write nothing; TorchScript export; the bundle command line.
 """
@@ -23,6 +24,10 @@ import pytest
 import torch
 
 from scripts import inference as inf
+from scripts import resampling, writer
+from scripts.pairs import learn2reg_name, require_pairs, resolve_pairs
+from scripts.errors import InputError, find_input_error
+from scripts.image_io import write_niftis_atomically
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = BUNDLE_ROOT / "configs" / "inference.json"
@@ -57,11 +62,26 @@ def registration_net(net: torch.nn.Module) -> torch.nn.Module:
     return RegistrationNet(net, integration_steps=7).eval()
 
 
-def run_workflow(**overrides):
+def run_workflow(config_files=("inference.json",), **overrides):
     """The bundle's inference workflow, in process (as the Model Zoo tests run it)."""
     from scripts.inference import run_inference_workflow
 
-    return run_inference_workflow(BUNDLE_ROOT, **overrides)
+    return run_inference_workflow(BUNDLE_ROOT, config_files, **overrides)
+
+
+def preprocessing(image_size, configs=("inference.json",)):
+    """The ``preprocessing`` chain declared in the configs (the model's own), for a network grid ``image_size``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_ROOT / "configs" / name) for name in configs])
+    parser["bundle_root"] = str(BUNDLE_ROOT)
+    parser["image_size"] = list(image_size)
+    return parser.get_parsed_content("preprocessing")
+
+
+def load(fixed, moving, image_size, configs=("inference.json",), **labels) -> inf.PairData:
+    return inf.load_pair({"fixed": fixed, "moving": moving, **labels}, preprocessing(image_size, configs))
 
 
 def subprocess_env() -> dict:
@@ -127,10 +147,11 @@ def write_blob_pair(folder: Path, shift_mm: np.ndarray, names=("blob_fixed", "bl
 def net_displacement_for(pair: inf.PairData, field_mm) -> torch.Tensor:
     """The (1, 3, *net) net-voxel displacement whose physical value at each net voxel is ``field_mm(points)``,
     computed independently of the module: net grid = same box as the fixed grid, voxel edges aligned."""
-    scale = np.array(pair.work_shape) / np.array(pair.net_shape)
-    net_affine = pair.work_affine.copy()
-    net_affine[:3, :3] = pair.work_affine[:3, :3] @ np.diag(scale)
-    net_affine[:3, 3] = pair.work_affine[:3, :3] @ ((scale - 1) / 2) + pair.work_affine[:3, 3]
+    scale = np.array(pair.fixed_shape) / np.array(pair.net_shape)
+    net_affine = pair.fixed_affine.copy()
+    net_affine[:3, :3] = pair.fixed_affine[:3, :3] @ np.diag(scale)
+    net_affine[:3, 3] = pair.fixed_affine[:3, :3] @ ((scale - 1) / 2) + pair.fixed_affine[:3, 3]
+    np.testing.assert_allclose(pair.net_affine, net_affine, atol=1e-6)  # MONAI's Resized tracks the same grid
     u_mm = field_mm(grid_points(pair.net_shape, net_affine))  # (*net, 3)
     d = u_mm @ np.linalg.inv(net_affine[:3, :3]).T
     return torch.from_numpy(np.moveaxis(d, -1, 0)[None].astype(np.float32))
@@ -150,9 +171,9 @@ def test_known_translation_round_trip(tmp_path):
     file; fixed voxels in the Learn2Reg file), det J = 1, and warps the moving image onto the fixed one."""
     shift = np.array([4.0, -3.0, 5.0])  # RAS mm
     fixed, moving = write_blob_pair(tmp_path / "in", shift, names=("Case_0011_0000", "Case_0012_0000"))
-    pair = inf.load_pair(fixed, moving, image_size=(16, 12, 8))  # scale factors 2.5, 3, 3.75
+    pair = load(fixed, moving, (16, 12, 8))  # scale factors 2.5, 3, 3.75
     ddf_net = net_displacement_for(pair, lambda p: np.broadcast_to(shift, p.shape))
-    entry = inf.finish_pair(pair, ddf_net, tmp_path / "out", learn2reg=True)
+    entry = writer.finish_pair(pair, ddf_net, tmp_path / "out", learn2reg=True)
 
     ddf_img = nib.load(entry["outputs"]["ddf"])
     assert ddf_img.shape == (*FIXED_SHAPE, 1, 3)
@@ -171,7 +192,7 @@ def test_known_translation_round_trip(tmp_path):
 
     warped = nib.load(entry["outputs"]["warped"]).get_fdata()
     target = nib.load(fixed).get_fdata()
-    before, _ = inf.warp_to_fixed(pair, pair.moving, None)
+    before, _ = resampling.warp_to_fixed(pair.moving, pair.moving_affine, pair.fixed_affine, pair.fixed_shape, None)
     err_after = np.abs(warped - target).mean()
     err_before = np.abs(before.numpy() - target).mean()
     assert np.corrcoef(warped.ravel(), target.ravel())[0, 1] > 0.999
@@ -183,14 +204,15 @@ def test_linear_field_upsampling_is_scaled_per_axis(tmp_path):
     the border (trilinear interpolation of a linear field is exact): checks the edge-aligned grid map and the
     per-axis scaling of voxel-unit vectors."""
     fixed, moving = write_blob_pair(tmp_path / "in", np.zeros(3))
-    pair = inf.load_pair(fixed, moving, image_size=(16, 12, 8))
+    pair = load(fixed, moving, (16, 12, 8))
     b = np.array([[0.02, -0.03, 0.01], [0.015, 0.01, -0.02], [-0.01, 0.025, 0.03]])
 
     def field(p):
         return (p - CENTRE) @ b.T
 
-    ddf_vox = inf.native_displacement(pair, net_displacement_for(pair, field))
-    u = inf.physical_displacement(pair, ddf_vox).permute(1, 2, 3, 0).numpy()
+    ddf_net = net_displacement_for(pair, field)
+    ddf_vox = resampling.field_to_fixed_grid(ddf_net, pair.net_affine, pair.fixed_affine, pair.fixed_shape)
+    u = resampling.physical_displacement(ddf_vox, pair.fixed_affine).permute(1, 2, 3, 0).numpy()
     expected = field(grid_points(FIXED_SHAPE, fixed_affine()))
     scale = np.array(FIXED_SHAPE) / np.array(pair.net_shape)
     interior = tuple(slice(int(np.ceil(s / 2)), n - int(np.ceil(s / 2))) for s, n in zip(scale, FIXED_SHAPE))
@@ -199,21 +221,23 @@ def test_linear_field_upsampling_is_scaled_per_axis(tmp_path):
     assert np.abs(expected).max() > 0.5
 
 
-def test_orientation_option_is_consistent(tmp_path):
-    """orientation="RAS" on an oblique LPS-like file gives the network exactly the input of the same image stored
-    in RAS order, and the same physical outputs, written back in the file's own array order."""
+def test_reorienting_preprocessing_is_consistent(tmp_path):
+    """The CT preprocessing (configs/ct.json: Orientationd RAS) on an oblique LPS-like file gives the network exactly
+    the input of the same image stored in RAS order, and the same physical outputs, written back in the file's own
+    array order (the field comes back through the tracked network-grid affine)."""
     fixed, moving = write_blob_pair(tmp_path / "in", np.array([2.0, 1.0, -1.5]))
     canonical = nib.as_closest_canonical(nib.load(fixed))
     fixed_ras = str(tmp_path / "in" / "blobras_fixed.nii.gz")
     nib.save(canonical, fixed_ras)
     net = registration_net(backbone(1))
-    a = inf.load_pair(fixed, moving, image_size=(16, 16, 16), orientation="RAS")
-    b = inf.load_pair(fixed_ras, moving, image_size=(16, 16, 16))
-    assert a.to_work is not None and b.to_work is None
+    ct = ("inference.json", "ct.json")
+    a = load(fixed, moving, (16, 16, 16), ct)
+    b = load(fixed_ras, moving, (16, 16, 16), ct)
+    assert not np.allclose(a.fixed_affine, b.fixed_affine)  # two storage orders of one image
     torch.testing.assert_close(a.image, b.image)
-    np.testing.assert_allclose(a.work_affine, b.fixed_affine, atol=1e-6)
-    ea = inf.finish_pair(a, inf.predict(a, net), tmp_path / "a")
-    eb = inf.finish_pair(b, inf.predict(b, net), tmp_path / "b")
+    np.testing.assert_allclose(a.net_affine, b.net_affine, atol=1e-6)
+    ea = writer.finish_pair(a, inf.predict(a, net), tmp_path / "a")
+    eb = writer.finish_pair(b, inf.predict(b, net), tmp_path / "b")
     for kind in ("ddf", "warped", "jacdet"):
         img_a = nib.as_closest_canonical(nib.load(ea["outputs"][kind]))
         img_b = nib.load(eb["outputs"][kind])
@@ -224,10 +248,10 @@ def test_orientation_option_is_consistent(tmp_path):
 
 def test_network_grid_not_divisible_is_padded(tmp_path):
     fixed, moving = write_blob_pair(tmp_path / "in", np.zeros(3))
-    pair = inf.load_pair(fixed, moving, image_size=(13, 18, 10))
+    pair = load(fixed, moving, (13, 18, 10))
     ddf = inf.predict(pair, registration_net(backbone()), divisor=8)
     assert ddf.shape == (1, 3, 13, 18, 10)
-    entry = inf.finish_pair(pair, ddf, tmp_path / "out", save_jacobian=False)
+    entry = writer.finish_pair(pair, ddf, tmp_path / "out", save_jacobian=False)
     assert nib.load(entry["outputs"]["warped"]).shape == FIXED_SHAPE
     assert "jacdet" not in entry["outputs"]
 
@@ -264,13 +288,13 @@ def test_simpleitk_applies_our_ddf_like_us(ct_example_dir, tmp_path):
     sitk = pytest.importorskip("SimpleITK")
     fixed = str(ct_example_dir / "example_ct.nii.gz")
     moving = centred_copy(ct_example_dir / "pulmonary_ct_cropped_lps.nii.gz", Path(fixed), tmp_path / "moving.nii.gz")
-    pair = inf.load_pair(fixed, moving, image_size=(32, 32, 32), intensity="ct")
+    pair = load(fixed, moving, (32, 32, 32), ("inference.json", "ct.json"))
     j0, j1, j2 = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in pair.net_shape], indexing="ij")
     n = pair.net_shape
     ddf_net = torch.stack(
         [0.6 * torch.sin(2 * np.pi * j1 / n[1]), 0.5 * torch.cos(2 * np.pi * j2 / n[2]), 0.4 * torch.sin(j0 / 5.0)]
     )[None]
-    entry = inf.finish_pair(pair, ddf_net, tmp_path / "out")
+    entry = writer.finish_pair(pair, ddf_net, tmp_path / "out")
     assert entry["displacement_mm"]["mean"] > 3.0
 
     ours = nib.load(entry["outputs"]["warped"]).get_fdata()
@@ -307,7 +331,8 @@ def test_full_pipeline_on_ct_matches_simpleitk(ct_example_dir, tmp_path):
     fixed = centred_copy(ct_example_dir / "pulmonary_ct_cropped_lps.nii.gz", Path(moving), tmp_path / "fixed.nii.gz")
     out = tmp_path / "out"
     run_workflow(fixed=fixed, moving=moving, moving_label=label, output_dir=str(out), ckpt_path=str(ckpt),
-                 intensity="ct")  # fmt: skip
+                 image_size=[32, 32, 32], channels=list(NET["channels"]), strides=list(NET["strides"]),
+                 config_files=("inference.json", "ct.json"))  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     entry = summary["pairs"][0]
     assert entry["displacement_mm"]["max"] > 3.0  # a random model's field is far from zero
@@ -436,7 +461,7 @@ def test_bad_moving_image(kind, good_pair, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(Exception) as info:
         run_workflow(fixed=good_pair["fixed"], moving=path, output_dir=str(out), **{"handlers#0#_disabled_": True})
-    err = inf.find_input_error(info.value)
+    err = find_input_error(info.value)
     assert err is not None, info.value
     assert message in str(err) and Path(path).name in str(err) and "moving" in str(err)
     assert empty_or_absent(out)
@@ -457,7 +482,7 @@ def test_label_off_grid(kind, good_pair, tmp_path):
     with pytest.raises(Exception) as info:
         run_workflow(fixed=good_pair["fixed"], moving=good_pair["moving"], moving_label=str(path),
                      output_dir=str(out), **{"handlers#0#_disabled_": True})  # fmt: skip
-    err = inf.find_input_error(info.value)
+    err = find_input_error(info.value)
     assert err is not None and "not on its image's grid" in str(err)
     assert empty_or_absent(out)
 
@@ -467,7 +492,7 @@ def test_bad_second_pair_writes_nothing_for_the_first(good_pair, tmp_path):
     pairs = [good_pair, {"fixed": good_pair["fixed"], "moving": str(tmp_path / "missing.nii.gz")}]
     with pytest.raises(Exception) as info:
         run_workflow(pairs=pairs, output_dir=str(out), **{"handlers#0#_disabled_": True})
-    assert "file not found" in str(inf.find_input_error(info.value))
+    assert "file not found" in str(find_input_error(info.value))
     assert empty_or_absent(out)
 
 
@@ -476,7 +501,7 @@ def test_missing_model_weights(good_pair, tmp_path):
     with pytest.raises(Exception) as info:
         run_workflow(fixed=good_pair["fixed"], moving=good_pair["moving"], output_dir=str(out),
                      ckpt_path=str(tmp_path / "none.pt"))  # fmt: skip
-    assert "model weights" in str(inf.find_input_error(info.value))
+    assert "model weights" in str(find_input_error(info.value))
     assert empty_or_absent(out)
 
 
@@ -488,7 +513,7 @@ def test_failed_write_leaves_no_file(tmp_path):
     good = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
     bad = Broken(np.zeros((4, 4, 4), np.float32), np.eye(4))
     with pytest.raises(OSError):
-        inf.write_niftis_atomically({tmp_path / "a.nii.gz": good, tmp_path / "b.nii.gz": bad})
+        write_niftis_atomically({tmp_path / "a.nii.gz": good, tmp_path / "b.nii.gz": bad})
     assert empty_or_absent(tmp_path)
 
 
@@ -552,7 +577,7 @@ def test_command_line_input_error_is_one_line(tmp_path, good_pair, capsys):
     with pytest.raises(Exception) as info:
         run_workflow(fixed=str(missing), moving=good_pair["moving"], output_dir=str(out))
     assert isinstance(info.value, RuntimeError)  # MONAI's wrapper around the component's error
-    assert getattr(sys.excepthook, "_inference_input_errors", False)
+    assert getattr(sys.excepthook, "_biomech_input_errors", False)
     capsys.readouterr()
     sys.excepthook(type(info.value), info.value, info.value.__traceback__)
     assert capsys.readouterr().err == f"error: fixed image {missing}: file not found\n"
@@ -564,27 +589,31 @@ def test_pair_lists(tmp_path, good_pair):
     and Learn2Reg names."""
     listing = {"registration_val": [{"fixed": "./a/X_0001_0000.nii.gz", "moving": "./a/X_0002_0000.nii.gz"}]}
     (tmp_path / "dataset.json").write_text(json.dumps(listing))
-    pairs = inf.resolve_pairs(pairs=str(tmp_path / "dataset.json"), dataset_dir="/elsewhere")
+    pairs = resolve_pairs(pairs=str(tmp_path / "dataset.json"), dataset_dir="/elsewhere")
     assert pairs == [
         {"fixed": str(tmp_path / "a/X_0001_0000.nii.gz"), "moving": str(tmp_path / "a/X_0002_0000.nii.gz")}
     ]
-    assert inf.learn2reg_name(pairs[0]["fixed"], pairs[0]["moving"]) == "disp_0001_0002.nii.gz"
-    listed = inf.resolve_pairs(pairs=[{"fixed": "f.nii.gz", "moving": "/abs/m.nii.gz"}], dataset_dir=str(tmp_path))
+    assert learn2reg_name(pairs[0]["fixed"], pairs[0]["moving"]) == "disp_0001_0002.nii.gz"
+    listed = resolve_pairs(pairs=[{"fixed": "f.nii.gz", "moving": "/abs/m.nii.gz"}], dataset_dir=str(tmp_path))
     assert listed == [{"fixed": str(tmp_path / "f.nii.gz"), "moving": "/abs/m.nii.gz"}]
-    assert inf.resolve_pairs(fixed="f.nii.gz", moving="m.nii.gz") == [{"fixed": "f.nii.gz", "moving": "m.nii.gz"}]
-    assert inf.resolve_pairs(dataset_dir=str(tmp_path / "empty")) == []
-    with pytest.raises(inf.InferenceInputError, match="no pairs to register"):
-        inf.require_pairs([], str(tmp_path / "empty"))
-    with pytest.raises(inf.InferenceInputError, match="both a fixed and a moving"):
-        inf.resolve_pairs(fixed="f.nii.gz")
+    assert resolve_pairs(fixed="f.nii.gz", moving="m.nii.gz") == [{"fixed": "f.nii.gz", "moving": "m.nii.gz"}]
+    assert resolve_pairs(dataset_dir=str(tmp_path / "empty")) == []
+    with pytest.raises(InputError, match="no pairs to register"):
+        require_pairs([], str(tmp_path / "empty"))
+    with pytest.raises(InputError, match="both a fixed and a moving"):
+        resolve_pairs(fixed="f.nii.gz")
 
 
-def test_ct_intensity_window():
-    hu = np.array([[[-2000.0, -1200.0], [-400.0, 400.0]], [[1000.0, 0.0], [-1200.0, 400.0]]])
-    out = inf.normalise_intensity(hu, "ct", (-1200, 400))[0].numpy()
-    np.testing.assert_allclose(out, np.clip((hu + 1200) / 1600, 0, 1), atol=1e-6)
-    mm = inf.normalise_intensity(hu, "minmax", (-1200, 400))[0].numpy()
-    assert mm.min() == 0.0 and mm.max() == 1.0
+def test_ct_preprocessing_window_and_grid(ct_example_dir):
+    """The CT chain (configs/ct.json) maps the HU window [-1200, 400] to [0, 1], clipped, on a RAS network grid."""
+    chain = preprocessing((24, 20, 8), ("inference.json", "ct.json"))
+    native, net = inf.preprocess_image(ct_example_dir / "example_ct_sm.nii.gz", chain)
+    assert tuple(net.shape) == (1, 24, 20, 8) and float(net.min()) >= 0.0 and float(net.max()) <= 1.0
+    hu = native.numpy()
+    assert hu.max() > 400  # the top of the window is clipped
+    windowed = np.clip((hu + 1200.0) / 1600.0, 0.0, 1.0)
+    assert abs(float(net.mean()) - float(windowed.mean())) < 0.03  # resizing keeps the mean (anti-aliasing: ~0.016)
+    assert nib.aff2axcodes(net.affine.numpy()) == ("R", "A", "S")
 
 
 def test_jacobian_map_in_slabs_is_exact():
@@ -592,4 +621,4 @@ def test_jacobian_map_in_slabs_is_exact():
 
     ddf = torch.randn(3, 37, 9, 11, generator=torch.Generator().manual_seed(0))
     for slab in (1, 4, 16, 64):
-        torch.testing.assert_close(inf.jacobian_map(ddf, slab=slab), jacobian_determinant(ddf[None])[0])
+        torch.testing.assert_close(resampling.jacobian_map(ddf, slab=slab), jacobian_determinant(ddf[None])[0])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from scripts.benchmark_losses import make_inputs, svd_biomechanical_loss
+from reference_losses import make_inputs, svd_biomechanical_loss
 from scripts.losses import BiomechanicalLoss, JacobianLoss, RegistrationLoss, RigidityLoss, ShearingLoss
 from scripts.mechanics import jacobian_determinant, linear_strain, project_on_normals, spatial_gradient
 

@@ -1,4 +1,5 @@
-"""Tests of scripts/regions.py (regularisation mask, normals, transform, CLI) and scripts/segment.py."""
+"""Tests of the regions (scripts/regions.py: regularisation mask; scripts/normals.py; the MapTransform in
+scripts/transforms.py; the precompute CLI scripts/precompute_regions.py) and scripts/segment.py."""
 
 import itertools
 import json
@@ -14,20 +15,11 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from scripts import regions, segment
-from scripts.regions import (
-    RIGID,
-    SLIDING,
-    TOTALSEG_V2_TOTAL,
-    RegularisationRegionsd,
-    build_regularisation_mask,
-    compute_normals,
-    downsample_regions,
-    label_table,
-    load_region_spec,
-    normals_in_voxel_frame,
-    precompute,
-    spacing_from_affine,
-)
+from scripts.labels import RIGID, SLIDING, TOTALSEG_V2_TOTAL, label_table
+from scripts.normals import compute_normals, normals_in_voxel_frame
+from scripts.precompute_regions import precompute
+from scripts.regions import build_regularisation_mask, downsample_regions, load_region_spec, spacing_from_affine
+from scripts.transforms import RegularisationRegionsd
 
 T = TOTALSEG_V2_TOTAL
 LIVER, LUNG = T["liver"], T["lung_lower_lobe_right"]

@@ -7,9 +7,9 @@ checks, loading, prediction, field back to the fixed grid, warping, det J, writi
 peak RSS; then the same through the command line ``python -m monai.bundle run ...`` (Python start-up and imports
 included)::
 
-    python -m scripts.benchmark_inference --out_dir /tmp/bench_inference
-    python -m scripts.benchmark_inference --image_size "[96, 80, 128]"   # the CT network grid
-    python -m scripts.benchmark_inference --threads 1   # one torch thread (much faster on a busy machine)
+    python -m benchmarks.benchmark_inference --out_dir /tmp/bench_inference
+    python -m benchmarks.benchmark_inference --image_size "[96, 80, 128]"   # the CT network grid
+    python -m benchmarks.benchmark_inference --threads 1   # one torch thread (much faster on a busy machine)
 
 Without ``models/model.pt`` (or with ``--random_weights``) the backbone keeps its random initialisation: the
 cost is the same.
@@ -68,7 +68,7 @@ def make_pair(out_dir: Path, shape: tuple[int, int, int] = (192, 160, 256), seed
 def _overrides(
     fixed: str, moving: str, out_dir: Path, image_size: list[int] | None, random_weights: bool, threads: int = 0
 ) -> dict:
-    over = {"fixed": fixed, "moving": moving, "output_dir": str(out_dir / "out"), "intensity": "ct"}
+    over = {"fixed": fixed, "moving": moving, "output_dir": str(out_dir / "out")}
     if threads > 0:
         over["torch_threads"] = threads
     if image_size is not None:
@@ -131,7 +131,7 @@ def main() -> None:
     shape = tuple(json.loads(args.shape))
     make_pair(out_dir, shape)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE_ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-W", "ignore", "-m", "scripts.benchmark_inference", "--measure", "--out_dir", str(out_dir)]
+    cmd = [sys.executable, "-W", "ignore", "-m", "benchmarks.benchmark_inference", "--measure", "--out_dir", str(out_dir)]
     cmd += ["--image_size", json.dumps(image_size)] if image_size else []
     cmd += ["--random_weights"] if args.random_weights else []
     cmd += ["--threads", str(args.threads)]

@@ -3,9 +3,9 @@
 For each synthetic set, trains the Jacobian-only baseline and the biomechanical model with the same
 settings through the real bundle commands, evaluates both on the test split and prints the table::
 
-    python -m scripts.reproduce_synthetic                       # both sets, CPU preset
-    python -m scripts.reproduce_synthetic --sets "['synthetic_rigid']" --overrides "['--epochs','5']"
-    python -m scripts.reproduce_synthetic --table_only          # re-print from existing summaries
+    python -m benchmarks.reproduce_synthetic                       # both sets, CPU preset
+    python -m benchmarks.reproduce_synthetic --sets "['synthetic_rigid']" --overrides "['--epochs','5']"
+    python -m benchmarks.reproduce_synthetic --table_only          # re-print from existing summaries
 
 Runs land in ``<bundle_root>/runs/<dataset>_<regulariser>/`` (``eval/summary.json`` per run).
 """

@@ -4,7 +4,7 @@ The label map carries TotalSegmentator v2 names (so configs/regions.json applies
 spleen, stomach, kidneys, adrenal glands, pancreas, duodenum, small bowel, colon, aorta, inferior vena cava,
 portal vein, vertebrae (boxes) and ribs (tubes), 2 mm voxels. Timings use 2 threads.
 
-    python -m scripts.benchmark_regions [--threads 2] [--loop_voxels 2000] [--k 40]
+    python -m benchmarks.benchmark_regions [--threads 2] [--loop_voxels 2000] [--k 40]
 """
 
 from __future__ import annotations
@@ -22,13 +22,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
-from scripts.regions import (  # noqa: E402
-    SLIDING,
-    TOTALSEG_V2_TOTAL,
-    build_regularisation_mask,
-    compute_normals,
-    load_region_spec,
-)
+from scripts.labels import SLIDING, TOTALSEG_V2_TOTAL  # noqa: E402
+from scripts.normals import compute_normals  # noqa: E402
+from scripts.regions import build_regularisation_mask, load_region_spec  # noqa: E402
 
 SHAPE = (192, 160, 256)
 SPACING = (2.0, 2.0, 2.0)  # mm: 384 x 320 x 512 mm, thorax + abdomen

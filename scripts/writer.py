@@ -1,0 +1,292 @@
+"""The outputs of a registered pair: the field back on the fixed image's grid, the warped images, det J, the files.
+
+Outputs per pair, all on the fixed image's grid with its affine (``<fixed>`` and ``<moving>`` are the file names
+without their suffix): ``<fixed>__<moving>_warped.nii.gz``, ``_ddf.nii.gz``, ``_jacdet.nii.gz``,
+``_warped_label.nii.gz`` (when a moving label map is given), ``disp_FFFF_MMMM.nii.gz`` (Learn2Reg, optional),
+and ``summary.json`` for the run.
+
+The displacement field ``_ddf.nii.gz`` follows the ITK convention, so ITK/SimpleITK, ANTs and 3D Slicer read it as
+a transform: a 5D NIfTI (X, Y, Z, 1, 3), float32, intent 1007 (NIFTI_INTENT_VECTOR), vectors in **millimetres in
+LPS** physical space (ITK's world: x = -R, y = -A, z = S; nibabel's RAS vector (r, a, s) is stored as
+(-r, -a, s)). It maps each fixed-space point p to the corresponding moving-space point p + u(p), i.e. it is the
+*resampling* transform that ``sitk.Resample(moving, fixed, sitk.DisplacementFieldTransform(ddf))`` and
+``antsApplyTransforms -i moving -r fixed -t ddf`` apply to the moving image.
+
+The warped moving image at fixed voxel i is the moving image at index ``A_m^-1 A_f (i + d(i))``: one interpolation
+of the original moving data (trilinear; nearest for label maps), in the moving image's intensity units. Points
+outside the moving image's field of view get the moving image's minimum (labels: 0), with ITK's extent convention.
+
+The Learn2Reg file ``disp_FFFF_MMMM.nii.gz`` is (X, Y, Z, 3) float32 in *voxels of the fixed grid*, channel k
+along array axis k (the challenge's convention: moving is sampled at ``x + disp(x)``).
+
+All of a pair's files are written together and atomically (:func:`scripts.image_io.write_niftis_atomically`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.utils import CommonKeys as Keys
+
+from scripts.errors import InputError
+from scripts.image_io import COMPRESSION_CHOICES, NIFTI_SUFFIXES, atomic_write_text, nifti_on_grid, write_niftis_atomically
+from scripts.inference import InferencePairDataset, PairData
+from scripts.mechanics import log_jacobian
+from scripts.metrics import dice_per_label, folding_from_det, std_log_from_det
+from scripts.pairs import learn2reg_name, output_paths
+from scripts.resampling import field_to_fixed_grid, jacobian_map, physical_displacement, warp_to_fixed
+
+__all__ = ["RAS_TO_LPS", "field_statistics", "finish_pair", "RegistrationWriter"]
+
+logger = logging.getLogger(__name__)
+
+RAS_TO_LPS = (-1.0, -1.0, 1.0)
+
+
+def field_statistics(det: torch.Tensor, disp_mm: torch.Tensor, eps: float = 1e-9) -> dict[str, Any]:
+    """Summary of a det J map (X, Y, Z) and a displacement in mm (3, X, Y, Z): folding %, det J range and
+    percentiles, std log J (:mod:`scripts.metrics`), displacement size."""
+    flat = det.reshape(1, -1)
+    p1, p99 = np.percentile(det.reshape(-1).cpu().numpy(), [1, 99])
+    mag = disp_mm.square().sum(dim=0).sqrt().reshape(-1)
+    return {
+        "folding_percent": float(folding_from_det(flat)[0]),
+        "jacobian_det": {
+            "min": float(flat.min()),
+            "max": float(flat.max()),
+            "mean": float(flat.double().mean()),
+            "std": float(flat.double().std()),
+            "p1": float(p1),
+            "p99": float(p99),
+        },
+        "std_log_jacobian": float(std_log_from_det(flat, eps=eps)[0]),
+        "displacement_mm": {"mean": float(mag.double().mean()), "max": float(mag.max())},
+    }
+
+
+def _nifti(data: np.ndarray, pair: PairData, intent: str | None = None) -> nib.Nifti1Image:
+    return nifti_on_grid(data, pair.fixed_affine, pair.fixed_codes, intent)
+
+
+def _dice(warped: np.ndarray, fixed: np.ndarray) -> dict[str, float]:
+    """Dice per label present in the fixed label map (background 0 skipped), keyed by the label id."""
+    try:
+        values = dice_per_label(torch.from_numpy(np.asarray(warped)), torch.from_numpy(np.asarray(fixed)))
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    return {str(i + 1): float(v) for i, v in enumerate(values.tolist()) if not np.isnan(v)}
+
+
+@torch.no_grad()
+def finish_pair(
+    pair: PairData,
+    ddf_net: torch.Tensor,
+    output_dir: str | os.PathLike,
+    learn2reg: bool = False,
+    save_jacobian: bool = True,
+    output_ext: str = ".nii.gz",
+    write_threads: int = 2,
+    compression: str = "fast",
+) -> dict[str, Any]:
+    """The field back on the fixed grid, warping, statistics and the writing: returns the pair's summary entry.
+
+    Args:
+        pair: from :func:`scripts.inference.load_pair`.
+        ddf_net: (1, 3, *net) displacement in net voxels (network output, or any field to apply).
+        output_dir: folder of the outputs (created when the files are written).
+        learn2reg: also write ``disp_FFFF_MMMM`` (fixed-grid voxels, (X, Y, Z, 3)).
+        save_jacobian: write the det J map.
+        output_ext: ".nii.gz" or ".nii".
+        write_threads, compression: see :func:`write_niftis_atomically`.
+    """
+    clock = {"start": time.perf_counter()}
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        clock[name] = now - clock.pop("last", clock["start"])
+        clock["last"] = now
+
+    output_dir = Path(output_dir)
+    paths = output_paths(output_dir, pair.name, output_ext)
+    entry: dict[str, Any] = {"name": pair.name, "fixed": pair.fixed_path, "moving": pair.moving_path}
+    images: dict[Path, nib.Nifti1Image] = {}
+    written: dict[str, str] = {}
+
+    ddf_vox = field_to_fixed_grid(ddf_net, pair.net_affine, pair.fixed_affine, pair.fixed_shape)
+    disp_mm = physical_displacement(ddf_vox, pair.fixed_affine)
+    lap("field_to_fixed_grid")
+    lps = torch.tensor(RAS_TO_LPS, dtype=disp_mm.dtype, device=disp_mm.device).reshape(3, 1, 1, 1)
+    ddf_file = (disp_mm * lps).permute(1, 2, 3, 0)[:, :, :, None, :].contiguous().cpu().numpy()
+    images[paths["ddf"]] = _nifti(ddf_file, pair, intent="vector")
+    written["ddf"] = str(paths["ddf"])
+    det = jacobian_map(ddf_vox)
+    lap("jacobian")
+    stats = field_statistics(det, disp_mm)
+    del disp_mm
+    lap("statistics")
+    if save_jacobian:
+        images[paths["jacdet"]] = _nifti(det.cpu().numpy().astype(np.float32), pair)
+        written["jacdet"] = str(paths["jacdet"])
+    del det
+
+    grids = (pair.moving_affine, pair.fixed_affine, pair.fixed_shape)
+    warped, inside = warp_to_fixed(pair.moving, *grids, ddf_vox, fill=float(pair.moving.min()))
+    warped = warped.cpu().numpy()
+    if pair.moving_dtype.kind in "iu":
+        info = np.iinfo(pair.moving_dtype)
+        warped = np.clip(np.rint(warped), info.min, info.max).astype(pair.moving_dtype)
+    images[paths["warped"]] = _nifti(warped, pair)
+    written["warped"] = str(paths["warped"])
+    entry["warped_inside_moving_percent"] = float(100.0 * inside.float().mean())
+    del warped, inside
+    if pair.moving_label is not None:
+        label, _ = warp_to_fixed(pair.moving_label, *grids, ddf_vox, mode="nearest", fill=0.0)
+        label = label.cpu().numpy().astype(pair.moving_label.dtype)
+        images[paths["warped_label"]] = _nifti(label, pair)
+        written["warped_label"] = str(paths["warped_label"])
+        entry["moving_label"] = pair.moving_label_path
+        if pair.fixed_label is not None:
+            before, _ = warp_to_fixed(pair.moving_label, *grids, None, mode="nearest", fill=0.0)
+            dice_before = _dice(before.cpu().numpy(), pair.fixed_label)
+            dice_after = _dice(label, pair.fixed_label)
+            entry["fixed_label"] = pair.fixed_label_path
+            entry["dice"] = {
+                "mean_before": float(np.mean(list(dice_before.values()))) if dice_before else None,
+                "mean_after": float(np.mean(list(dice_after.values()))) if dice_after else None,
+                "before": dice_before,
+                "after": dice_after,
+            }
+    if learn2reg:
+        l2r = output_dir / learn2reg_name(pair.fixed_path, pair.moving_path, output_ext)
+        images[l2r] = _nifti(ddf_vox.permute(1, 2, 3, 0).contiguous().cpu().numpy(), pair)
+        written["learn2reg"] = str(l2r)
+    del ddf_vox
+    lap("warping")
+    stored = {path for key, path in paths.items() if key in ("ddf", "jacdet")}
+    if learn2reg:
+        stored.add(Path(written["learn2reg"]))
+    write_niftis_atomically(images, threads=write_threads, compression=compression, stored=stored)
+    lap("writing")
+    entry.update(stats)
+    entry["moving_coverage"] = pair.moving_coverage
+    entry["outputs"] = written
+    entry["seconds"] = {"load": pair.seconds_load, **{k: v for k, v in clock.items() if k not in ("start", "last")}}
+    entry["seconds_postprocess"] = time.perf_counter() - clock["start"]
+    logger.info(
+        "%s: folding %.4f%%, det J [%.3f, %.3f], |u| mean %.2f mm max %.2f mm -> %s",
+        pair.name,
+        stats["folding_percent"],
+        stats["jacobian_det"]["min"],
+        stats["jacobian_det"]["max"],
+        stats["displacement_mm"]["mean"],
+        stats["displacement_mm"]["max"],
+        output_dir,
+    )
+    return entry
+
+
+class RegistrationWriter:
+    """Evaluator handler: after each iteration, brings the predicted field to the fixed grid, warps and writes the
+    pair's files (:func:`finish_pair`); at the end, writes ``summary.json`` (one entry per pair: folding %, det J
+    statistics, displacement size, Dice when both label maps are given, output paths).
+
+    Args:
+        output_dir: output folder (created on the first write).
+        learn2reg: also write the Learn2Reg ``disp_FFFF_MMMM`` files.
+        save_jacobian: write the det J maps.
+        output_ext: ".nii.gz" (default) or ".nii".
+        summary_name: file name of the run summary.
+        write_threads: threads compressing the output files.
+        compression: "fast" (displacement and det J maps stored uncompressed inside the .gz, images and labels at
+            zlib level 1) or "small" (zlib level 6 everywhere, slower); see :func:`write_niftis_atomically`.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        learn2reg: bool = False,
+        save_jacobian: bool = True,
+        output_ext: str = ".nii.gz",
+        summary_name: str = "summary.json",
+        write_threads: int = 2,
+        compression: str = "fast",
+    ):
+        if output_ext not in NIFTI_SUFFIXES:
+            raise ValueError(f"output_ext must be one of {NIFTI_SUFFIXES}, got {output_ext!r}")
+        if compression not in COMPRESSION_CHOICES:
+            raise ValueError(f"compression must be one of {COMPRESSION_CHOICES}, got {compression!r}")
+        self.compression = compression
+        self.output_dir = Path(output_dir)
+        self.learn2reg = bool(learn2reg)
+        self.save_jacobian = bool(save_jacobian)
+        self.output_ext = output_ext
+        self.summary_name = summary_name
+        self.write_threads = write_threads
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.GET_BATCH_STARTED, self._mark, "batch")
+        engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._mark, "loaded")
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._write_pair)
+        engine.add_event_handler(Events.COMPLETED, self._write_summary)
+
+    def _start(self, engine: Engine) -> None:
+        self.rows = []
+        self._marks: dict[str, float] = {}
+        self._started = time.perf_counter()
+        dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
+        if self.learn2reg and isinstance(dataset, InferencePairDataset):  # name check before anything is written
+            names = [learn2reg_name(entry["fixed"], entry["moving"]) for entry in dataset.data]
+            if len(set(names)) != len(names):
+                raise InputError(f"Learn2Reg file names are not unique: {names}")
+
+    def _mark(self, engine: Engine, name: str) -> None:
+        self._marks[name] = time.perf_counter()
+
+    def _write_pair(self, engine: Engine) -> None:
+        pair, ddf = engine.state.output[Keys.LABEL], engine.state.output[Keys.PRED]["ddf"]
+        predicted = time.perf_counter()
+        row = finish_pair(
+            pair,
+            ddf,
+            self.output_dir,
+            learn2reg=self.learn2reg,
+            save_jacobian=self.save_jacobian,
+            output_ext=self.output_ext,
+            write_threads=self.write_threads,
+            compression=self.compression,
+        )
+        now = time.perf_counter()
+        if "loaded" in self._marks:
+            row["seconds"]["predict"] = predicted - self._marks["loaded"]
+        if "batch" in self._marks:
+            row["seconds"]["total"] = now - self._marks["batch"]
+        self.rows.append(row)
+
+    def _write_summary(self, engine: Engine) -> None:
+        summary = {
+            "pairs": self.rows,
+            "num_pairs": len(self.rows),
+            "seconds": time.perf_counter() - self._started,
+            "conventions": {
+                "ddf": "mm, LPS (ITK), X x Y x Z x 1 x 3 NIfTI intent 1007, fixed grid; moving point = p + u(p)",
+                "learn2reg": "voxels of the fixed grid, X x Y x Z x 3, channel k along array axis k",
+                "jacdet": "det(I + grad u) on the fixed grid",
+            },
+        }
+        folds = [row["folding_percent"] for row in self.rows]
+        if folds:
+            summary["mean_folding_percent"] = float(np.mean(folds))
+            summary["mean_std_log_jacobian"] = float(np.mean([row["std_log_jacobian"] for row in self.rows]))
+        atomic_write_text(self.output_dir / self.summary_name, json.dumps(summary, indent=2, allow_nan=True) + "\n")
+        logger.info("registered %d pair(s), outputs in %s", len(self.rows), self.output_dir)
