@@ -131,7 +131,16 @@ def main() -> None:
     shape = tuple(json.loads(args.shape))
     make_pair(out_dir, shape)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BUNDLE_ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-W", "ignore", "-m", "benchmarks.benchmark_inference", "--measure", "--out_dir", str(out_dir)]
+    cmd = [
+        sys.executable,
+        "-W",
+        "ignore",
+        "-m",
+        "benchmarks.benchmark_inference",
+        "--measure",
+        "--out_dir",
+        str(out_dir),
+    ]
     cmd += ["--image_size", json.dumps(image_size)] if image_size else []
     cmd += ["--random_weights"] if args.random_weights else []
     cmd += ["--threads", str(args.threads)]

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import fire
 import torch
-from torch.nn import functional as F
 
 from scripts.losses import BiomechanicalLoss
 from tests.reference_losses import make_inputs, svd_biomechanical_loss

@@ -10,11 +10,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
-import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
@@ -45,7 +43,6 @@ class TrainingCheckpointSaver(CheckpointSaver):
         self.save_dict.setdefault("trainer", engine)
         use_atomic_saving(self, engine)  # MONAI's own DiskSaver is atomic=False and deletes before writing
         super().attach(engine)
-
 
 
 class AtomicDiskSaver(DiskSaver):

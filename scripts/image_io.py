@@ -126,7 +126,6 @@ def read_volume(img: nib.Nifti1Image, path: Any, role: str, label: bool = False)
     return data
 
 
-
 def output_dtype(img: nib.Nifti1Image) -> np.dtype:
     dtype = np.dtype(img.get_data_dtype())
     slope, inter = img.dataobj.slope, img.dataobj.inter
@@ -137,8 +136,6 @@ def output_dtype(img: nib.Nifti1Image) -> np.dtype:
 def header_codes(img: nib.Nifti1Image) -> tuple[int, int]:
     q, s = int(img.header["qform_code"]), int(img.header["sform_code"])
     return (q if q > 0 else 1), (s if s > 0 else 1)
-
-
 
 
 def nifti_on_grid(data: np.ndarray, affine: np.ndarray, codes: tuple[int, int] = (1, 1), intent: str | None = None):

@@ -94,6 +94,7 @@ def label_table(source: str | os.PathLike | Mapping = "totalsegmentator") -> dic
     with open(path) as f:
         return _normalise_table(json.load(f))
 
+
 # Learn2Reg AbdomenCTCT labels (the 13 BTCV organs), id -> the TotalSegmentator v2 name of the same organ
 LEARN2REG_ABDOMEN_LABELS = {
     1: "spleen",

@@ -212,7 +212,9 @@ def dice(warped_label: torch.Tensor, fixed_label: torch.Tensor, num_classes: int
     """
     if warped_label.shape[1] > 1:
         warped_label = warped_label.argmax(dim=1, keepdim=True)
-    values = [torch.nanmean(dice_per_label(w.round(), f.round(), num_classes)) for w, f in zip(warped_label, fixed_label)]
+    values = [
+        torch.nanmean(dice_per_label(w.round(), f.round(), num_classes)) for w, f in zip(warped_label, fixed_label)
+    ]
     return torch.stack(values).to(device=fixed_label.device, dtype=torch.get_default_dtype())
 
 

@@ -125,7 +125,6 @@ def require_pairs(dataset: Sized, dataset_dir: Any = None) -> None:
         )
 
 
-
 def pair_name(fixed: Any, moving: Any) -> str:
     """Output prefix of a pair: ``<fixed stem>__<moving stem>``."""
     return f"{image_stem(fixed)}__{image_stem(moving)}"
@@ -162,5 +161,3 @@ def check_pair_files(entry: Mapping[str, Any]) -> dict[str, nib.Nifti1Image]:
             images[key] = inspect_image(entry[key], f"{role} label")
             check_label_grid(images[key], images[role], entry[key], role)
     return images
-
-

@@ -15,7 +15,12 @@ from typing import Sequence
 
 import numpy as np
 
-from scripts.labels import LEARN2REG_ABDOMEN_LABELS, TOTALSEG_V2_TOTAL, learn2reg_labels_from_totalsegmentator, vertebrae_ids
+from scripts.labels import (
+    LEARN2REG_ABDOMEN_LABELS,
+    TOTALSEG_V2_TOTAL,
+    learn2reg_labels_from_totalsegmentator,
+    vertebrae_ids,
+)
 
 # # The phantom is drawn in world coordinates (RAS+, mm, origin at the volume centre): x to the patient's right... here
 # simply +x = "R", +y = "A", +z = "S" as nibabel's axis codes say. Organs carry TotalSegmentator v2 names (label map
@@ -295,7 +300,6 @@ def write_deformed_ct_pair(ct: str, seg: str, out_dir: str = "ct_pair", seed: in
     directions, val = test = fixed <- moving. Returns the path of ``pairs.json``.
     """
     import nibabel as nib
-
 
     ct_img, seg_img = nib.load(ct), nib.load(seg)
     image = np.asanyarray(ct_img.dataobj)

@@ -20,7 +20,14 @@ import numpy as np
 
 from scripts.image_io import image_stem
 from scripts.labels import RIGID, SLIDING, label_table
-from scripts.regions import BUNDLE_ROOT, DEFAULT_SPEC, as_label_array, load_region_spec, regions_from_labels, spacing_from_affine
+from scripts.regions import (
+    BUNDLE_ROOT,
+    DEFAULT_SPEC,
+    as_label_array,
+    load_region_spec,
+    regions_from_labels,
+    spacing_from_affine,
+)
 
 __all__ = ["output_names", "precompute"]
 

@@ -47,7 +47,6 @@ The CT-like phantom and the deformed real-CT pairs of the CT pipeline's tests li
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 

@@ -38,9 +38,14 @@ from ignite.engine import Engine, Events
 from monai.utils import CommonKeys as Keys
 
 from scripts.errors import InputError
-from scripts.image_io import COMPRESSION_CHOICES, NIFTI_SUFFIXES, atomic_write_text, nifti_on_grid, write_niftis_atomically
+from scripts.image_io import (
+    COMPRESSION_CHOICES,
+    NIFTI_SUFFIXES,
+    atomic_write_text,
+    nifti_on_grid,
+    write_niftis_atomically,
+)
 from scripts.inference import InferencePairDataset, PairData
-from scripts.mechanics import log_jacobian
 from scripts.metrics import dice_per_label, folding_from_det, std_log_from_det
 from scripts.pairs import learn2reg_name, output_paths
 from scripts.resampling import field_to_fixed_grid, jacobian_map, physical_displacement, warp_to_fixed

@@ -18,8 +18,8 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientati
 from scripts.datasets import FilePairDataset, learn2reg_pairs, read_pairs, registration_dataset
 from scripts.labels import learn2reg_labels_from_totalsegmentator, vertebrae_ids
 from scripts.metrics import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
-from scripts.registration import PrepareRegistrationBatch
 from scripts.phantom import diaphragm_normal, phantom_affine, write_deformed_ct_pair, write_learn2reg_phantom
+from scripts.registration import PrepareRegistrationBatch
 from scripts.synthetic import SyntheticRegistrationDataset
 from scripts.transforms import ReorientVectorsd, ResampleRegionsd
 
@@ -213,7 +213,7 @@ def test_dataset_items_spacing_and_cache(phantom, tmp_path):
     }
     assert item["reg_mask"].dtype == torch.uint8 and item["fixed_label"].dtype == torch.uint8
     assert set(np.unique(item["fixed_label"].numpy())) >= {0, 1, 2, 3, 6, 7, 8}
-    cache = tmp_path / "cache" / "abdomenctct"
+    cache = tmp_path / "cache" / "ct"
     for i in range(len(train)):
         train[i]
     assert len(list(cache.glob("*.pt"))) == 3  # one entry per IMAGE (3 training images), not per pair
@@ -273,6 +273,7 @@ def test_learn2reg_metric_conventions():
 
 
 # ---------------------------------------------------------------------------------------------------- bundle commands
+@pytest.mark.slow
 def test_phantom_training_and_learn2reg_evaluation(phantom, tmp_path):
     """The documented commands on the phantom (Learn2Reg layout, TotalSegmentator folder), from another folder."""
     common = ["--bundle_root", str(tmp_path), "--dataset_dir", str(phantom), "--image_size", "[16,16,16]", *TINY]
@@ -295,7 +296,12 @@ def test_phantom_training_and_learn2reg_evaluation(phantom, tmp_path):
     run_dir = tmp_path / "runs" / "abdomenctct_rigidity_shearing_jacobian"
     assert (run_dir / "model.pt").is_file()
     bundle(
-        "evaluating", ["train.json", "ct.json", "abdomenctct.json", "evaluate.json"], *common, "--num_figures", "0", cwd=tmp_path
+        "evaluating",
+        ["train.json", "ct.json", "abdomenctct.json", "evaluate.json"],
+        *common,
+        "--num_figures",
+        "0",
+        cwd=tmp_path,
     )
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     assert summary["pairs"] == 1
@@ -315,6 +321,7 @@ def test_phantom_training_and_learn2reg_evaluation(phantom, tmp_path):
     assert "l2r_dice_06" in header and "l2r_sdlogj" in header
 
 
+@pytest.mark.slow
 def test_real_ct_pair_training(ct_example_dir, tmp_path):
     """The real CT (3 mm, 122x101x30) and a copy deformed by a known smooth field with the vertebrae moved rigidly,
     with the real TotalSegmentator segmentation, as a plain pair list: regions, then the bundle command."""

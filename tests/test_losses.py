@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from reference_losses import make_inputs, svd_biomechanical_loss
 from torch.nn import functional as F
 
-from reference_losses import make_inputs, svd_biomechanical_loss
 from scripts.losses import BiomechanicalLoss, JacobianLoss, RegistrationLoss, RigidityLoss, ShearingLoss
 from scripts.mechanics import jacobian_determinant, linear_strain, project_on_normals, spatial_gradient
 

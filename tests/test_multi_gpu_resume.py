@@ -1,4 +1,4 @@
-"""Multi-process (DDP, gloo on CPU) training, crash-safe resume, determinism and Model Zoo conformance checks.
+"""Multi-process (DDP, gloo on CPU) training, crash-safe resume and determinism (marked slow: real training runs).
 
 Every run is the real command line (``python -m monai.bundle run ...``, ``torchrun ... -m monai.bundle run ...``) on a
 tiny configuration (16³ images, 8 training and 4 validation pairs, channels [4, 8, 16]), with ``bundle_root`` in a
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+pytestmark = pytest.mark.slow  # every test here runs real training commands
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -245,55 +247,6 @@ def _backbone_like(state: dict) -> torch.nn.Module:
     net = AttentionUnet(spatial_dims=3, in_channels=2, out_channels=3, channels=[4, 8, 16], strides=[2, 2])
     net.load_state_dict(state)
     return net
-
-
-def test_model_zoo_conformance(monkeypatch):
-    """verify_metadata (offline: the schema beside the repository) and verify_net_in_out pass.
-
-    The functions behind ``python -m monai.bundle verify_metadata|verify_net_in_out``, called in this process with the
-    arguments of the documented commands (run from the bundle root), to spare two interpreter start-ups.
-    """
-    if not SCHEMA.is_file():
-        pytest.skip(f"metadata schema not found at {SCHEMA} (verify_metadata would download it)")
-    from monai.bundle import verify_metadata, verify_net_in_out
-
-    monkeypatch.chdir(REPO)
-    verify_metadata(meta_file="configs/metadata.json", filepath=str(SCHEMA))  # raises on a schema violation
-    verify_net_in_out(net_id="network_def", meta_file="configs/metadata.json", config_file="configs/inference.json")
-
-
-def test_workflow_properties_and_mlflow_settings(tmp_path):
-    """The train config has what ConfigWorkflow checks (Model Zoo), and `--tracking mlflow` patches it as documented."""
-    import json
-
-    from monai.bundle import ConfigWorkflow
-    from monai.utils import set_determinism
-
-    common = dict(
-        config_file=str(REPO / "configs" / "train.json"),
-        meta_file=str(REPO / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="train",
-        bundle_root=str(tmp_path),
-    )
-    tiny = dict(image_size=[16, 16, 16], num_train_pairs=4, num_val_pairs=2, channels=[4, 8, 16], strides=[2, 2])
-    try:
-        workflow = ConfigWorkflow(**common, **tiny)
-        workflow.initialize()
-        assert workflow.check_properties() == []
-    finally:
-        set_determinism(seed=None)
-
-    # mlflow itself is optional (not installed for the tests): check the patched config, instantiate nothing
-    parser = ConfigWorkflow(**common, tracking="mlflow").parser
-    assert parser.get("train#handlers")[-1]["_target_"] == "MLFlowHandler"
-    assert parser.get("validate#handlers")[-1]["_target_"] == "MLFlowHandler"
-    output_dir = Path(parser.get_parsed_content("output_dir"))
-    assert parser.get_parsed_content("tracking_uri").endswith(str(output_dir / "mlruns.db"))
-    assert list(output_dir.glob("config_*.json"))  # the executed config, logged as an MLflow artifact
-
-    multi = json.loads((REPO / "configs" / "multi_gpu_train.json").read_text())
-    assert {"run", "training", "finalize", "+initialize"} <= set(multi)
 
 
 def test_best_model_not_overwritten_after_resume(tmp_path):

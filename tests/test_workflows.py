@@ -37,6 +37,7 @@ def trained(tmp_path_factory):
     return root, log
 
 
+@pytest.mark.slow
 def test_training_runs_and_loss_goes_down(trained):
     root, log = trained
     totals = epoch_metric(log, "train_total")
@@ -49,6 +50,7 @@ def test_training_runs_and_loss_goes_down(trained):
     assert epoch_metric(log, "val_rigidity_error"), "validation metrics missing"
 
 
+@pytest.mark.slow
 def test_evaluation_writes_reports_and_trained_model_beats_identity(trained):
     root, _ = trained
     bundle("evaluating", ["train.json", "evaluate.json"], "--bundle_root", str(root), *TINY)
