@@ -16,7 +16,8 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import CommonKeys as Keys
 
-from scripts.metrics import learn2reg_metrics, pair_metrics
+from scripts.learn2reg import learn2reg_metrics
+from scripts.metrics import pair_metrics
 
 __all__ = [
     "LossTermsLogger",

@@ -22,7 +22,7 @@ from scripts.datasets import (
     read_pairs,
     registration_dataset,
 )
-from scripts.metrics import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
+from scripts.learn2reg import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
 from scripts.registration import PrepareRegistrationBatch
 from scripts.synthetic import (
     SyntheticRegistrationDataset,
