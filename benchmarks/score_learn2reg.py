@@ -129,7 +129,9 @@ def score_folder(
             warnings.append(warning)
         (fc, fm), (mc, mm) = parse_learn2reg_name(fixed), parse_learn2reg_name(moving)
         score = score_submission(disp, fixed, moving, labels or _labels_of(fixed, moving), before=before)
-        case = {name: {"mean": score[key], "detailed": score.get(f"{key}_per_label", score[key])} for name, key in METRICS}
+        case = {
+            name: {"mean": score[key], "detailed": score.get(f"{key}_per_label", score[key])} for name, key in METRICS
+        }
         if before:
             case["DSC_before"] = {"mean": score["dice_before"], "detailed": score["dice_before_per_label"]}
             case["HD95_before"] = {"mean": score["hd95_before"], "detailed": score["hd95_before_per_label"]}
@@ -139,7 +141,11 @@ def score_folder(
     for name in [n for n, _ in METRICS] + (["DSC_before", "HD95_before"] if before else []):
         values = np.array([c[name]["mean"] for c in cases.values()], dtype=np.float64)
         q = 0.7 if name == "LogJacDetStd" else 0.3  # the challenge's "30" column
-        aggregates[name] = {"mean": float(values.mean()), "std": float(values.std()), "30": float(np.quantile(values, q))}
+        aggregates[name] = {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "30": float(np.quantile(values, q)),
+        }
     return {"name": folder.name, "aggregates": aggregates, "cases": cases, "warnings": warnings}
 
 

@@ -73,7 +73,9 @@ def parse_learn2reg_name(path: Any) -> tuple[str, str]:
         return match.group(1), match.group(2)
     numbers = re.findall(r"\d+", stem)
     if not numbers:
-        raise ValueError(f"{path}: no case number in the file name (Learn2Reg names are <Task>_<case>_<modality>.nii.gz)")
+        raise ValueError(
+            f"{path}: no case number in the file name (Learn2Reg names are <Task>_<case>_<modality>.nii.gz)"
+        )
     return f"{int(numbers[-1]):04d}", "0000"
 
 

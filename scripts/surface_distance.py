@@ -148,7 +148,9 @@ def surface_distances(
     union = np.argwhere(gt | pred)
     if union.size == 0:
         empty = np.zeros(0)
-        return dict(distances_gt_to_pred=empty, surfel_areas_gt=empty, distances_pred_to_gt=empty, surfel_areas_pred=empty)
+        return dict(
+            distances_gt_to_pred=empty, surfel_areas_gt=empty, distances_pred_to_gt=empty, surfel_areas_pred=empty
+        )
     lo, hi = union.min(axis=0), union.max(axis=0)
     codes = {k: _neighbour_codes(m, lo, hi) for k, m in (("gt", gt), ("pred", pred))}
     border = {k: (c != 0) & (c != 255) for k, c in codes.items()}
