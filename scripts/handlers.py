@@ -12,7 +12,8 @@ from ignite.engine import Engine, Events
 from monai.utils import CommonKeys as Keys
 
 from scripts.image_io import atomic_write_text
-from scripts.metrics import learn2reg_metrics, pair_metrics
+from scripts.learn2reg import learn2reg_metrics
+from scripts.metrics import pair_metrics
 
 __all__ = ["LossTermsLogger", "PairMetricsWriter"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ __all__ = [
     "check_pair_files",
     "pair_name",
     "output_paths",
-    "learn2reg_name",
 ]
 
 OUTPUT_KINDS = ("warped", "ddf", "jacdet", "warped_label")
@@ -133,20 +131,6 @@ def pair_name(fixed: Any, moving: Any) -> str:
 def output_paths(output_dir: str | os.PathLike, name: str, ext: str = ".nii.gz") -> dict[str, Path]:
     """Paths of a pair's outputs: ``warped``, ``ddf``, ``jacdet``, ``warped_label``."""
     return {kind: Path(output_dir) / f"{name}_{kind}{ext}" for kind in OUTPUT_KINDS}
-
-
-def learn2reg_name(fixed: Any, moving: Any, ext: str = ".nii.gz") -> str:
-    """``disp_FFFF_MMMM.nii.gz`` from Learn2Reg file names ``<Task>_<case 4 digits>_<modality 4 digits>.nii.gz``
-    (or any name whose last number is the case id)."""
-
-    def case_id(path: Any) -> str:
-        stem = image_stem(path)
-        match = re.search(r"_(\d{4})_\d{4}$", stem) or re.search(r"(\d+)(?!.*\d)", stem)
-        if match is None:
-            raise InputError(f"{path}: no case number in the file name for the Learn2Reg disp_FFFF_MMMM name")
-        return f"{int(match.group(1)):04d}"
-
-    return f"disp_{case_id(fixed)}_{case_id(moving)}{ext}"
 
 
 def check_pair_files(entry: Mapping[str, Any]) -> dict[str, nib.Nifti1Image]:

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ from scripts.image_io import (
     write_niftis_atomically,
 )
 from scripts.inference import InferencePairDataset, PairData
+from scripts.learn2reg import L2R_ABDOMEN_LABELS, grid_mismatch, score_field, submission_names
 from scripts.metrics import dice_per_label, folding_from_det, std_log_from_det
-from scripts.pairs import learn2reg_name, output_paths
+from scripts.pairs import output_paths
 from scripts.resampling import field_to_fixed_grid, jacobian_map, physical_displacement, warp_to_fixed
 
 __all__ = ["RAS_TO_LPS", "field_statistics", "finish_pair", "RegistrationWriter"]
@@ -101,6 +103,8 @@ def finish_pair(
     output_ext: str = ".nii.gz",
     write_threads: int = 2,
     compression: str = "fast",
+    learn2reg_naming: str = "official",
+    learn2reg_labels: Sequence[int] | None = L2R_ABDOMEN_LABELS,
 ) -> dict[str, Any]:
     """The field back on the fixed grid, warping, statistics and the writing: returns the pair's summary entry.
 
@@ -108,7 +112,10 @@ def finish_pair(
         pair: from :func:`scripts.inference.load_pair`.
         ddf_net: (1, 3, *net) displacement in net voxels (network output, or any field to apply).
         output_dir: folder of the outputs (created when the files are written).
-        learn2reg: also write ``disp_FFFF_MMMM`` (fixed-grid voxels, (X, Y, Z, 3)).
+        learn2reg: also write the Learn2Reg submission field (fixed-grid voxels, (X, Y, Z, 3)) under the name(s) of
+            ``learn2reg_naming`` (:func:`scripts.learn2reg.submission_names`: "official", "template" or "both"); with
+            both label maps, the pair's Learn2Reg scores on the fixed image's full grid, as the challenge computes
+            them (``learn2reg_labels``; None: every label of the fixed map), go to the entry's ``learn2reg``.
         save_jacobian: write the det J map.
         output_ext: ".nii.gz" or ".nii".
         write_threads, compression: see :func:`write_niftis_atomically`.
@@ -170,15 +177,21 @@ def finish_pair(
                 "before": dice_before,
                 "after": dice_after,
             }
-    if learn2reg:
-        l2r = output_dir / learn2reg_name(pair.fixed_path, pair.moving_path, output_ext)
-        images[l2r] = _nifti(ddf_vox.permute(1, 2, 3, 0).contiguous().cpu().numpy(), pair)
-        written["learn2reg"] = str(l2r)
-    del ddf_vox
-    lap("warping")
     stored = {path for key, path in paths.items() if key in ("ddf", "jacdet")}
     if learn2reg:
-        stored.add(Path(written["learn2reg"]))
+        disp = ddf_vox.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+        for i, name in enumerate(submission_names(pair.fixed_path, pair.moving_path, learn2reg_naming, output_ext)):
+            images[output_dir / name] = _nifti(disp, pair)
+            stored.add(output_dir / name)
+            written["learn2reg" if i == 0 else "learn2reg_template"] = str(output_dir / name)
+        if pair.fixed_label is not None and pair.moving_label is not None:
+            labels = learn2reg_labels or [int(v) for v in np.unique(pair.fixed_label) if v > 0]
+            scores = score_field(disp, pair.fixed_label, pair.moving_label, labels, before=True)
+            entry["learn2reg"] = {k: scores[k] for k in ("dice", "dice_before", "hd95", "hd95_before", "sdlogj")}
+            entry["learn2reg"]["hd95_units"] = "voxels of the fixed grid (the challenge's convention)"
+        del disp
+    del ddf_vox
+    lap("warping")
     write_niftis_atomically(images, threads=write_threads, compression=compression, stored=stored)
     lap("writing")
     entry.update(stats)
@@ -206,7 +219,12 @@ class RegistrationWriter:
 
     Args:
         output_dir: output folder (created on the first write).
-        learn2reg: also write the Learn2Reg ``disp_FFFF_MMMM`` files.
+        learn2reg: also write the Learn2Reg submission files (and score them when both label maps are given); the
+            fixed and moving images of every pair must then lie on one grid (the challenge's evaluation works in
+            array indices), checked before anything is written.
+        learn2reg_naming: "official" (``disp_FFFF_ffff_MMMM_mmmm``, the maintained evaluation script), "template"
+            (``disp_FFFF_MMMM``, the grand-challenge template) or "both".
+        learn2reg_labels: label ids scored (default: AbdomenCTCT's 1..13; None: those of each fixed label map).
         save_jacobian: write the det J maps.
         output_ext: ".nii.gz" (default) or ".nii".
         summary_name: file name of the run summary.
@@ -224,6 +242,8 @@ class RegistrationWriter:
         summary_name: str = "summary.json",
         write_threads: int = 2,
         compression: str = "fast",
+        learn2reg_naming: str = "official",
+        learn2reg_labels: Sequence[int] | None = L2R_ABDOMEN_LABELS,
     ):
         if output_ext not in NIFTI_SUFFIXES:
             raise ValueError(f"output_ext must be one of {NIFTI_SUFFIXES}, got {output_ext!r}")
@@ -232,6 +252,9 @@ class RegistrationWriter:
         self.compression = compression
         self.output_dir = Path(output_dir)
         self.learn2reg = bool(learn2reg)
+        submission_names("x_0001_0000", "x_0002_0000", learn2reg_naming)  # a bad naming fails here, before any work
+        self.learn2reg_naming = learn2reg_naming
+        self.learn2reg_labels = None if learn2reg_labels is None else [int(v) for v in learn2reg_labels]
         self.save_jacobian = bool(save_jacobian)
         self.output_ext = output_ext
         self.summary_name = summary_name
@@ -250,8 +273,16 @@ class RegistrationWriter:
         self._marks: dict[str, float] = {}
         self._started = time.perf_counter()
         dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
-        if self.learn2reg and isinstance(dataset, InferencePairDataset):  # name check before anything is written
-            names = [learn2reg_name(entry["fixed"], entry["moving"]) for entry in dataset.data]
+        if self.learn2reg and isinstance(dataset, InferencePairDataset):  # checks before anything is written
+            names = []
+            for entry in dataset.data:
+                try:
+                    names += submission_names(entry["fixed"], entry["moving"], self.learn2reg_naming)
+                except ValueError as err:
+                    raise InputError(f"--learn2reg true: {err}") from None
+                problem = grid_mismatch(entry["fixed"], entry["moving"])
+                if problem is not None:
+                    raise InputError(f"--learn2reg true: {problem}")
             if len(set(names)) != len(names):
                 raise InputError(f"Learn2Reg file names are not unique: {names}")
 
@@ -270,6 +301,8 @@ class RegistrationWriter:
             output_ext=self.output_ext,
             write_threads=self.write_threads,
             compression=self.compression,
+            learn2reg_naming=self.learn2reg_naming,
+            learn2reg_labels=self.learn2reg_labels,
         )
         now = time.perf_counter()
         if "loaded" in self._marks:
@@ -285,7 +318,8 @@ class RegistrationWriter:
             "seconds": time.perf_counter() - self._started,
             "conventions": {
                 "ddf": "mm, LPS (ITK), X x Y x Z x 1 x 3 NIfTI intent 1007, fixed grid; moving point = p + u(p)",
-                "learn2reg": "voxels of the fixed grid, X x Y x Z x 3, channel k along array axis k",
+                "learn2reg": "voxels of the fixed grid, X x Y x Z x 3, channel k along array axis k; scores as the "
+                "challenge's evaluation computes them (HD95 in voxels), on the full fixed grid",
                 "jacdet": "det(I + grad u) on the fixed grid",
             },
         }

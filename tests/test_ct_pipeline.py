@@ -17,7 +17,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientati
 
 from scripts.datasets import FilePairDataset, learn2reg_pairs, read_pairs, registration_dataset
 from scripts.labels import learn2reg_labels_from_totalsegmentator, vertebrae_ids
-from scripts.metrics import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
+from scripts.learn2reg import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
 from scripts.phantom import diaphragm_normal, phantom_affine, write_deformed_ct_pair, write_learn2reg_phantom
 from scripts.registration import PrepareRegistrationBatch
 from scripts.synthetic import SyntheticRegistrationDataset

@@ -27,7 +27,7 @@ from scripts import inference as inf
 from scripts import resampling, writer
 from scripts.errors import InputError, find_input_error
 from scripts.image_io import write_niftis_atomically
-from scripts.pairs import learn2reg_name, require_pairs, resolve_pairs
+from scripts.pairs import require_pairs, resolve_pairs
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = BUNDLE_ROOT / "configs" / "inference.json"
@@ -182,7 +182,7 @@ def test_known_translation_round_trip(tmp_path):
     np.testing.assert_allclose(ddf_img.affine, fixed_affine(), atol=1e-5)
     np.testing.assert_allclose(ddf_img.get_fdata()[..., 0, :], np.broadcast_to(shift * [-1, -1, 1], (*FIXED_SHAPE, 3)),
                                atol=1e-4)  # fmt: skip
-    assert Path(entry["outputs"]["learn2reg"]).name == "disp_0011_0012.nii.gz"
+    assert Path(entry["outputs"]["learn2reg"]).name == "disp_0011_0000_0012_0000.nii.gz"  # the official name
     l2r = nib.load(entry["outputs"]["learn2reg"])
     assert l2r.shape == (*FIXED_SHAPE, 3)
     voxels = np.linalg.inv(fixed_affine()[:3, :3]) @ shift
@@ -571,7 +571,6 @@ def test_pair_lists(tmp_path, good_pair):
     assert pairs == [
         {"fixed": str(tmp_path / "a/X_0001_0000.nii.gz"), "moving": str(tmp_path / "a/X_0002_0000.nii.gz")}
     ]
-    assert learn2reg_name(pairs[0]["fixed"], pairs[0]["moving"]) == "disp_0001_0002.nii.gz"
     listed = resolve_pairs(pairs=[{"fixed": "f.nii.gz", "moving": "/abs/m.nii.gz"}], dataset_dir=str(tmp_path))
     assert listed == [{"fixed": str(tmp_path / "f.nii.gz"), "moving": "/abs/m.nii.gz"}]
     assert resolve_pairs(fixed="f.nii.gz", moving="m.nii.gz") == [{"fixed": "f.nii.gz", "moving": "m.nii.gz"}]
@@ -600,3 +599,56 @@ def test_jacobian_map_in_slabs_is_exact():
     ddf = torch.randn(3, 37, 9, 11, generator=torch.Generator().manual_seed(0))
     for slab in (1, 4, 16, 64):
         torch.testing.assert_close(resampling.jacobian_map(ddf, slab=slab), jacobian_determinant(ddf[None])[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Learn2Reg submissions through the writer (names, full-grid scores, grid check)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def write_same_grid_case(folder: Path, shift_vox=(3, -2, 2)) -> dict:
+    """Fixed and moving on ONE grid (Learn2Reg names), the moving image and labels the fixed ones moved by an
+    integer voxel shift: the exact field is the constant ``shift_vox`` in fixed voxels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fa = fixed_affine()
+    image = blobs(grid_points(FIXED_SHAPE, fa), CENTRE)
+    labels = np.zeros(FIXED_SHAPE, np.uint8)
+    labels[10:20, 8:18, 8:16], labels[22:30, 20:28, 12:20] = 1, 2
+    moved = [np.roll(a, shift_vox, axis=(0, 1, 2)) for a in (image, labels)]
+    paths = {}
+    for key, data in (("fixed", image), ("moving", moved[0]), ("fixed_label", labels), ("moving_label", moved[1])):
+        case = "0001" if key.startswith("fixed") else "0002"
+        sub = "labelsTr" if key.endswith("label") else "imagesTr"
+        paths[key] = str(folder / sub / f"Case_{case}_0000.nii.gz")
+        Path(paths[key]).parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(data, fa), paths[key])
+    return paths
+
+
+def test_learn2reg_exact_field_scores_dice_1_and_hd95_0(tmp_path):
+    case = write_same_grid_case(tmp_path / "in")
+    pair = load(case["fixed"], case["moving"], (16, 12, 8), fixed_label=case["fixed_label"],
+                moving_label=case["moving_label"])  # fmt: skip
+    shift_mm = fixed_affine()[:3, :3] @ np.array([3.0, -2.0, 2.0])
+    exact = net_displacement_for(pair, lambda p: np.broadcast_to(shift_mm, p.shape))
+    entry = writer.finish_pair(pair, exact, tmp_path / "out", learn2reg=True, learn2reg_naming="both",
+                               learn2reg_labels=[1, 2])  # fmt: skip
+    scores = entry["learn2reg"]
+    assert scores["dice"] == pytest.approx(1.0, abs=1e-9) and scores["hd95"] == pytest.approx(0.0, abs=1e-9)
+    assert scores["dice_before"] < 0.7  # the unregistered pair
+    names = {Path(entry["outputs"][k]).name for k in ("learn2reg", "learn2reg_template")}
+    assert names == {"disp_0001_0000_0002_0000.nii.gz", "disp_0001_0002.nii.gz"}  # maintained script, template
+    zero = writer.finish_pair(pair, torch.zeros_like(exact), tmp_path / "zero", learn2reg=True, learn2reg_labels=[1, 2])
+    assert zero["learn2reg"]["dice"] == pytest.approx(scores["dice_before"], abs=1e-9)
+    assert zero["learn2reg"]["dice"] == pytest.approx(zero["learn2reg"]["dice_before"], abs=1e-9)
+
+
+def test_learn2reg_pair_on_different_grids_is_an_error_before_writing(tmp_path):
+    fixed, moving = write_blob_pair(tmp_path / "in", np.zeros(3), names=("Case_0011_0000", "Case_0012_0000"))
+    out = tmp_path / "out"
+    with pytest.raises(Exception) as info:
+        run_workflow(fixed=fixed, moving=moving, output_dir=str(out), learn2reg=True,
+                     **{"handlers#0#_disabled_": True})  # fmt: skip
+    err = find_input_error(info.value)
+    assert err is not None and "not on the same grid" in str(err) and "--learn2reg" in str(err)
+    assert empty_or_absent(out)
