@@ -90,12 +90,13 @@ def inspect_image(path: str | os.PathLike, role: str) -> nib.Nifti1Image:
     return img
 
 
-def check_label_grid(label: nib.Nifti1Image, image: nib.Nifti1Image, label_path: Any, role: str) -> None:
+def check_label_grid(label: nib.Nifti1Image, image: nib.Nifti1Image, label_path: Any, what: str) -> None:
+    """InputError unless the label map ``what`` (e.g. "moving label map") lies on its image's grid."""
     shape_l, shape_i = tuple(label.shape[:3]), tuple(image.shape[:3])
     diff = float(np.max(np.abs(np.asarray(label.affine) - np.asarray(image.affine))))
     if shape_l != shape_i or diff > 1e-3:
         raise InputError(
-            f"{role} label map {label_path} is not on its image's grid (label shape {shape_l}, image shape {shape_i}, "
+            f"{what} {label_path} is not on its image's grid (label shape {shape_l}, image shape {shape_i}, "
             f"largest affine difference {diff:.3g} mm); resample the label map onto its image first (nearest neighbour)"
         )
 

@@ -195,6 +195,7 @@ def finish_pair(
     write_niftis_atomically(images, threads=write_threads, compression=compression, stored=stored)
     lap("writing")
     entry.update(stats)
+    entry.update(pair.report)
     entry["moving_coverage"] = pair.moving_coverage
     entry["outputs"] = written
     entry["seconds"] = {"load": pair.seconds_load, **{k: v for k, v in clock.items() if k not in ("start", "last")}}
