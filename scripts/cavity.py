@@ -15,7 +15,8 @@ CONTENT, wherever it meets anything else:
 * the cavity = content closed by a ball of ``closing_mm`` (bridges the fissures, the diaphragm gap between lung and
   liver/spleen, fat between organs) with its holes filled: those are interfaces INSIDE the cavity, handled by the
   organ-organ pairs of the spec; the wall is the boundary of this cavity; the image border is never a wall;
-* the sliding band = voxels within ``band_mm`` of the wall on either side (Euclidean distance in mm), inside the
+* the sliding band = voxels within ``band_mm`` of the wall on either side (Euclidean distance in mm, the wall half a
+  voxel beyond the boundary voxels' centres), inside the
   body when the CT is given (HU > -500, largest component, holes filled), so that no band lies in the air;
 * its normals = the outward unit normal of the cavity, -grad(G_sigma * indicator) / |.| (mm frame, channel k along
   array axis k): well defined on both sides of the wall, smooth along it (so it survives averaging when the band is
@@ -213,7 +214,8 @@ def cavity_regions(
     if cavity.any() and not cavity.all():
         d_out = ndimage.distance_transform_edt(~cavity, sampling=sp)
         d_in = ndimage.distance_transform_edt(cavity, sampling=sp)
-        band = np.where(cavity, d_in, d_out) <= band_mm + 1e-6
+        # the wall lies half a voxel beyond the centres of the boundary voxels
+        band = np.where(cavity, d_in, d_out) - 0.5 * float(sp.min()) <= band_mm + 1e-6
         if body is not None:
             band &= body
         sigma = float(sigma_mm) if sigma_mm is not None else max(2.0 * band_mm, 2.0 * float(sp.max()))
