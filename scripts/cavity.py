@@ -39,17 +39,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from scripts.regions import (
-    DEFAULT_SPEC,
-    JACOBIAN,
-    RIGID,
-    SLIDING,
-    as_label_array,
-    build_regularisation_mask,
-    compute_normals,
-    label_table,
-    load_region_spec,
-)
+from scripts.labels import SLIDING, label_table
+from scripts.normals import compute_normals
+from scripts.regions import DEFAULT_SPEC, as_label_array, build_regularisation_mask, load_region_spec
 
 __all__ = ["CAVITY_GROUP", "DEFAULT_CAVITY_CONTENTS", "cavity_labels", "body_mask", "cavity_mask", "cavity_regions"]
 
@@ -228,6 +220,3 @@ def cavity_regions(
         normals[:, band] = wall_normals[:, band]
     normals[:, mask != SLIDING] = 0.0
     return mask.astype(np.uint8), normals.astype(np.float32)
-
-
-__all__ += ["JACOBIAN", "RIGID", "SLIDING"]

@@ -47,7 +47,8 @@ from monai.losses import LocalNormalizedCrossCorrelationLoss
 from monai.networks.blocks import Warp
 from torch.nn import functional as F
 
-from scripts.losses import RIGID, SLIDING, BiomechanicalLoss
+from scripts.labels import RIGID, SLIDING
+from scripts.losses import BiomechanicalLoss
 
 __all__ = ["refine_pair", "working_shape", "resize_field", "resize_image", "resize_regions", "SIMILARITIES"]
 

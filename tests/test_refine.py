@@ -7,7 +7,7 @@ import torch
 from monai.networks.blocks import Warp
 from scipy import ndimage
 
-from scripts.losses import RIGID, SLIDING
+from scripts.labels import RIGID, SLIDING
 from scripts.metrics import folding_percentage, rigidity_error
 from scripts.refine import refine_pair, resize_field, resize_regions, working_shape
 
@@ -72,8 +72,14 @@ def sliding_results():
     out = {}
     for mode in ("rigidity_shearing_jacobian", "jacobian"):
         ddf, _ = refine_pair(
-            fixed, moving, (2.0, 2.0, 2.0), reg_mask=mask, normals=normals, regulariser=mode, levels=2,
-            iterations=(60, 80)
+            fixed,
+            moving,
+            (2.0, 2.0, 2.0),
+            reg_mask=mask,
+            normals=normals,
+            regulariser=mode,
+            levels=2,
+            iterations=(60, 80),
         )
         out[mode] = ddf
     return v_true, mask, out
