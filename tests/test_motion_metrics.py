@@ -175,3 +175,25 @@ def test_known_motion_metrics_on_a_batch():
         known_motion_metrics({"ddf": true}, {"true_ddf": true, "interface_mask": mask})
     with pytest.raises(ValueError, match="shape"):
         endpoint_error(true, true[:, :, :-1])
+
+
+@pytest.mark.parametrize("kind", ["rigid", "shearing"])
+def test_synthetic_batch_through_prepare_batch(kind):
+    """The synthetic items carry the truth; PrepareRegistrationBatch passes it into the targets."""
+    from scripts.registration import PrepareRegistrationBatch
+    from scripts.synthetic import SyntheticRegistrationDataset
+
+    data = SyntheticRegistrationDataset(kind, "test", 2, shape=(32, 32, 32))
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
+    _, targets, _, _ = PrepareRegistrationBatch()(batch)
+    assert {"true_ddf", "object_mask"} <= set(targets) and ("interface_mask" in targets) == (kind == "shearing")
+    exact = known_motion_metrics({"ddf": targets["true_ddf"]}, targets)
+    none = known_motion_metrics({"ddf": torch.zeros_like(targets["true_ddf"])}, targets)
+    assert float(exact["epe_mean"].max()) < 1e-6 and bool((none["epe_mean_before"] > 0.3).all())
+    assert torch.allclose(none["epe_mean"], none["epe_mean_before"])
+    if kind == "shearing":
+        assert torch.allclose(exact["slip_ratio"], torch.ones(2), atol=1e-5)
+        assert torch.allclose(none["slip_ratio"], torch.zeros(2), atol=1e-6)
+        assert torch.allclose(exact["true_jump_mm"], batch["true_jump"][:, 0].abs(), atol=1e-4)
+    else:
+        assert "slip_ratio" not in exact
