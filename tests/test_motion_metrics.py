@@ -22,10 +22,10 @@ def _rotation(axis, theta):
     return (torch.eye(3, dtype=torch.float64) + math.sin(theta) * k + (1 - math.cos(theta)) * (k @ k)).float()
 
 
-def _rigid_field(spacing, theta=0.15, shift=(2.0, -1.0, 0.5)):
+def _rigid_field(spacing, theta=0.15, shift=(2.0, -1.0, 0.5), shape=SHAPE):
     """(1, 3, *S) voxel field of a rigid motion in mm: u = (R - I)(x - c) + t, x in mm."""
     sp = torch.tensor(spacing).view(3, 1, 1, 1)
-    x_mm = _grid() * sp
+    x_mm = _grid(shape) * sp
     centre = x_mm.mean(dim=(1, 2, 3), keepdim=True)
     rot = _rotation((0.3, -0.5, 1.0), theta)
     u_mm = torch.einsum("ij,j...->i...", rot - torch.eye(3), x_mm - centre) + torch.tensor(shift).view(3, 1, 1, 1)
@@ -197,3 +197,33 @@ def test_synthetic_batch_through_prepare_batch(kind):
         assert torch.allclose(exact["true_jump_mm"], batch["true_jump"][:, 0].abs(), atol=1e-4)
     else:
         assert "slip_ratio" not in exact
+
+
+def test_ct_style_thick_band_with_computed_normals():
+    """The CT use: a 4-voxel sliding band on an oblique plane, normals from scripts.regions.compute_normals."""
+    from scripts.regions import compute_normals
+
+    spacing = torch.tensor([1.5, 1.0, 2.0])
+    shape = (40, 48, 28)
+    sp = spacing.view(3, 1, 1, 1)
+    x_mm = _grid(shape) * sp
+    centre = x_mm.mean(dim=(1, 2, 3), keepdim=True)
+    n = torch.tensor([0.3, 1.0, 0.4])
+    n = n / n.norm()
+    dist = torch.einsum("i,i...->...", n, x_mm - centre)
+    band = dist.abs() < 2.0  # ~2 voxels on either side
+    normals = torch.from_numpy(compute_normals(band.numpy(), spacing=spacing.tolist(), method="gaussian"))
+    assert float((normals[:, band] * n.view(3, 1)).sum(0).abs().min()) > 0.99  # accurate normals
+    t = torch.linalg.cross(n, torch.tensor([1.0, 0.0, 0.0]))
+    t = t / t.norm()
+    slip = (1.5 * torch.where(dist < 0, 1.0, -1.0) * t.view(3, 1, 1, 1) / sp)[None]  # voxels
+    rigid = _rigid_field(tuple(spacing.tolist()), theta=0.1, shape=shape)
+    interior = (x_mm - centre).abs().div(centre.view(3, 1, 1, 1)).amax(0) < 0.5  # samples stay inside the volume
+    mask = (band & interior)[None, None]
+    # h: the band's half-thickness (2 mm) + a trilinear stencil's extent along n (sum |n_k| spacing_k = 2 mm) + margin
+    args = dict(interface_mask=mask, normals=normals, spacing=spacing, h_mm=5.0)
+    out = sliding_jump_ratio(0.5 * slip - rigid, slip + rigid, **args)
+    assert int(mask.sum()) > 500 and abs(float(out["slip_ratio"]) - 0.5) < 1e-3
+    assert abs(float(out["true_jump_mm"]) - 3.0) < 1e-3
+    smooth = sliding_jump_ratio(3 * rigid, slip + rigid, **args)
+    assert abs(float(smooth["slip_ratio"])) < 0.05
