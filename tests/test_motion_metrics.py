@@ -203,7 +203,7 @@ def test_synthetic_batch_through_prepare_batch(kind):
 
 def test_ct_style_thick_band_with_computed_normals():
     """The CT use: a 4-voxel sliding band on an oblique plane, normals from scripts.regions.compute_normals."""
-    from scripts.regions import compute_normals
+    from scripts.normals import compute_normals
 
     spacing = torch.tensor([1.5, 1.0, 2.0])
     shape = (40, 48, 28)

@@ -314,4 +314,3 @@ def test_true_shearing_jump_and_interface():
         true, true, torch.from_numpy(pair["interface_mask"])[None], torch.from_numpy(pair["normals"])[None]
     )
     assert abs(float(out["true_jump_mm"]) - abs(jump[0])) < 1e-4 and abs(float(out["slip_ratio"]) - 1) < 1e-5
-
