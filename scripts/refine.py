@@ -183,7 +183,7 @@ def _forward_fold_barrier(u_vox: torch.Tensor, keep: torch.Tensor | None, tau: f
         idx = [slice(None), slice(None), slice(0, n[0]), slice(0, n[1]), slice(0, n[2])]
         idx[2 + axis] = slice(1, n[axis] + 1)
         cols.append(u_vox[tuple(idx)] - base)  # (B, 3, ...) d u / d i_axis
-    g = [[cols[l][:, k] for l in range(3)] for k in range(3)]
+    g = [[cols[axis][:, k] for axis in range(3)] for k in range(3)]
     det = jacobian_det(g)
     term = F.relu(tau - det).square()
     if keep is None:

@@ -91,7 +91,7 @@ class RefinementInferer(Inferer):
         regulariser: the prior with regions (``rigidity_shearing_jacobian``, or ``rigidity_jacobian``, ``jacobian``);
             without a segmentation the prior is ``jacobian``.
         similarity: "lncc", "mind" (MIND-SSC) or "mse".
-        gamma, smooth, levels, iterations, lr: see :func:`scripts.refine.refine_pair`.
+        gamma, smooth, levels, iterations, lr: see :func:`scripts.refine.refine_pair` (None: its default).
         band_mm: half width of the sliding band along the cavity wall, mm.
         progress: show a progress bar per pair.
     """
@@ -105,11 +105,11 @@ class RefinementInferer(Inferer):
         hu_window: Sequence[float] = (-1200.0, 400.0),
         regulariser: str = "rigidity_shearing_jacobian",
         similarity: str = "lncc",
-        gamma: float = 0.5,
-        smooth: float = 0.05,
-        levels: int = 3,
-        iterations: int | Sequence[int] = (80, 50, 30),
-        lr: float | Sequence[float] = 0.3,
+        gamma: float | None = None,
+        smooth: float | None = None,
+        levels: int | None = None,
+        iterations: int | Sequence[int] | None = None,
+        lr: float | Sequence[float] | None = None,
         band_mm: float = 3.0,
         progress: bool = True,
     ):
@@ -124,7 +124,8 @@ class RefinementInferer(Inferer):
         self.grid_mm = None if grid_mm is None else float(grid_mm)
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
-        self.options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
+        options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
+        self.options = {key: value for key, value in options.items() if value is not None}
 
     def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
         """(regulariser, reg_mask, normals) on the refinement grid: from the fixed segmentation, or the log-Jacobian
