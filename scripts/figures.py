@@ -13,6 +13,25 @@ import torch  # noqa: E402
 __all__ = ["save_registration_figure", "save_sliding_figure"]
 
 
+def draw_deformed_grid(ax, ddf: torch.Tensor, axis: int, index: int, grid_step: int) -> None:
+    """Draw the deformed grid of a slice on ``ax``: where each fixed-grid point x samples the moving image, x + u(x),
+    every ``grid_step`` voxels along the two in-plane axes. ``ddf``: (3, X, Y, Z) voxels."""
+    in_plane = [a for a in range(3) if a != axis]
+    field = ddf.detach().float().cpu().select(axis + 1, index)  # (3, H, W)
+    rows, cols = torch.meshgrid(
+        torch.arange(field.shape[1], dtype=torch.float32),
+        torch.arange(field.shape[2], dtype=torch.float32),
+        indexing="ij",
+    )
+    warped_rows, warped_cols = rows + field[in_plane[0]], cols + field[in_plane[1]]
+    for i in range(0, field.shape[1], grid_step):
+        ax.plot(warped_rows[i, :], warped_cols[i, :], color="tab:orange", linewidth=0.6)
+    for j in range(0, field.shape[2], grid_step):
+        ax.plot(warped_rows[:, j], warped_cols[:, j], color="tab:orange", linewidth=0.6)
+    ax.set_xlim(-0.5, field.shape[1] - 0.5)
+    ax.set_ylim(-0.5, field.shape[2] - 0.5)
+
+
 def save_registration_figure(
     fixed: torch.Tensor,
     moving: torch.Tensor,
@@ -37,26 +56,13 @@ def save_registration_figure(
     def cut(volume: torch.Tensor) -> torch.Tensor:
         return volume.detach().float().cpu().select(axis, index)
 
-    field = ddf.detach().float().cpu().select(axis + 1, index)  # (3, H, W)
-    rows, cols = torch.meshgrid(
-        torch.arange(field.shape[1], dtype=torch.float32),
-        torch.arange(field.shape[2], dtype=torch.float32),
-        indexing="ij",
-    )
-    # the deformed grid: where each fixed-grid point samples the moving image, x + u(x)
-    warped_rows, warped_cols = rows + field[in_plane[0]], cols + field[in_plane[1]]
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
     panels = [("fixed", cut(fixed)), ("moving", cut(moving)), ("warped moving", cut(warped))]
     for ax, (title, image) in zip(axes, panels):
         ax.imshow(image.T, cmap="gray", origin="lower", vmin=0, vmax=max(1e-6, float(cut(fixed).max())))
         ax.set_title(title)
     axes[3].imshow(cut(warped).T, cmap="gray", origin="lower", vmin=0, vmax=max(1e-6, float(cut(fixed).max())))
-    for i in range(0, field.shape[1], grid_step):
-        axes[3].plot(warped_rows[i, :], warped_cols[i, :], color="tab:orange", linewidth=0.6)
-    for j in range(0, field.shape[2], grid_step):
-        axes[3].plot(warped_rows[:, j], warped_cols[:, j], color="tab:orange", linewidth=0.6)
-    axes[3].set_xlim(-0.5, field.shape[1] - 0.5)
-    axes[3].set_ylim(-0.5, field.shape[2] - 0.5)
+    draw_deformed_grid(axes[3], ddf, axis, index, grid_step)
     axes[3].set_title("deformation grid")
     for ax in axes:
         ax.set_xlabel(f"axis {in_plane[0]}")
@@ -111,13 +117,6 @@ def save_sliding_figure(
     vmax = max(1e-6, float(cut(fixed).max()))
     fig, axes = plt.subplots(len(results), 5, figsize=(16, 3.4 * len(results)), squeeze=False)
     for row, (name, (warped, ddf)) in enumerate(results.items()):
-        field = ddf.detach().float().cpu().select(axis + 1, index)  # (3, H, W)
-        rows, cols = torch.meshgrid(
-            torch.arange(field.shape[1], dtype=torch.float32),
-            torch.arange(field.shape[2], dtype=torch.float32),
-            indexing="ij",
-        )
-        warped_rows, warped_cols = rows + field[in_plane[0]], cols + field[in_plane[1]]
         panels = [("fixed", cut(fixed)), ("moving", cut(moving)), (f"warped ({name})", cut(warped))]
         ax = axes[row]
         for a, (title, image) in zip(ax, panels + [("deformation grid", cut(warped))]):
@@ -127,12 +126,7 @@ def save_sliding_figure(
             a.set_yticks([])
             a.set_xlabel(f"axis {in_plane[0]}")
             a.set_ylabel(f"axis {in_plane[1]}")
-        for i in range(0, field.shape[1], grid_step):
-            ax[3].plot(warped_rows[i, :], warped_cols[i, :], color="tab:orange", linewidth=0.6)
-        for j in range(0, field.shape[2], grid_step):
-            ax[3].plot(warped_rows[:, j], warped_cols[:, j], color="tab:orange", linewidth=0.6)
-        ax[3].set_xlim(-0.5, field.shape[1] - 0.5)
-        ax[3].set_ylim(-0.5, field.shape[2] - 0.5)
+        draw_deformed_grid(ax[3], ddf, axis, index, grid_step)
         ax[4].plot(profile(ddf).numpy(), marker=".", label=name)
         if true_ddf is not None:
             ax[4].plot(profile(true_ddf).numpy(), color="black", linestyle="--", label="true")
