@@ -25,7 +25,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.errors import InputError
+from scripts.errors import InputError, write_error
+from scripts.preflight import temp_prefix
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -154,14 +155,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file through a temporary file and a rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    except OSError as err:
+        raise write_error(path, err) or err from None
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600: give the report the permissions of an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and write_error(path, err) is not None:
+            raise write_error(path, err) from None
         raise
 
 
@@ -208,7 +214,7 @@ def write_niftis_atomically(
     try:
         for path in images:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
             os.close(fd)
             temps[path] = tmp
         with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
@@ -229,7 +235,12 @@ def write_niftis_atomically(
                 os.chmod(temps[path], 0o666 & ~umask)
         for path, tmp in temps.items():
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         for tmp in temps.values():
             Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # disk full, read-only: one line naming the file (none was left behind)
+            failed = next((p for p, t in temps.items() if err.filename in (t, str(p))), next(iter(images), ""))
+            user = write_error(failed, err)
+            if user is not None:
+                raise user from None
         raise
