@@ -47,7 +47,6 @@ them. Every image is preprocessed once (and cached: ``cache="disk"`` a MONAI ``P
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence

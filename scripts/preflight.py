@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 _HOST = socket.gethostname().split(".")[0].replace("@", "_") or "host"
 # our temporary files: ".<target name>.<pid>@<host>.<random>.tmp" (pid and host tell whether the writer is alive)
-_OURS = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[^.@/]*)\.[A-Za-z0-9_]+\.tmp$")
+_OURS = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[^.@/]*)\.[A-Za-z0-9_]+\.tmp(\.nrrd|\.mha)?$")
 # left by earlier versions: ".<name>.<random>.tmp" (writer), ".<name>.<random>" (text) and Ignite's "tmpXXXXXXXX"
 _LEGACY = re.compile(r"^(\..+\.(nii|nii\.gz|nrrd|mha|json|pt)\.[A-Za-z0-9_]{8}(\.tmp)?|tmp[A-Za-z0-9_]{8})$")
 LEGACY_AGE_S = 600.0  # a legacy temporary (no pid in its name) untouched for this long is stale

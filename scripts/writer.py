@@ -42,6 +42,7 @@ from scripts.errors import InputError
 from scripts.image_io import (
     COMPRESSION_CHOICES,
     NIFTI_SUFFIXES,
+    OUTPUT_SUFFIXES,
     atomic_write_text,
     nifti_on_grid,
     write_niftis_atomically,
@@ -117,7 +118,8 @@ def finish_pair(
             both label maps, the pair's Learn2Reg scores on the fixed image's full grid, as the challenge computes
             them (``learn2reg_labels``; None: every label of the fixed map), go to the entry's ``learn2reg``.
         save_jacobian: write the det J map.
-        output_ext: ".nii.gz" or ".nii".
+        output_ext: ".nii.gz", ".nii", ".nrrd" or ".mha" (ITK formats: written with SimpleITK; the ddf as an ITK
+            vector image in LPS mm, which ITK reads as a displacement field).
         write_threads, compression: see :func:`write_niftis_atomically`.
     """
     clock = {"start": time.perf_counter()}
@@ -133,6 +135,10 @@ def finish_pair(
     images: dict[Path, nib.Nifti1Image] = {}
     written: dict[str, str] = {}
 
+    if pair.fixed_constant and pair.moving_constant:  # nothing to align: the identity, not what the network makes of it
+        logger.warning("%s: both images are constant: writing the identity (zero displacement)", pair.name)
+        ddf_net = torch.zeros_like(ddf_net)
+        entry["identity_because_constant"] = True
     ddf_vox = field_to_fixed_grid(ddf_net, pair.net_affine, pair.fixed_affine, pair.fixed_shape)
     disp_mm = physical_displacement(ddf_vox, pair.fixed_affine)
     lap("field_to_fixed_grid")
@@ -226,7 +232,7 @@ class RegistrationWriter:
             (``disp_FFFF_MMMM``, the grand-challenge template) or "both".
         learn2reg_labels: label ids scored (default: AbdomenCTCT's 1..13; None: those of each fixed label map).
         save_jacobian: write the det J maps.
-        output_ext: ".nii.gz" (default) or ".nii".
+        output_ext: ".nii.gz" (default), ".nii", ".nrrd" or ".mha".
         summary_name: file name of the run summary.
         write_threads: threads compressing the output files.
         compression: "fast" (displacement and det J maps stored uncompressed inside the .gz, images and labels at
@@ -245,8 +251,10 @@ class RegistrationWriter:
         learn2reg_naming: str = "official",
         learn2reg_labels: Sequence[int] | None = L2R_ABDOMEN_LABELS,
     ):
-        if output_ext not in NIFTI_SUFFIXES:
-            raise ValueError(f"output_ext must be one of {NIFTI_SUFFIXES}, got {output_ext!r}")
+        if output_ext not in OUTPUT_SUFFIXES:
+            raise InputError(f"--output_ext {output_ext!r}: choose one of {OUTPUT_SUFFIXES}")
+        if learn2reg and output_ext not in NIFTI_SUFFIXES:
+            raise InputError(f"--learn2reg true writes NIfTI submissions: use --output_ext .nii.gz, not {output_ext}")
         if compression not in COMPRESSION_CHOICES:
             raise ValueError(f"compression must be one of {COMPRESSION_CHOICES}, got {compression!r}")
         self.compression = compression

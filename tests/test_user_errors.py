@@ -185,7 +185,8 @@ def _mount_tmpfs(path: Path, options: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return proc.returncode == 0
 
 
 @pytest.mark.parametrize("case", ["read_only", "disk_full"])
@@ -287,8 +288,9 @@ def test_evaluation_and_inference_command_lines(tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path):
     env = subprocess_env()
-    proc = subprocess.run([sys.executable, "-m", "scripts.precompute_regions", "--labels", str(tmp_path / "no.nii.gz"),
-                           "--out_dir", str(tmp_path / "o")], cwd=BUNDLE_ROOT, env=env, capture_output=True, text=True)  # fmt: skip
+    cmd = [sys.executable, "-m", "scripts.precompute_regions", "--labels", str(tmp_path / "no.nii.gz"), "--out_dir",
+           str(tmp_path / "o")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, env=env, capture_output=True, text=True)
     assert_one_error_line(proc, "no.nii.gz")
     target = tmp_path / "a_file"
     target.write_text("x")
