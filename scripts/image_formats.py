@@ -89,11 +89,14 @@ def read_finite_check(path: str | os.PathLike, role: str) -> None:
     path = Path(path)
     try:
         reader = _sitk_reader(path, role)
-        if isinstance(reader, sitk.ImageFileReader):
-            reader.ReadImageInformation()
-            if reader.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32,
-                                           sitk.sitkVectorFloat64):  # fmt: skip
-                return
+        info = reader
+        if isinstance(reader, sitk.ImageSeriesReader):  # the first slice tells the series' voxel type
+            info = sitk.ImageFileReader()
+            info.SetFileName(reader.GetFileNames()[0])
+        info.ReadImageInformation()
+        if info.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32,
+                                     sitk.sitkVectorFloat64):  # fmt: skip
+            return  # integers cannot be NaN/Inf
         data = sitk.GetArrayViewFromImage(reader.Execute())
     except InputError:
         raise

@@ -54,6 +54,7 @@ def dicom_case(ct_example_dir, tmp_path_factory):
     moved, as the moving label; and the fixed series as NRRD and MHA."""
     import SimpleITK as sitk
 
+    pytest.importorskip("itk", reason="reading DICOM / NRRD / MHA inputs needs the itk package (MONAI's ITKReader)")
     folder = tmp_path_factory.mktemp("formats")
     dicom = ct_example_dir / "example_ct_dicom"
     reader = sitk.ImageSeriesReader()
