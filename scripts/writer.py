@@ -59,7 +59,7 @@ from scripts.resampling import (
     sample_volume,
     warp_to_fixed,
 )
-from scripts.streaming import finish_pair_in_slabs
+from scripts.streaming import det_statistics, finish_pair_in_slabs
 
 __all__ = ["RAS_TO_LPS", "field_statistics", "finish_pair", "RegistrationWriter"]
 
@@ -162,9 +162,8 @@ def finish_pair(
     if (slab or big) and not learn2reg and output_ext in NIFTI_SUFFIXES:
         done = finish_pair_in_slabs(pair, ddf_net, paths, save_jacobian, compression, write_threads, slab, RAS_TO_LPS)
         lap("slabs")
-        stats = field_statistics(done["det"], None, displacement={"mean": done["disp_mean_mm"],
-                                                                  "max": done["disp_max_mm"]})  # fmt: skip
-        del done["det"]
+        stats = det_statistics(done.pop("det"))  # in place, chunk by chunk: no full-size temporaries
+        stats["displacement_mm"] = {"mean": done["disp_mean_mm"], "max": done["disp_max_mm"]}
         written.update(done["written"])
         entry["warped_inside_moving_percent"] = done["inside_percent"]
         if pair.moving_label is not None:
