@@ -26,6 +26,7 @@ __all__ = [
     "BestMetricState",
     "ResumeCheckpointLoader",
     "latest_checkpoint",
+    "resume_checkpoint",
     "use_atomic_saving",
 ]
 
@@ -185,6 +186,19 @@ def latest_checkpoint(checkpoint_dir: str | Path, file_prefix: str = "last") -> 
     return max(found)[1] if found else None
 
 
+def resume_checkpoint(checkpoint_dir: str | Path, file_prefix: str = "last", required: bool = True) -> Path | None:
+    """The newest checkpoint to resume from (:func:`latest_checkpoint`); ``required``: an :class:`InputError` naming
+    the folder when there is none."""
+    path = latest_checkpoint(Path(checkpoint_dir), file_prefix)
+    if path is None and required:
+        prefix = f"{file_prefix}_" if file_prefix else ""
+        raise InputError(
+            f"--resume true: no '{prefix}checkpoint_epoch=*.pt' checkpoint in {checkpoint_dir} "
+            "(check bundle_root / output_dir, or use resume 'auto' to start afresh when there is none)"
+        )
+    return path
+
+
 class ResumeCheckpointLoader(CheckpointLoader):
     """Resume training from the newest ``<file_prefix>_checkpoint_epoch=N.pt`` of ``checkpoint_dir``.
 
@@ -236,14 +250,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
         )
 
     def _find(self) -> Path | None:
-        path = latest_checkpoint(self.checkpoint_dir, self.file_prefix)
-        if path is None and self.resume is True:
-            prefix = f"{self.file_prefix}_" if self.file_prefix else ""
-            raise InputError(
-                f"--resume true: no '{prefix}checkpoint_epoch=*.pt' checkpoint in {self.checkpoint_dir} "
-                "(check bundle_root / output_dir, or use resume 'auto' to start afresh when there is none)"
-            )
-        return path
+        return resume_checkpoint(self.checkpoint_dir, self.file_prefix, required=self.resume is True)
 
     def attach(self, engine: Engine) -> None:
         if not self.resume:

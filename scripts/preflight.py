@@ -299,11 +299,11 @@ def _output_bytes(entries: Iterable[Mapping[str, Any]], save_jacobian: bool, ext
 def check_training_output(output_dir: str | os.PathLike, resume: Any = False, file_prefix: str = "last") -> None:
     """Before a training run builds anything: the run folder is usable (:func:`check_output_dir`) and, with
     ``resume`` true, holds a readable checkpoint to resume from."""
-    from scripts.checkpoints import ResumeCheckpointLoader
+    from scripts.checkpoints import resume_checkpoint
 
     check_output_dir(output_dir, "output_dir")
     if str(resume).strip().lower() == "true" or resume is True:
-        ResumeCheckpointLoader(output_dir, {}, resume=True, file_prefix=file_prefix)  # raises the one-line error
+        read_checkpoint(resume_checkpoint(output_dir, file_prefix), "checkpoint to resume from")
 
 
 def check_checkpoint_handlers(handlers: Sequence[Any]) -> None:
