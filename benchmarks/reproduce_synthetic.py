@@ -23,7 +23,18 @@ import fire
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 # the regulariser of the full model for each set (baseline: "jacobian")
 MODELS = {"synthetic_rigid": "rigidity_jacobian", "synthetic_shearing": "rigidity_shearing_jacobian"}
-COLUMNS = ("mse", "rigidity_error", "folding_percent", "std_log_jacobian", "dice", "ncc")
+# epe_* and slip_ratio: scripts/motion_metrics.known_motion_metrics (issue 12), "-" in summaries without them
+COLUMNS = (
+    "mse",
+    "rigidity_error",
+    "folding_percent",
+    "std_log_jacobian",
+    "dice",
+    "ncc",
+    "epe_mean",
+    "epe_p95",
+    "slip_ratio",
+)
 
 
 def _bundle(run_id: str, configs: list[str], args: list[str]) -> float:

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["save_registration_figure"]
+__all__ = ["save_registration_figure", "save_sliding_figure"]
 
 
 def save_registration_figure(
@@ -63,6 +63,83 @@ def save_registration_figure(
         ax.set_ylabel(f"axis {in_plane[1]}")
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_sliding_figure(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    results: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    path: str | Path,
+    true_ddf: torch.Tensor | None = None,
+    axis: int = 2,
+    index: int | None = None,
+    grid_step: int = 2,
+    tangent: int = 0,
+) -> Path:
+    """Save a PNG comparing models on one slice of a sliding pair: one row per model with fixed, moving, warped,
+    the deformation grid over the warped image, and the tangential displacement across the slice (the slip).
+
+    Args:
+        fixed, moving: (X, Y, Z) images.
+        results: model name -> (warped (X, Y, Z), ddf (3, X, Y, Z) voxels), one row each.
+        true_ddf: optional (3, X, Y, Z) true field, drawn in the profile panel.
+        axis: array axis normal to the slice; index: slice index (default: the middle).
+        grid_step: spacing of the drawn grid lines, voxels.
+        tangent: the displacement component drawn in the profile (shearing set: axis 0, the sliding direction); the
+            profile runs along the other in-plane axis through the middle of the slice (across the contact plane).
+    """
+    index = fixed.shape[axis] // 2 if index is None else index
+    in_plane = [a for a in range(3) if a != axis]
+    if tangent not in in_plane:
+        raise ValueError(f"tangent must be an in-plane axis {in_plane} of a slice normal to axis {axis}, got {tangent}")
+    across = in_plane[1] if tangent == in_plane[0] else in_plane[0]
+
+    def cut(volume: torch.Tensor) -> torch.Tensor:
+        return volume.detach().float().cpu().select(axis, index)
+
+    def profile(ddf: torch.Tensor) -> torch.Tensor:
+        plane = cut(ddf[tangent])  # (H, W) over in_plane[0], in_plane[1]
+        middle = plane.shape[in_plane.index(tangent)] // 2
+        return plane.select(in_plane.index(tangent), middle)
+
+    vmax = max(1e-6, float(cut(fixed).max()))
+    fig, axes = plt.subplots(len(results), 5, figsize=(16, 3.4 * len(results)), squeeze=False)
+    for row, (name, (warped, ddf)) in enumerate(results.items()):
+        field = ddf.detach().float().cpu().select(axis + 1, index)  # (3, H, W)
+        rows, cols = torch.meshgrid(
+            torch.arange(field.shape[1], dtype=torch.float32),
+            torch.arange(field.shape[2], dtype=torch.float32),
+            indexing="ij",
+        )
+        warped_rows, warped_cols = rows + field[in_plane[0]], cols + field[in_plane[1]]
+        panels = [("fixed", cut(fixed)), ("moving", cut(moving)), (f"warped ({name})", cut(warped))]
+        ax = axes[row]
+        for a, (title, image) in zip(ax, panels + [("deformation grid", cut(warped))]):
+            a.imshow(image.T, cmap="gray", origin="lower", vmin=0, vmax=vmax)
+            a.set_title(title, fontsize=9)
+            a.set_xticks([])
+            a.set_yticks([])
+            a.set_xlabel(f"axis {in_plane[0]}")
+            a.set_ylabel(f"axis {in_plane[1]}")
+        for i in range(0, field.shape[1], grid_step):
+            ax[3].plot(warped_rows[i, :], warped_cols[i, :], color="tab:orange", linewidth=0.6)
+        for j in range(0, field.shape[2], grid_step):
+            ax[3].plot(warped_rows[:, j], warped_cols[:, j], color="tab:orange", linewidth=0.6)
+        ax[3].set_xlim(-0.5, field.shape[1] - 0.5)
+        ax[3].set_ylim(-0.5, field.shape[2] - 0.5)
+        ax[4].plot(profile(ddf).numpy(), marker=".", label=name)
+        if true_ddf is not None:
+            ax[4].plot(profile(true_ddf).numpy(), color="black", linestyle="--", label="true")
+        ax[4].set_xlabel(f"axis {across} (voxels)")
+        ax[4].set_ylabel(f"u along axis {tangent} (voxels)")
+        ax[4].set_title("tangential displacement across the plane", fontsize=9)
+        ax[4].legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from monai.utils import CommonKeys as Keys
 from scripts.image_io import atomic_write_text
 from scripts.learn2reg import learn2reg_metrics
 from scripts.metrics import pair_metrics
+from scripts.motion_metrics import known_motion_metrics
 
 __all__ = ["LossTermsLogger", "PairMetricsWriter"]
 
@@ -56,7 +57,8 @@ class PairMetricsWriter:
     The evaluator's output must hold the batch dicts (``decollate=False``): ``pred`` from
     :class:`scripts.registration.RegistrationNet`, ``label`` the targets of
     :class:`scripts.registration.PrepareRegistrationBatch`. The summary has the mean, std and median
-    of every metric of :func:`scripts.metrics.pair_metrics`; the means also go to
+    of every metric of :func:`scripts.metrics.pair_metrics` and, when the batch holds the true field (synthetic
+    sets), of :func:`scripts.motion_metrics.known_motion_metrics`; the means also go to
     ``engine.state.metrics``. With ``figures > 0`` the first pairs are drawn as PNGs
     (:func:`scripts.figures.save_registration_figure`).
 
@@ -97,6 +99,7 @@ class PairMetricsWriter:
     def _collect(self, engine: Engine) -> None:
         pred, target = engine.state.output[Keys.PRED], engine.state.output[Keys.LABEL]
         values = pair_metrics(pred, target, self.num_label_classes)
+        values.update(known_motion_metrics(pred, target))  # epe_*, slip_ratio: when the batch holds the true field
         if self.learn2reg_metrics:
             if "fixed_label" not in target or "moving_label" not in target:
                 raise KeyError("learn2reg_metrics needs fixed_label and moving_label in the evaluation batches")

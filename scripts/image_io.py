@@ -104,10 +104,10 @@ def inspect_image(path: str | os.PathLike, role: str) -> nib.Nifti1Image:
     return img
 
 
-def check_label_grid(label: Any, image: Any, label_path: Any, role: str):
-    """Check that a label map samples its image's voxel centres (the same grid, possibly stored in another axis order
-    or orientation, e.g. a LAS segmentation of an LPS DICOM series); returns the axis mapping for
-    :func:`scripts.image_formats.to_image_grid`."""
+def check_label_grid(label: Any, image: Any, label_path: Any, what: str):
+    """InputError unless the label map ``what`` (e.g. "moving label map") samples its image's voxel centres (the same
+    grid, possibly stored in another axis order or orientation, e.g. a LAS segmentation of an LPS DICOM series);
+    returns the axis mapping for :func:`scripts.image_formats.to_image_grid`."""
     from scripts.image_formats import grid_permutation
 
     shape_l, shape_i = tuple(label.shape[:3]), tuple(image.shape[:3])
@@ -115,18 +115,18 @@ def check_label_grid(label: Any, image: Any, label_path: Any, role: str):
     mapping = grid_permutation(label.affine, shape_l, image.affine, shape_i)
     if mapping is None:
         raise InputError(
-            f"{role} label map {label_path} is not on its image's grid (label shape {shape_l}, image shape {shape_i}, "
+            f"{what} {label_path} is not on its image's grid (label shape {shape_l}, image shape {shape_i}, "
             f"largest affine difference {diff:.3g} mm); resample the label map onto its image first (nearest neighbour)"
         )
     return mapping
 
 
-def read_label_on_grid(label: Any, image: Any, path: Any, role: str) -> np.ndarray:
+def read_label_on_grid(label: Any, image: Any, path: Any, what: str) -> np.ndarray:
     """A label map's voxels (:func:`read_volume`) on its image's array (reoriented when stored otherwise)."""
     from scripts.image_formats import to_image_grid
 
-    mapping = check_label_grid(label, image, path, role)
-    return to_image_grid(read_volume(label, path, f"{role} label", label=True), mapping)
+    mapping = check_label_grid(label, image, path, what)
+    return to_image_grid(read_volume(label, path, what, label=True), mapping)
 
 
 def read_volume(img: nib.Nifti1Image, path: Any, role: str, label: bool = False) -> np.ndarray:

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,9 @@ class PairData:
     seconds_load: float = 0.0  # time of load_pair
     fixed_constant: bool = False  # every voxel has one value (empty image): nothing to register
     moving_constant: bool = False
+    fixed: torch.Tensor | None = None  # (X, Y, Z) fixed image as read, when kept (``keep_fixed``: the refinement)
+    fixed_seg: np.ndarray | None = None  # (X, Y, Z) segmentation of the fixed image (``fixed_seg``), when given
+    report: dict = field(default_factory=dict)  # extra summary entries of the pair (e.g. the refinement's)
 
 
 def _check_chain(preprocessing: Callable) -> None:
@@ -143,13 +146,14 @@ def _plain(tensor: Any) -> torch.Tensor:
     return (tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)).float()
 
 
-def load_pair(entry: Mapping[str, Any], preprocessing: Callable) -> PairData:
+def load_pair(entry: Mapping[str, Any], preprocessing: Callable, keep_fixed: bool = False) -> PairData:
     """Load, check and preprocess one pair (steps 1-2 of the module docstring).
 
     Args:
         entry: ``fixed``, ``moving`` and optional ``moving_label``, ``fixed_label`` paths (integer label maps on
             their image's grid).
         preprocessing: the model's MONAI chain (config key ``preprocessing``), starting with ``LoadImaged``.
+        keep_fixed: keep the fixed image as read (the refinement works on it).
     """
     _check_chain(preprocessing)
     start = time.perf_counter()
@@ -157,6 +161,7 @@ def load_pair(entry: Mapping[str, Any], preprocessing: Callable) -> PairData:
     fixed_native, fixed_net = preprocess_image(entry["fixed"], preprocessing, "fixed")
     fixed_affine, fixed_shape = _affine_of(fixed_native), tuple(int(s) for s in fixed_native.shape)
     fixed_constant = _constant(fixed_native, entry["fixed"], "fixed")
+    fixed_kept = _plain(fixed_native) if keep_fixed else None
     del fixed_native
     moving_native, moving_net = preprocess_image(entry["moving"], preprocessing, "moving")
     moving_constant = _constant(moving_native, entry["moving"], "moving")
@@ -170,10 +175,10 @@ def load_pair(entry: Mapping[str, Any], preprocessing: Callable) -> PairData:
             100 * coverage,
         )
     labels = {
-        key: read_label_on_grid(headers[key], headers[key.split("_")[0]], entry[key], key.split("_")[0])
+        key: read_label_on_grid(headers[key], headers[key.split("_")[0]], entry[key], key.replace("_", " "))
         if key in headers
         else None
-        for key in ("moving_label", "fixed_label")
+        for key in ("moving_label", "fixed_label", "fixed_seg")
     }
     image = torch.cat([_plain(fixed_net), _plain(moving_in)], dim=0)
     return PairData(
@@ -197,6 +202,8 @@ def load_pair(entry: Mapping[str, Any], preprocessing: Callable) -> PairData:
         seconds_load=time.perf_counter() - start,
         fixed_constant=fixed_constant,
         moving_constant=moving_constant,
+        fixed=fixed_kept,
+        fixed_seg=labels["fixed_seg"],
     )
 
 
@@ -210,12 +217,14 @@ class InferencePairDataset(Dataset):
         data: list of dicts with ``fixed``, ``moving`` and optional ``moving_label``, ``fixed_label`` paths
             (:func:`scripts.pairs.resolve_pairs`).
         preprocessing: the model's MONAI chain (see :func:`load_pair`).
+        keep_fixed: keep each fixed image as read in the :class:`PairData` (the refinement works on it).
     """
 
-    def __init__(self, data: Sequence[Mapping[str, str]], preprocessing: Callable):
+    def __init__(self, data: Sequence[Mapping[str, str]], preprocessing: Callable, keep_fixed: bool = False):
         _check_chain(preprocessing)
         self.data = [dict(entry) for entry in data]
         self.preprocessing = preprocessing
+        self.keep_fixed = bool(keep_fixed)
         names: dict[str, int] = {}
         for i, entry in enumerate(self.data):
             check_pair_files(entry)
@@ -230,7 +239,7 @@ class InferencePairDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        pair = load_pair(self.data[index], self.preprocessing)
+        pair = load_pair(self.data[index], self.preprocessing, self.keep_fixed)
         return {"image": pair.image, "pair": pair}
 
 
@@ -245,10 +254,16 @@ def pair_loader(dataset: InferencePairDataset, num_workers: int = 0) -> DataLoad
 
 
 class PreparePair(PrepareBatch):
-    """Batch -> (inputs (1, 2, *net) on the device, targets: the :class:`PairData`, (), {})."""
+    """Batch -> (inputs (1, 2, *net) on the device, targets: the :class:`PairData`, (), kwargs); with ``pass_pair``
+    the inferer also gets the pair (``kwargs = {"pair": PairData}``: the refinement needs the native volumes)."""
+
+    def __init__(self, pass_pair: bool = False):
+        self.pass_pair = bool(pass_pair)
 
     def __call__(self, batchdata: Mapping[str, Any], device=None, non_blocking: bool = False, **kwargs: Any):
-        return batchdata["image"].to(device=device, non_blocking=non_blocking), batchdata["pair"], (), {}
+        pair = batchdata["pair"]
+        inputs = batchdata["image"].to(device=device, non_blocking=non_blocking)
+        return inputs, pair, (), ({"pair": pair} if self.pass_pair else {})
 
 
 class RegistrationInferer(Inferer):

@@ -39,11 +39,11 @@ def find_pairs(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
     pairs = []
     folder = Path(dataset_dir)
     for fixed in sorted(glob.glob(str(folder / "*_fixed*"))):
-        if not fixed.lower().endswith(IMAGE_SUFFIXES) or image_stem(fixed).endswith("_label"):
+        if not fixed.lower().endswith(IMAGE_SUFFIXES) or not image_stem(fixed).endswith("_fixed"):
             continue
         prefix = image_stem(fixed)[: -len("_fixed")]
         entry = {"fixed": fixed}
-        for key in ("moving", "moving_label", "fixed_label"):
+        for key in ("moving", "moving_label", "fixed_label", "fixed_seg"):
             for suffix in IMAGE_SUFFIXES:
                 candidate = folder / f"{prefix}_{key}{suffix}"
                 if candidate.is_file():
@@ -62,11 +62,13 @@ def resolve_pairs(
     fixed_label: str | None = "",
     dataset_dir: str | os.PathLike | None = None,
     pairs_key: str = "registration_val",
+    fixed_seg: str | None = "",
 ) -> list[dict[str, str]]:
     """The list of pairs to register, from the first of these that is given:
 
-    - ``fixed`` and ``moving`` (and optional ``moving_label``, ``fixed_label``): one pair, paths as given
-      (relative to the current folder);
+    - ``fixed`` and ``moving`` (and optional ``moving_label``, ``fixed_label``, ``fixed_seg``: a TotalSegmentator
+      label map of the fixed image, for the regions of the refinement): one pair, paths as given (relative to the
+      current folder);
     - ``pairs``: a list of dicts with keys ``fixed``, ``moving`` and optional ``moving_label``, ``fixed_label``
       (relative paths: relative to ``dataset_dir``), or the path of a JSON file holding such a list, or a dict with
       that list under ``pairs_key`` (the Learn2Reg dataset JSON, e.g. ``"registration_val"``; relative paths:
@@ -81,6 +83,8 @@ def resolve_pairs(
             entry["moving_label"] = str(moving_label)
         if fixed_label:
             entry["fixed_label"] = str(fixed_label)
+        if fixed_seg:
+            entry["fixed_seg"] = str(fixed_seg)
         return [entry]
     base = Path(dataset_dir) if dataset_dir else Path(".")
     if isinstance(pairs, (str, os.PathLike)) and str(pairs):
@@ -107,7 +111,7 @@ def resolve_pairs(
                 {
                     key: str(value) if os.path.isabs(str(value)) else str(base / str(value))
                     for key, value in entry.items()
-                    if key in ("fixed", "moving", "moving_label", "fixed_label") and value
+                    if key in ("fixed", "moving", "moving_label", "fixed_label", "fixed_seg") and value
                 }
             )
         return out
@@ -135,14 +139,18 @@ def output_paths(output_dir: str | os.PathLike, name: str, ext: str = ".nii.gz")
 
 
 def check_pair_files(entry: Mapping[str, Any]) -> dict[str, nib.Nifti1Image]:
-    """Header-level checks of one pair (files exist, NIfTI, 3D, label maps on their image's grid)."""
+    """Header-level checks of one pair (files exist, NIfTI, 3D, label maps and the fixed segmentation on their
+    image's grid)."""
     images = {
         "fixed": inspect_image(entry.get("fixed"), "fixed"),
         "moving": inspect_image(entry.get("moving"), "moving"),
     }
-    for role in ("moving", "fixed"):
-        key = f"{role}_label"
+    for key, role, what in (
+        ("moving_label", "moving", "moving label map"),
+        ("fixed_label", "fixed", "fixed label map"),
+        ("fixed_seg", "fixed", "fixed segmentation (--fixed_seg)"),
+    ):
         if entry.get(key):
-            images[key] = inspect_image(entry[key], f"{role} label")
-            check_label_grid(images[key], images[role], entry[key], role)
+            images[key] = inspect_image(entry[key], what)
+            check_label_grid(images[key], images[role], entry[key], what)
     return images

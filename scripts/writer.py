@@ -255,6 +255,7 @@ def _dice_entry(pair: PairData, warped_label: np.ndarray) -> dict[str, Any]:
 
 def _complete(entry, stats, written, pair, clock, output_dir) -> dict[str, Any]:
     entry.update(stats)
+    entry.update(pair.report)
     entry["moving_coverage"] = pair.moving_coverage
     entry["outputs"] = written
     entry["seconds"] = {"load": pair.seconds_load, **{k: v for k, v in clock.items() if k not in ("start", "last")}}

@@ -61,6 +61,9 @@ def test_evaluation_writes_reports_and_trained_model_beats_identity(trained):
     assert summary["dice"]["mean"] > summary["dice_before"]["mean"]
     assert summary["folding_percent"]["mean"] < 0.5
     assert summary["rigidity_error"]["mean"] >= 0
+    # the known motion (rigid bar): endpoint error inside the bar, below the unregistered one
+    assert summary["epe_mean"]["mean"] < summary["epe_mean_before"]["mean"]
+    assert summary["epe_p95"]["mean"] >= summary["epe_mean"]["mean"]
     rows = (eval_dir / "metrics.csv").read_text().strip().splitlines()
     assert rows[0].startswith("pair,mse_before,mse") and len(rows) == 9
     assert (eval_dir / "pair_000.png").stat().st_size > 10_000

@@ -1,0 +1,150 @@
+"""Benchmark of the per-pair refinement (scripts/refine.py): time, peak memory, accuracy on a known motion.
+
+The case: a 192 x 160 x 256 mm crop of the real abdomen CT ``../shared/data/totalsegmentator_example/example_ct``
+(3 mm) resampled to 1 mm (the 192 x 160 x 256 grid of the performance goal; the 2 mm working grid is then
+97 x 81 x 129), deformed by :func:`scripts.synthetic.deform_ct` (smooth random field + a rigid motion of the
+"vertebrae"). That CT has no segmentation of its own, so its regions come from :func:`scripts.cavity.cavity_regions`
+on a threshold stand-in label map: air inside the body (< -400 HU) as lung, bone (> 200 HU) as a vertebra. Each
+configuration runs in a fresh subprocess, so that its peak resident memory (``ru_maxrss``) is its own; the load
+average of the machine is recorded before and after, and the process CPU time beside the wall time (on a shared
+machine the wall time is the CPU time divided by the share of the cores the run got).
+
+Usage::
+
+    python benchmarks/benchmark_refine.py                         # both regularisers, 2 threads
+    python benchmarks/benchmark_refine.py --threads 1 --configs '["jacobian"]'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BUNDLE_ROOT))
+DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example" / "example_ct.nii.gz"
+CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "biomech_refine_case.npz"
+SHAPE_MM = (192, 160, 256)
+
+
+def build_case(path: Path = CACHE, seed: int = 0) -> Path:
+    """Write (once) the benchmark pair: fixed, moving (HU window [-200, 250] -> [0, 1]), true field, regions."""
+    if path.is_file():
+        return path
+    import nibabel as nib
+    import torch
+    from scipy.ndimage import zoom
+
+    from scripts.cavity import body_mask, cavity_regions
+    from scripts.regions import TOTALSEG_V2_TOTAL
+    from scripts.synthetic import deform_ct
+
+    if not DATA.is_file():
+        raise SystemExit(f"error: benchmark data not found: {DATA}")
+    ct = np.asarray(nib.load(str(DATA)).dataobj).astype(np.float32)
+    n3 = [s // 3 for s in SHAPE_MM]
+    start = [(n - m) // 2 for n, m in zip(ct.shape, n3)]
+    crop = ct[tuple(slice(a, a + m) for a, m in zip(start, n3))]
+    fixed_hu = zoom(crop, [t / c for t, c in zip(SHAPE_MM, crop.shape)], order=1)
+    seg = np.zeros(fixed_hu.shape, dtype=np.uint8)
+    inside = body_mask(fixed_hu)
+    seg[inside & (fixed_hu < -400)] = TOTALSEG_V2_TOTAL["lung_lower_lobe_left"]
+    seg[fixed_hu > 200] = TOTALSEG_V2_TOTAL["vertebrae_L1"]
+    out = deform_ct(fixed_hu, seg, (1.0, 1.0, 1.0), np.random.default_rng(seed), smooth_mm=6.0)
+    mask, normals = cavity_regions(seg, (1.0, 1.0, 1.0), image=fixed_hu)
+
+    def norm(a):
+        return np.clip((a + 200.0) / 450.0, 0.0, 1.0).astype(np.float32)
+
+    # deform_ct gives moving = fixed o (id + u); refine_pair wants v with moving o (id + v) = fixed: v = inverse of u
+    from monai.networks.blocks import Warp
+
+    u = torch.from_numpy(out["ddf"])[None]
+    warp = Warp(mode="bilinear", padding_mode="border")
+    v = -u
+    with torch.no_grad():
+        for _ in range(15):
+            v = -warp(u, v)
+    np.savez_compressed(
+        path, fixed=norm(fixed_hu), moving=norm(out["moving"]), v=v[0].numpy(), mask=mask, normals=normals,
+        body=inside,
+    )
+    return path
+
+
+def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
+    """One refinement in this process: seconds, peak RSS and accuracy figures."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from scripts.losses import RIGID, SLIDING
+    from scripts.metrics import folding_percentage
+    from scripts.refine import refine_pair
+
+    case = np.load(path)
+    fixed, moving = (torch.from_numpy(case[k])[None, None] for k in ("fixed", "moving"))
+    mask = torch.from_numpy(case["mask"])[None, None].float()
+    normals = torch.from_numpy(case["normals"])[None]
+    v = torch.from_numpy(case["v"])[None]
+    body = torch.from_numpy(case["body"])
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start, cpu0 = time.perf_counter(), time.process_time()
+    ddf, curve = refine_pair(fixed, moving, (1.0, 1.0, 1.0), reg_mask=mask, normals=normals, regulariser=config)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0
+
+    def epe(u):
+        return float((u - v).norm(dim=1)[0][body].mean())
+
+    det_fold = {}
+    from scripts.mechanics import jacobian_determinant
+
+    det = jacobian_determinant(ddf)[0]
+    for name, region in (("jacobian", mask[0, 0] == 0), ("rigid", mask[0, 0] == RIGID), ("sliding", mask[0, 0] == SLIDING)):
+        det_fold[name] = float((det[region] <= 0).float().mean() * 100) if region.any() else 0.0
+    return dict(
+        config=config,
+        threads=threads,
+        grid=list(fixed.shape[2:]),
+        seconds=round(seconds, 1),
+        cpu_seconds=round(cpu_seconds, 1),
+        iterations=len(curve),
+        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        rss_before_mib=round(rss0),
+        epe_identity_mm=round(epe(torch.zeros_like(v)), 3),
+        epe_mm=round(epe(ddf), 3),
+        folding_percent=round(float(folding_percentage(ddf)), 4),
+        folding_percent_by_region={k: round(x, 4) for k, x in det_fold.items()},
+        sliding_fraction=round(float((mask == SLIDING).float().mean()), 4),
+    )
+
+
+def main(configs=("rigidity_shearing_jacobian", "jacobian"), threads: int = 2, run: str | None = None) -> None:
+    if run is not None:
+        print(json.dumps(run_one(run, threads)))
+        return
+    build_case()
+    results = []
+    for config in configs:
+        load_before = os.getloadavg()
+        proc = subprocess.run(
+            [sys.executable, __file__, "--run", config, "--threads", str(threads)],
+            capture_output=True, text=True, check=True,
+        )
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["loadavg_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+        result["cpu_count"] = os.cpu_count()
+        print(json.dumps(result), flush=True)
+        results.append(result)
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)

@@ -1,0 +1,196 @@
+"""Test-time refinement as the inference workflow's inferer (``configs/refine.json``): per pair, optimise the field
+with the biomechanical prior (:func:`scripts.refine.refine_pair`), starting from the network's prediction or from
+identity, on a ~2 mm grid over the fixed image.
+
+Per pair (the :class:`scripts.inference.PairData` reaches the inferer through ``PreparePair(pass_pair=True)``):
+
+1. Initial field: the network's prediction on its own grid (``use_network``), or zero.
+2. The refinement grid G: the fixed image's grid coarsened to about ``grid_mm`` per voxel (edge-aligned, never finer
+   than the image). The fixed image is area-averaged onto G; the moving image is averaged to about ``grid_mm`` on its
+   own grid, then sampled onto G through the affines. Both are normalised (``intensity``: the CT window, or min-max).
+3. Regions on G from the segmentation of the fixed image (``--fixed_seg``, a TotalSegmentator ``total`` label map on
+   the fixed grid, sampled at G's voxel centres): bones rigid, sliding along the whole cavity wall and at the organ
+   interfaces of ``configs/regions.json`` (:func:`scripts.cavity.cavity_regions`). Without a segmentation: the
+   log-Jacobian prior alone, with a notice.
+4. :func:`scripts.refine.refine_pair`; the field (voxels of G) goes to the writer with G as its grid, and the loss
+   curve to the pair's entry of ``summary.json`` (``refinement``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import Inferer
+
+from scripts.cavity import cavity_regions
+from scripts.labels import RIGID, SLIDING
+from scripts.refine import SIMILARITIES, refine_pair
+from scripts.resampling import field_to_fixed_grid, warp_to_fixed
+
+__all__ = ["RefinementInferer", "coarse_grid"]
+
+logger = logging.getLogger(__name__)
+
+INTENSITIES = ("ct", "minmax")
+
+
+def coarse_grid(shape: Sequence[int], affine: np.ndarray, grid_mm: float | None) -> tuple[tuple[int, ...], np.ndarray]:
+    """The grid covering the same box as (``shape``, ``affine``) with about ``grid_mm`` per voxel (voxel edges
+    aligned, as MONAI's ``Resize``; an axis already coarser keeps its voxels): (shape, affine)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if grid_mm is None:
+        return tuple(int(n) for n in shape), affine
+    out = tuple(max(2, min(int(n), int(round(n * s / float(grid_mm))))) for n, s in zip(shape, spacing))
+    scale = np.array(shape, dtype=np.float64) / np.array(out, dtype=np.float64)
+    new = affine.copy()
+    new[:3, :3] = affine[:3, :3] @ np.diag(scale)
+    new[:3, 3] = affine[:3, :3] @ ((scale - 1.0) / 2.0) + affine[:3, 3]
+    return out, new
+
+
+def _area(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """(X, Y, Z) -> ``shape`` over the same box: area averaging (every output voxel averages the input voxels it
+    covers)."""
+    if tuple(volume.shape) == tuple(shape):
+        return volume.float()
+    return F.interpolate(volume[None, None].float(), size=tuple(shape), mode="area")[0, 0]
+
+
+def _normalise(volume: torch.Tensor, intensity: str, window: Sequence[float]) -> torch.Tensor:
+    if intensity == "ct":
+        lo, hi = float(window[0]), float(window[1])
+        return ((volume - lo) / (hi - lo)).clamp(0.0, 1.0)
+    lo, hi = float(volume.min()), float(volume.max())
+    return (volume - lo) / (hi - lo) if hi > lo else torch.zeros_like(volume)
+
+
+def _nearest_on_grid(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A label map resampled at the voxel centres of an edge-aligned coarser grid (nearest)."""
+    index = [np.minimum(np.floor((np.arange(m) + 0.5) * (n / m)).astype(np.int64), n - 1) for n, m in
+             zip(labels.shape, shape)]  # fmt: skip
+    return labels[np.ix_(*index)]
+
+
+class RefinementInferer(Inferer):
+    """Inferer of ``configs/refine.json`` (module docstring). Returns ``{"ddf": (1, 3, *G)}`` in voxels of G and
+    sets the pair's ``net_affine`` / ``net_shape`` to G, so the writer brings the field back to the fixed grid.
+
+    Args:
+        network_inferer: the inferer that runs the network (``RegistrationInferer``), used when ``use_network``.
+        use_network: start from the network's prediction (False: from identity).
+        grid_mm: voxel size of the refinement grid, mm (None: the fixed image's grid).
+        intensity: "ct" (``hu_window`` to [0, 1], clipped) or "minmax" (each image to [0, 1]).
+        hu_window: the CT window.
+        regulariser: the prior with regions (``rigidity_shearing_jacobian``, or ``rigidity_jacobian``, ``jacobian``);
+            without a segmentation the prior is ``jacobian``.
+        similarity: "lncc", "mind" (MIND-SSC) or "mse".
+        gamma, smooth, levels, iterations, lr: see :func:`scripts.refine.refine_pair` (None: its default).
+        band_mm: half width of the sliding band along the cavity wall, mm.
+        progress: show a progress bar per pair.
+    """
+
+    def __init__(
+        self,
+        network_inferer: Inferer | None = None,
+        use_network: bool = False,
+        grid_mm: float | None = 2.0,
+        intensity: str = "ct",
+        hu_window: Sequence[float] = (-1200.0, 400.0),
+        regulariser: str = "rigidity_shearing_jacobian",
+        similarity: str = "lncc",
+        gamma: float | None = None,
+        smooth: float | None = None,
+        levels: int | None = None,
+        iterations: int | Sequence[int] | None = None,
+        lr: float | Sequence[float] | None = None,
+        band_mm: float = 3.0,
+        progress: bool = True,
+    ):
+        super().__init__()
+        if intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {INTENSITIES}, got {intensity!r}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        if use_network and network_inferer is None:
+            raise ValueError("use_network needs the network_inferer")
+        self.network_inferer, self.use_network = network_inferer, bool(use_network)
+        self.grid_mm = None if grid_mm is None else float(grid_mm)
+        self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
+        self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
+        options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
+        self.options = {key: value for key, value in options.items() if value is not None}
+
+    def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
+        """(regulariser, reg_mask, normals) on the refinement grid: from the fixed segmentation, or the log-Jacobian
+        prior alone (with a notice) without one."""
+        if pair.fixed_seg is None:
+            logger.warning(
+                "%s: no segmentation of the fixed image (--fixed_seg): refining with the log-Jacobian prior only "
+                "(no rigid bones, no sliding)",
+                pair.name,
+            )
+            return "jacobian", None, None
+        seg = _nearest_on_grid(np.asarray(pair.fixed_seg), shape)
+        body = fixed_hu.numpy() if self.intensity == "ct" else None
+        mask, normals = cavity_regions(seg, spacing, image=body, band_mm=self.band_mm)
+        logger.info(
+            "%s: regions on the %s grid: %d rigid, %d sliding voxels",
+            pair.name,
+            "x".join(map(str, shape)),
+            int((mask == RIGID).sum()),
+            int((mask == SLIDING).sum()),
+        )
+        return self.regulariser, torch.from_numpy(mask)[None, None], torch.from_numpy(normals)[None]
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, pair: Any = None, **kwargs: Any):
+        if pair is None or pair.fixed is None:
+            raise ValueError(
+                "the refinement needs the pair's native volumes: use PreparePair(pass_pair=True) and "
+                "InferencePairDataset(keep_fixed=True), as configs/refine.json does"
+            )
+        start = time.perf_counter()
+        shape, affine = coarse_grid(pair.fixed_shape, pair.fixed_affine, self.grid_mm)
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        init = None
+        if self.use_network:
+            ddf_net = self.network_inferer(inputs, network)["ddf"]
+            init = field_to_fixed_grid(ddf_net, pair.net_affine, affine, shape)[None]
+        fixed_hu = _area(pair.fixed, shape)
+        m_shape, m_affine = coarse_grid(pair.moving.shape, pair.moving_affine, self.grid_mm)
+        moving_coarse = _area(pair.moving, m_shape)
+        moving_hu, _ = warp_to_fixed(moving_coarse, m_affine, affine, shape, None, fill=float(moving_coarse.min()))
+        fixed = _normalise(fixed_hu, self.intensity, self.hu_window)
+        moving = _normalise(moving_hu, self.intensity, self.hu_window)
+        regulariser, reg_mask, normals = self.regions(pair, shape, spacing, fixed_hu)
+        with torch.enable_grad():  # evaluators run the inferer under no_grad
+            ddf, curve = refine_pair(
+                fixed[None, None],
+                moving[None, None],
+                spacing.tolist(),
+                reg_mask=reg_mask,
+                normals=normals,
+                init_ddf=init,
+                similarity=self.similarity,
+                regulariser=regulariser,
+                grid_mm=None,
+                progress=self.progress,
+                **self.options,
+            )
+        pair.net_affine, pair.net_shape = affine, tuple(shape)
+        pair.report["refinement"] = {
+            "grid": list(shape),
+            "grid_spacing_mm": [float(s) for s in spacing],
+            "start": "network" if self.use_network else "identity",
+            "regulariser": regulariser,
+            "similarity": self.similarity,
+            "seconds": time.perf_counter() - start,
+            "loss_curve": curve,
+        }
+        return {"ddf": ddf}
