@@ -10,6 +10,11 @@ included)::
     python -m benchmarks.benchmark_inference --out_dir /tmp/bench_inference
     python -m benchmarks.benchmark_inference --image_size "[96, 80, 128]"   # the CT network grid
     python -m benchmarks.benchmark_inference --threads 1   # one torch thread (much faster on a busy machine)
+    nice -n 10 python -m benchmarks.benchmark_inference --shape "[512, 512, 300]" --skip_cli --threads 2  # clinical
+    nice -n 10 python -m benchmarks.benchmark_inference --shape "[512, 512, 600]" --skip_cli --threads 2
+
+Grids over ``scripts.writer.STREAM_VOXELS`` voxels are post-processed in slabs (:mod:`scripts.streaming`); the stage
+``slabs`` then replaces ``field_to_fixed_grid`` ... ``writing`` in the per-stage times.
 
 Without ``models/model.pt`` (or with ``--random_weights``) the backbone keeps its random initialisation: the
 cost is the same.

@@ -17,6 +17,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from scripts.errors import InputError
+
 __all__ = [
     "TrainingCheckpointSaver",
     "AtomicDiskSaver",
@@ -24,6 +26,7 @@ __all__ = [
     "BestMetricState",
     "ResumeCheckpointLoader",
     "latest_checkpoint",
+    "resume_checkpoint",
     "use_atomic_saving",
 ]
 
@@ -72,6 +75,25 @@ class AtomicDiskSaver(DiskSaver):
         for old in pending:
             if old != filename and (self.dirname / old).exists():
                 super().remove(old)
+
+    def _save_func(self, checkpoint, path: Path, func) -> None:
+        """Ignite's atomic save, with a temporary name that records this process (``.<name>.<pid>@<host>.*.tmp``:
+        :func:`scripts.preflight.remove_stale_temporaries` removes it after a kill) instead of ``tmpXXXXXXXX``."""
+        import os
+        import stat
+        import tempfile
+
+        from scripts.preflight import temp_prefix
+
+        fd, tmp = tempfile.mkstemp(dir=self.dirname, prefix=temp_prefix(Path(path).name), suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                func(checkpoint, handle, **self.kwargs)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        os.chmod(path, os.stat(path).st_mode | stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
 
     def remove(self, filename: str) -> None:
         # deferred until the next checkpoint has been written (Ignite calls remove() before saving)
@@ -164,6 +186,19 @@ def latest_checkpoint(checkpoint_dir: str | Path, file_prefix: str = "last") -> 
     return max(found)[1] if found else None
 
 
+def resume_checkpoint(checkpoint_dir: str | Path, file_prefix: str = "last", required: bool = True) -> Path | None:
+    """The newest checkpoint to resume from (:func:`latest_checkpoint`); ``required``: an :class:`InputError` naming
+    the folder when there is none."""
+    path = latest_checkpoint(Path(checkpoint_dir), file_prefix)
+    if path is None and required:
+        prefix = f"{file_prefix}_" if file_prefix else ""
+        raise InputError(
+            f"--resume true: no '{prefix}checkpoint_epoch=*.pt' checkpoint in {checkpoint_dir} "
+            "(check bundle_root / output_dir, or use resume 'auto' to start afresh when there is none)"
+        )
+    return path
+
+
 class ResumeCheckpointLoader(CheckpointLoader):
     """Resume training from the newest ``<file_prefix>_checkpoint_epoch=N.pt`` of ``checkpoint_dir``.
 
@@ -200,6 +235,12 @@ class ResumeCheckpointLoader(CheckpointLoader):
         self.resume = resume
         self.checkpoint_dir = Path(checkpoint_dir)
         self.file_prefix = file_prefix
+        from scripts.preflight import read_checkpoint, remove_stale_temporaries
+
+        if self.resume is True:  # fail before anything is built or written (event files, checkpoints)
+            path = self._find()
+            read_checkpoint(path, "checkpoint to resume from")  # a truncated / foreign file: one clear error
+        remove_stale_temporaries(self.checkpoint_dir)  # of a run killed while writing a checkpoint
         super().__init__(
             load_path=str(self.checkpoint_dir),
             load_dict=dict(load_dict),
@@ -209,14 +250,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
         )
 
     def _find(self) -> Path | None:
-        path = latest_checkpoint(self.checkpoint_dir, self.file_prefix)
-        if path is None and self.resume is True:
-            prefix = f"{self.file_prefix}_" if self.file_prefix else ""
-            raise FileNotFoundError(
-                f"resume requested but no '{prefix}checkpoint_epoch=*.pt' checkpoint in {self.checkpoint_dir} "
-                "(check bundle_root / output_dir, or use resume 'auto' to start afresh when there is none)"
-            )
-        return path
+        return resume_checkpoint(self.checkpoint_dir, self.file_prefix, required=self.resume is True)
 
     def attach(self, engine: Engine) -> None:
         if not self.resume:

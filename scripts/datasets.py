@@ -47,7 +47,6 @@ them. Every image is preprocessed once (and cached: ``cache="disk"`` a MONAI ``P
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +56,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from scripts.dataset_checks import check_dataset_files, read_json
+from scripts.errors import InputError
 
 from scripts.image_io import image_stem
 from scripts.resampling import resample_to_grid
@@ -119,12 +121,16 @@ def find_learn2reg_json(data_dir: str | os.PathLike) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(path)!r} not found (expected the Learn2Reg AbdomenCTCT folder)")
+        raise InputError(
+            f"dataset_dir {path}: folder not found; give --dataset_dir (the Learn2Reg AbdomenCTCT folder, holding "
+            "AbdomenCTCT_dataset.json)"
+        )
     found = sorted(path.glob("*_dataset.json")) or sorted(path.glob("dataset.json"))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)}"
-        raise FileNotFoundError(
-            f"{what} Learn2Reg '*_dataset.json' in {path} (expected exactly one, e.g. AbdomenCTCT_dataset.json)"
+        raise InputError(
+            f"dataset_dir {path}: {what} Learn2Reg '*_dataset.json' in it (expected exactly one, e.g. "
+            "AbdomenCTCT_dataset.json); give the right --dataset_dir"
         )
     return found[0]
 
@@ -138,7 +144,10 @@ def _require_files(paths: Sequence[Path], source: Path | str) -> None:
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise FileNotFoundError(f"{len(missing)} file(s) listed in {source} not found: {missing[:3]}{more}")
+        raise InputError(
+            f"dataset {source}: {len(missing)} listed file(s) not found: {', '.join(missing[:3])}{more}; fix the list "
+            "or restore the files"
+        )
 
 
 def learn2reg_pairs(data_dir: str | os.PathLike, split: str) -> list[dict[str, Any]]:
@@ -150,7 +159,9 @@ def learn2reg_pairs(data_dir: str | os.PathLike, split: str) -> list[dict[str, A
     """
     json_path = find_learn2reg_json(data_dir)
     root = json_path.parent
-    meta = json.loads(json_path.read_text())
+    meta = read_json(json_path)
+    if not isinstance(meta, Mapping):
+        raise InputError(f"dataset JSON {json_path}: expected an object with 'training' and 'registration_val' lists")
     labels: dict[Path, Path | None] = {}
     for entry in meta.get("training", []):
         image = _resolve(root, entry["image"])
@@ -159,6 +170,9 @@ def learn2reg_pairs(data_dir: str | os.PathLike, split: str) -> list[dict[str, A
 
     def label_of(image: Path) -> Path | None:
         label = labels.get(image)
+        if label is not None and not label.is_file():
+            raise InputError(f"dataset JSON {json_path}: the label map {label} of {image} is listed but not found; "
+                             "restore it or remove the 'label' entry")  # fmt: skip
         if label is None:
             label = _resolve(root, str(Path(os.path.relpath(image, root))).replace("images", "labels"))
         return label if label.is_file() else None
@@ -191,12 +205,11 @@ def _pairs_file(source: str | os.PathLike) -> Path:
     if path.is_dir():
         found = [path / n for n in ("pairs.json", "pairs.csv") if (path / n).is_file()]
         if not found:
-            raise FileNotFoundError(
-                f"no pairs.json or pairs.csv in {path} (dataset 'pairs': give the file or its folder)"
-            )
+            raise InputError(f"dataset_dir {path}: no pairs.json or pairs.csv in it (dataset 'pairs': give the file "
+                             "or its folder)")  # fmt: skip
         return found[0]
     if not path.is_file():
-        raise FileNotFoundError(f"pairs file {str(path)!r} not found (dataset 'pairs': a JSON or CSV list of pairs)")
+        raise InputError(f"dataset_dir {path}: not found (dataset 'pairs': a JSON or CSV list of pairs, or its folder)")
     return path
 
 
@@ -226,7 +239,7 @@ def read_pairs(source: str | os.PathLike, split: str) -> list[dict[str, Any]]:
         entries = [r for r in rows if (r.get("split") or "").strip() in ("", *SPLIT_KEYS[split])]
         entries = [{k: v.strip() for k, v in r.items() if k and v and v.strip()} for r in entries]
     else:
-        data = json.loads(path.read_text())
+        data = read_json(path, "pairs file")
         if isinstance(data, Mapping):
             unknown = set(data) - {k for keys in SPLIT_KEYS.values() for k in keys}
             if unknown:
@@ -274,13 +287,13 @@ def _missing_regions_error(missing: list[tuple[Path, Path]], seg_dir: str | None
     image, expected = missing[0]
     more = f" (and {len(missing) - 1} more fixed image(s))" if len(missing) > 1 else ""
     if regions_dir:
-        return FileNotFoundError(
+        return InputError(
             f"precomputed regions of the fixed image {image} not found: {expected}{more}. Make them with "
             f"`python -m scripts.precompute_regions --labels <folder of the *_seg.nii.gz> --out_dir {regions_dir} "
             "--method gaussian`, or set regions_dir to null to compute them from the segmentations."
         )
     out_dir = seg_dir or str(image.parent)
-    return FileNotFoundError(
+    return InputError(
         f"TotalSegmentator segmentation of the fixed image {image} not found: {expected}{more}. The regularisation "
         f"regions (bones, sliding interfaces) come from it. Make it with `python -m scripts.segment run --input "
         f"{image.parent} --output_dir {out_dir}` (needs the optional TotalSegmentator package and its weights), or "
@@ -306,6 +319,10 @@ class FilePairDataset(Dataset):
             preprocessed when the dataset is built) or ``"none"``.
         cache_dir: folder of the disk cache. Entries are keyed by the image item (file paths and modification times)
             and a hash of the transforms, so a changed file, grid, HU window or region spec is recomputed.
+        source: the dataset JSON / pair list the pairs come from (named in error messages).
+
+    Every file is checked (present, readable to its last byte, 3D, label maps and segmentations on their image's
+    grid: :func:`scripts.dataset_checks.check_dataset_files`) when the dataset is built, before any cache entry.
     """
 
     def __init__(
@@ -316,12 +333,20 @@ class FilePairDataset(Dataset):
         regions_dir: str | None = None,
         cache: str = "disk",
         cache_dir: str | os.PathLike | None = None,
+        source: str | os.PathLike | None = None,
     ):
+        self.source = str(source) if source else None
         if not pairs:
             raise ValueError("no pairs")
         with_labels = ["fixed_label" in p and "moving_label" in p for p in pairs]
         if any(with_labels) and not all(with_labels):
-            raise ValueError(f"{sum(with_labels)} of {len(pairs)} pairs have labels: give labels for all pairs or none")
+            first = next(p for p, has in zip(pairs, with_labels) if not has)
+            absent = [str(first.get(k, "")) or f"the {k}" for k in ("fixed_label", "moving_label")
+                      if not first.get(k) or not Path(first[k]).is_file()]  # fmt: skip
+            raise InputError(
+                f"{sum(with_labels)} of {len(pairs)} pairs have label maps, not the pair {first['fixed']} <- "
+                f"{first['moving']} (no {', '.join(absent)}): give label maps for all pairs or none"
+            )
         self.has_labels = all(with_labels)
         roles: dict[Path, dict[str, Any]] = {}  # image path -> its item
         missing: list[tuple[Path, Path]] = []
@@ -343,11 +368,22 @@ class FilePairDataset(Dataset):
             item["mtimes"] = [
                 os.stat(item[k]).st_mtime_ns for k in ("image", "label", "seg", "reg_mask", "normals") if k in item
             ]
+        check_dataset_files(list(roles.values()), source)  # before any cache entry: one error naming the file
         self.image_paths = list(roles)
         index = {image: i for i, image in enumerate(self.image_paths)}
         self.pairs = [(index[Path(p["fixed"])], index[Path(p["moving"])]) for p in pairs]
         self.pair_names = [f"{image_stem(p['fixed'])}<-{image_stem(p['moving'])}" for p in pairs]
-        self.images = self._cached(list(roles.values()), transform, cache, cache_dir)
+        self._cache_args = (list(roles.values()), transform, cache, cache_dir)
+        self._images: Dataset | None = None
+        if cache == "memory":  # preprocesses every image now (after the checks above)
+            self._images = self._cached(*self._cache_args)
+
+    @property
+    def images(self) -> Dataset:
+        """The preprocessed images (cached); the disk cache folder is only created when the first image is read."""
+        if self._images is None:
+            self._images = self._cached(*self._cache_args)
+        return self._images
 
     @staticmethod
     def _cached(items: list[dict], transform: Callable, cache: str, cache_dir) -> Dataset:
@@ -424,12 +460,12 @@ def file_registration_dataset(
     if data_dir is None:
         raise ValueError(f"dataset {name!r}: no data_dir (set --dataset_dir)")
     if name == "abdomenctct":
-        pairs = learn2reg_pairs(data_dir, split)
+        pairs, source = learn2reg_pairs(data_dir, split), find_learn2reg_json(data_dir)
     else:
-        pairs = read_pairs(data_dir, split)
+        pairs, source = read_pairs(data_dir, split), _pairs_file(data_dir)
     pairs = _select(pairs, num_pairs, seed, shuffle=split == "train")
     logger.info("dataset %s, split %s: %d pairs", name, split, len(pairs))
-    return FilePairDataset(pairs, transform, seg_dir, regions_dir, cache, cache_dir)
+    return FilePairDataset(pairs, transform, seg_dir, regions_dir, cache, cache_dir, source=source)
 
 
 def registration_dataset(

@@ -8,22 +8,45 @@ parser wraps every error raised while a component is built or an expression runs
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["InputError", "find_input_error", "install_error_hook"]
+__all__ = ["InputError", "find_input_error", "install_error_hook", "write_error", "run_cli"]
+
+# OSError numbers a user causes (and can fix) when writing: reported as one line naming the file, not a traceback
+USER_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR,
+                     errno.EISDIR)  # fmt: skip
 
 
 class InputError(ValueError):
     """An input that cannot be used; the message names the file and the reason."""
 
 
+def write_error(path: Any, err: OSError, what: str = "output") -> InputError | None:
+    """An :class:`InputError` for an ``OSError`` a user can fix while writing ``path`` (disk full, read-only file
+    system, no permission, a file where a folder is expected), or None for any other error."""
+    if not isinstance(err, OSError) or err.errno not in USER_WRITE_ERRNOS:
+        return None
+    hint = {
+        errno.ENOSPC: "free disk space or choose another folder",
+        errno.EDQUOT: "free space in your quota or choose another folder",
+        errno.EROFS: "the file system is read-only: choose a writable folder",
+    }.get(err.errno, "choose a folder you can write in")
+    return InputError(f"{what} {path}: cannot write ({err.strerror or err}); {hint}")
+
+
 def find_input_error(exc: BaseException | None) -> InputError | None:
-    """The :class:`InputError` in an exception's cause/context chain, or None."""
+    """The :class:`InputError` in an exception's cause/context chain (a write that failed for a reason the user can
+    fix, e.g. a full disk, counts: :func:`write_error`), or None."""
     seen = 0
     while exc is not None and seen < 32:
         if isinstance(exc, InputError):
             return exc
+        if isinstance(exc, OSError) and exc.errno in USER_WRITE_ERRNOS:
+            return write_error(exc.filename or "", exc, "file")
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
@@ -44,3 +67,19 @@ def install_error_hook() -> None:
 
     hook._biomech_input_errors = True
     sys.excepthook = hook
+
+
+def run_cli(command: Callable[[], Any]) -> Any:
+    """Run a command-line entry point (e.g. ``lambda: fire.Fire(main)``): a user error (:class:`InputError`, a missing
+    file, a bad value, a failed write) prints one ``error: <message>`` line and exits with status 1; with
+    ``BIOMECH_DEBUG=1`` the traceback is shown instead."""
+    install_error_hook()
+    try:
+        return command()
+    except (InputError, FileNotFoundError, ValueError, OSError) as err:
+        if os.environ.get("BIOMECH_DEBUG"):
+            raise
+        user = find_input_error(err) or write_error(getattr(err, "filename", None) or "", err, "file")
+        if user is None and isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+            raise
+        raise SystemExit(f"error: {user or err}") from None

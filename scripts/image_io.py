@@ -25,7 +25,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.errors import InputError
+from scripts.errors import InputError, write_error
+from scripts.preflight import temp_prefix
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -33,6 +34,7 @@ __all__ = [
     "image_stem",
     "inspect_image",
     "check_label_grid",
+    "read_label_on_grid",
     "read_volume",
     "output_dtype",
     "header_codes",
@@ -42,7 +44,9 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-IMAGE_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".nhdr", ".mha", ".mhd")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+OUTPUT_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".mha")
 
 
 def image_stem(path: str | os.PathLike) -> str:
@@ -66,14 +70,24 @@ def inspect_image(path: str | os.PathLike, role: str) -> nib.Nifti1Image:
     if path is None or str(path) == "":
         raise InputError(f"no {role} image given")
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{role} image {path}: file not found")
-    try:
-        img = nib.load(str(path))
-    except Exception as err:  # nibabel raises several types for non-image files
-        raise InputError(f"{role} image {path}: not a readable NIfTI file ({err})") from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(f"{role} image {path}: not a NIfTI file (nibabel reads it as {type(img).__name__})")
+    if path.is_dir() or path.name.lower().endswith(ITK_SUFFIXES):
+        from scripts.image_formats import inspect_itk
+
+        if not path.exists():
+            raise InputError(f"{role} image {path}: file not found")
+        img = inspect_itk(path, role)  # NRRD, MHA/MHD, a DICOM series folder
+    else:
+        if not path.is_file():
+            raise InputError(f"{role} image {path}: file not found")
+        try:
+            img = nib.load(str(path))
+        except Exception as err:  # nibabel raises several types for non-image files
+            raise InputError(
+                f"{role} image {path}: not a readable NIfTI file ({err}); NIfTI, NRRD, MHA/MHD and DICOM series "
+                "folders are read"
+            ) from None
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(f"{role} image {path}: not a NIfTI file (nibabel reads it as {type(img).__name__})")
     shape = tuple(int(s) for s in img.shape)
     if len(shape) < 3:
         raise InputError(f"{role} image {path}: a 3D volume is needed, got a {len(shape)}D image {shape}")
@@ -90,15 +104,29 @@ def inspect_image(path: str | os.PathLike, role: str) -> nib.Nifti1Image:
     return img
 
 
-def check_label_grid(label: nib.Nifti1Image, image: nib.Nifti1Image, label_path: Any, what: str) -> None:
-    """InputError unless the label map ``what`` (e.g. "moving label map") lies on its image's grid."""
+def check_label_grid(label: Any, image: Any, label_path: Any, what: str):
+    """InputError unless the label map ``what`` (e.g. "moving label map") samples its image's voxel centres (the same
+    grid, possibly stored in another axis order or orientation, e.g. a LAS segmentation of an LPS DICOM series);
+    returns the axis mapping for :func:`scripts.image_formats.to_image_grid`."""
+    from scripts.image_formats import grid_permutation
+
     shape_l, shape_i = tuple(label.shape[:3]), tuple(image.shape[:3])
     diff = float(np.max(np.abs(np.asarray(label.affine) - np.asarray(image.affine))))
-    if shape_l != shape_i or diff > 1e-3:
+    mapping = grid_permutation(label.affine, shape_l, image.affine, shape_i)
+    if mapping is None:
         raise InputError(
             f"{what} {label_path} is not on its image's grid (label shape {shape_l}, image shape {shape_i}, "
             f"largest affine difference {diff:.3g} mm); resample the label map onto its image first (nearest neighbour)"
         )
+    return mapping
+
+
+def read_label_on_grid(label: Any, image: Any, path: Any, what: str) -> np.ndarray:
+    """A label map's voxels (:func:`read_volume`) on its image's array (reoriented when stored otherwise)."""
+    from scripts.image_formats import to_image_grid
+
+    mapping = check_label_grid(label, image, path, what)
+    return to_image_grid(read_volume(label, path, what, label=True), mapping)
 
 
 def read_volume(img: nib.Nifti1Image, path: Any, role: str, label: bool = False) -> np.ndarray:
@@ -129,6 +157,8 @@ def read_volume(img: nib.Nifti1Image, path: Any, role: str, label: bool = False)
 
 def output_dtype(img: nib.Nifti1Image) -> np.dtype:
     dtype = np.dtype(img.get_data_dtype())
+    if not isinstance(img, nib.spatialimages.SpatialImage):  # another format (no NIfTI scaling)
+        return dtype if dtype.kind in "iu" else np.dtype(np.float32)
     slope, inter = img.dataobj.slope, img.dataobj.inter
     plain = (slope is None or np.isnan(slope) or slope == 1) and (inter is None or np.isnan(inter) or inter == 0)
     return dtype if dtype.kind in "iu" and plain else np.dtype(np.float32)
@@ -155,14 +185,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file through a temporary file and a rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    except OSError as err:
+        raise write_error(path, err) or err from None
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600: give the report the permissions of an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and write_error(path, err) is not None:
+            raise write_error(path, err) from None
         raise
 
 
@@ -209,12 +244,21 @@ def write_niftis_atomically(
     try:
         for path in images:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            itk_ext = next((ext for ext in (".nrrd", ".mha") if path.name.lower().endswith(ext)), "")
+            # ITK picks single-file output from the name's suffix: ".tmp.mha" keeps header and voxels in one file
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp" + itk_ext)
             os.close(fd)
             temps[path] = tmp
         with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
             jobs = []
             for path, img in images.items():
+                fmt = next((ext for ext in (".nrrd", ".mha") if path.name.lower().endswith(ext)), None)
+                if fmt is not None:  # NRRD / MHA through SimpleITK, into the same temporary file
+                    from scripts.image_formats import write_itk
+
+                    write_itk(np.asanyarray(img.dataobj), img.affine, temps[path], fmt, compress=path not in stored)
+                    os.chmod(temps[path], 0o666 & ~umask)
+                    continue
                 raw = memoryview(img.to_bytes())
                 if path.name.endswith(".gz"):
                     jobs.append((path, _gzip_members(raw, pool, *_gzip_settings(path, compression, stored))))
@@ -230,7 +274,12 @@ def write_niftis_atomically(
                 os.chmod(temps[path], 0o666 & ~umask)
         for path, tmp in temps.items():
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         for tmp in temps.values():
             Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # disk full, read-only: one line naming the file (none was left behind)
+            failed = next((p for p, t in temps.items() if err.filename in (t, str(p))), next(iter(images), ""))
+            user = write_error(failed, err)
+            if user is not None:
+                raise user from None
         raise

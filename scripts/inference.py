@@ -40,7 +40,7 @@ from monai.inferers import Inferer
 from torch.utils.data import DataLoader, Dataset
 
 from scripts.errors import InputError
-from scripts.image_io import header_codes, output_dtype, read_volume
+from scripts.image_io import header_codes, output_dtype, read_label_on_grid
 from scripts.pairs import check_pair_files, pair_name
 from scripts.resampling import resample_to_grid
 
@@ -82,6 +82,8 @@ class PairData:
     fixed_label: np.ndarray | None
     moving_coverage: float  # fraction of the fixed network grid that the moving image covers
     seconds_load: float = 0.0  # time of load_pair
+    fixed_constant: bool = False  # every voxel has one value (empty image): nothing to register
+    moving_constant: bool = False
     fixed: torch.Tensor | None = None  # (X, Y, Z) fixed image as read, when kept (``keep_fixed``: the refinement)
     fixed_seg: np.ndarray | None = None  # (X, Y, Z) segmentation of the fixed image (``fixed_seg``), when given
     report: dict = field(default_factory=dict)  # extra summary entries of the pair (e.g. the refinement's)
@@ -103,6 +105,21 @@ def _finite(volume: torch.Tensor, path: Any, role: str) -> None:
     if not bool(finite.all()):
         bad = int(volume.numel() - finite.sum())
         raise InputError(f"{role} image {path}: {bad} voxels are NaN or Inf; fix or mask them first")
+
+
+def _constant(volume: torch.Tensor, path: Any, role: str) -> bool:
+    """Whether every voxel has one value (an empty or blank image); warns, naming the image."""
+    lo, hi = torch.aminmax(volume.as_tensor() if hasattr(volume, "as_tensor") else volume)
+    if float(lo) != float(hi):
+        return False
+    logger.warning(
+        "the %s image %s is constant (every voxel is %g): it holds nothing to register; check the file "
+        "(an empty or blank export?)",
+        role,
+        path,
+        float(lo),
+    )
+    return True
 
 
 def preprocess_image(path: str | os.PathLike, preprocessing: Callable, role: str = "fixed") -> tuple[Any, Any]:
@@ -143,9 +160,11 @@ def load_pair(entry: Mapping[str, Any], preprocessing: Callable, keep_fixed: boo
     headers = check_pair_files(entry)
     fixed_native, fixed_net = preprocess_image(entry["fixed"], preprocessing, "fixed")
     fixed_affine, fixed_shape = _affine_of(fixed_native), tuple(int(s) for s in fixed_native.shape)
+    fixed_constant = _constant(fixed_native, entry["fixed"], "fixed")
     fixed_kept = _plain(fixed_native) if keep_fixed else None
     del fixed_native
     moving_native, moving_net = preprocess_image(entry["moving"], preprocessing, "moving")
+    moving_constant = _constant(moving_native, entry["moving"], "moving")
     net_affine, net_shape = _affine_of(fixed_net), tuple(int(s) for s in fixed_net.shape[1:])
     moving_in, coverage = resample_to_grid(moving_net, _affine_of(moving_net), net_affine, net_shape)
     if coverage < 0.5:
@@ -156,7 +175,9 @@ def load_pair(entry: Mapping[str, Any], preprocessing: Callable, keep_fixed: boo
             100 * coverage,
         )
     labels = {
-        key: read_volume(headers[key], entry[key], key.replace("_", " "), label=True) if key in headers else None
+        key: read_label_on_grid(headers[key], headers[key.split("_")[0]], entry[key], key.replace("_", " "))
+        if key in headers
+        else None
         for key in ("moving_label", "fixed_label", "fixed_seg")
     }
     image = torch.cat([_plain(fixed_net), _plain(moving_in)], dim=0)
@@ -179,6 +200,8 @@ def load_pair(entry: Mapping[str, Any], preprocessing: Callable, keep_fixed: boo
         fixed_label=labels["fixed_label"],
         moving_coverage=coverage,
         seconds_load=time.perf_counter() - start,
+        fixed_constant=fixed_constant,
+        moving_constant=moving_constant,
         fixed=fixed_kept,
         fixed_seg=labels["fixed_seg"],
     )

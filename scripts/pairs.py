@@ -17,7 +17,7 @@ from typing import Any
 import nibabel as nib
 
 from scripts.errors import InputError
-from scripts.image_io import NIFTI_SUFFIXES, check_label_grid, image_stem, inspect_image
+from scripts.image_io import IMAGE_SUFFIXES, check_label_grid, image_stem, inspect_image
 
 __all__ = [
     "OUTPUT_KINDS",
@@ -33,17 +33,18 @@ OUTPUT_KINDS = ("warped", "ddf", "jacdet", "warped_label")
 
 
 def find_pairs(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """Pairs in a folder: ``<name>_fixed.nii[.gz]`` with ``<name>_moving.nii[.gz]`` (and optional
+    """Pairs in a folder: ``<name>_fixed.nii[.gz]`` with ``<name>_moving.nii[.gz]`` (or ``.nrrd``, ``.mha``, ``.mhd``;
+    and optional
     ``<name>_moving_label`` / ``<name>_fixed_label``), the layout ``python -m scripts.synthetic write`` produces."""
     pairs = []
     folder = Path(dataset_dir)
-    for fixed in sorted(glob.glob(str(folder / "*_fixed.nii*"))):
-        if not fixed.endswith(NIFTI_SUFFIXES):
+    for fixed in sorted(glob.glob(str(folder / "*_fixed*"))):
+        if not fixed.lower().endswith(IMAGE_SUFFIXES) or not image_stem(fixed).endswith("_fixed"):
             continue
         prefix = image_stem(fixed)[: -len("_fixed")]
         entry = {"fixed": fixed}
         for key in ("moving", "moving_label", "fixed_label", "fixed_seg"):
-            for suffix in NIFTI_SUFFIXES:
+            for suffix in IMAGE_SUFFIXES:
                 candidate = folder / f"{prefix}_{key}{suffix}"
                 if candidate.is_file():
                     entry[key] = str(candidate)

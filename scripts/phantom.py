@@ -337,4 +337,6 @@ def write_deformed_ct_pair(ct: str, seg: str, out_dir: str = "ct_pair", seed: in
 if __name__ == "__main__":
     import fire
 
-    fire.Fire({"phantom": write_learn2reg_phantom, "deformed_pair": write_deformed_ct_pair})
+    from scripts.errors import run_cli
+
+    run_cli(lambda: fire.Fire({"phantom": write_learn2reg_phantom, "deformed_pair": write_deformed_ct_pair}))

@@ -181,11 +181,10 @@ def main() -> None:
     """Entry point: ``python -m scripts.precompute_regions --labels ... --out_dir ...``."""
     import fire
 
+    from scripts.errors import run_cli
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        fire.Fire(precompute)
-    except (FileNotFoundError, ValueError) as err:  # user errors: one line, no traceback
-        raise SystemExit(f"error: {err}") from None
+    run_cli(lambda: fire.Fire(precompute))  # user errors: one line, no traceback (BIOMECH_DEBUG=1: traceback)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from scripts.errors import InputError
 from scripts.image_io import image_stem
 
 logger = logging.getLogger(__name__)
@@ -173,10 +174,15 @@ def main() -> None:
     import fire
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        fire.Fire({"run": run})
-    except SegmentationSetupError as err:
-        raise SystemExit(f"error: {err}") from None
+    from scripts.errors import run_cli
+
+    def command():
+        try:
+            return fire.Fire({"run": run})
+        except SegmentationSetupError as err:
+            raise InputError(str(err)) from None
+
+    run_cli(command)  # user errors: one line, no traceback (BIOMECH_DEBUG=1: traceback)
 
 
 if __name__ == "__main__":

@@ -367,4 +367,6 @@ def write(
 if __name__ == "__main__":
     import fire
 
-    fire.Fire({"write": write})
+    from scripts.errors import run_cli
+
+    run_cli(lambda: fire.Fire({"write": write}))

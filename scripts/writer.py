@@ -42,6 +42,7 @@ from scripts.errors import InputError
 from scripts.image_io import (
     COMPRESSION_CHOICES,
     NIFTI_SUFFIXES,
+    OUTPUT_SUFFIXES,
     atomic_write_text,
     nifti_on_grid,
     write_niftis_atomically,
@@ -50,21 +51,36 @@ from scripts.inference import InferencePairDataset, PairData
 from scripts.learn2reg import L2R_ABDOMEN_LABELS, grid_mismatch, score_field, submission_names
 from scripts.metrics import dice_per_label, folding_from_det, std_log_from_det
 from scripts.pairs import output_paths
-from scripts.resampling import field_to_fixed_grid, jacobian_map, physical_displacement, warp_to_fixed
+from scripts.resampling import (
+    field_to_fixed_grid,
+    index_map,
+    jacobian_map,
+    physical_displacement,
+    sample_volume,
+    warp_to_fixed,
+)
+from scripts.streaming import det_statistics, finish_pair_in_slabs
 
 __all__ = ["RAS_TO_LPS", "field_statistics", "finish_pair", "RegistrationWriter"]
 
 logger = logging.getLogger(__name__)
 
 RAS_TO_LPS = (-1.0, -1.0, 1.0)
+STREAM_VOXELS = 2**25  # grids larger than this (32 Mi voxels, e.g. 512 x 512 x 128) are done in slabs
 
 
-def field_statistics(det: torch.Tensor, disp_mm: torch.Tensor, eps: float = 1e-9) -> dict[str, Any]:
+def field_statistics(
+    det: torch.Tensor, disp_mm: torch.Tensor | None, eps: float = 1e-9, displacement: dict | None = None
+) -> dict[str, Any]:
     """Summary of a det J map (X, Y, Z) and a displacement in mm (3, X, Y, Z): folding %, det J range and
-    percentiles, std log J (:mod:`scripts.metrics`), displacement size."""
+    percentiles, std log J (:mod:`scripts.metrics`), displacement size (or ``displacement``: its precomputed
+    ``{"mean": ..., "max": ...}`` in mm, with ``disp_mm`` None)."""
     flat = det.reshape(1, -1)
     p1, p99 = np.percentile(det.reshape(-1).cpu().numpy(), [1, 99])
-    mag = disp_mm.square().sum(dim=0).sqrt().reshape(-1)
+    if displacement is None:
+        mag = disp_mm.square().sum(dim=0).sqrt().reshape(-1)
+        displacement = {"mean": float(mag.double().mean()), "max": float(mag.max())}
+        del mag
     return {
         "folding_percent": float(folding_from_det(flat)[0]),
         "jacobian_det": {
@@ -76,7 +92,7 @@ def field_statistics(det: torch.Tensor, disp_mm: torch.Tensor, eps: float = 1e-9
             "p99": float(p99),
         },
         "std_log_jacobian": float(std_log_from_det(flat, eps=eps)[0]),
-        "displacement_mm": {"mean": float(mag.double().mean()), "max": float(mag.max())},
+        "displacement_mm": displacement,
     }
 
 
@@ -105,6 +121,7 @@ def finish_pair(
     compression: str = "fast",
     learn2reg_naming: str = "official",
     learn2reg_labels: Sequence[int] | None = L2R_ABDOMEN_LABELS,
+    slab: int | None = None,
 ) -> dict[str, Any]:
     """The field back on the fixed grid, warping, statistics and the writing: returns the pair's summary entry.
 
@@ -117,8 +134,12 @@ def finish_pair(
             both label maps, the pair's Learn2Reg scores on the fixed image's full grid, as the challenge computes
             them (``learn2reg_labels``; None: every label of the fixed map), go to the entry's ``learn2reg``.
         save_jacobian: write the det J map.
-        output_ext: ".nii.gz" or ".nii".
+        output_ext: ".nii.gz", ".nii", ".nrrd" or ".mha" (ITK formats: written with SimpleITK; the ddf as an ITK
+            vector image in LPS mm, which ITK reads as a displacement field).
         write_threads, compression: see :func:`write_niftis_atomically`.
+        slab: compute and write the outputs in slabs of this many slices (:mod:`scripts.streaming`: bounded
+            memory); None: slabs for grids over ``STREAM_VOXELS`` voxels (NIfTI outputs without Learn2Reg files),
+            else the whole grid at once.
     """
     clock = {"start": time.perf_counter()}
 
@@ -133,6 +154,23 @@ def finish_pair(
     images: dict[Path, nib.Nifti1Image] = {}
     written: dict[str, str] = {}
 
+    if pair.fixed_constant and pair.moving_constant:  # nothing to align: the identity, not what the network makes of it
+        logger.warning("%s: both images are constant: writing the identity (zero displacement)", pair.name)
+        ddf_net = torch.zeros_like(ddf_net)
+        entry["identity_because_constant"] = True
+    big = float(np.prod(pair.fixed_shape)) > STREAM_VOXELS
+    if (slab or big) and not learn2reg and output_ext in NIFTI_SUFFIXES:
+        done = finish_pair_in_slabs(pair, ddf_net, paths, save_jacobian, compression, write_threads, slab, RAS_TO_LPS)
+        lap("slabs")
+        stats = det_statistics(done.pop("det"))  # in place, chunk by chunk: no full-size temporaries
+        stats["displacement_mm"] = {"mean": done["disp_mean_mm"], "max": done["disp_max_mm"]}
+        written.update(done["written"])
+        entry["warped_inside_moving_percent"] = done["inside_percent"]
+        if pair.moving_label is not None:
+            entry["moving_label"] = pair.moving_label_path
+            if pair.fixed_label is not None:
+                entry.update(_dice_entry(pair, done["warped_label"]))
+        return _complete(entry, stats, written, pair, clock, output_dir)
     ddf_vox = field_to_fixed_grid(ddf_net, pair.net_affine, pair.fixed_affine, pair.fixed_shape)
     disp_mm = physical_displacement(ddf_vox, pair.fixed_affine)
     lap("field_to_fixed_grid")
@@ -167,16 +205,7 @@ def finish_pair(
         written["warped_label"] = str(paths["warped_label"])
         entry["moving_label"] = pair.moving_label_path
         if pair.fixed_label is not None:
-            before, _ = warp_to_fixed(pair.moving_label, *grids, None, mode="nearest", fill=0.0)
-            dice_before = _dice(before.cpu().numpy(), pair.fixed_label)
-            dice_after = _dice(label, pair.fixed_label)
-            entry["fixed_label"] = pair.fixed_label_path
-            entry["dice"] = {
-                "mean_before": float(np.mean(list(dice_before.values()))) if dice_before else None,
-                "mean_after": float(np.mean(list(dice_after.values()))) if dice_after else None,
-                "before": dice_before,
-                "after": dice_after,
-            }
+            entry.update(_dice_entry(pair, label))
     stored = {path for key, path in paths.items() if key in ("ddf", "jacdet")}
     if learn2reg:
         disp = ddf_vox.permute(1, 2, 3, 0).contiguous().cpu().numpy()
@@ -194,6 +223,37 @@ def finish_pair(
     lap("warping")
     write_niftis_atomically(images, threads=write_threads, compression=compression, stored=stored)
     lap("writing")
+    return _complete(entry, stats, written, pair, clock, output_dir)
+
+
+def _dice_entry(pair: PairData, warped_label: np.ndarray) -> dict[str, Any]:
+    """Dice before (the moving label map on the fixed grid, no displacement) and after registration."""
+    dice_after = _dice(warped_label, pair.fixed_label)
+    step = max(1, 2**22 // max(1, pair.fixed_shape[1] * pair.fixed_shape[2]))
+    before = np.empty(pair.fixed_shape, dtype=pair.moving_label.dtype)
+    to_moving = np.linalg.inv(np.asarray(pair.moving_affine)) @ np.asarray(pair.fixed_affine)
+    data = torch.from_numpy(np.ascontiguousarray(pair.moving_label, dtype=np.float32))[None]
+    for a in range(0, pair.fixed_shape[0], step):  # slabs along axis 0: bounded temporaries
+        b = min(a + step, pair.fixed_shape[0])
+        shift = np.eye(4)
+        shift[0, 3] = a
+        part = (b - a, *pair.fixed_shape[1:])
+        out, _ = sample_volume(data, index_map(to_moving @ shift, part), part, mode="nearest", fill=0.0)
+        before[a:b] = out[0].numpy().astype(before.dtype)
+    dice_before = _dice(before, pair.fixed_label)
+    del data
+    return {
+        "fixed_label": pair.fixed_label_path,
+        "dice": {
+            "mean_before": float(np.mean(list(dice_before.values()))) if dice_before else None,
+            "mean_after": float(np.mean(list(dice_after.values()))) if dice_after else None,
+            "before": dice_before,
+            "after": dice_after,
+        },
+    }
+
+
+def _complete(entry, stats, written, pair, clock, output_dir) -> dict[str, Any]:
     entry.update(stats)
     entry.update(pair.report)
     entry["moving_coverage"] = pair.moving_coverage
@@ -227,7 +287,7 @@ class RegistrationWriter:
             (``disp_FFFF_MMMM``, the grand-challenge template) or "both".
         learn2reg_labels: label ids scored (default: AbdomenCTCT's 1..13; None: those of each fixed label map).
         save_jacobian: write the det J maps.
-        output_ext: ".nii.gz" (default) or ".nii".
+        output_ext: ".nii.gz" (default), ".nii", ".nrrd" or ".mha".
         summary_name: file name of the run summary.
         write_threads: threads compressing the output files.
         compression: "fast" (displacement and det J maps stored uncompressed inside the .gz, images and labels at
@@ -246,8 +306,10 @@ class RegistrationWriter:
         learn2reg_naming: str = "official",
         learn2reg_labels: Sequence[int] | None = L2R_ABDOMEN_LABELS,
     ):
-        if output_ext not in NIFTI_SUFFIXES:
-            raise ValueError(f"output_ext must be one of {NIFTI_SUFFIXES}, got {output_ext!r}")
+        if output_ext not in OUTPUT_SUFFIXES:
+            raise InputError(f"--output_ext {output_ext!r}: choose one of {OUTPUT_SUFFIXES}")
+        if learn2reg and output_ext not in NIFTI_SUFFIXES:
+            raise InputError(f"--learn2reg true writes NIfTI submissions: use --output_ext .nii.gz, not {output_ext}")
         if compression not in COMPRESSION_CHOICES:
             raise ValueError(f"compression must be one of {COMPRESSION_CHOICES}, got {compression!r}")
         self.compression = compression

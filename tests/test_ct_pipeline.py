@@ -15,6 +15,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor, list_data_collate
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Resized
 
+from scripts.errors import InputError
 from scripts.datasets import FilePairDataset, learn2reg_pairs, read_pairs, registration_dataset
 from scripts.labels import learn2reg_labels_from_totalsegmentator, vertebrae_ids
 from scripts.learn2reg import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
@@ -110,17 +111,17 @@ def test_plain_pair_lists_json_and_csv(phantom, tmp_path):
         writer.writerows([[a, b, "train"], [b, a, "train"], [a, c, "val"], [c, a, ""]])
     assert len(read_pairs(tmp_path / "list.csv", "train")) == 3 and len(read_pairs(tmp_path / "list.csv", "val")) == 2
     (tmp_path / "bad.json").write_text(json.dumps({"train": [[a, str(tmp_path / "missing.nii.gz")]]}))
-    with pytest.raises(FileNotFoundError, match="missing.nii.gz"):
+    with pytest.raises(InputError, match="missing.nii.gz"):
         read_pairs(tmp_path / "bad.json", "train")
 
 
 def test_missing_segmentation_is_a_clear_error(phantom, tmp_path):
     pairs = learn2reg_pairs(phantom, "val")
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(InputError) as err:
         FilePairDataset(pairs, transform=lambda d: d, seg_dir=str(tmp_path), cache="none")
     message = str(err.value)
     assert f"{NAME.format(4)}_seg.nii.gz" in message and "python -m scripts.segment run" in message
-    with pytest.raises(FileNotFoundError, match="python -m scripts.precompute_regions"):
+    with pytest.raises(InputError, match="python -m scripts.precompute_regions"):
         FilePairDataset(pairs, transform=lambda d: d, regions_dir=str(tmp_path), cache="none")
 
 

@@ -193,11 +193,12 @@ def test_resume_without_checkpoint(tmp_path):
     from ignite.engine import Engine
 
     from scripts.checkpoints import ResumeCheckpointLoader
+    from scripts.errors import InputError
 
     net = torch.nn.Linear(2, 2)
     engine = Engine(lambda e, b: None)
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        ResumeCheckpointLoader(tmp_path, {"model": net}, resume=True).attach(engine)
+    with pytest.raises(InputError, match=str(tmp_path)):  # when built, before anything else is built or written
+        ResumeCheckpointLoader(tmp_path, {"model": net}, resume=True)
     auto = ResumeCheckpointLoader(tmp_path, {"model": net}, resume="auto")
     auto.attach(engine)
     engine.run([0, 1], max_epochs=1)

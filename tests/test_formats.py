@@ -1,0 +1,192 @@
+"""Inputs in the formats users bring (scripts/image_formats.py, scripts/image_io.py): a real DICOM series, NRRD, MHA,
+NIfTI, for fixed, moving and label inputs; outputs as NIfTI, NRRD or MHA. The geometry is checked exactly: a
+known translation injected through the writer comes back in the ddf and warps the moving image (and its LAS label
+map) onto the DICOM fixed image; the same pair as NRRD and MHA gives the same field; constant images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from scripts import writer
+from scripts.inference import load_pair
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+SHIFT = np.array([7.8125, -5.859375, 6.0])  # RAS mm: 8 and 6 voxels in-plane (0.9765625 mm), 3 slices (2 mm)
+
+
+def preprocessing(image_size):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE_ROOT / "configs" / "inference.json"))
+    parser["bundle_root"] = str(BUNDLE_ROOT)
+    parser["image_size"] = list(image_size)
+    return parser.get_parsed_content("preprocessing")
+
+
+def sitk_ras(image) -> tuple[np.ndarray, np.ndarray]:
+    """(X, Y, Z) array and RAS affine of a SimpleITK image, computed here independently of the bundle."""
+    import SimpleITK as sitk
+
+    data = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
+    lps[:3, 3] = image.GetOrigin()
+    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def inject_translation(pair, shift_ras: np.ndarray) -> torch.Tensor:
+    """The network-grid displacement (net voxels) of a world translation."""
+    vox = np.linalg.solve(pair.net_affine[:3, :3], shift_ras)
+    return torch.tensor(vox, dtype=torch.float32).reshape(1, 3, 1, 1, 1).expand(1, 3, *pair.net_shape).contiguous()
+
+
+@pytest.fixture(scope="module")
+def dicom_case(ct_example_dir, tmp_path_factory):
+    """The DICOM series (fixed), a NIfTI copy moved by SHIFT (moving), the LAS segmentation as the fixed label and,
+    moved, as the moving label; and the fixed series as NRRD and MHA."""
+    import SimpleITK as sitk
+
+    pytest.importorskip("itk", reason="reading DICOM / NRRD / MHA inputs needs the itk package (MONAI's ITKReader)")
+    folder = tmp_path_factory.mktemp("formats")
+    dicom = ct_example_dir / "example_ct_dicom"
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(dicom)))
+    image = reader.Execute()
+    data, affine = sitk_ras(image)
+    moved = affine.copy()
+    moved[:3, 3] += SHIFT  # the same voxels, SHIFT mm further: moving point p + SHIFT is fixed point p
+    nib.save(nib.Nifti1Image(data, moved), str(folder / "moving_ct.nii.gz"))
+    seg = nib.load(str(ct_example_dir / "example_seg_dicom.nii.gz"))
+    seg_moved = seg.affine.copy()
+    seg_moved[:3, 3] += SHIFT
+    nib.save(nib.Nifti1Image(np.asarray(seg.dataobj), seg_moved), str(folder / "moving_seg.nii.gz"))
+    for ext in (".nrrd", ".mha"):
+        sitk.WriteImage(image, str(folder / f"fixed_ct{ext}"))
+        moving_image = sitk.GetImageFromArray(data.transpose(2, 1, 0))
+        moving_image.CopyInformation(image)
+        moving_image.SetOrigin(tuple(np.diag([-1.0, -1.0, 1.0]) @ moved[:3, 3]))
+        sitk.WriteImage(moving_image, str(folder / f"moving_ct{ext}"))
+    return {
+        "folder": folder,
+        "dicom": str(dicom),
+        "fixed_data": data,
+        "fixed_affine": affine,
+        "seg": str(ct_example_dir / "example_seg_dicom.nii.gz"),
+        "seg_on_fixed": np.flip(np.asarray(seg.dataobj), axis=1),  # LAS file -> the series' LPS array
+    }
+
+
+def test_dicom_fixed_nifti_moving_known_translation(dicom_case, tmp_path):
+    case = dicom_case
+    entry = {"fixed": case["dicom"], "moving": str(case["folder"] / "moving_ct.nii.gz"),
+             "fixed_label": case["seg"], "moving_label": str(case["folder"] / "moving_seg.nii.gz")}  # fmt: skip
+    pair = load_pair(entry, preprocessing((32, 32, 8)))
+    assert pair.fixed_shape == (512, 512, 20)
+    np.testing.assert_allclose(pair.fixed_affine, case["fixed_affine"], atol=1e-4)  # 0.98 x 0.98 x 2 mm, LPS array
+    np.testing.assert_allclose(np.abs(np.diag(pair.fixed_affine)[:3]), [0.9765625, 0.9765625, 2.0], atol=1e-6)
+    out = writer.finish_pair(pair, inject_translation(pair, SHIFT), tmp_path / "out")
+
+    ddf = nib.load(out["outputs"]["ddf"])
+    np.testing.assert_allclose(ddf.affine, case["fixed_affine"], atol=1e-4)
+    np.testing.assert_allclose(ddf.get_fdata()[..., 0, :], np.broadcast_to(SHIFT * [-1, -1, 1], (512, 512, 20, 3)),
+                               atol=1e-3)  # fmt: skip
+    warped = np.asarray(nib.load(out["outputs"]["warped"]).dataobj)
+    assert warped.dtype == np.int16
+    np.testing.assert_array_equal(warped, case["fixed_data"])  # the exact field: the moving copy lands on the fixed
+    label = np.asarray(nib.load(out["outputs"]["warped_label"]).dataobj)
+    np.testing.assert_array_equal(label, case["seg_on_fixed"])
+    assert out["dice"]["mean_after"] == pytest.approx(1.0) and out["dice"]["mean_before"] < 0.9
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".mha"])
+def test_nrrd_and_mha_pairs_give_the_same_field_and_itk_outputs(dicom_case, tmp_path, ext):
+    import SimpleITK as sitk
+
+    case = dicom_case
+    entry = {"fixed": str(case["folder"] / f"fixed_ct{ext}"), "moving": str(case["folder"] / f"moving_ct{ext}"),
+             "fixed_label": case["seg"]}  # fmt: skip
+    pair = load_pair(entry, preprocessing((32, 32, 8)))
+    np.testing.assert_allclose(pair.fixed_affine, case["fixed_affine"], atol=1e-4)
+    out = writer.finish_pair(pair, inject_translation(pair, SHIFT), tmp_path / "out", output_ext=ext)
+    ddf = sitk.ReadImage(out["outputs"]["ddf"])
+    assert ddf.GetNumberOfComponentsPerPixel() == 3 and ddf.GetSize() == (512, 512, 20)
+    np.testing.assert_allclose(ddf.GetSpacing(), (0.9765625, 0.9765625, 2.0), atol=1e-6)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(ddf), np.broadcast_to(SHIFT * [-1, -1, 1], (20, 512, 512, 3)),
+                               atol=1e-3)  # fmt: skip
+    # ITK applies it as a displacement field: the moving image resampled through it is the fixed image
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(ddf, sitk.sitkVectorFloat64))
+    moving = sitk.ReadImage(entry["moving"])
+    fixed = sitk.ReadImage(entry["fixed"])
+    resampled = sitk.Resample(moving, fixed, transform, sitk.sitkNearestNeighbor, -1024)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(resampled), sitk.GetArrayFromImage(fixed))
+    warped = sitk.ReadImage(out["outputs"]["warped"])
+    np.testing.assert_allclose(warped.GetOrigin(), fixed.GetOrigin(), atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(fixed))
+
+
+def test_constant_images_warn_and_give_the_identity(tmp_path, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((24, 20, 16), np.float32), affine), str(folder / "empty_fixed.nii.gz"))
+    nib.save(nib.Nifti1Image(np.full((24, 20, 16), 7, np.int16), affine), str(folder / "flat_moving.nii.gz"))
+    entry = {"fixed": str(folder / "empty_fixed.nii.gz"), "moving": str(folder / "flat_moving.nii.gz")}
+    with caplog.at_level(logging.WARNING):
+        pair = load_pair(entry, preprocessing((16, 16, 16)))
+        out = writer.finish_pair(pair, torch.randn(1, 3, 16, 16, 16), tmp_path / "out")
+    text = caplog.text
+    assert "empty_fixed.nii.gz is constant" in text and "flat_moving.nii.gz is constant" in text
+    assert np.abs(nib.load(out["outputs"]["ddf"]).get_fdata()).max() == 0.0
+    assert out["jacobian_det"]["min"] == out["jacobian_det"]["max"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ clinical sizes: slabs
+def test_outputs_in_slabs_equal_the_whole_grid(tmp_path):
+    """:mod:`scripts.streaming` (bounded memory) writes the same files and statistics as the whole-grid path, on an
+    oblique fixed grid, another moving grid, a non-linear field, int16 images and a label map."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    c, s = np.cos(0.2), np.sin(0.2)
+    fixed_affine = np.eye(4)
+    fixed_affine[:3, :3] = np.array([[-c, s, 0], [-s, -c, 0], [0, 0, 1.0]]) @ np.diag([1.5, 1.2, 2.0])
+    fixed_affine[:3, 3] = [20, 10, -30]
+    moving_affine = np.diag([1.3, 1.4, 1.8, 1.0])
+    moving_affine[:3, 3] = [-25, -20, -35]
+    fixed = (rng.random((30, 26, 21)) * 1000 - 500).astype(np.int16)
+    moving = (rng.random((34, 30, 24)) * 1000 - 500).astype(np.int16)
+    label = (rng.random((34, 30, 24)) * 4).astype(np.uint8)
+    fixed_label = (rng.random((30, 26, 21)) * 4).astype(np.uint8)
+    for name, data, affine in (("f", fixed, fixed_affine), ("m", moving, moving_affine), ("ml", label, moving_affine),
+                               ("fl", fixed_label, fixed_affine)):  # fmt: skip
+        nib.save(nib.Nifti1Image(data, affine), str(folder / f"{name}.nii.gz"))
+    entry = {"fixed": str(folder / "f.nii.gz"), "moving": str(folder / "m.nii.gz"),
+             "moving_label": str(folder / "ml.nii.gz"), "fixed_label": str(folder / "fl.nii.gz")}  # fmt: skip
+    pair = load_pair(entry, preprocessing((16, 16, 8)))
+    torch.manual_seed(0)
+    ddf = torch.randn(1, 3, 16, 16, 8) * 0.6
+    whole = writer.finish_pair(pair, ddf, tmp_path / "whole")
+    slabs = writer.finish_pair(pair, ddf, tmp_path / "slabs", slab=4)
+    assert set(whole["outputs"]) == set(slabs["outputs"]) == {"ddf", "jacdet", "warped", "warped_label"}
+    for kind in whole["outputs"]:
+        a, b = nib.load(whole["outputs"][kind]), nib.load(slabs["outputs"][kind])
+        assert a.shape == b.shape and a.get_data_dtype() == b.get_data_dtype(), kind
+        np.testing.assert_allclose(a.affine, b.affine)
+        assert a.header.get_intent() == b.header.get_intent()
+        np.testing.assert_allclose(np.asarray(b.dataobj), np.asarray(a.dataobj), atol=2e-4 if kind != "warped" else 1,
+                                   err_msg=kind)  # fmt: skip
+    for key in ("folding_percent", "std_log_jacobian", "warped_inside_moving_percent"):
+        assert slabs[key] == pytest.approx(whole[key], abs=1e-4), key
+    for key in ("min", "max", "mean", "p1", "p99"):
+        assert slabs["jacobian_det"][key] == pytest.approx(whole["jacobian_det"][key], abs=1e-4), key
+    assert slabs["displacement_mm"]["mean"] == pytest.approx(whole["displacement_mm"]["mean"], rel=1e-5)
+    assert slabs["dice"] == whole["dice"]
+    assert not [p for p in (tmp_path / "slabs").iterdir() if p.name.endswith(".tmp")]

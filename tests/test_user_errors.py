@@ -1,0 +1,300 @@
+"""Every failure a user can cause gives one ``error: <what> <file>: <why>; <what to do>`` line, a non-zero exit, and
+writes nothing (scripts/errors.py, scripts/preflight.py, scripts/dataset_checks.py; every workflow's config).
+
+In process (``find_input_error`` on the raised chain) for each failure class; one real command line per workflow
+(training, evaluation, inference, a CLI in scripts/) shows the hook: exit status 1, stderr's last line ``error:``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from scripts.errors import find_input_error
+from scripts.phantom import write_learn2reg_phantom
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = BUNDLE_ROOT / "configs"
+CT = ["train.json", "ct.json", "abdomenctct.json"]
+TINY = {"channels": [4, 8, 16], "strides": [2, 2], "batch_size": 2, "image_size": [16, 16, 16], "epochs": 1}
+NAME = "AbdomenCTCT_{:04d}_0000"
+
+
+@pytest.fixture(scope="module")
+def phantom_src(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("AbdomenCTCT")
+    write_learn2reg_phantom(str(out), num_images=4, num_val_images=2, seed=1, shape=(20, 18, 16))
+    return out
+
+
+@pytest.fixture
+def phantom(phantom_src, tmp_path) -> Path:
+    """A private copy to break."""
+    return Path(shutil.copytree(phantom_src, tmp_path / "AbdomenCTCT"))
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def workflow_error(configs, workflow_type="train", **overrides):
+    """Run a bundle workflow in process and return the user error it raised (the test fails if there is none)."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=[str(CONFIGS / c) for c in configs], meta_file=str(CONFIGS / "metadata.json"),
+                        logging_file=False, workflow_type=workflow_type, **overrides)  # fmt: skip
+    with pytest.raises(Exception) as info:
+        wf.initialize()
+        wf.run()
+    err = find_input_error(info.value)
+    assert err is not None, repr(info.value)
+    return str(err)
+
+
+def train_error(tmp_path, phantom, **overrides):
+    root = tmp_path / "bundle"
+    root.mkdir(exist_ok=True)
+    args = {"bundle_root": str(root), "dataset_dir": str(phantom), **TINY, **overrides}
+    message = workflow_error(CT, **args)
+    assert listing(root) == [], listing(root)  # no run folder, event file, cache entry
+    return message
+
+
+# ------------------------------------------------------------------------------------------------------- training
+def test_training_dataset_errors_name_the_file(tmp_path, phantom):
+    msg = train_error(tmp_path, phantom, dataset_dir=str(tmp_path / "nowhere"))
+    assert "dataset_dir" in msg and "nowhere" in msg and "not found" in msg
+
+    ds_json = phantom / "AbdomenCTCT_dataset.json"
+    good = ds_json.read_text()
+    lines = good.splitlines()
+    lines[3] = lines[3] + ","  # a trailing comma somewhere in the middle
+    ds_json.write_text("\n".join(lines))
+    msg = train_error(tmp_path, phantom)
+    assert str(ds_json) in msg and "not valid JSON at line" in msg
+    ds_json.write_text(good)
+
+    label = phantom / "labelsTr" / f"{NAME.format(1)}.nii.gz"
+    label.rename(label.with_suffix(".bak"))
+    msg = train_error(tmp_path, phantom)
+    assert str(label) in msg and "not found" in msg
+    label.with_suffix(".bak").rename(label)
+
+    seg = phantom / "totalsegmentator" / f"{NAME.format(2)}_seg.nii.gz"
+    seg.rename(seg.with_suffix(".bak"))
+    msg = train_error(tmp_path, phantom)
+    assert "TotalSegmentator segmentation" in msg and seg.name in msg
+    seg.with_suffix(".bak").rename(seg)
+
+    image = phantom / "imagesTr" / f"{NAME.format(3)}.nii.gz"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])  # truncated
+    msg = train_error(tmp_path, phantom)
+    assert str(image) in msg and "truncated" in msg and "AbdomenCTCT_dataset.json" in msg
+
+
+def test_training_resume_and_output_dir_errors(tmp_path, phantom):
+    msg = train_error(tmp_path, phantom, resume="true")
+    assert "--resume true" in msg and "checkpoint" in msg
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    msg = train_error(tmp_path, phantom, output_dir=str(target))
+    assert str(target) in msg and "not a folder" in msg
+
+
+def test_dice_without_label_maps_is_an_error_before_training(tmp_path, phantom):
+    shutil.rmtree(phantom / "labelsTr")
+    meta = json.loads((phantom / "AbdomenCTCT_dataset.json").read_text())
+    for entry in meta["training"]:
+        entry.pop("label", None)
+    (phantom / "AbdomenCTCT_dataset.json").write_text(json.dumps(meta))
+    msg = train_error(tmp_path, phantom)
+    assert "no label maps" in msg and "--beta 0" in msg and "AbdomenCTCT_dataset.json" in msg
+
+
+# ------------------------------------------------------------------------------------------------------ inference
+def _tiny_pair(folder: Path, prefix: str = "p", nan: bool = False, shape=(20, 18, 16)) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    data = rng.random(shape).astype(np.float32)
+    if nan:
+        data[1, 2, 3] = np.nan
+    fixed, moving = folder / f"{prefix}_fixed.nii.gz", folder / f"{prefix}_moving.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.5, 1.0])), str(fixed))
+    nib.save(nib.Nifti1Image(data[::-1].copy(), np.diag([2.0, 2.0, 2.5, 1.0])), str(moving))
+    return {"fixed": str(fixed), "moving": str(moving)}
+
+
+def infer_error(tmp_path, **overrides) -> str:
+    return workflow_error(["inference.json"], "infer", bundle_root=str(BUNDLE_ROOT), **overrides)
+
+
+def test_inference_checkpoint_errors_before_any_work(tmp_path):
+    pair = _tiny_pair(tmp_path / "in")
+    out = tmp_path / "out"
+    shipped = (BUNDLE_ROOT / "models" / "model.pt").read_bytes()
+    cases = {
+        "truncated.pt": (shipped[: len(shipped) // 3], "not a readable PyTorch checkpoint"),
+        "text.pt": (b"these are not weights\n", "not a readable PyTorch checkpoint"),
+        "empty.pt": (b"", "empty"),
+    }
+    for name, (content, expected) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        msg = infer_error(tmp_path, **pair, output_dir=str(out), ckpt_path=str(tmp_path / name))
+        assert expected in msg and name in msg, msg
+    from monai.networks.nets import AttentionUnet
+
+    other = AttentionUnet(3, 2, 3, (16, 32, 64, 128), (2, 2, 2))
+    torch.save(other.state_dict(), tmp_path / "wide.pt")
+    msg = infer_error(tmp_path, **pair, output_dir=str(out), ckpt_path=str(tmp_path / "wide.pt"))
+    assert "wide.pt" in msg and "channels [16, 32, 64, 128]" in msg and "channels [8, 16, 32, 64]" in msg
+    deep = AttentionUnet(3, 2, 3, (8, 16, 32, 64, 128), (2, 2, 2, 2))
+    torch.save({"model": deep.state_dict()}, tmp_path / "deep.pt")
+    msg = infer_error(tmp_path, **pair, output_dir=str(out), ckpt_path=str(tmp_path / "deep.pt"))
+    assert "depth 5" in msg and "strides [2, 2, 2]" in msg
+    assert not out.exists()
+
+
+def test_inference_output_folder_and_nan_in_a_later_pair(tmp_path):
+    pair = _tiny_pair(tmp_path / "in")
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    msg = infer_error(tmp_path, **pair, output_dir=str(target))
+    assert str(target) in msg and "not a folder" in msg
+    msg = infer_error(tmp_path, **pair, output_dir=str(target / "sub"))
+    assert "is a file, not a folder" in msg
+    folder = tmp_path / "many"
+    _tiny_pair(folder, "a")
+    bad = _tiny_pair(folder, "b", nan=True)
+    out = tmp_path / "out"
+    msg = infer_error(tmp_path, dataset_dir=str(folder), output_dir=str(out))
+    assert bad["fixed"] in msg and "NaN or Inf" in msg
+    assert not out.exists()
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return proc.returncode == 0
+
+
+@pytest.mark.parametrize("case", ["read_only", "disk_full"])
+def test_inference_unwritable_or_full_file_system(tmp_path, case):
+    mount = tmp_path / "mnt"
+    if not _mount_tmpfs(mount, "ro,size=1m" if case == "read_only" else "size=1m"):
+        pytest.skip("needs root to mount a small tmpfs (read-only / full file system)")
+    try:
+        pair = _tiny_pair(tmp_path / "in", shape=(44, 44, 44))
+        out = mount / "out"
+        # disk full: the ddf (1000 KB) passes the free-space check, the warped image no longer fits: fails mid-write
+        msg = infer_error(tmp_path, **pair, output_dir=str(out), save_jacobian=False)
+        expected = "Read-only file system" if case == "read_only" else "No space left"
+        assert expected in msg and str(mount) in msg, msg
+        if out.exists():  # every file complete or absent: no temporary left, only whole NIfTI files
+            for p in out.iterdir():
+                assert not p.name.endswith(".tmp"), p
+                nib.load(str(p)).get_fdata()
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    from scripts.preflight import check_output_dir, temp_prefix
+
+    out = tmp_path / "out"
+    code = ("import sys, tempfile, os; from scripts.preflight import temp_prefix; "
+            f"tempfile.mkstemp(dir={str(out)!r}, prefix=temp_prefix('x_ddf.nii.gz'), suffix='.tmp')")  # fmt: skip
+    out.mkdir()
+    subprocess.run([sys.executable, "-c", code], cwd=BUNDLE_ROOT, check=True)  # a writer that died mid-write
+    (out / "tmpab12cd34").write_bytes(b"")  # Ignite's legacy checkpoint temporary
+    os.utime(out / "tmpab12cd34", (1, 1))
+    live = out / f"{temp_prefix('y.nii.gz')}abcd1234.tmp"  # ours, this process is alive: kept
+    live.write_bytes(b"")
+    (out / "user_file.txt").write_text("keep")
+    assert len(list(out.iterdir())) == 4
+    check_output_dir(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, "user_file.txt"])
+
+
+# --------------------------------------------------------------------------------------------- the command lines
+def subprocess_env() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("BIOMECH_DEBUG", None)
+    return env
+
+
+def command(run_id: str, configs: list[str], *args: str, cwd: Path, env=None) -> subprocess.CompletedProcess:
+    config_file = str([str(CONFIGS / c) for c in configs]).replace(" ", "")
+    cmd = [sys.executable, "-W", "ignore", "-m", "monai.bundle", "run", run_id, "--config_file", config_file, *args]
+    return subprocess.run(cmd, cwd=cwd, env=env or subprocess_env(), capture_output=True, text=True, timeout=300)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, *names: str) -> str:
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for name in names:
+        assert name in last, last
+    return last
+
+
+def test_training_command_line_truncated_image(tmp_path, phantom):
+    image = phantom / "imagesTr" / f"{NAME.format(2)}.nii.gz"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    root = tmp_path / "bundle"
+    root.mkdir()
+    args = ["--bundle_root", str(root), "--dataset_dir", str(phantom), "--channels", "[4,8,16]", "--strides", "[2,2]",
+            "--image_size", "[16,16,16]", "--epochs", "1"]  # fmt: skip
+    proc = command("training", CT, *args, cwd=BUNDLE_ROOT)
+    assert_one_error_line(proc, str(image), "truncated")
+    assert listing(root) == []
+    debug = command("training", CT, *args, cwd=BUNDLE_ROOT, env={**subprocess_env(), "BIOMECH_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_evaluation_and_inference_command_lines(tmp_path):
+    from monai.networks.nets import AttentionUnet
+
+    root = tmp_path / "bundle"
+    run_dir = root / "runs" / "synthetic_rigid_rigidity_jacobian"
+    run_dir.mkdir(parents=True)
+    torch.save(AttentionUnet(3, 2, 3, (4, 8, 16), (2, 2)).state_dict(), run_dir / "model.pt")
+    proc = command("evaluating", ["train.json", "evaluate.json"], "--bundle_root", str(root), "--num_test_pairs", "2",
+                   "--image_size", "[16,16,16]", cwd=BUNDLE_ROOT)  # fmt: skip
+    assert_one_error_line(proc, str(run_dir / "model.pt"), "channels [4, 8, 16]")
+    assert listing(root) == ["runs", "runs/synthetic_rigid_rigidity_jacobian",
+                             "runs/synthetic_rigid_rigidity_jacobian/model.pt"]  # fmt: skip
+
+    pair = _tiny_pair(tmp_path / "in")
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    proc = command("inference", ["inference.json"], "--bundle_root", str(BUNDLE_ROOT), "--fixed", pair["fixed"],
+                   "--moving", pair["moving"], "--output_dir", str(target), cwd=tmp_path)  # fmt: skip
+    assert_one_error_line(proc, str(target))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    env = subprocess_env()
+    cmd = [sys.executable, "-m", "scripts.precompute_regions", "--labels", str(tmp_path / "no.nii.gz"), "--out_dir",
+           str(tmp_path / "o")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, env=env, capture_output=True, text=True)
+    assert_one_error_line(proc, "no.nii.gz")
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "scripts.synthetic", "write", "--out_dir", str(target / "sub"),
+                           "--num_pairs", "1", "--shape", "[16,16,16]"], cwd=BUNDLE_ROOT, env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert_one_error_line(proc, "a_file")
