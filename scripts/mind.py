@@ -121,9 +121,14 @@ class MINDSSCLoss(nn.Module):
         """pred, target: (B, 1, X, Y, Z) -> scalar (or (B, 1, X, Y, Z) with ``reduction="none"``)."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
-        diff = (mind_ssc(pred, self.radius, self.dilation, self.spacing) - mind_ssc(
-            target, self.radius, self.dilation, self.spacing
-        )).square().mean(dim=1, keepdim=True)
+        diff = (
+            (
+                mind_ssc(pred, self.radius, self.dilation, self.spacing)
+                - mind_ssc(target, self.radius, self.dilation, self.spacing)
+            )
+            .square()
+            .mean(dim=1, keepdim=True)
+        )
         if self.reduction == LossReduction.MEAN.value:
             return diff.mean()
         if self.reduction == LossReduction.SUM.value:

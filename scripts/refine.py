@@ -29,7 +29,8 @@ and rigid regions; on the sliding band that of the normal component u . n along 
 part only along the interface's own plane, so the tangential jump across the wall stays free.
 
 Coarse to fine: ``levels`` grids, each half the resolution of the next, the finest being the working grid; the
-field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling.
+field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling; each level's
+images and regions are resampled from the next finer level (factor ~2: small kernels, even from a 1 mm input).
 
 Conventions: tensors (1, C, X, Y, Z); displacement channel k along array axis k, in voxels of the grid it lives
 on, ``warped(x) = moving(x + u(x))`` (MONAI ``Warp``, align_corners=True geometry: voxel centres 0..n-1 span the
@@ -182,7 +183,7 @@ def _forward_fold_barrier(u_vox: torch.Tensor, keep: torch.Tensor | None, tau: f
         idx = [slice(None), slice(None), slice(0, n[0]), slice(0, n[1]), slice(0, n[2])]
         idx[2 + axis] = slice(1, n[axis] + 1)
         cols.append(u_vox[tuple(idx)] - base)  # (B, 3, ...) d u / d i_axis
-    g = [[cols[l][:, k] for l in range(3)] for k in range(3)]
+    g = [[cols[axis][:, k] for axis in range(3)] for k in range(3)]
     det = jacobian_det(g)
     term = F.relu(tau - det).square()
     if keep is None:
@@ -306,11 +307,18 @@ def refine_pair(
 
         bar = tqdm(total=sum(iters), desc="refine", unit="it")
     start = time.perf_counter()
+    # image / region pyramid, finest first, each level from the next finer one (small kernels, cheap at 1 mm)
+    pyramid: list[tuple] = [None] * levels
+    f_l, m_l, mask_l, n_l = fixed, moving, masks, nrm
+    for level in reversed(range(levels)):
+        f_l, m_l = resize_image(f_l, shapes[level]), resize_image(m_l, shapes[level])
+        if mask_l is not None:
+            mask_l, n_l = resize_regions(mask_l, n_l, shapes[level])
+        pyramid[level] = (f_l, m_l, mask_l, n_l)
     for level, (shape, n_iter, rate) in enumerate(zip(shapes, iters, rates)):
         sp = grid_spacing(in_shape, spacing, shape)
-        f_l, m_l = resize_image(fixed, shape), resize_image(moving, shape)
+        f_l, m_l, mask_l, n_l = pyramid[level]
         source, target = sim.prepare(f_l, m_l, sp)
-        mask_l, n_l = (None, None) if masks is None else resize_regions(masks, nrm, shape)
         # the diffusion term frees the tangential jump only where the shearing term is used
         slides = regulariser == "rigidity_shearing_jacobian" and mask_l is not None
         sliding = (mask_l == SLIDING) if slides else None

@@ -6,7 +6,9 @@ import pytest
 from scripts.cavity import body_mask, cavity_labels, cavity_regions
 from scripts.regions import JACOBIAN, RIGID, SLIDING, TOTALSEG_V2_TOTAL, build_regularisation_mask, load_region_spec
 
-LIVER, LUNG, RIB, VERTEBRA = (TOTALSEG_V2_TOTAL[n] for n in ("liver", "lung_lower_lobe_left", "rib_left_5", "vertebrae_T10"))
+LIVER, LUNG, RIB, VERTEBRA = (
+    TOTALSEG_V2_TOTAL[n] for n in ("liver", "lung_lower_lobe_left", "rib_left_5", "vertebrae_T10")
+)
 SP = (2.0, 2.0, 2.0)
 
 

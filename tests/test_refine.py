@@ -72,8 +72,14 @@ def sliding_results():
     out = {}
     for mode in ("rigidity_shearing_jacobian", "jacobian"):
         ddf, _ = refine_pair(
-            fixed, moving, (2.0, 2.0, 2.0), reg_mask=mask, normals=normals, regulariser=mode, levels=2,
-            iterations=(60, 80)
+            fixed,
+            moving,
+            (2.0, 2.0, 2.0),
+            reg_mask=mask,
+            normals=normals,
+            regulariser=mode,
+            levels=2,
+            iterations=(60, 80),
         )
         out[mode] = ddf
     return v_true, mask, out
