@@ -73,7 +73,12 @@ def build_case(path: Path = CACHE, seed: int = 0) -> Path:
         for _ in range(15):
             v = -warp(u, v)
     np.savez_compressed(
-        path, fixed=norm(fixed_hu), moving=norm(out["moving"]), v=v[0].numpy(), mask=mask, normals=normals,
+        path,
+        fixed=norm(fixed_hu),
+        moving=norm(out["moving"]),
+        v=v[0].numpy(),
+        mask=mask,
+        normals=normals,
         body=inside,
     )
     return path
@@ -106,7 +111,8 @@ def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
     from scripts.mechanics import jacobian_determinant
 
     det = jacobian_determinant(ddf)[0]
-    for name, region in (("jacobian", mask[0, 0] == 0), ("rigid", mask[0, 0] == RIGID), ("sliding", mask[0, 0] == SLIDING)):
+    regions = (("jacobian", mask[0, 0] == 0), ("rigid", mask[0, 0] == RIGID), ("sliding", mask[0, 0] == SLIDING))
+    for name, region in regions:
         det_fold[name] = float((det[region] <= 0).float().mean() * 100) if region.any() else 0.0
     return dict(
         config=config,
@@ -135,7 +141,9 @@ def main(configs=("rigidity_shearing_jacobian", "jacobian"), threads: int = 2, r
         load_before = os.getloadavg()
         proc = subprocess.run(
             [sys.executable, __file__, "--run", config, "--threads", str(threads)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         result["loadavg_1min_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]

@@ -2,7 +2,7 @@
 
 :func:`refine_pair` optimises a displacement field for one image pair, already resampled on the fixed grid:
 
-    minimise  similarity(fixed, moving o (id + u))  +  gamma * BiomechanicalLoss(u)  +  smooth * D(u)
+    minimise  alpha * similarity(fixed, moving o (id + u))  +  gamma * BiomechanicalLoss(u)  +  smooth * D(u)
 
 with Adam, coarse to fine. ``BiomechanicalLoss`` (:mod:`scripts.losses`, mechanics in mm) is rigidity on bones,
 shearing on the sliding band (with its normals) and log-Jacobian elsewhere, or log-Jacobian everywhere
@@ -29,7 +29,8 @@ and rigid regions; on the sliding band that of the normal component u . n along 
 part only along the interface's own plane, so the tangential jump across the wall stays free.
 
 Coarse to fine: ``levels`` grids, each half the resolution of the next, the finest being the working grid; the
-field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling.
+field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling; each level's
+images and regions are resampled from the next finer level (factor ~2: small kernels, even from a 1 mm input).
 
 Conventions: tensors (1, C, X, Y, Z); displacement channel k along array axis k, in voxels of the grid it lives
 on, ``warped(x) = moving(x + u(x))`` (MONAI ``Warp``, align_corners=True geometry: voxel centres 0..n-1 span the
@@ -51,9 +52,20 @@ from scripts.labels import RIGID, SLIDING
 from scripts.losses import BiomechanicalLoss
 from scripts.mechanics import jacobian_det
 
-__all__ = ["refine_pair", "working_shape", "resize_field", "resize_image", "resize_regions", "SIMILARITIES"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "refine_pair",
+    "working_shape",
+    "resize_field",
+    "resize_image",
+    "resize_regions",
+    "SIMILARITIES",
+]
 
 SIMILARITIES = ("lncc", "mind", "mse")
+# default similarity weight ``alpha``: LNCC lies in [-1, 0], the MIND-SSC mean squared difference is ~10x smaller
+# (tuned on the deformed real CT of benchmarks/sweep_refine.py; the MSE value is a guess of the same order)
+DEFAULT_ALPHA = {"lncc": 1.0, "mind": 10.0, "mse": 10.0}
 
 
 def working_shape(shape: Sequence[int], spacing: Sequence[float], grid_mm: float | None) -> tuple[int, ...]:
@@ -255,6 +267,7 @@ def refine_pair(
     mind_dilation: int = 2,
     fold_penalty: float = 1.0,
     fold_barrier: float = 10.0,
+    alpha: float | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, list[dict[str, float]]]:
     """Optimise the displacement of one pair (see the module docstring).
@@ -267,6 +280,7 @@ def refine_pair(
         init_ddf: (1, 3, X, Y, Z) initial displacement in voxels of the grid (e.g. a network's prediction).
         similarity: ``"lncc"`` (MONAI LNCC, window ``lncc_kernel`` voxels of each level), ``"mind"`` (MSE of
             MIND-SSC descriptors, :mod:`scripts.mind`) or ``"mse"``.
+        alpha: weight of the similarity (``None``: :data:`DEFAULT_ALPHA` of the similarity, 1 for LNCC).
         regulariser: ``"rigidity_shearing_jacobian"`` or ``"jacobian"`` (or ``"rigidity_jacobian"``).
         gamma: weight of the biomechanical loss; smooth: weight of the sliding-aware forward-difference diffusion.
         levels: number of grids (the finest is the working grid, each coarser one half as fine).
@@ -295,6 +309,7 @@ def refine_pair(
     shapes = [tuple(max(4, (n - 1) // 2 ** (levels - 1 - i) + 1) for n in work) for i in range(levels)]
     fixed, moving = fixed.detach().float(), moving.detach().float()
     sim = _Similarity(similarity, lncc_kernel, mind_radius, mind_dilation)
+    alpha = DEFAULT_ALPHA[similarity] if alpha is None else float(alpha)
     reg = BiomechanicalLoss(mode=regulariser, fold_penalty=fold_penalty)
     warp = Warp(mode="bilinear", padding_mode="border")
     masks = None if reg_mask is None else reg_mask.detach().float()
@@ -307,11 +322,18 @@ def refine_pair(
 
         bar = tqdm(total=sum(iters), desc="refine", unit="it")
     start = time.perf_counter()
+    # image / region pyramid, finest first, each level from the next finer one (small kernels, cheap at 1 mm)
+    pyramid: list[tuple] = [None] * levels
+    f_l, m_l, mask_l, n_l = fixed, moving, masks, nrm
+    for level in reversed(range(levels)):
+        f_l, m_l = resize_image(f_l, shapes[level]), resize_image(m_l, shapes[level])
+        if mask_l is not None:
+            mask_l, n_l = resize_regions(mask_l, n_l, shapes[level])
+        pyramid[level] = (f_l, m_l, mask_l, n_l)
     for level, (shape, n_iter, rate) in enumerate(zip(shapes, iters, rates)):
         sp = grid_spacing(in_shape, spacing, shape)
-        f_l, m_l = resize_image(fixed, shape), resize_image(moving, shape)
+        f_l, m_l, mask_l, n_l = pyramid[level]
         source, target = sim.prepare(f_l, m_l, sp)
-        mask_l, n_l = (None, None) if masks is None else resize_regions(masks, nrm, shape)
         # the diffusion term frees the tangential jump only where the shearing term is used
         slides = regulariser == "rigidity_shearing_jacobian" and mask_l is not None
         sliding = (mask_l == SLIDING) if slides else None
@@ -331,7 +353,7 @@ def refine_pair(
             r_val = reg(param, mask_l, n_l, spacing=sp) if gamma > 0 else zero
             d_val = _forward_diffusion(param * sp_t, sp, sliding, n_smooth) if smooth > 0 else zero
             f_val = _forward_fold_barrier(param, None if sliding is None else ~sliding) if fold_barrier > 0 else zero
-            total = s_val + gamma * r_val + smooth * d_val + fold_barrier * f_val
+            total = alpha * s_val + gamma * r_val + smooth * d_val + fold_barrier * f_val
             total.backward()
             opt.step()
             curve.append(
