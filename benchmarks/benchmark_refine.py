@@ -2,7 +2,7 @@
 
 The case: a 192 x 160 x 256 mm crop of the real abdomen CT ``../shared/data/totalsegmentator_example/example_ct``
 (3 mm) resampled to 1 mm (the 192 x 160 x 256 grid of the performance goal; the 2 mm working grid is then
-97 x 81 x 129), deformed by :func:`scripts.synthetic.deform_ct` (smooth random field + a rigid motion of the
+97 x 81 x 129), deformed by :func:`scripts.phantom.deform_ct` (smooth random field + a rigid motion of the
 "vertebrae"). That CT has no segmentation of its own, so its regions come from :func:`scripts.cavity.cavity_regions`
 on a threshold stand-in label map: air inside the body (< -400 HU) as lung, bone (> 200 HU) as a vertebra. Each
 configuration runs in a fresh subprocess, so that its peak resident memory (``ru_maxrss``) is its own; the load
@@ -43,8 +43,8 @@ def build_case(path: Path = CACHE, seed: int = 0) -> Path:
     from scipy.ndimage import zoom
 
     from scripts.cavity import body_mask, cavity_regions
-    from scripts.regions import TOTALSEG_V2_TOTAL
-    from scripts.synthetic import deform_ct
+    from scripts.labels import TOTALSEG_V2_TOTAL
+    from scripts.phantom import deform_ct
 
     if not DATA.is_file():
         raise SystemExit(f"error: benchmark data not found: {DATA}")

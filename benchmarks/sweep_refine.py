@@ -1,7 +1,7 @@
 """Parameter sweep of refine_pair on the real 3 mm abdomen CT deformed with a known field (small and quick).
 
 Case: ``../shared/data/totalsegmentator_example/example_ct_sm`` (122 x 101 x 30, 3 mm) and its TotalSegmentator
-segmentation; moving = :func:`scripts.synthetic.deform_ct` (seed 0, smooth_mm 6); the answer is the inverse of
+segmentation; moving = :func:`scripts.phantom.deform_ct` (seed 0, smooth_mm 6); the answer is the inverse of
 that field (fixed-point iteration); regions from :func:`scripts.cavity.cavity_regions`. Prints, per configuration
 (a JSON dict of refine_pair keyword arguments): the mean endpoint error in the body (mm), the seconds, the folding
 percentages [outside the sliding band, outside the band (dilated by one voxel) after upsampling the field by 2, in
@@ -32,7 +32,7 @@ def load_case() -> dict:
     from monai.networks.blocks import Warp
 
     from scripts.cavity import cavity_regions
-    from scripts.synthetic import deform_ct
+    from scripts.phantom import deform_ct
 
     ct = np.asarray(nib.load(str(DATA / "example_ct_sm.nii.gz")).dataobj).astype(np.float32)
     seg = np.asarray(nib.load(str(DATA / "example_seg.nii.gz")).dataobj).astype(np.int32)
