@@ -123,7 +123,7 @@ def wall_band(cavity: np.ndarray) -> np.ndarray:
 def jacobian_det_np(ddf_vox: np.ndarray) -> np.ndarray:
     """det(I + grad u) of a (3, X, Y, Z) voxel field by central differences (np.gradient), (X, Y, Z)."""
     g = [np.gradient(ddf_vox[k]) for k in range(3)]
-    j = [[g[k][l] + (1.0 if k == l else 0.0) for l in range(3)] for k in range(3)]
+    j = [[g[k][m] + (1.0 if k == m else 0.0) for m in range(3)] for k in range(3)]
     return (
         j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
         - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
