@@ -1,0 +1,321 @@
+"""Test-time (per-pair) registration refinement with the biomechanical prior.
+
+:func:`refine_pair` optimises a displacement field for one image pair, already resampled on the fixed grid:
+
+    minimise  similarity(fixed, moving o (id + u))  +  gamma * BiomechanicalLoss(u)  +  smooth * D(u)
+
+with Adam, coarse to fine. ``BiomechanicalLoss`` (:mod:`scripts.losses`, mechanics in mm) is rigidity on bones,
+shearing on the sliding band (with its normals) and log-Jacobian elsewhere, or log-Jacobian everywhere
+(``regulariser="jacobian"``). ``D`` is a small "sliding-aware" diffusion term (below).
+
+Parameterisation: a dense displacement on a working grid of about ``grid_mm`` (2 mm) per voxel, WHY:
+
+* the sliding prior only makes sense if the field can actually jump tangentially across the cavity wall. A cubic
+  B-spline control grid (spacing >= 2 voxels) or a heavily smoothed stationary velocity is C1/C2 everywhere, so a
+  tangential jump is smeared over the whole support (>= 4 control points, ~16-20 mm), exactly where the lung or
+  liver slides along the ribs; the shearing term would then have nothing to allow. A dense field at 2 mm can
+  jump within one voxel;
+* every level is cheap: one warp (``grid_sample``), one similarity and the regulariser per iteration, no
+  scaling-and-squaring (a velocity integration costs 7 warps per iteration);
+* invertibility is enforced where it is wanted: the log-Jacobian term is a barrier against det J -> 0 on the
+  Jacobian region (with ``fold_penalty`` pushing back any fold that Adam's step jumps into); inside the thin
+  sliding band folding is allowed in principle (a slip is not a diffeomorphism of the whole domain), the
+  returned ``stats`` report the fraction of folded voxels per region.
+
+A dense field has one weakness: the central differences of :mod:`scripts.mechanics` do not see a checkerboard
+(their null space at the Nyquist frequency), so the similarity could write voxel-scale noise into the field
+unopposed. ``D`` closes that gap: the mean squared FORWARD difference of the field (mm / mm) on the Jacobian
+and rigid regions, and of its normal component only (u . n) on the sliding band, so tangential jumps stay free.
+
+Coarse to fine: ``levels`` grids, each half the resolution of the next, the finest being the working grid; the
+field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling.
+
+Conventions: tensors (1, C, X, Y, Z); displacement channel k along array axis k, in voxels of the grid it lives
+on, ``warped(x) = moving(x + u(x))`` (MONAI ``Warp``, align_corners=True geometry: voxel centres 0..n-1 span the
+same extent on every grid).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+from monai.losses import LocalNormalizedCrossCorrelationLoss
+from monai.networks.blocks import Warp
+from torch.nn import functional as F
+
+from scripts.losses import RIGID, SLIDING, BiomechanicalLoss
+
+__all__ = ["refine_pair", "working_shape", "resize_field", "resize_image", "resize_regions", "SIMILARITIES"]
+
+SIMILARITIES = ("lncc", "mind", "mse")
+
+
+def working_shape(shape: Sequence[int], spacing: Sequence[float], grid_mm: float | None) -> tuple[int, ...]:
+    """Shape of the working grid: about ``grid_mm`` per voxel, never finer than the input (``None``: the input)."""
+    if grid_mm is None:
+        return tuple(int(n) for n in shape)
+    return tuple(max(2, min(int(n), int(round((n - 1) * s / grid_mm)) + 1)) for n, s in zip(shape, spacing))
+
+
+def grid_spacing(shape_in: Sequence[int], spacing: Sequence[float], shape_out: Sequence[int]) -> list[float]:
+    """Voxel size (mm) of a grid of ``shape_out`` spanning the same extent as ``shape_in`` (align_corners)."""
+    return [s * (n - 1) / max(m - 1, 1) for n, s, m in zip(shape_in, spacing, shape_out)]
+
+
+def _gaussian_blur(image: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, X, Y, Z), sigma in voxels per axis (0: that axis untouched)."""
+    out = image
+    for axis, sigma in enumerate(sigmas):
+        if sigma <= 0.2:
+            continue
+        radius = max(1, int(math.ceil(2.5 * sigma)))
+        x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        c = out.shape[1]
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), kernel.reshape(shape).repeat(c, 1, 1, 1, 1), groups=c)
+    return out
+
+
+def resize_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Image (B, C, *S) on a grid of ``shape`` (same extent): anti-aliasing blur when shrinking, then trilinear."""
+    shape = tuple(int(n) for n in shape)
+    if tuple(image.shape[2:]) == shape:
+        return image
+    factors = [(n - 1) / max(m - 1, 1) for n, m in zip(image.shape[2:], shape)]
+    image = _gaussian_blur(image, [0.5 * f if f > 1 else 0.0 for f in factors])
+    return F.interpolate(image, size=shape, mode="trilinear", align_corners=True)
+
+
+def resize_field(ddf: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Displacement (B, 3, *S) in voxels of its grid -> (B, 3, *shape) in voxels of the new grid (same extent)."""
+    shape = tuple(int(n) for n in shape)
+    if tuple(ddf.shape[2:]) == shape:
+        return ddf
+    scale = torch.tensor(
+        [(m - 1) / max(n - 1, 1) for n, m in zip(ddf.shape[2:], shape)], dtype=ddf.dtype, device=ddf.device
+    )
+    out = F.interpolate(ddf, size=shape, mode="trilinear", align_corners=True)
+    return out * scale.reshape(1, 3, 1, 1, 1)
+
+
+def _nearest_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    return torch.round(torch.arange(n_out, device=device, dtype=torch.float64) * (n_in - 1) / max(n_out - 1, 1)).long()
+
+
+def resize_regions(
+    reg_mask: torch.Tensor, normals: torch.Tensor | None, shape: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Regularisation mask (1, 1, *S) and normals (1, 3, *S) on a coarser grid of ``shape``.
+
+    Rigid: nearest sample. Sliding: the band is first dilated by half the shrink factor, so that a band thinner
+    than the coarse voxels survives; its normals are the renormalised mean of the normals in that window (the
+    normals of :func:`scripts.regions.compute_normals` have a consistent sign). Sliding overrides rigid.
+    """
+    shape = tuple(int(n) for n in shape)
+    if tuple(reg_mask.shape[2:]) == shape:
+        return reg_mask, normals
+    factors = [(n - 1) / max(m - 1, 1) for n, m in zip(reg_mask.shape[2:], shape)]
+    kernel = tuple(2 * int(math.ceil(f / 2)) + 1 if f > 1 else 1 for f in factors)
+    padding = tuple(k // 2 for k in kernel)
+    labels = reg_mask.round()
+    sliding = (labels == SLIDING).float()
+    dilated = F.max_pool3d(sliding, kernel, stride=1, padding=padding)
+    idx = [_nearest_index(n, m, reg_mask.device) for n, m in zip(reg_mask.shape[2:], shape)]
+
+    def sample(t: torch.Tensor) -> torch.Tensor:
+        return t[:, :, idx[0]][:, :, :, idx[1]][:, :, :, :, idx[2]]
+
+    out = torch.where(sample(labels) == RIGID, float(RIGID), 0.0)
+    out = torch.where(sample(dilated) > 0, float(SLIDING), out).to(reg_mask.dtype)
+    if normals is None:
+        return out, None
+    summed = F.avg_pool3d(normals.float() * sliding, kernel, stride=1, padding=padding, count_include_pad=False)
+    n = sample(summed)
+    norm = n.norm(dim=1, keepdim=True)
+    n = torch.where((out == SLIDING) & (norm > 1e-6), n / norm.clamp_min(1e-6), torch.zeros_like(n))
+    return out, n.to(normals.dtype)
+
+
+def _forward_diffusion(u_mm: torch.Tensor, spacing: Sequence[float], sliding: torch.Tensor | None,
+                       normals: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared forward difference (mm/mm) of the field, of its normal component only on sliding voxels."""
+    field = u_mm
+    if sliding is not None and normals is not None and bool(sliding.any()):
+        un = (u_mm * normals).sum(dim=1, keepdim=True) * normals
+        field = torch.where(sliding, un, u_mm)
+    total = u_mm.new_zeros(())
+    for axis, s in enumerate(spacing):
+        d = torch.diff(field, dim=2 + axis) / s
+        if sliding is not None:
+            # a difference across the band's edge mixes a projected and a full vector: weight only pairs whose two
+            # ends are of the same kind, so the jump at the wall (full field outside, normal part inside) is free
+            a = sliding.narrow(2 + axis, 0, d.shape[2 + axis])
+            b = sliding.narrow(2 + axis, 1, d.shape[2 + axis])
+            d = d * (a == b)
+        total = total + d.square().sum(dim=1).mean()
+    return total
+
+
+class _Similarity:
+    def __init__(self, name: str, lncc_kernel: int, mind_radius: int, mind_dilation: int):
+        if name not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {name!r}")
+        self.name = name
+        if name == "lncc":
+            self.loss = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=lncc_kernel)
+        elif name == "mind":
+            from scripts.mind import mind_ssc  # noqa: PLC0415 (optional descriptor, only loaded when used)
+
+            self.mind = lambda x, sp: mind_ssc(x, radius=mind_radius, dilation=mind_dilation, spacing=sp)
+
+    def prepare(self, fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float]):
+        """What is warped (moving image or its MIND descriptor) and the fixed target."""
+        if self.name == "mind":
+            with torch.no_grad():
+                return self.mind(moving, spacing), self.mind(fixed, spacing)
+        return moving, fixed
+
+    def __call__(self, warped: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.name == "lncc":
+            return self.loss(warped, target)
+        return F.mse_loss(warped, target)
+
+
+def _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf):
+    if fixed.ndim != 5 or fixed.shape[:2] != (1, 1):
+        raise ValueError(f"fixed must be (1, 1, X, Y, Z), got shape {tuple(fixed.shape)}")
+    if moving.shape != fixed.shape:
+        raise ValueError(f"moving {tuple(moving.shape)} must be on the fixed grid {tuple(fixed.shape)}")
+    spacing = [float(s) for s in torch.as_tensor(spacing, dtype=torch.float64).reshape(-1)]
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")
+    grid = tuple(fixed.shape[2:])
+    if reg_mask is not None and (reg_mask.ndim != 5 or tuple(reg_mask.shape) != (1, 1) + grid):
+        raise ValueError(f"reg_mask must be (1, 1, *S) = {(1, 1) + grid}, got {tuple(reg_mask.shape)}")
+    if normals is not None and tuple(normals.shape) != (1, 3) + grid:
+        raise ValueError(f"normals must be (1, 3, *S) = {(1, 3) + grid}, got {tuple(normals.shape)}")
+    if init_ddf is not None and tuple(init_ddf.shape) != (1, 3) + grid:
+        raise ValueError(f"init_ddf must be (1, 3, *S) = {(1, 3) + grid}, got {tuple(init_ddf.shape)}")
+    return spacing
+
+
+def refine_pair(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    spacing: Sequence[float],
+    reg_mask: torch.Tensor | None = None,
+    normals: torch.Tensor | None = None,
+    init_ddf: torch.Tensor | None = None,
+    similarity: str = "lncc",
+    regulariser: str = "rigidity_shearing_jacobian",
+    gamma: float = 0.5,
+    smooth: float = 0.05,
+    levels: int = 3,
+    iterations: int | Sequence[int] = (80, 50, 30),
+    lr: float | Sequence[float] = 0.3,
+    grid_mm: float | None = 2.0,
+    lncc_kernel: int = 5,
+    mind_radius: int = 1,
+    mind_dilation: int = 2,
+    fold_penalty: float = 1.0,
+    progress: bool = False,
+) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Optimise the displacement of one pair (see the module docstring).
+
+    Args:
+        fixed, moving: (1, 1, X, Y, Z) float images on the same (fixed) grid, normalised (CT: HU window to [0, 1]).
+        spacing: (3,) voxel size of that grid, mm.
+        reg_mask: (1, 1, X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; needed unless ``regulariser="jacobian"``.
+        normals: (1, 3, X, Y, Z) unit sliding normals (mm frame, channel k along axis k), needed with sliding voxels.
+        init_ddf: (1, 3, X, Y, Z) initial displacement in voxels of the grid (e.g. a network's prediction).
+        similarity: ``"lncc"`` (MONAI LNCC, window ``lncc_kernel`` voxels of each level), ``"mind"`` (MSE of
+            MIND-SSC descriptors, :mod:`scripts.mind`) or ``"mse"``.
+        regulariser: ``"rigidity_shearing_jacobian"`` or ``"jacobian"`` (or ``"rigidity_jacobian"``).
+        gamma: weight of the biomechanical loss; smooth: weight of the sliding-aware forward-difference diffusion.
+        levels: number of grids (the finest is the working grid, each coarser one half as fine).
+        iterations: Adam iterations per level, coarsest first (one int: the same on every level).
+        lr: Adam learning rate, voxels of the level's grid per step (one per level, coarsest first, or one).
+        grid_mm: working voxel size in mm (the input grid when ``None`` or when it is already coarser).
+        fold_penalty: pushes folded voxels (det J <= 0) back (see :class:`scripts.losses.JacobianLoss`).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(ddf, curve)``: ddf (1, 3, X, Y, Z) float32 in voxels of the input grid (detached), and one dict per
+        iteration with ``level``, ``similarity``, ``regulariser``, ``smooth``, ``total`` and ``seconds``.
+    """
+    spacing = _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf)
+    if regulariser != "jacobian" and reg_mask is None:
+        raise ValueError(f"regulariser {regulariser!r} needs reg_mask; use regulariser='jacobian' without regions")
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    iters = [int(iterations)] * levels if isinstance(iterations, int) else [int(i) for i in iterations]
+    rates = [float(lr)] * levels if isinstance(lr, (int, float)) else [float(r) for r in lr]
+    if len(iters) != levels or len(rates) != levels:
+        raise ValueError(f"give one iteration count and one lr per level ({levels}), got {iters} and {rates}")
+    in_shape = tuple(fixed.shape[2:])
+    work = working_shape(in_shape, spacing, grid_mm)
+    shapes = [tuple(max(4, (n - 1) // 2 ** (levels - 1 - i) + 1) for n in work) for i in range(levels)]
+    fixed, moving = fixed.detach().float(), moving.detach().float()
+    sim = _Similarity(similarity, lncc_kernel, mind_radius, mind_dilation)
+    reg = BiomechanicalLoss(mode=regulariser, fold_penalty=fold_penalty)
+    warp = Warp(mode="bilinear", padding_mode="border")
+    masks = None if reg_mask is None else reg_mask.detach().float()
+    nrm = None if normals is None else normals.detach().float()
+    u = None if init_ddf is None else init_ddf.detach().float()
+    curve: list[dict[str, float]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=sum(iters), desc="refine", unit="it")
+    start = time.perf_counter()
+    for level, (shape, n_iter, rate) in enumerate(zip(shapes, iters, rates)):
+        sp = grid_spacing(in_shape, spacing, shape)
+        f_l, m_l = resize_image(fixed, shape), resize_image(moving, shape)
+        source, target = sim.prepare(f_l, m_l, sp)
+        mask_l, n_l = (None, None) if masks is None else resize_regions(masks, nrm, shape)
+        sliding = None if mask_l is None else (mask_l == SLIDING)
+        n_smooth = n_l if n_l is not None else None
+        if u is None:
+            param = torch.zeros((1, 3) + shape)
+        else:
+            param = resize_field(u, shape).clone()
+        param.requires_grad_(True)
+        opt = torch.optim.Adam([param], lr=rate)
+        sp_t = torch.tensor(sp).reshape(1, 3, 1, 1, 1)
+        for _ in range(n_iter):
+            opt.zero_grad(set_to_none=True)
+            warped = warp(source, param)
+            s_val = sim(warped, target)
+            r_val = reg(param, mask_l, n_l, spacing=sp) if gamma > 0 else s_val.new_zeros(())
+            d_val = _forward_diffusion(param * sp_t, sp, sliding, n_smooth) if smooth > 0 else s_val.new_zeros(())
+            total = s_val + gamma * r_val + smooth * d_val
+            total.backward()
+            opt.step()
+            curve.append(
+                dict(
+                    level=level,
+                    similarity=float(s_val),
+                    regulariser=float(r_val),
+                    smooth=float(d_val),
+                    total=float(total),
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(level=level, loss=f"{float(total):.4f}")
+        u = param.detach()
+    if bar is not None:
+        bar.close()
+    if u is None:  # no iterations at all
+        u = torch.zeros((1, 3) + shapes[-1])
+    return resize_field(u, in_shape).contiguous(), curve
