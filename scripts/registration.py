@@ -74,12 +74,24 @@ class PrepareRegistrationBatch(PrepareBatch):
     """Batch dict -> (inputs, targets, args, kwargs) for MONAI's SupervisedTrainer/Evaluator.
 
     inputs: (B, 2, *S) fixed+moving; targets: dict with ``fixed``, ``moving`` and, when present,
-    ``fixed_label``, ``moving_label``, ``reg_mask``, ``normals`` and ``spacing`` (B, D) mm (from the
+    ``fixed_label``, ``moving_label``, ``reg_mask``, ``normals``, the known motion of the synthetic sets
+    (``true_ddf`` (B, D, *S) voxels, ``object_mask`` and ``interface_mask`` (B, 1, *S), for
+    :func:`scripts.motion_metrics.known_motion_metrics`) and ``spacing`` (B, D) mm (from the
     fixed image's affine when ``physical_spacing``, else absent: voxel units); kwargs: the one-hot
     ``moving_label`` for the network when ``num_label_classes > 0``.
     """
 
-    target_keys = ("fixed", "moving", "fixed_label", "moving_label", "reg_mask", "normals")
+    target_keys = (
+        "fixed",
+        "moving",
+        "fixed_label",
+        "moving_label",
+        "reg_mask",
+        "normals",
+        "true_ddf",
+        "object_mask",
+        "interface_mask",
+    )
 
     def __init__(self, num_label_classes: int = 0, physical_spacing: bool = False):
         self.num_label_classes = num_label_classes

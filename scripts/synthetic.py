@@ -121,8 +121,9 @@ def _clipped_normal(rng: np.random.Generator, std: float, size=None):
     return np.clip(rng.normal(0.0, std, size=size), -CLIP_STDS * std, CLIP_STDS * std)
 
 
-def _draw_bar(rng: np.random.Generator, shape: tuple[int, int, int], rotation: str) -> tuple[np.ndarray, np.ndarray]:
-    """One rigid-bar image: returns (image (X, Y, Z) float32 in [0, 1], label (X, Y, Z) uint8 0/1).
+def _draw_bar(rng: np.random.Generator, shape: tuple[int, int, int], rotation: str) -> tuple[np.ndarray, ...]:
+    """One rigid-bar image: returns (image (X, Y, Z) float32 in [0, 1], label (X, Y, Z) uint8 0/1, rotation (3, 3),
+    centre (3,) reference voxels); a bar point p (own frame) lies at ``centre + rotation @ p``.
 
     Evaluated only on the bar's bounding box plus 4 sigma (the image is < 4e-5 outside it, set to 0)."""
     rot = _rotation(rng, rotation)
@@ -143,11 +144,12 @@ def _draw_bar(rng: np.random.Generator, shape: tuple[int, int, int], rotation: s
     label = np.zeros(shape, dtype=np.uint8)
     image[crop] = np.clip(sub_image, 0.0, 1.0)
     label[crop] = sub_label
-    return image, label
+    return image, label, rot, centre
 
 
-def _draw_boxes(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One two-box image: returns (image (X, Y, Z) float32 in [0, 1], label (X, Y, Z) uint8 0/1 (A)/2 (B))."""
+def _draw_boxes(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, float]:
+    """One two-box image: returns (image (X, Y, Z) float32 in [0, 1], label (X, Y, Z) uint8 0/1 (A)/2 (B), shift s
+    (box A at +s, box B at -s along axis 0, reference voxels))."""
     s = float(_clipped_normal(rng, SHIFT_STD))
     q0, q1, q2 = np.ix_(*(_ref_axis(n) for n in shape))
     w0, h1, w2 = (size / 2 for size in BOX_SIZE)
@@ -162,7 +164,7 @@ def _draw_boxes(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[
         )
         inside = (q0 >= lo0) & (q0 < hi0) & (q1 >= lo1) & (q1 < hi1) & (q2 >= -w2) & (q2 < w2)
         label[inside] = value
-    return np.clip(image, 0.0, 1.0), label
+    return np.clip(image, 0.0, 1.0), label, s
 
 
 def make_rigid_pair(rng: np.random.Generator, shape: Sequence[int] = (64, 64, 64), rotation: str = "inplane") -> dict:
@@ -175,13 +177,15 @@ def make_rigid_pair(rng: np.random.Generator, shape: Sequence[int] = (64, 64, 64
 
     Returns:
         dict of numpy arrays: fixed, moving (1, X, Y, Z) float32; fixed_label, moving_label (1, X, Y, Z) uint8 0/1;
-        reg_mask (1, X, Y, Z) uint8 (1 in the fixed bar, 0 elsewhere); normals (3, X, Y, Z) float32 zeros.
+        reg_mask (1, X, Y, Z) uint8 (1 in the fixed bar, 0 elsewhere); normals (3, X, Y, Z) float32 zeros;
+        true_ddf (3, X, Y, Z) float32, the true motion of the bar in voxels (see :func:`true_rigid_ddf`; a rigid
+        motion, defined on the whole grid); object_mask (1, X, Y, Z) uint8, 1 in the fixed bar.
     """
     shape = _check_shape(shape)
     if rotation not in ROTATIONS:
         raise ValueError(f"rotation must be one of {ROTATIONS}, got {rotation!r}")
-    fixed, fixed_label = _draw_bar(rng, shape, rotation)
-    moving, moving_label = _draw_bar(rng, shape, rotation)
+    fixed, fixed_label, fixed_rot, fixed_centre = _draw_bar(rng, shape, rotation)
+    moving, moving_label, moving_rot, moving_centre = _draw_bar(rng, shape, rotation)
     return {
         "fixed": fixed[None],
         "moving": moving[None],
@@ -189,7 +193,50 @@ def make_rigid_pair(rng: np.random.Generator, shape: Sequence[int] = (64, 64, 64
         "moving_label": moving_label[None],
         "reg_mask": fixed_label[None].copy(),
         "normals": np.zeros((3, *shape), dtype=np.float32),
+        "true_ddf": true_rigid_ddf(shape, fixed_rot, fixed_centre, moving_rot, moving_centre),
+        "object_mask": fixed_label[None].copy(),
     }
+
+
+def _ref_to_voxels(shape: tuple[int, int, int]) -> np.ndarray:
+    """(3, 1, 1, 1) factors turning reference-voxel displacements into grid voxels (n / 64 per axis)."""
+    return (np.asarray(shape, dtype=np.float64) / REF_SIZE).reshape(3, 1, 1, 1)
+
+
+def true_rigid_ddf(
+    shape: Sequence[int], fixed_rot: np.ndarray, fixed_centre: np.ndarray, moving_rot: np.ndarray, moving_centre
+) -> np.ndarray:
+    """The true field of a rigid-bar pair: (3, X, Y, Z) float32 voxels, channel k along array axis k.
+
+    A fixed-grid point q (reference voxels) has bar coordinates p = R_fᵀ (q - c_f) and lies at c_m + R_m p in the
+    moving image, so u(q) = c_m + R_m R_fᵀ (q - c_f) - q (then scaled by n / 64 per axis to grid voxels):
+    ``warped(x) = moving(x + u(x))`` reproduces the fixed bar.
+    """
+    shape = _check_shape(shape)
+    q = np.stack(np.meshgrid(*(_ref_axis(n).astype(np.float64) for n in shape), indexing="ij"))
+    rel = q - np.asarray(fixed_centre, dtype=np.float64).reshape(3, 1, 1, 1)
+    mapped = np.einsum("ij,j...->i...", np.asarray(moving_rot) @ np.asarray(fixed_rot).T, rel)
+    u = mapped + np.asarray(moving_centre, dtype=np.float64).reshape(3, 1, 1, 1) - q
+    return (u * _ref_to_voxels(shape)).astype(np.float32)
+
+
+def true_shearing_ddf(shape: Sequence[int], fixed_shift: float, moving_shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """The true field of a two-box pair and its jump across the contact plane.
+
+    Box A (below the plane along axis 1) moves by (s_m - s_f) along axis 0, box B by -(s_m - s_f); each box's motion
+    is extended to its whole half-space (q1 < 0: A, q1 >= 0: B), so the field is piecewise constant with a
+    tangential jump on the plane.
+
+    Returns:
+        ((3, X, Y, Z) float32 voxels, (3,) float32 the jump u_B - u_A in voxels, along axis 0).
+    """
+    shape = _check_shape(shape)
+    delta = float(moving_shift) - float(fixed_shift)
+    side = np.where(_ref_axis(shape[1]) < 0, 1.0, -1.0).reshape(1, -1, 1)
+    u = np.zeros((3, *shape), dtype=np.float64)
+    u[0] = delta * np.broadcast_to(side, shape)
+    jump = np.array([-2.0 * delta * shape[0] / REF_SIZE, 0.0, 0.0], dtype=np.float32)
+    return (u * _ref_to_voxels(shape)).astype(np.float32), jump
 
 
 def make_shearing_pair(rng: np.random.Generator, shape: Sequence[int] = (64, 64, 64)) -> dict:
@@ -202,11 +249,15 @@ def make_shearing_pair(rng: np.random.Generator, shape: Sequence[int] = (64, 64,
     Returns:
         dict of numpy arrays: fixed, moving (1, X, Y, Z) float32; fixed_label, moving_label (1, X, Y, Z) uint8
         0/1 (box A)/2 (box B); reg_mask (1, X, Y, Z) uint8 (fixed image: 1 in the boxes, 2 on the 2-voxel contact
-        slab, 0 elsewhere); normals (3, X, Y, Z) float32, (0, 1, 0) on reg_mask == 2, zero elsewhere.
+        slab, 0 elsewhere); normals (3, X, Y, Z) float32, (0, 1, 0) on reg_mask == 2, zero elsewhere;
+        true_ddf (3, X, Y, Z) float32 voxels and true_jump (3,) float32 voxels (:func:`true_shearing_ddf`);
+        object_mask (1, X, Y, Z) uint8, 1 in the fixed boxes; interface_mask (1, X, Y, Z) uint8, the contact slab
+        (reg_mask == 2), where the slip ratio is measured along ``normals``.
     """
     shape = _check_shape(shape)
-    fixed, fixed_label = _draw_boxes(rng, shape)
-    moving, moving_label = _draw_boxes(rng, shape)
+    fixed, fixed_label, fixed_shift = _draw_boxes(rng, shape)
+    moving, moving_label, moving_shift = _draw_boxes(rng, shape)
+    true_ddf, true_jump = true_shearing_ddf(shape, fixed_shift, moving_shift)
     cross = generate_binary_structure(3, 1)
     sliding = binary_dilation(fixed_label == 1, cross) & binary_dilation(fixed_label == 2, cross)
     reg_mask = (fixed_label > 0).astype(np.uint8)
@@ -220,6 +271,10 @@ def make_shearing_pair(rng: np.random.Generator, shape: Sequence[int] = (64, 64,
         "moving_label": moving_label[None],
         "reg_mask": reg_mask[None],
         "normals": normals,
+        "true_ddf": true_ddf,
+        "true_jump": true_jump,
+        "object_mask": (fixed_label > 0).astype(np.uint8)[None],
+        "interface_mask": sliding.astype(np.uint8)[None],
     }
 
 
@@ -297,7 +352,7 @@ def write(
     """Write pairs as NIfTI files (identity affine, 1 mm voxels) to look at in a viewer; returns the written paths.
 
     Per pair i: ``{kind}_{split}_pair_{i:03d}_{key}.nii.gz`` for each sample key, (X, Y, Z) volumes, except
-    ``normals``, an (X, Y, Z, 3) vector image.
+    ``normals`` and ``true_ddf``, (X, Y, Z, 3) vector images (``true_jump``, a 3-vector, is not written).
     """
     import nibabel as nib
 
@@ -307,7 +362,9 @@ def write(
     paths = []
     for i in range(len(data)):
         for key, value in data.pair(i).items():
-            volume = np.moveaxis(value, 0, -1) if key == "normals" else value[0]
+            if value.ndim < 4:
+                continue
+            volume = np.moveaxis(value, 0, -1) if key in ("normals", "true_ddf") else value[0]
             path = out / f"{kind}_{split}_pair_{i:03d}_{key}.nii.gz"
             nib.save(nib.Nifti1Image(volume, np.eye(4)), str(path))
             paths.append(str(path))

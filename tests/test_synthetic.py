@@ -1,5 +1,7 @@
 """Tests of the synthetic rigid-bar and sliding-box pairs (scripts/synthetic.py)."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,8 @@ import torch
 from scripts.synthetic import SyntheticRegistrationDataset, make_rigid_pair, make_shearing_pair, write
 
 SHAPES = [(64, 64, 64), (16, 16, 16), (24, 20, 16)]
-KEYS = ("fixed", "moving", "fixed_label", "moving_label", "reg_mask", "normals")
+KEYS = ("fixed", "moving", "fixed_label", "moving_label", "reg_mask", "normals", "true_ddf", "object_mask")
+TRUTH_KEYS = {"rigid": (), "shearing": ("true_jump", "interface_mask")}  # keys of one kind only
 
 
 def _rng(seed):
@@ -25,7 +28,7 @@ def _label_cov(label):
 @pytest.mark.parametrize("kind", ["rigid", "shearing"])
 def test_keys_shapes_dtypes_ranges(kind, shape):
     pair = (make_rigid_pair if kind == "rigid" else make_shearing_pair)(_rng(3), shape)
-    assert set(pair) == set(KEYS)
+    assert set(pair) == set(KEYS) | set(TRUTH_KEYS[kind])
     for key in ("fixed", "moving"):
         assert pair[key].shape == (1, *shape) and pair[key].dtype == np.float32
         assert pair[key].min() >= 0.0 and pair[key].max() <= 1.0
@@ -46,7 +49,7 @@ def test_dataset_tensors(kind):
     data = SyntheticRegistrationDataset(kind, "train", 3, shape=(16, 20, 24))
     assert len(data) == 3
     item = data[2]
-    assert set(item) == set(KEYS)
+    assert set(item) == set(KEYS) | set(TRUTH_KEYS[kind])
     for key in ("fixed", "moving", "normals"):
         assert isinstance(item[key], torch.Tensor) and item[key].dtype == torch.float32
     for key in ("fixed_label", "moving_label", "reg_mask"):
@@ -261,10 +264,54 @@ def test_bad_arguments_functions():
 def test_write_nifti(tmp_path):
     nib = pytest.importorskip("nibabel")
     paths = write(kind="shearing", split="test", num_pairs=1, out_dir=str(tmp_path), shape=(16, 20, 24))
-    assert len(paths) == 6
+    assert len(paths) == 9  # 6 volumes + true_ddf, object_mask, interface_mask
     pair = SyntheticRegistrationDataset("shearing", "test", 1, shape=(16, 20, 24)).pair(0)
     fixed = nib.load(str(tmp_path / "shearing_test_pair_000_fixed.nii.gz"))
     assert np.array_equal(fixed.affine, np.eye(4)) and fixed.shape == (16, 20, 24)
     assert np.array_equal(np.asanyarray(fixed.dataobj), pair["fixed"][0])
     normals = np.asanyarray(nib.load(str(tmp_path / "shearing_test_pair_000_normals.nii.gz")).dataobj)
     assert np.array_equal(np.moveaxis(normals, -1, 0), pair["normals"])
+
+
+# ---------------------------------------------------------------- the true motion (known-motion metrics)
+@pytest.mark.parametrize("shape", [(64, 64, 64), (40, 48, 56)])
+@pytest.mark.parametrize("kind", ["rigid", "rigid3d", "shearing"])
+def test_true_field_warps_the_moving_onto_the_fixed(kind, shape):
+    """warped(x) = moving(x + u(x)) with the true field reproduces the fixed image inside the objects (up to the
+    bilinear interpolation of the blurred edges), and the opposite sign convention does not."""
+    from monai.networks.blocks import Warp
+
+    warp = Warp(mode="bilinear", padding_mode="border")
+    error, before, flipped = 0.0, 0.0, 0.0
+    for seed in range(3):
+        rng = _rng(seed)
+        make = make_shearing_pair if kind == "shearing" else partial(make_rigid_pair, rotation=kind[5:] or "inplane")
+        pair = make(rng, shape)
+        ddf = torch.from_numpy(pair["true_ddf"])[None]
+        assert ddf.shape == (1, 3, *shape) and ddf.dtype == torch.float32
+        inside = pair["object_mask"][0] > 0
+        moving, fixed = torch.from_numpy(pair["moving"])[None], pair["fixed"][0]
+        error += np.abs(warp(moving, ddf)[0, 0].numpy() - fixed)[inside].mean()
+        before += np.abs(pair["moving"][0] - fixed)[inside].mean()
+        flipped += np.abs(warp(moving, -ddf)[0, 0].numpy() - fixed)[inside].mean()
+    # the shearing images are not exactly piecewise-moved near the contact plane (the blur mixes the two boxes)
+    assert error < (0.25 if kind == "shearing" else 0.1) * before and flipped > 1.2 * before, (error, before, flipped)
+
+
+def test_true_shearing_jump_and_interface():
+    from scripts.motion_metrics import sliding_jump_ratio
+
+    pair = make_shearing_pair(_rng(5), (32, 32, 32))
+    u, jump = pair["true_ddf"], pair["true_jump"]
+    assert jump.shape == (3,) and jump[1] == 0 and jump[2] == 0 and abs(jump[0]) > 0.1
+    # piecewise constant: box A's half (rows < 16) moves by -jump / 2 along axis 0, box B's by +jump / 2
+    assert np.allclose(u[0][:, :16], -jump[0] / 2) and np.allclose(u[0][:, 16:], jump[0] / 2)
+    assert not u[1:].any()
+    assert np.array_equal(pair["interface_mask"], (pair["reg_mask"] == 2).astype(np.uint8))
+    assert np.array_equal(pair["object_mask"], (pair["fixed_label"] > 0).astype(np.uint8))
+    true = torch.from_numpy(u)[None]
+    out = sliding_jump_ratio(
+        true, true, torch.from_numpy(pair["interface_mask"])[None], torch.from_numpy(pair["normals"])[None]
+    )
+    assert abs(float(out["true_jump_mm"]) - abs(jump[0])) < 1e-4 and abs(float(out["slip_ratio"]) - 1) < 1e-5
+
