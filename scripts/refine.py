@@ -25,7 +25,8 @@ Parameterisation: a dense displacement on a working grid of about ``grid_mm`` (2
 A dense field has one weakness: the central differences of :mod:`scripts.mechanics` do not see a checkerboard
 (their null space at the Nyquist frequency), so the similarity could write voxel-scale noise into the field
 unopposed. ``D`` closes that gap: the mean squared FORWARD difference of the field (mm / mm) on the Jacobian
-and rigid regions, and of its normal component only (u . n) on the sliding band, so tangential jumps stay free.
+and rigid regions; on the sliding band that of the normal component u . n along every axis and of the tangential
+part only along the interface's own plane, so the tangential jump across the wall stays free.
 
 Coarse to fine: ``levels`` grids, each half the resolution of the next, the finest being the working grid; the
 field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling.
@@ -144,23 +145,29 @@ def resize_regions(
     return out, n.to(normals.dtype)
 
 
-def _forward_diffusion(u_mm: torch.Tensor, spacing: Sequence[float], sliding: torch.Tensor | None,
-                       normals: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared forward difference (mm/mm) of the field, of its normal component only on sliding voxels."""
-    field = u_mm
-    if sliding is not None and normals is not None and bool(sliding.any()):
-        un = (u_mm * normals).sum(dim=1, keepdim=True) * normals
-        field = torch.where(sliding, un, u_mm)
+def _forward_diffusion(
+    u_mm: torch.Tensor, spacing: Sequence[float], sliding: torch.Tensor | None, normals: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean squared forward difference (mm / mm) of the field, sliding-aware.
+
+    Outside the sliding band: |Delta_a u|^2 along every axis a. Between two band voxels: |Delta_a (u . n)|^2 +
+    (1 - n_a^2) |Delta_a u_t|^2, u_t = u - (u . n) n: the tangential displacement may change freely ACROSS the
+    interface (along n), not along it. Pairs with one end in the band and one outside are not penalised.
+    """
+    if sliding is None or normals is None or not bool(sliding.any()):
+        return sum(torch.diff(u_mm, dim=2 + a).div(s).square().sum(dim=1).mean() for a, s in enumerate(spacing))
+    un = (u_mm * normals).sum(dim=1, keepdim=True)
+    ut = u_mm - un * normals
     total = u_mm.new_zeros(())
     for axis, s in enumerate(spacing):
-        d = torch.diff(field, dim=2 + axis) / s
-        if sliding is not None:
-            # a difference across the band's edge mixes a projected and a full vector: weight only pairs whose two
-            # ends are of the same kind, so the jump at the wall (full field outside, normal part inside) is free
-            a = sliding.narrow(2 + axis, 0, d.shape[2 + axis])
-            b = sliding.narrow(2 + axis, 1, d.shape[2 + axis])
-            d = d * (a == b)
-        total = total + d.square().sum(dim=1).mean()
+        n_pairs = u_mm.shape[2 + axis] - 1
+        a, b = sliding.narrow(2 + axis, 0, n_pairs), sliding.narrow(2 + axis, 1, n_pairs)
+        outside, inside = (~a & ~b).to(u_mm.dtype), (a & b).to(u_mm.dtype)
+        full = torch.diff(u_mm, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True)
+        normal = torch.diff(un, dim=2 + axis).div(s).square()
+        weight = 1.0 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n_pairs).square()
+        tangential = torch.diff(ut, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True) * weight
+        total = total + (outside * full + inside * (normal + tangential)).mean()
     return total
 
 
@@ -282,8 +289,10 @@ def refine_pair(
         f_l, m_l = resize_image(fixed, shape), resize_image(moving, shape)
         source, target = sim.prepare(f_l, m_l, sp)
         mask_l, n_l = (None, None) if masks is None else resize_regions(masks, nrm, shape)
-        sliding = None if mask_l is None else (mask_l == SLIDING)
-        n_smooth = n_l if n_l is not None else None
+        # the diffusion term frees the tangential jump only where the shearing term is used
+        slides = regulariser == "rigidity_shearing_jacobian" and mask_l is not None
+        sliding = (mask_l == SLIDING) if slides else None
+        n_smooth = n_l if slides else None
         if u is None:
             param = torch.zeros((1, 3) + shape)
         else:

@@ -1,0 +1,104 @@
+"""Inference regions with sliding along the whole cavity wall (scripts/cavity.py): synthetic and real segmentations."""
+
+import numpy as np
+import pytest
+
+from scripts.cavity import body_mask, cavity_labels, cavity_regions
+from scripts.regions import JACOBIAN, RIGID, SLIDING, TOTALSEG_V2_TOTAL, build_regularisation_mask, load_region_spec
+
+LIVER, LUNG, RIB, VERTEBRA = (TOTALSEG_V2_TOTAL[n] for n in ("liver", "lung_lower_lobe_left", "rib_left_5", "vertebrae_T10"))
+SP = (2.0, 2.0, 2.0)
+
+
+def _phantom():
+    """Liver below a lung lobe (one cavity), a rib 1-3 voxels outside the cavity's x face, a vertebra far away,
+    in a body whose surface is 1 voxel beyond the cavity's low-y face."""
+    seg = np.zeros((40, 40, 40), dtype=np.uint8)
+    seg[10:30, 10:30, 8:20] = LIVER
+    seg[10:30, 10:30, 20:32] = LUNG
+    seg[7:10, 12:28, 12:28] = RIB
+    seg[33:37, 16:24, 16:24] = VERTEBRA
+    image = np.full(seg.shape, -1000, dtype=np.int16)
+    image[2:38, 9:38, 2:38] = 40
+    return seg, image
+
+
+def test_wall_band_both_sides_rigid_bones_and_pairs():
+    seg, image = _phantom()
+    mask, normals = cavity_regions(seg, SP, image=image, band_mm=3.0)
+    assert mask.dtype == np.uint8 and normals.shape == (3, 40, 40, 40) and normals.dtype == np.float32
+    # wall band: 2 voxels (3 mm + half a voxel) on both sides of the x = 9.5 face, at unlabelled tissue and the rib
+    assert (mask[8:12, 20, 14] == SLIDING).all() and mask[12, 20, 14] == JACOBIAN and mask[20, 20, 14] == JACOBIAN
+    assert (mask[7, 15:25, 15:25] == RIGID).all()  # the rib away from the wall stays rigid
+    assert (mask[8:10, 15:25, 15:25] == SLIDING).all()  # sliding overrides rigid near the wall
+    assert (mask[33:37, 16:24, 16:24] == RIGID).all()  # the vertebra is more than 3 mm from the wall
+    # outward normal on the flat face, on both sides of the wall
+    for x in (8, 9, 10, 11):
+        assert -normals[0, x, 20, 14] > 0.995 and -normals[0, x, 20, 20] > 0.9999
+    # lung-liver interface inside the cavity: not a wall, but a pair band of configs/regions.json
+    assert mask[20, 20, 19] == SLIDING and mask[20, 20, 20] == SLIDING
+    assert abs(abs(float(normals[2, 20, 20, 19])) - 1.0) < 0.05
+    assert mask[20, 20, 26] == JACOBIAN
+    # unit normals exactly on the sliding voxels
+    norm = np.linalg.norm(normals, axis=0)
+    assert np.allclose(norm[mask == SLIDING], 1.0, atol=1e-5) and (norm[mask != SLIDING] == 0).all()
+
+
+def test_no_band_in_the_air_and_without_pairs():
+    seg, image = _phantom()
+    with_body, _ = cavity_regions(seg, SP, image=image)
+    without, _ = cavity_regions(seg, SP)
+    assert without[20, 8, 14] == SLIDING and with_body[20, 8, 14] == JACOBIAN  # y = 8 is air
+    assert with_body[20, 9, 14] == SLIDING
+    no_pairs, _ = cavity_regions(seg, SP, image=image, pairs=False)
+    assert no_pairs[20, 20, 19] == JACOBIAN and no_pairs[9, 20, 14] == SLIDING
+
+
+def test_outward_normals_on_a_sphere():
+    g = np.indices((36, 36, 36)) - 17.5
+    r = np.sqrt((g**2).sum(axis=0))
+    seg = np.where(r < 11, LIVER, 0).astype(np.uint8)
+    mask, normals = cavity_regions(seg, (1.5, 1.5, 1.5), band_mm=3.0)
+    band = mask == SLIDING
+    assert band.sum() > 1000
+    radial = g[:, band] / r[band]
+    cosine = (normals[:, band] * radial).sum(axis=0)
+    assert cosine.min() > 0.97, cosine.min()
+    assert np.all(np.abs(r[band] - 11) < 3.0 / 1.5 + 1.5)
+
+
+def test_bad_inputs():
+    seg, image = _phantom()
+    with pytest.raises(ValueError, match="integer"):
+        cavity_regions(seg.astype(np.float32) + 0.5, SP)
+    with pytest.raises(ValueError, match="grid"):
+        cavity_regions(seg, SP, image=image[:, :, :39])
+    with pytest.raises(ValueError, match="spacing"):
+        cavity_regions(seg, (2.0, 2.0))
+    with pytest.raises(ValueError, match="3D"):
+        cavity_regions(seg[0], SP)
+    with pytest.raises(ValueError, match="unknown label name"):
+        cavity_regions(seg, SP, spec={"groups": {"cavity_contents": ["livr"]}, "rigid": [], "sliding": []})
+
+
+def test_cavity_group_of_the_default_spec():
+    ids = cavity_labels()
+    names = {TOTALSEG_V2_TOTAL[n] for n in ("liver", "spleen", "lung_upper_lobe_left", "heart", "colon")}
+    assert names <= set(ids)
+    assert not {TOTALSEG_V2_TOTAL[n] for n in ("aorta", "rib_left_5", "vertebrae_L1", "urinary_bladder")} & set(ids)
+
+
+def test_real_segmentation(ct_example_dir):
+    nib = pytest.importorskip("nibabel")
+    seg = np.asarray(nib.load(str(ct_example_dir / "example_seg.nii.gz")).dataobj)
+    ct = np.asarray(nib.load(str(ct_example_dir / "example_ct_sm.nii.gz")).dataobj)
+    mask, normals = cavity_regions(seg, (3.0, 3.0, 3.0), image=ct)
+    pairs_only = build_regularisation_mask(seg, load_region_spec())
+    sliding = mask == SLIDING
+    fraction = sliding.mean()
+    assert 0.03 < fraction < 0.2, fraction
+    assert sliding.sum() > 2 * (pairs_only == SLIDING).sum()  # far more than where two listed labels touch
+    assert (seg[sliding] == 0).mean() > 0.3  # much of the wall is unlabelled tissue (body wall, fat)
+    assert (mask == RIGID).sum() > 1000
+    assert np.allclose(np.linalg.norm(normals[:, sliding], axis=0), 1.0, atol=1e-5)
+    assert not (sliding & ~body_mask(ct)).any()

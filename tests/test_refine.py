@@ -1,0 +1,129 @@
+"""Per-pair refinement (scripts/refine.py): known motion recovered, sliding allowed only with the shearing term,
+bones kept rigid by the rigidity term, regions resampled to coarse levels, input checks."""
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.blocks import Warp
+from scipy import ndimage
+
+from scripts.losses import RIGID, SLIDING
+from scripts.metrics import folding_percentage, rigidity_error
+from scripts.refine import refine_pair, resize_field, resize_regions, working_shape
+
+N = 32  # small volumes: the whole file runs in a few seconds on one core
+
+
+def _texture(seed: int, shape=(N, N, N), sigma: float = 1.5) -> torch.Tensor:
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=shape), sigma)
+    noise = (noise - noise.min()) / (noise.max() - noise.min())
+    return torch.from_numpy(noise).float()[None, None]
+
+
+def _pair(v_true: torch.Tensor, seed: int = 0, blank: int = 0):
+    """fixed = moving o (id + v_true): the exact answer of refine_pair is v_true. ``blank``: no texture within that
+    many voxels of the plane x0 = N/2 - 1/2 (the images say nothing there; the regulariser decides)."""
+    moving = _texture(seed)
+    if blank:
+        moving[:, :, N // 2 - blank : N // 2 + blank] = 0.5
+    fixed = Warp(mode="bilinear", padding_mode="border")(moving, v_true)
+    return fixed, moving
+
+
+def _epe(u: torch.Tensor, v: torch.Tensor, margin: int = 3) -> float:
+    inner = (slice(None), slice(None)) + (slice(margin, -margin),) * 3
+    return float((u - v)[inner].norm(dim=1).mean())
+
+
+def test_known_smooth_motion_is_recovered():
+    coarse = np.random.default_rng(1).normal(0.0, 1.5, size=(3, 4, 4, 4))
+    v_true = torch.from_numpy(np.stack([ndimage.zoom(c, N / 4, order=3) for c in coarse])).float()[None]
+    fixed, moving = _pair(v_true)
+    ddf, curve = refine_pair(fixed, moving, (2.0, 2.0, 2.0), regulariser="jacobian", levels=2, iterations=(60, 60))
+    before, after = _epe(torch.zeros_like(v_true), v_true), _epe(ddf, v_true)
+    assert before > 1.5
+    assert after < 0.35 * before, (before, after)
+    assert ddf.shape == (1, 3, N, N, N) and torch.isfinite(ddf).all()
+    assert len(curve) == 120 and curve[-1]["similarity"] < curve[0]["similarity"]
+    assert float(folding_percentage(ddf)) < 0.05
+
+
+def _sliding_case():
+    """Two halves sliding along the plane x0 = 15.5 (+2 / -2 voxels along axis 1); a rigid block in the lower half
+    that the true motion shears (so the rigidity term has something to prevent)."""
+    x0 = torch.arange(N).reshape(N, 1, 1).float().expand(N, N, N)
+    x2 = torch.arange(N).reshape(1, 1, N).float().expand(N, N, N)
+    v = torch.zeros(1, 3, N, N, N)
+    v[0, 1] = torch.where(x0 < N / 2, 2.0, -2.0)
+    v[0, 2] = torch.where(x0 >= N / 2, 0.08 * (x0 - 24).clamp(-8, 8) * torch.sin(x2 / 5), 0.0)
+    mask = torch.zeros(1, 1, N, N, N)
+    mask[0, 0, 20:28, 8:24, 8:24] = RIGID
+    band = (x0 - (N / 2 - 0.5)).abs() <= 1.5
+    mask[0, 0][band] = SLIDING
+    normals = torch.zeros(1, 3, N, N, N)
+    normals[0, 0][band] = 1.0
+    return v, mask, normals
+
+
+@pytest.fixture(scope="module")
+def sliding_results():
+    v_true, mask, normals = _sliding_case()
+    fixed, moving = _pair(v_true, seed=2, blank=2)
+    out = {}
+    for mode in ("rigidity_shearing_jacobian", "jacobian"):
+        ddf, _ = refine_pair(
+            fixed, moving, (2.0, 2.0, 2.0), reg_mask=mask, normals=normals, regulariser=mode, levels=2,
+            iterations=(60, 80)
+        )
+        out[mode] = ddf
+    return v_true, mask, out
+
+
+def _jump(ddf: torch.Tensor, d: int = 1) -> float:
+    """Mean tangential displacement d voxels above the interface minus d voxels below it."""
+    c = N // 2
+    return float(ddf[0, 1, c - 1 - d, 4:-4, 4:-4].mean() - ddf[0, 1, c + d, 4:-4, 4:-4].mean())
+
+
+def test_shearing_lets_the_field_slide_and_jacobian_only_does_not(sliding_results):
+    v_true, _, out = sliding_results
+    assert _jump(v_true) == pytest.approx(4.0)
+    slide, jac = _jump(out["rigidity_shearing_jacobian"]), _jump(out["jacobian"])
+    assert slide > 3.2, slide
+    assert jac < slide - 1.0, (slide, jac)
+
+
+def test_rigidity_term_keeps_the_block_rigid(sliding_results):
+    v_true, mask, out = sliding_results
+    rig = float(rigidity_error(out["rigidity_shearing_jacobian"], mask, 2.0))
+    jac = float(rigidity_error(out["jacobian"], mask, 2.0))
+    assert rig < 0.3 * jac, (rig, jac)
+
+
+def test_regions_survive_coarse_levels():
+    _, mask, normals = _sliding_case()
+    small, n_small = resize_regions(mask, normals, (16, 16, 16))
+    assert small.shape == (1, 1, 16, 16, 16) and n_small.shape == (1, 3, 16, 16, 16)
+    sliding = small[0, 0] == SLIDING
+    assert sliding.any() and (small[0, 0] == RIGID).any()
+    assert torch.allclose(n_small[0, 0][sliding], torch.ones(())) and (n_small[:, :, ~sliding] == 0).all()
+
+
+def test_field_resize_keeps_the_physical_displacement():
+    ddf = torch.ones(1, 3, 9, 17, 33)
+    out = resize_field(ddf, (5, 9, 17))  # every axis shrunk by 2: one voxel becomes half a voxel
+    assert torch.allclose(out, torch.full_like(out, 0.5))
+    assert working_shape((192, 160, 256), (1.0, 1.0, 1.0), 2.0) == (97, 81, 129)
+    assert working_shape((50, 60, 70), (3.0, 3.0, 3.0), 2.0) == (50, 60, 70)
+
+
+def test_bad_inputs_are_named():
+    img = torch.zeros(1, 1, 8, 8, 8)
+    with pytest.raises(ValueError, match="moving"):
+        refine_pair(img, torch.zeros(1, 1, 8, 8, 9), (1, 1, 1))
+    with pytest.raises(ValueError, match="reg_mask"):
+        refine_pair(img, img, (1, 1, 1))
+    with pytest.raises(ValueError, match="similarity"):
+        refine_pair(img, img, (1, 1, 1), regulariser="jacobian", similarity="ssim")
+    with pytest.raises(ValueError, match="spacing"):
+        refine_pair(img, img, (1, 1), regulariser="jacobian")
