@@ -5,8 +5,9 @@ field u with the bundle's convention (MONAI ``Warp``): u lives on the FIXED grid
 along array axis k, and the moving image satisfies ``fixed(x) = moving(x + u(x))`` (the moving image is built by
 inverting x -> x + u(x), so warping it with the true u gives back the fixed image). The motion:
 
-- cavity contents (lungs, heart, liver, spleen, stomach, kidneys, bowel, pancreas, great vessels, ...; the cavity is
-  their closed, hole-filled, smoothed union, away from the bones) move ``amplitude_mm`` (6-10 mm) mostly along the
+- cavity contents (lungs, heart, liver, spleen, stomach, kidneys, bowel, pancreas, portal and pulmonary veins; not
+  the aorta and vena cava, fixed to the spine; the cavity is their closed, hole-filled, opened, smoothed union,
+  away from the bones, the back muscles and the psoas) move ``amplitude_mm`` (6-10 mm) mostly along the
   patient's S axis (taken from the affine), caudally, with a smooth cranio-caudal profile and a small anterior part;
 - at the cavity wall the contents SLIDE: u jumps across the wall by a tangential vector (the breathing motion with
   its normal part removed near the wall), the normal component is continuous;
@@ -38,12 +39,11 @@ __all__ = [
     "jacobian_det_np",
 ]
 
-CAVITY_CONTENTS = (
-    "spleen kidney_right kidney_left gallbladder liver stomach pancreas adrenal_gland_right adrenal_gland_left "
+CAVITY_CONTENTS = (  # as scripts.cavity.DEFAULT_CAVITY_CONTENTS: aorta, vena cava, oesophagus, bladder stay outside
     "lung_upper_lobe_left lung_lower_lobe_left lung_upper_lobe_right lung_middle_lobe_right lung_lower_lobe_right "
-    "esophagus trachea small_bowel duodenum colon urinary_bladder prostate kidney_cyst_left kidney_cyst_right heart "
-    "aorta pulmonary_vein brachiocephalic_trunk atrial_appendage_left superior_vena_cava inferior_vena_cava "
-    "portal_vein_and_splenic_vein"
+    "heart atrial_appendage_left pulmonary_vein liver gallbladder portal_vein_and_splenic_vein spleen stomach "
+    "pancreas duodenum small_bowel colon kidney_left kidney_right kidney_cyst_left kidney_cyst_right "
+    "adrenal_gland_left adrenal_gland_right"
 ).split()
 _BONE_PREFIXES = ("vertebrae_", "rib_", "humerus_", "scapula_", "clavicula_", "femur_", "hip_")
 _BONE_NAMES = ("sacrum", "sternum", "costal_cartilages", "skull")
@@ -219,7 +219,10 @@ def make_breathing_case(
     sides), ``bones`` bool (X, Y, Z), ``normals`` float32 (3, X, Y, Z) unit outward normals in mm (array-axis frame)
     on the wall band, zero elsewhere, ``jump`` float32 (3, X, Y, Z) mm: inside minus outside field on the wall band
     (tangential), ``spacing`` (3,), ``affine``, ``det_in`` / ``det_out`` (det J of the smooth inside / outside
-    fields on their sides) and ``info`` (amplitudes).
+    fields on their sides) and ``info`` (amplitudes, motion percentiles, min det J).
+
+    Raises:
+        RuntimeError: when the drawn field folds (det J <= 0) on either side of the wall.
     """
     if image.shape != seg.shape or image.ndim != 3:
         raise ValueError(f"image {image.shape} and segmentation {seg.shape} must share one 3D grid")
@@ -265,6 +268,12 @@ def make_breathing_case(
     moving = ndi.map_coordinates(fixed, z, order=1, mode="nearest")
     moving_seg = ndi.map_coordinates(seg, z, order=0, mode="nearest").astype(seg.dtype)
 
+    det_in, det_out = jacobian_det_np(u_in / to_vox), jacobian_det_np(u_out / to_vox)
+    if det_in[cav].min() <= 0 or det_out[~cav].min() <= 0:
+        raise RuntimeError(
+            f"the drawn field folds (min det J {det_in[cav].min():.3f} inside, {det_out[~cav].min():.3f} outside the "
+            "cavity): use another seed or a smaller amplitude / larger normal_mm"
+        )
     normals = np.where(wall, n_hat, 0.0).astype(np.float32)
     jump = np.where(wall, t, 0.0).astype(np.float32)
     contents = np.isin(seg, cavity_ids()) & cav
@@ -283,14 +292,16 @@ def make_breathing_case(
         "jump": jump,
         "spacing": spacing,
         "affine": np.asarray(affine, dtype=float),
-        "det_in": jacobian_det_np(u_in / to_vox),
-        "det_out": jacobian_det_np(u_out / to_vox),
+        "det_in": det_in,
+        "det_out": det_out,
         "info": {
             "amplitude_mm": [float(lo), float(hi)],
             "organ_motion_mm_p5_p50_p95": [float(np.percentile(mag[contents], q)) for q in (5, 50, 95)],
             "outside_max_mm": float(np.sqrt((u_out**2).sum(0))[~cav].max()),
             "bone_groups": motions,
             "jump_mm_mean": float(np.sqrt((t**2).sum(0))[wall & cav].mean()),
+            "det_min_inside": float(det_in[cav].min()),
+            "det_min_outside": float(det_out[~cav].min()),
         },
     }
 

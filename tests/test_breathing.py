@@ -86,10 +86,11 @@ def test_no_folding_off_the_wall(name, request):
 
     case = request.getfixturevalue(name)
     cav = case["cavity"]
-    assert case["det_in"][cav].min() > 0.1 and case["det_out"][~cav].min() > 0.1
+    assert case["det_in"][cav].min() > 0.0 and case["det_out"][~cav].min() > 0.5
     det = jacobian_det_np(case["ddf"])
     off_band = ~binary_dilation(case["wall"])  # central differences straddle the wall one voxel further
-    assert det[off_band].min() > 0.1
+    assert det[off_band].min() > 0.0
+    assert np.percentile(det[off_band], 1) > 0.5
 
 
 def test_warping_the_moving_image_with_the_true_field_gives_the_fixed_one():
