@@ -88,7 +88,12 @@ def elastix_bspline(
         elastix.SetLogToConsole(False)
         elastix.UpdateLargestPossibleRegion()
         tparams = elastix.GetTransformParameterObject()
-        field = itk.transformix_deformation_field(m_img, tparams)
+        cwd = os.getcwd()
+        os.chdir(tmp)  # transformix writes deformationField.nii into the working directory
+        try:
+            field = itk.transformix_deformation_field(m_img, tparams)
+        finally:
+            os.chdir(cwd)
         seconds = time.perf_counter() - start
     disp = np.asarray(itk.array_from_image(field), dtype=np.float64)  # (Z, Y, X, 3) = axes (2, 1, 0), comps 0..2
     ddf = np.stack([np.transpose(disp[..., k], (2, 1, 0)) / spacing[k] for k in range(3)])
