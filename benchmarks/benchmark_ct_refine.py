@@ -1,0 +1,354 @@
+"""Known-motion benchmark of test-time registration on real CT (and the CT phantom): our refinement with the full
+biomechanical prior and with the Jacobian-only prior, against elastix B-spline (with / without its rigidity
+penalty) and ANTs SyN.
+
+Cases (:mod:`scripts.breathing`): ``ct<seed>`` = the TotalSegmentator example CT (``example_ct_sm``, 122x101x30,
+3 mm) with a breathing-like known motion drawn with that seed; ``phantom<seed>`` = the CT phantom. Every method
+registers moving -> fixed on the fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared with
+the true one:
+
+- endpoint error (mm, mean and 95th percentile) over the body, the organs (cavity contents), the bones and a band
+  of ``--band-mm`` on both sides of the true cavity wall;
+- Dice of the warped moving segmentation (nearest) against the fixed one: mean over the organ labels and over the
+  bone labels present in the fixed image (>= 50 voxels);
+- bone rigidity error: mean ||E||_F^2 over the bone voxels (:func:`scripts.metrics.rigidity_error`, mm);
+- slip: fraction of the true tangential jump recovered across the true wall
+  (:func:`scripts.motion_metrics.sliding_jump_ratio`);
+- fold %: det J <= 0 over the whole grid and outside the true wall band (dilated by one voxel);
+- seconds (wall clock, this machine) and CPU seconds of this process (both threads; elastix/ANTs run in their
+  own threads, counted too; the wall clock is inflated when other jobs share the cores).
+
+Our refinement gets only what a user has at test time: the two images and the FIXED segmentation, from which
+:func:`scripts.cavity.cavity_regions` builds the regions (bones rigid, sliding band along the cavity wall, normals).
+``refine_full_rb`` is the same with the bones kept rigid where the wall band covers them (the band overrides
+rigid in ``cavity_regions``: ribs on the wall would otherwise get the shearing term). The Jacobian-only refinement
+gets no regions at all (``regulariser="jacobian"``, plain diffusion).
+
+Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``)::
+
+    python -m benchmarks.benchmark_ct_refine --cases ct0,ct1,phantom0 --out benchmark_ct_refine --figure
+    python -m benchmarks.benchmark_ct_refine --methods none,refine_full,refine_jacobian --cases ct0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from scripts.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
+METHODS = ("none", "refine_full", "refine_full_rb", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
+HU_WINDOW = (-1200.0, 400.0)
+
+
+def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
+    """``ct<seed>`` or ``phantom<seed>``: a :func:`scripts.breathing.make_breathing_case` dict."""
+    if name.startswith("ct") and name[2:].isdigit():
+        if not data_dir.is_dir():
+            raise FileNotFoundError(f"real CT data not found at {data_dir} (case {name})")
+        return real_ct_case(data_dir, int(name[2:]))
+    if name.startswith("phantom") and name[7:].isdigit():
+        return phantom_case(int(name[7:]))
+    raise ValueError(f"case must be ct<seed> or phantom<seed>, got {name!r}")
+
+
+def body_mask(image: np.ndarray, threshold: float = -500.0) -> np.ndarray:
+    """Largest component of HU > threshold, holes filled slice by slice along the last axis."""
+    labels, n = ndi.label(image > threshold)
+    if n == 0:
+        return np.zeros(image.shape, bool)
+    body = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return np.stack([ndi.binary_fill_holes(body[..., k]) for k in range(body.shape[-1])], axis=-1)
+
+
+def normalise(hu: np.ndarray) -> np.ndarray:
+    lo, hi = HU_WINDOW
+    return np.clip((hu - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))[None]
+
+
+# ---------------------------------------------------------------------------------------------------- methods
+def run_method(method: str, case: dict, refine_kwargs: dict, elastix_kwargs: dict) -> tuple[np.ndarray, float]:
+    """(ddf (3, X, Y, Z) voxels on the fixed grid, seconds) of one method on one case."""
+    fixed, moving, spacing = case["fixed"], case["moving"], case["spacing"]
+    if method == "none":
+        return np.zeros((3, *fixed.shape), np.float32), 0.0
+    if method.startswith("refine"):
+        from scripts.refine import refine_pair
+
+        start = time.perf_counter()
+        kwargs = dict(refine_kwargs)
+        if method in ("refine_full", "refine_full_rb"):
+            from scripts.cavity import cavity_regions
+
+            mask, normals = cavity_regions(case["fixed_seg"], spacing, image=fixed)
+            if method == "refine_full_rb":  # bones stay rigid where the wall band covers them (ribs on the wall)
+                bones = np.isin(case["fixed_seg"], bone_ids())
+                mask[bones], normals[:, bones] = 1, 0.0
+            kwargs.update(reg_mask=_t(mask.astype(np.float32))[None], normals=_t(normals))
+            kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
+        else:
+            kwargs["regulariser"] = "jacobian"
+        f, m = _t(normalise(fixed))[None], _t(normalise(moving))[None]
+        ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
+        return ddf[0].numpy(), time.perf_counter() - start
+    if method.startswith("elastix"):
+        from benchmarks.baselines import elastix_bspline
+
+        rigidity = case["bones"].astype(np.float32) if method == "elastix_rigidity" else None
+        return elastix_bspline(normalise(fixed), normalise(moving), spacing, rigidity=rigidity, **elastix_kwargs)
+    if method == "ants_syn":
+        from benchmarks.baselines import ants_syn
+
+        return ants_syn(normalise(fixed), normalise(moving), spacing)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def _dice(a: np.ndarray, b: np.ndarray, labels) -> float:
+    values = []
+    for lab in labels:
+        x, y = a == lab, b == lab
+        if x.sum() >= 50:
+            values.append(2.0 * (x & y).sum() / (x.sum() + y.sum()))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def case_regions(case: dict, band_mm: float) -> dict[str, np.ndarray]:
+    """Evaluation regions (bool (X, Y, Z)) from the TRUE geometry: body, organs, bones, band around the wall."""
+    cav, spacing = case["cavity"], case["spacing"]
+    body = body_mask(case["fixed"])
+    d_in = ndi.distance_transform_edt(cav, sampling=spacing)
+    d_out = ndi.distance_transform_edt(~cav, sampling=spacing)
+    band = ((cav & (d_in <= band_mm)) | (~cav & (d_out <= band_mm))) & body
+    organs = np.isin(case["fixed_seg"], cavity_ids()) & cav
+    return {"body": body, "organs": organs, "bones": case["bones"], "band": band}
+
+
+def evaluate(ddf: np.ndarray, case: dict, regions: dict[str, np.ndarray]) -> dict[str, float]:
+    """All metrics of one field (see the module docstring)."""
+    from monai.networks.blocks import Warp
+
+    from scripts.mechanics import jacobian_determinant
+    from scripts.metrics import rigidity_error
+    from scripts.motion_metrics import endpoint_error, sliding_jump_ratio
+
+    spacing = [float(s) for s in case["spacing"]]
+    pred, true = _t(ddf).float(), _t(case["ddf"]).float()
+    out: dict[str, float] = {}
+    for name, mask in regions.items():
+        epe = endpoint_error(pred, true, _t(mask)[None], spacing)
+        out[f"epe_{name}"], out[f"epe95_{name}"] = float(epe["epe_mean"][0]), float(epe["epe_p95"][0])
+    warped = Warp(mode="nearest", padding_mode="zeros")(_t(case["moving_seg"].astype(np.float32))[None], pred)
+    warped = warped[0, 0].round().numpy().astype(int)
+    seg = case["fixed_seg"].astype(int)
+    out["dice_organs"] = _dice(seg, warped, [i for i in cavity_ids() if (seg == i).any()])
+    out["dice_bones"] = _dice(seg, warped, [i for i in bone_ids() if (seg == i).any()])
+    out["rigidity"] = float(rigidity_error(pred, _t(case["bones"].astype(np.float32))[None], spacing)[0])
+    slip = sliding_jump_ratio(pred, true, _t(case["wall"])[None], _t(case["normals"]), spacing)
+    out["slip"] = float(slip["slip_ratio"][0])
+    det = jacobian_determinant(pred)[0].numpy()
+    out["fold_pct"] = float(100.0 * (det <= 0).mean())
+    off = ~ndi.binary_dilation(case["wall"])
+    out["fold_pct_off_band"] = float(100.0 * (det[off] <= 0).mean())
+    return out
+
+
+COLUMNS = [
+    ("epe_body", "EPE body"),
+    ("epe95_body", "p95 body"),
+    ("epe_organs", "EPE organs"),
+    ("epe95_organs", "p95 organs"),
+    ("epe_bones", "EPE bones"),
+    ("epe95_bones", "p95 bones"),
+    ("epe_band", "EPE band"),
+    ("epe95_band", "p95 band"),
+    ("dice_organs", "Dice organs"),
+    ("dice_bones", "Dice bones"),
+    ("rigidity", "rigidity err"),
+    ("slip", "slip recovered"),
+    ("fold_pct", "fold %"),
+    ("fold_pct_off_band", "fold % off band"),
+    ("seconds", "s"),
+    ("cpu_seconds", "CPU s"),
+]
+
+
+def _fmt(key: str, value: float) -> str:
+    if value != value:
+        return "n/a"
+    if key == "rigidity":
+        return f"{value:.2e}" if 0 < value < 1e-3 else f"{value:.4f}"
+    if key == "slip":
+        return f"{100 * value:.0f} %"
+    if key.startswith("fold"):
+        return f"{value:.3f}"
+    if key.endswith("seconds"):
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One table per case: methods as rows, metrics as columns (EPE in mm)."""
+    lines = []
+    for case, rows in results.items():
+        lines += [f"### {case}", "", "| method | " + " | ".join(c[1] for c in COLUMNS) + " |"]
+        lines.append("|---" * (len(COLUMNS) + 1) + "|")
+        for method, r in rows.items():
+            lines.append(f"| {method} | " + " | ".join(_fmt(k, r.get(k, float("nan"))) for k, _ in COLUMNS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- figure
+def figure(case: dict, fields: dict[str, np.ndarray], path: Path) -> None:
+    """Coronal slice through the cavity, superior up. Top: fixed, moving, and the moving image warped by our
+    refinement and by the best classical baseline present. Bottom: the S component (mm) of the true field and of
+    those fields (and of the Jacobian-only refinement): the true one jumps at the cavity wall (black contour)
+    where the contents slide along it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from monai.networks.blocks import Warp
+
+    affine, spacing = case["affine"], case["spacing"]
+    direction = affine[:3, :3] / spacing
+    s_axis = int(np.argmax(np.abs(direction[2])))
+    a_axis = int(np.argmax(np.abs(direction[1])))
+    lr_axis = 3 - s_axis - a_axis
+    e_s = direction.T @ np.array([0.0, 0.0, 1.0])  # patient S in the array-axis frame
+    cav = case["cavity"]
+    idx = int(np.argmax(cav.sum(axis=tuple(k for k in range(3) if k != a_axis))))  # coronal slice through the cavity
+    body = body_mask(case["fixed"])
+    lr_extent = np.nonzero(np.take(body, idx, axis=a_axis).any(axis=1 if lr_axis < s_axis else 0))[0]
+
+    def coronal(volume: np.ndarray) -> np.ndarray:
+        sl = np.take(volume, idx, axis=a_axis)  # axes (lr, s) in increasing axis order
+        sl = (sl if lr_axis < s_axis else sl.T)[lr_extent.min() : lr_extent.max() + 1].T  # rows: S, columns: LR
+        return sl[::-1] if direction[2, s_axis] > 0 else sl  # superior at the top
+
+    def s_component(ddf: np.ndarray) -> np.ndarray:
+        return np.einsum("i,i...->...", e_s, ddf * spacing[:, None, None, None])
+
+    warp = Warp(mode="bilinear", padding_mode="border")
+    ours = next((m for m in ("refine_full_rb", "refine_full") if m in fields), None)
+    base = next((m for m in ("elastix_rigidity", "elastix", "ants_syn") if m in fields), None)
+    images = [("fixed", case["fixed"]), ("moving", case["moving"])]
+    maps = [("true", case["ddf"])]
+    for name in (ours, "refine_jacobian", base):
+        if name is not None and name in fields:
+            if name != "refine_jacobian":
+                warped = warp(_t(case["moving"])[None], _t(fields[name]).float())[0, 0].numpy()
+                images.append((f"warped: {name}", warped))
+            maps.append((name, fields[name]))
+    cols = max(len(images), len(maps))
+    aspect = spacing[s_axis] / spacing[lr_axis]
+    fig, axes = plt.subplots(2, cols, figsize=(2.4 * cols, 2.0), squeeze=False)
+    vmax = float(np.abs(s_component(case["ddf"])).max())
+    contour = coronal(cav.astype(float))
+    im = None
+    for row, panels in enumerate((images, maps)):
+        for col in range(cols):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col >= len(panels):
+                continue
+            title, vol = panels[col]
+            if row == 0:
+                ax.imshow(coronal(vol), aspect=aspect, cmap="gray", vmin=-250, vmax=250, interpolation="nearest")
+            else:
+                vol, title = s_component(vol), f"u_S {title} (mm)"
+                im = ax.imshow(coronal(vol), aspect=aspect, cmap="coolwarm", vmin=-vmax, vmax=vmax)
+            ax.contour(contour, [0.5], colors="k", linewidths=0.5)
+            ax.set_title(title, fontsize=6)
+    if im is not None:
+        fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default="ct0,ct1,phantom0", help="comma-separated ct<seed> / phantom<seed>")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--out", default="benchmark_ct_refine", help="folder for results.md / results.json")
+    p.add_argument("--figure", nargs="?", const="docs/figures", default=None, help="write ct_refine_<case>.png there")
+    p.add_argument("--band-mm", type=float, default=6.0, help="half width of the evaluation band around the wall")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--similarity", default="lncc")
+    p.add_argument("--gamma", type=float, default=None)
+    p.add_argument("--smooth", type=float, default=None)
+    p.add_argument("--iterations", default=None, help="per level, coarsest first, e.g. 80,50,30")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--grid-mm", type=float, default=None)
+    p.add_argument("--elastix-iterations", type=int, default=300)
+    p.add_argument("--elastix-grid-mm", type=float, default=12.0)
+    p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
+    p.add_argument("--skip-check", action="store_true", help="skip the known-translation check of elastix/ANTs")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in METHODS:
+            raise SystemExit(f"unknown method {m!r}; choose from {METHODS}")
+    refine_kwargs = {"similarity": args.similarity}
+    for key in ("gamma", "smooth", "lr", "grid_mm"):
+        if getattr(args, key) is not None:
+            refine_kwargs[key] = getattr(args, key)
+    if args.iterations:
+        refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
+        refine_kwargs["levels"] = len(refine_kwargs["iterations"])
+    elastix_kwargs = dict(
+        iterations=args.elastix_iterations,
+        grid_mm=args.elastix_grid_mm,
+        rigidity_weight=args.elastix_rigidity_weight,
+        threads=args.threads,
+    )
+    if not args.skip_check:
+        from benchmarks.baselines import check_translation
+
+        for tool in {"elastix" if m.startswith("elastix") else "ants" for m in methods if m[:3] in ("ela", "ant")}:
+            print(f"{tool}: field conversion checked on a known translation, error {check_translation(tool):.3f} vox")
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in [c for c in args.cases.split(",") if c]:
+        case = build_case(name)
+        regions = case_regions(case, args.band_mm)
+        results[name] = {}
+        fields = {}
+        for method in methods:
+            cpu = time.process_time()
+            ddf, seconds = run_method(method, case, refine_kwargs, elastix_kwargs)
+            cpu = time.process_time() - cpu
+            row = evaluate(ddf, case, regions)
+            row["seconds"], row["cpu_seconds"] = seconds, cpu
+            results[name][method] = row
+            fields[method] = ddf
+            print(f"{name} {method}: " + ", ".join(f"{k} {_fmt(k, v)}" for k, v in row.items()), flush=True)
+        if args.figure:
+            figure(case, fields, Path(args.figure) / f"ct_refine_{name}.png")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(results)
+    (out / "results.md").write_text(table)
+    meta = {"argv": argv, "refine_kwargs": refine_kwargs, "elastix": elastix_kwargs, "band_mm": args.band_mm}
+    (out / "results.json").write_text(json.dumps({"settings": meta, "results": results}, indent=2))
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Tests of the known-motion breathing generator (scripts/breathing.py) on the CT phantom and the real CT."""
+
+import numpy as np
+import pytest
+import torch
+
+from scripts.breathing import jacobian_det_np, make_breathing_case, phantom_case, real_ct_case
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return phantom_case(seed=3)
+
+
+@pytest.fixture(scope="module")
+def real_ct(ct_example_dir):
+    return real_ct_case(ct_example_dir, seed=5)
+
+
+CASES = ["phantom", "real_ct"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bones_move_rigidly(name, request):
+    from scripts.metrics import rigidity_error
+
+    case = request.getfixturevalue(name)
+    bones = case["bones"]
+    assert bones.sum() > 500
+    ddf = torch.from_numpy(case["ddf"])[None].double()
+    mask = torch.from_numpy(bones.astype(np.float64))[None, None]
+    err = float(rigidity_error(ddf, mask, spacing=list(case["spacing"]))[0])
+    assert err < 1e-5  # a small rotation: ||E||^2 = O(theta^4)
+    # and the bones do move (<= 2 mm), each group differently
+    mag = np.sqrt((case["ddf_mm"] ** 2).sum(0))[bones]
+    assert 0.05 < mag.mean() and mag.max() <= 2.0 + 1e-6
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_jump_is_tangential_and_of_the_requested_size(name, request):
+    case = request.getfixturevalue(name)
+    cav, wall, n, jump = case["cavity"], case["wall"], case["normals"], case["jump"]
+    inner = wall & cav
+    size = np.sqrt((jump**2).sum(0))[inner]
+    normal_part = np.abs((n * jump).sum(0))[inner]
+    assert np.allclose(np.sqrt((n**2).sum(0))[wall], 1.0, atol=1e-5)
+    assert np.percentile(normal_part / size, 99) < 1e-3
+    # where the wall is parallel to the patient's S axis the whole breathing motion is tangential: 6-10 mm
+    direction = case["affine"][:3, :3] / case["spacing"]
+    e_s = direction.T @ np.array([0.0, 0.0, 1.0])
+    lateral = np.abs(np.einsum("i,i...->...", e_s, n))[inner] < 0.2
+    lo, hi = case["info"]["amplitude_mm"]
+    assert 6.0 <= lo < hi <= 10.0
+    assert lo - 1.0 < np.median(size[lateral]) < hi + 1.0
+    # the field itself jumps by that vector between an inner wall voxel and its outer neighbour along the normal
+    idx = np.argwhere(inner)
+    step = np.rint(n[:, inner].T / case["spacing"] * case["spacing"].min()).astype(int)
+    nb = idx + step
+    ok = (np.abs(step).sum(1) > 0) & np.all((nb >= 0) & (nb < np.array(cav.shape)), axis=1)
+    ok &= ~cav[tuple(nb.T.clip(0))]
+    u = case["ddf_mm"]
+    du = u[:, idx[ok, 0], idx[ok, 1], idx[ok, 2]] - u[:, nb[ok, 0], nb[ok, 1], nb[ok, 2]]
+    true = jump[:, idx[ok, 0], idx[ok, 1], idx[ok, 2]]
+    assert ok.sum() > 100
+    assert np.median(np.sqrt(((du - true) ** 2).sum(0))) < 1.0
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_magnitudes_in_range(name, request):
+    case = request.getfixturevalue(name)
+    cav, wall = case["cavity"], case["wall"]
+    mag = np.sqrt((case["ddf_mm"] ** 2).sum(0))
+    assert mag[~cav].max() <= 2.0 + 1e-6
+    from scipy.ndimage import distance_transform_edt
+
+    deep = cav & (distance_transform_edt(cav, sampling=case["spacing"]) > 15.0)
+    assert deep.sum() > 200
+    p5, p95 = np.percentile(mag[deep], [5, 95])
+    assert 5.0 < p5 and p95 < 11.0
+    assert not np.any(wall & ~cav & (mag > 2.0 + 1e-6))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_no_folding_off_the_wall(name, request):
+    from scipy.ndimage import binary_dilation
+
+    case = request.getfixturevalue(name)
+    cav = case["cavity"]
+    assert case["det_in"][cav].min() > 0.0 and case["det_out"][~cav].min() > 0.5
+    det = jacobian_det_np(case["ddf"])
+    off_band = ~binary_dilation(case["wall"])  # central differences straddle the wall one voxel further
+    assert det[off_band].min() > 0.0
+    assert np.percentile(det[off_band], 1) > 0.5
+
+
+def test_warping_the_moving_image_with_the_true_field_gives_the_fixed_one():
+    """fixed(x) = moving(x + u(x)) with MONAI Warp (the bundle's convention), on a smooth image."""
+    from monai.networks.blocks import Warp
+
+    from scripts.synthetic import make_ct_phantom
+
+    rng = np.random.default_rng(1)
+    ph = make_ct_phantom((40, 36, 48), (3.0, 3.5, 3.5), "PLS", rng)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in ph["seg"].shape], indexing="ij")).astype(float)
+    image = (100 * (np.sin(grid[0] / 5) + np.cos(grid[1] / 4) + np.sin(grid[2] / 6 + 1))).astype(np.float32)
+    case = make_breathing_case(image, ph["seg"], ph["affine"], rng)
+    warp = Warp(mode="bilinear", padding_mode="border")
+    warped = warp(torch.from_numpy(case["moving"])[None, None], torch.from_numpy(case["ddf"])[None])[0, 0].numpy()
+    keep = np.zeros(image.shape, bool)
+    keep[3:-3, 3:-3, 3:-3] = True
+    keep &= ~case["wall"]
+    err = np.abs(warped - image)[keep]
+    raw = np.abs(case["moving"] - image)[keep]
+    assert np.median(err) < 1.0 and np.median(raw) > 3.0
+    assert np.percentile(err, 95) < 0.1 * np.percentile(raw, 95)
+    # the opposite convention (moving(x) = fixed(x + u(x))) does not hold
+    wrong = warp(torch.from_numpy(image)[None, None], torch.from_numpy(case["ddf"])[None])[0, 0].numpy()
+    assert np.median(np.abs(wrong - case["moving"])[keep]) > 3 * np.median(err)
+
+
+def test_rejects_mismatched_grids():
+    with pytest.raises(ValueError, match="share one 3D grid"):
+        make_breathing_case(np.zeros((8, 8, 8)), np.zeros((8, 8, 9), np.uint8), np.eye(4), np.random.default_rng(0))
