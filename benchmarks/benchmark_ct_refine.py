@@ -19,9 +19,8 @@ the true one:
   own threads, counted too; the wall clock is inflated when other jobs share the cores).
 
 Our refinement gets only what a user has at test time: the two images and the FIXED segmentation, from which
-:func:`scripts.cavity.cavity_regions` builds the regions (bones rigid, sliding band along the cavity wall, normals).
-``refine_full_rb`` is the same with the bones kept rigid where the wall band covers them (the band overrides
-rigid in ``cavity_regions``: ribs on the wall would otherwise get the shearing term). The Jacobian-only refinement
+:func:`scripts.cavity.cavity_regions` builds the regions (bones rigid, also where they touch the wall; sliding band
+along the cavity wall, normals). The Jacobian-only refinement
 gets no regions at all (``regulariser="jacobian"``, plain diffusion).
 
 Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``)::
@@ -45,7 +44,7 @@ from scripts.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
-METHODS = ("none", "refine_full", "refine_full_rb", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
+METHODS = ("none", "refine_full", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
 HU_WINDOW = (-1200.0, 400.0)
 
 
@@ -89,13 +88,10 @@ def run_method(method: str, case: dict, refine_kwargs: dict, elastix_kwargs: dic
 
         start = time.perf_counter()
         kwargs = dict(refine_kwargs)
-        if method in ("refine_full", "refine_full_rb"):
+        if method == "refine_full":
             from scripts.cavity import cavity_regions
 
             mask, normals = cavity_regions(case["fixed_seg"], spacing, image=fixed)
-            if method == "refine_full_rb":  # bones stay rigid where the wall band covers them (ribs on the wall)
-                bones = np.isin(case["fixed_seg"], bone_ids())
-                mask[bones], normals[:, bones] = 1, 0.0
             kwargs.update(reg_mask=_t(mask.astype(np.float32))[None], normals=_t(normals))
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
         else:
@@ -243,7 +239,7 @@ def figure(case: dict, fields: dict[str, np.ndarray], path: Path) -> None:
         return np.einsum("i,i...->...", e_s, ddf * spacing[:, None, None, None])
 
     warp = Warp(mode="bilinear", padding_mode="border")
-    ours = next((m for m in ("refine_full_rb", "refine_full") if m in fields), None)
+    ours = "refine_full" if "refine_full" in fields else None
     base = next((m for m in ("elastix_rigidity", "elastix", "ants_syn") if m in fields), None)
     images = [("fixed", case["fixed"]), ("moving", case["moving"])]
     maps = [("true", case["ddf"])]

@@ -51,7 +51,7 @@ _OUTSIDE = ("spinal_cord", "autochthon_left", "autochthon_right", "iliopsoas_lef
 
 
 def _table() -> dict[str, int]:
-    from scripts.regions import TOTALSEG_V2_TOTAL
+    from scripts.labels import TOTALSEG_V2_TOTAL
 
     return dict(TOTALSEG_V2_TOTAL)
 
@@ -325,7 +325,7 @@ def real_ct_case(data_dir: str | Path, seed: int = 0, name: str = "example_ct_sm
 
 def phantom_case(seed: int = 0, shape: Sequence[int] = (40, 36, 48), spacing=(3.0, 3.5, 3.5), **kwargs) -> dict:
     """:func:`make_breathing_case` on the CT phantom (:func:`scripts.synthetic.make_ct_phantom`)."""
-    from scripts.synthetic import make_ct_phantom
+    from scripts.phantom import make_ct_phantom
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 10]))
     ph = make_ct_phantom(shape, spacing, "PLS", rng)

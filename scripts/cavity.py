@@ -216,6 +216,7 @@ def cavity_regions(
         norm = np.linalg.norm(grad, axis=0)
         band &= norm > 1e-3 * float(norm.max())
         wall_normals = np.divide(-grad, norm, out=np.zeros_like(grad), where=band[None])
+        band &= ~np.isin(labels, region_spec.rigid)  # bones on the wall (ribs) stay rigid: the slip is beside them
         mask[band] = SLIDING
         normals[:, band] = wall_normals[:, band]
     normals[:, mask != SLIDING] = 0.0

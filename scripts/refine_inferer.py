@@ -9,7 +9,8 @@ Per pair (the :class:`scripts.inference.PairData` reaches the inferer through ``
    than the image). The fixed image is area-averaged onto G; the moving image is averaged to about ``grid_mm`` on its
    own grid, then sampled onto G through the affines. Both are normalised (``intensity``: the CT window, or min-max).
 3. Regions on G from the segmentation of the fixed image (``--fixed_seg``, a TotalSegmentator ``total`` label map on
-   the fixed grid, sampled at G's voxel centres): bones rigid, sliding along the whole cavity wall and at the organ
+   the fixed grid, sampled at G's voxel centres; without it, made on the fly by :mod:`scripts.segment` when
+   TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall and at the organ
    interfaces of ``configs/regions.json`` (:func:`scripts.cavity.cavity_regions`). Without a segmentation: the
    log-Jacobian prior alone, with a notice.
 4. :func:`scripts.refine.refine_pair`; the field (voxels of G) goes to the writer with G as its grid, and the loss
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from monai.inferers import Inferer
 
 from scripts.cavity import cavity_regions
+from scripts.errors import InputError
 from scripts.labels import RIGID, SLIDING
 from scripts.refine import SIMILARITIES, refine_pair
 from scripts.resampling import field_to_fixed_grid, warp_to_fixed
@@ -38,6 +40,7 @@ __all__ = ["RefinementInferer", "coarse_grid"]
 logger = logging.getLogger(__name__)
 
 INTENSITIES = ("ct", "minmax")
+SEGMENT_CHOICES = ("if_available", "always", "never")
 
 
 def coarse_grid(shape: Sequence[int], affine: np.ndarray, grid_mm: float | None) -> tuple[tuple[int, ...], np.ndarray]:
@@ -93,6 +96,8 @@ class RefinementInferer(Inferer):
         similarity: "lncc", "mind" (MIND-SSC) or "mse".
         gamma, smooth, levels, iterations, lr: see :func:`scripts.refine.refine_pair` (None: its default).
         band_mm: half width of the sliding band along the cavity wall, mm.
+        segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
+            installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
         progress: show a progress bar per pair.
     """
 
@@ -111,6 +116,7 @@ class RefinementInferer(Inferer):
         iterations: int | Sequence[int] | None = None,
         lr: float | Sequence[float] | None = None,
         band_mm: float = 3.0,
+        segment: str = "if_available",
         progress: bool = True,
     ):
         super().__init__()
@@ -120,6 +126,9 @@ class RefinementInferer(Inferer):
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
         if use_network and network_inferer is None:
             raise ValueError("use_network needs the network_inferer")
+        if segment not in SEGMENT_CHOICES:
+            raise ValueError(f"segment must be one of {SEGMENT_CHOICES}, got {segment!r}")
+        self.segment = segment
         self.network_inferer, self.use_network = network_inferer, bool(use_network)
         self.grid_mm = None if grid_mm is None else float(grid_mm)
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
@@ -130,6 +139,8 @@ class RefinementInferer(Inferer):
     def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
         """(regulariser, reg_mask, normals) on the refinement grid: from the fixed segmentation, or the log-Jacobian
         prior alone (with a notice) without one."""
+        if pair.fixed_seg is None:
+            pair.fixed_seg = self.segment_on_the_fly(pair)
         if pair.fixed_seg is None:
             logger.warning(
                 "%s: no segmentation of the fixed image (--fixed_seg): refining with the log-Jacobian prior only "
@@ -148,6 +159,31 @@ class RefinementInferer(Inferer):
             int((mask == SLIDING).sum()),
         )
         return self.regulariser, torch.from_numpy(mask)[None, None], torch.from_numpy(normals)[None]
+
+    def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
+        """The TotalSegmentator ``total`` label map of the fixed image (:func:`scripts.segment.run`, fast model), or
+        None (with the reason logged) when it cannot run and ``segment`` is not "always"."""
+        if self.segment == "never":
+            return None
+        import tempfile
+
+        import nibabel as nib
+
+        from scripts.segment import SegmentationSetupError, run
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="biomech_seg_") as folder:
+                path = run(pair.fixed_path, output_dir=folder)[0]
+                seg = np.asarray(nib.load(path).dataobj)
+        except SegmentationSetupError as err:
+            if self.segment == "always":
+                raise InputError(f"segmentation of the fixed image {pair.fixed_path}: {err}") from None
+            logger.warning("%s: no TotalSegmentator on the fly: %s", pair.name, err)
+            return None
+        if tuple(seg.shape[:3]) != tuple(pair.fixed_shape):
+            raise InputError(f"TotalSegmentator's label map of {pair.fixed_path} is not on the image's grid")
+        logger.info("%s: fixed image segmented with TotalSegmentator", pair.name)
+        return seg.reshape(pair.fixed_shape)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, pair: Any = None, **kwargs: Any):
         if pair is None or pair.fixed is None:

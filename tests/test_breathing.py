@@ -97,7 +97,7 @@ def test_warping_the_moving_image_with_the_true_field_gives_the_fixed_one():
     """fixed(x) = moving(x + u(x)) with MONAI Warp (the bundle's convention), on a smooth image."""
     from monai.networks.blocks import Warp
 
-    from scripts.synthetic import make_ct_phantom
+    from scripts.phantom import make_ct_phantom
 
     rng = np.random.default_rng(1)
     ph = make_ct_phantom((40, 36, 48), (3.0, 3.5, 3.5), "PLS", rng)

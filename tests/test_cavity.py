@@ -31,12 +31,14 @@ def test_wall_band_both_sides_rigid_bones_and_pairs():
     mask, normals = cavity_regions(seg, SP, image=image, band_mm=3.0)
     assert mask.dtype == np.uint8 and normals.shape == (3, 40, 40, 40) and normals.dtype == np.float32
     # wall band: 2 voxels (3 mm + half a voxel) on both sides of the x = 9.5 face, at unlabelled tissue and the rib
-    assert (mask[8:12, 20, 14] == SLIDING).all() and mask[12, 20, 14] == JACOBIAN and mask[20, 20, 14] == JACOBIAN
+    assert (mask[10:12, 20, 14] == SLIDING).all() and mask[12, 20, 14] == JACOBIAN and mask[20, 20, 14] == JACOBIAN
+    assert (mask[7:10, 20, 14] == RIGID).all()  # the rib on the wall stays rigid: the slip is beside it
     assert (mask[7, 15:25, 15:25] == RIGID).all()  # the rib away from the wall stays rigid
-    assert (mask[8:10, 15:25, 15:25] == SLIDING).all()  # sliding overrides rigid near the wall
+    assert (mask[8, 15:25, 15:25] == RIGID).all()  # the wall band never covers a bone
+    assert (mask[9, 15:25, 15:25] == SLIDING).any()  # a listed pair (lung / rib) still slides, as the spec says
     assert (mask[33:37, 16:24, 16:24] == RIGID).all()  # the vertebra is more than 3 mm from the wall
-    # outward normal on the flat face, on both sides of the wall
-    for x in (8, 9, 10, 11):
+    # outward normal on the flat face, on the soft-tissue side of the wall (the rib side is rigid)
+    for x in (10, 11):
         assert -normals[0, x, 20, 14] > 0.995 and -normals[0, x, 20, 20] > 0.9999
     # lung-liver interface inside the cavity: not a wall, but a pair band of configs/regions.json
     assert mask[20, 20, 19] == SLIDING and mask[20, 20, 20] == SLIDING
@@ -54,7 +56,7 @@ def test_no_band_in_the_air_and_without_pairs():
     assert without[20, 8, 14] == SLIDING and with_body[20, 8, 14] == JACOBIAN  # y = 8 is air
     assert with_body[20, 9, 14] == SLIDING
     no_pairs, _ = cavity_regions(seg, SP, image=image, pairs=False)
-    assert no_pairs[20, 20, 19] == JACOBIAN and no_pairs[9, 20, 14] == SLIDING
+    assert no_pairs[20, 20, 19] == JACOBIAN and no_pairs[10, 20, 14] == SLIDING and no_pairs[9, 20, 14] == RIGID
 
 
 def test_outward_normals_on_a_sphere():

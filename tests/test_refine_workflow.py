@@ -5,6 +5,7 @@ segmentation; bad ``--fixed_seg`` inputs stop the run with one clear error befor
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
@@ -106,3 +107,27 @@ def test_bad_fixed_segmentation_is_one_clear_error(known_motion, tmp_path, kind)
     err = find_input_error(info.value)
     assert err is not None and expected in str(err) and "bad_seg.nii.gz" in str(err), info.value
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_segmentation_on_the_fly(known_motion, tmp_path, monkeypatch):
+    """Without --fixed_seg, TotalSegmentator runs on the fly when it can (here a stand-in writes the known label
+    map, as scripts.segment.run would), and segment_fixed="always" stops with one clear error when it cannot."""
+    import scripts.segment as segment
+
+    def fake_run(ct, output_dir=None, **kwargs):
+        out = segment.output_path(Path(ct), output_dir)
+        nib.save(nib.Nifti1Image(known_motion["labels"], known_motion["affine"]), str(out))
+        return [str(out)]
+
+    common = dict(fixed=known_motion["fixed"], moving=known_motion["moving"], refine_iterations=[3, 3, 3],
+                  progress=False)  # fmt: skip
+    with monkeypatch.context() as patch:
+        patch.setattr(segment, "run", fake_run)
+        run_inference_workflow(None, CONFIGS, output_dir=str(tmp_path / "auto"), **common)
+    entry = json.loads((tmp_path / "auto" / "summary.json").read_text())["pairs"][0]
+    assert entry["refinement"]["regulariser"] == "rigidity_shearing_jacobian"
+
+    with pytest.raises(Exception) as info:  # the real scripts.segment: TotalSegmentator is not installed here
+        run_inference_workflow(None, CONFIGS, output_dir=str(tmp_path / "always"), segment_fixed="always", **common)
+    err = find_input_error(info.value)
+    assert err is not None and "TotalSegmentator" in str(err) and "case_fixed.nii.gz" in str(err)
