@@ -25,8 +25,9 @@ CONTENT, wherever it meets anything else:
   wall within ~sigma) are dropped from the band.
 
 Mask: 1 on the rigid labels of the spec (bones), 2 on the wall band and on the organ-organ pair bands of the spec
-(their normals from :func:`scripts.regions.compute_normals`, ``method="gaussian"``), 0 elsewhere; sliding
-overrides rigid, and the wall normal wins where the two bands overlap.
+(their normals from :func:`scripts.normals.compute_normals`, ``method="gaussian"``), 0 elsewhere; the wall normal
+wins where the two bands overlap, and bones stay rigid everywhere (unlike the training regions, where a pair band
+overrides rigid): a rib on the wall moves as a rigid body and the slip happens in the soft tissue beside it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from scripts.labels import SLIDING, label_table
+from scripts.labels import RIGID, SLIDING, label_table
 from scripts.normals import compute_normals
 from scripts.regions import DEFAULT_SPEC, as_label_array, build_regularisation_mask, load_region_spec
 
@@ -216,8 +217,10 @@ def cavity_regions(
         norm = np.linalg.norm(grad, axis=0)
         band &= norm > 1e-3 * float(norm.max())
         wall_normals = np.divide(-grad, norm, out=np.zeros_like(grad), where=band[None])
-        band &= ~np.isin(labels, region_spec.rigid)  # bones on the wall (ribs) stay rigid: the slip is beside them
         mask[band] = SLIDING
         normals[:, band] = wall_normals[:, band]
+    # every bone stays rigid, also where the wall band or a listed pair (lung / rib) touches it: the slip happens in
+    # the soft tissue beside it (with the bands overriding them, ribs got the shearing term: 3.9x the rigidity error)
+    mask[np.isin(labels, region_spec.rigid)] = RIGID
     normals[:, mask != SLIDING] = 0.0
     return mask.astype(np.uint8), normals.astype(np.float32)
