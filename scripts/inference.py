@@ -175,9 +175,11 @@ def load_pair(entry: Mapping[str, Any], preprocessing: Callable, keep_fixed: boo
             100 * coverage,
         )
     labels = {
-        key: read_label_on_grid(headers[key], headers[key.split("_")[0]], entry[key], key.replace("_", " "))
-        if key in headers
-        else None
+        key: (
+            read_label_on_grid(headers[key], headers[key.split("_")[0]], entry[key], key.replace("_", " "))
+            if key in headers
+            else None
+        )
         for key in ("moving_label", "fixed_label", "fixed_seg")
     }
     image = torch.cat([_plain(fixed_net), _plain(moving_in)], dim=0)

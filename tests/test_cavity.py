@@ -34,7 +34,7 @@ def test_wall_band_both_sides_rigid_bones_and_pairs():
     assert (mask[10:12, 20, 14] == SLIDING).all() and mask[12, 20, 14] == JACOBIAN and mask[20, 20, 14] == JACOBIAN
     assert (mask[7:10, 20, 14] == RIGID).all()  # the rib on the wall stays rigid: the slip is beside it
     assert (mask[7, 15:25, 15:25] == RIGID).all()  # the rib away from the wall stays rigid
-    assert (mask[7:10, 15:25, 15:25] == RIGID).all()  # neither the wall band nor a listed pair (lung / rib) covers a bone
+    assert (mask[7:10, 15:25, 15:25] == RIGID).all()  # no band (wall, or lung / rib pair) covers a bone
     assert (mask[10, 15:25, 15:25] == SLIDING).all()  # the slip is in the soft tissue beside the rib
     assert (mask[33:37, 16:24, 16:24] == RIGID).all()  # the vertebra is more than 3 mm from the wall
     # outward normal on the flat face, on the soft-tissue side of the wall (the rib side is rigid)
