@@ -44,7 +44,7 @@ def build_case(path: Path = CACHE, seed: int = 0) -> Path:
 
     from scripts.cavity import body_mask, cavity_regions
     from scripts.labels import TOTALSEG_V2_TOTAL
-    from scripts.phantom import deform_ct
+    from scripts.phantom import deform_ct, inverse_ddf
 
     if not DATA.is_file():
         raise SystemExit(f"error: benchmark data not found: {DATA}")
@@ -64,14 +64,7 @@ def build_case(path: Path = CACHE, seed: int = 0) -> Path:
         return np.clip((a + 200.0) / 450.0, 0.0, 1.0).astype(np.float32)
 
     # deform_ct gives moving = fixed o (id + u); refine_pair wants v with moving o (id + v) = fixed: v = inverse of u
-    from monai.networks.blocks import Warp
-
-    u = torch.from_numpy(out["ddf"])[None]
-    warp = Warp(mode="bilinear", padding_mode="border")
-    v = -u
-    with torch.no_grad():
-        for _ in range(15):
-            v = -warp(u, v)
+    v = torch.from_numpy(inverse_ddf(out["ddf"], iterations=15))[None]
     np.savez_compressed(
         path,
         fixed=norm(fixed_hu),

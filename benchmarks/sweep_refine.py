@@ -29,10 +29,9 @@ DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
 
 def load_case() -> dict:
     import nibabel as nib
-    from monai.networks.blocks import Warp
 
     from scripts.cavity import cavity_regions
-    from scripts.phantom import deform_ct
+    from scripts.phantom import deform_ct, inverse_ddf
 
     ct = np.asarray(nib.load(str(DATA / "example_ct_sm.nii.gz")).dataobj).astype(np.float32)
     seg = np.asarray(nib.load(str(DATA / "example_seg.nii.gz")).dataobj).astype(np.int32)
@@ -41,12 +40,7 @@ def load_case() -> dict:
     def norm(a):
         return torch.from_numpy(np.clip((a + 200) / 450, 0, 1))[None, None].float()
 
-    u = torch.from_numpy(out["ddf"])[None]
-    warp = Warp(mode="bilinear", padding_mode="border")
-    true = -u
-    with torch.no_grad():
-        for _ in range(20):
-            true = -warp(u, true)
+    true = torch.from_numpy(inverse_ddf(out["ddf"]))[None]
     mask, normals = cavity_regions(seg, (3, 3, 3), image=ct)
     fixed = norm(ct)
     return dict(

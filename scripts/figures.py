@@ -13,6 +13,16 @@ import torch  # noqa: E402
 __all__ = ["save_registration_figure", "save_sliding_figure"]
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write (100 dpi, folders created) and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def draw_deformed_grid(ax, ddf: torch.Tensor, axis: int, index: int, grid_step: int) -> None:
     """Draw the deformed grid of a slice on ``ax``: where each fixed-grid point x samples the moving image, x + u(x),
     every ``grid_step`` voxels along the two in-plane axes. ``ddf``: (3, X, Y, Z) voxels."""
@@ -69,12 +79,7 @@ def save_registration_figure(
         ax.set_ylabel(f"axis {in_plane[1]}")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_sliding_figure(
@@ -134,9 +139,4 @@ def save_sliding_figure(
         ax[4].set_ylabel(f"u along axis {tangent} (voxels)")
         ax[4].set_title("tangential displacement across the plane", fontsize=9)
         ax[4].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -291,6 +291,21 @@ def deform_ct(
     return {"moving": moving.astype(image.dtype), "moving_seg": moving_seg.astype(seg.dtype), "ddf": ddf}
 
 
+def inverse_ddf(ddf: np.ndarray, iterations: int = 20) -> np.ndarray:
+    """The field that registers a :func:`deform_ct` copy back: ``v(x) = -u(x + v(x))`` (fixed-point iterations,
+    trilinear), so that ``moving(x + v(x)) = image(x)``. (3, X, Y, Z) voxels in, (3, X, Y, Z) float32 voxels out."""
+    import torch
+    from monai.networks.blocks import Warp
+
+    u = torch.from_numpy(np.ascontiguousarray(ddf, dtype=np.float32))[None]
+    warp = Warp(mode="bilinear", padding_mode="border")
+    v = -u
+    with torch.no_grad():
+        for _ in range(int(iterations)):
+            v = -warp(u, v)
+    return v[0].numpy()
+
+
 def write_deformed_ct_pair(ct: str, seg: str, out_dir: str = "ct_pair", seed: int = 0) -> str:
     """Write a CT and a deformed copy (:func:`deform_ct`) as a plain pair list for the ``pairs`` dataset.
 

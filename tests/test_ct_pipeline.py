@@ -15,9 +15,9 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor, list_data_collate
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Resized
 
-from scripts.errors import InputError
 from scripts.dataset_lists import learn2reg_pairs, read_pairs
 from scripts.datasets import FilePairDataset, registration_dataset
+from scripts.errors import InputError
 from scripts.labels import learn2reg_labels_from_totalsegmentator, vertebrae_ids
 from scripts.learn2reg import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
 from scripts.phantom import diaphragm_normal, phantom_affine, write_deformed_ct_pair, write_learn2reg_phantom

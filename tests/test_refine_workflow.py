@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import map_coordinates
 
 from scripts.errors import find_input_error
 from scripts.inference import run_inference_workflow
-from scripts.phantom import deform_ct
+from scripts.phantom import deform_ct, inverse_ddf
 
 CONFIGS = ("inference.json", "refine.json")
 FAST = {"refine_iterations": [40, 30, 20], "progress": False}
@@ -41,11 +41,7 @@ def known_motion(ct_example_dir, tmp_path_factory) -> dict:
     affine = img.affine.copy()
     affine[:3, 3] += affine[:3, :3] @ np.array([20, 10, 0])
     moved = deform_ct(data, labels, (3.0, 3.0, 3.0), np.random.default_rng(1))
-    u = moved["ddf"]  # moving(x) = fixed(x + u(x)), voxels
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in data.shape], indexing="ij"))
-    d = -u.astype(np.float64)
-    for _ in range(20):  # d(x) = -u(x + d(x)): the inverse, by fixed-point iterations
-        d = -np.stack([map_coordinates(u[k], grid + d, order=1, mode="nearest") for k in range(3)])
+    d = inverse_ddf(moved["ddf"])  # moving(x) = fixed(x + u(x)); registered by d(x) = -u(x + d(x)), voxels
     paths = {}
     for name, array in (("fixed", data), ("moving", moved["moving"]), ("seg", labels)):
         paths[name] = str(folder / f"case_{name}.nii.gz")
