@@ -19,6 +19,7 @@ on a det J map with :func:`folding_from_det` and :func:`std_log_from_det`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
@@ -39,6 +40,7 @@ __all__ = [
     "dice_per_label",
     "folding_from_det",
     "std_log_from_det",
+    "det_map_statistics",
     "folding_percentage",
     "std_log_jacobian",
     "rigidity_error",
@@ -83,6 +85,36 @@ def std_log_from_det(det: torch.Tensor, reg_mask: torch.Tensor | None = None, ep
     region = _region(reg_mask, det, lambda lab: lab != SLIDING)
     mean = _masked_mean(logj, region)
     return _masked_mean((logj - mean[:, None]).square(), region).sqrt()
+
+
+def det_map_statistics(det: torch.Tensor, eps: float = 1e-9, step: int = 2**22, overwrite: bool = False) -> dict:
+    """Summary of ONE det J map of any size, in chunks of ``step`` voxels (float64 sums, two passes), without
+    full-size temporaries: ``folding_percent`` and ``std_log_jacobian`` (the definitions of :func:`folding_from_det`
+    and :func:`std_log_from_det` over all voxels) and ``jacobian_det``: min, max, mean, std, p1, p99. With
+    ``overwrite`` the percentiles are taken in place (``det`` is scrambled: pass a map you no longer need)."""
+    flat = det.reshape(-1)
+    n = flat.numel()
+    folds, total, low, high, log_total = 0, 0.0, float("inf"), float("-inf"), 0.0
+    for a in range(0, n, step):
+        part = flat[a : a + step]
+        folds += int((part <= 0).sum())
+        total += float(part.double().sum())
+        low, high = min(low, float(part.min())), max(high, float(part.max()))
+        log_total += float(log_jacobian(part, eps).double().sum())
+    mean, log_mean = total / n, log_total / n
+    sq, log_sq = 0.0, 0.0
+    for a in range(0, n, step):
+        part = flat[a : a + step].double()
+        sq += float((part - mean).square().sum())
+        log_sq += float((log_jacobian(part, eps) - log_mean).square().sum())
+    values = flat.cpu().numpy() if overwrite else flat.cpu().numpy().copy()
+    p1, p99 = np.percentile(values, [1, 99], overwrite_input=True)
+    return {
+        "folding_percent": 100.0 * folds / n,
+        "jacobian_det": {"min": low, "max": high, "mean": mean, "std": (sq / max(n - 1, 1)) ** 0.5,
+                         "p1": float(p1), "p99": float(p99)},  # fmt: skip
+        "std_log_jacobian": (log_sq / n) ** 0.5,
+    }
 
 
 def _rigidity(energy: torch.Tensor, reg_mask: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from scripts.mechanics import jacobian_determinant
 from scripts.preflight import temp_prefix
 from scripts.resampling import _mix, index_map, sample_volume
 
-__all__ = ["NiftiStream", "SlabField", "finish_pair_in_slabs", "det_statistics", "SLAB_VOXELS"]
+__all__ = ["NiftiStream", "SlabField", "finish_pair_in_slabs", "SLAB_VOXELS"]
 
 SLAB_VOXELS = 2**22  # voxels per slab (4 Mi: 16 slices of 512 x 512)
 CHUNK = 4 * 2**20  # bytes per gzip member
@@ -240,32 +240,4 @@ def finish_pair_in_slabs(pair, ddf_net: torch.Tensor, paths: dict, save_jacobian
         "inside_percent": 100.0 * inside_count / float(np.prod(shape)),
         "warped_label": warped_label if label is not None else None,
         "written": {kind: str(paths[kind]) for kind in streams},
-    }
-
-
-def det_statistics(det: torch.Tensor, eps: float = 1e-9, step: int = 2**22) -> dict[str, Any]:
-    """The det J entries of :func:`scripts.writer.field_statistics` (folding %, min, max, mean, std, p1, p99, std
-    log J) of a whole det J map, in chunks of ``step`` voxels (float64 sums, two passes) instead of full-size
-    temporaries. ``det`` is overwritten (its percentiles are taken in place): pass a map you no longer need."""
-    flat = det.reshape(-1)
-    n = flat.numel()
-    folds, total, low, high, log_total = 0, 0.0, float("inf"), float("-inf"), 0.0
-    for a in range(0, n, step):
-        part = flat[a : a + step]
-        folds += int((part <= 0).sum())
-        total += float(part.double().sum())
-        low, high = min(low, float(part.min())), max(high, float(part.max()))
-        log_total += float(torch.log(torch.clamp(part, min=eps)).double().sum())
-    mean, log_mean = total / n, log_total / n
-    sq, log_sq = 0.0, 0.0
-    for a in range(0, n, step):
-        part = flat[a : a + step].double()
-        sq += float((part - mean).square().sum())
-        log_sq += float((torch.log(torch.clamp(part, min=eps)) - log_mean).square().sum())
-    p1, p99 = np.percentile(flat.numpy(), [1, 99], overwrite_input=True)
-    return {
-        "folding_percent": 100.0 * folds / n,
-        "jacobian_det": {"min": low, "max": high, "mean": mean, "std": (sq / max(n - 1, 1)) ** 0.5,
-                         "p1": float(p1), "p99": float(p99)},  # fmt: skip
-        "std_log_jacobian": (log_sq / n) ** 0.5,
     }

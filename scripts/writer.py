@@ -49,7 +49,7 @@ from scripts.image_io import (
 )
 from scripts.inference import InferencePairDataset, PairData
 from scripts.learn2reg import L2R_ABDOMEN_LABELS, grid_mismatch, score_field, submission_names
-from scripts.metrics import dice_per_label, folding_from_det, std_log_from_det
+from scripts.metrics import det_map_statistics, dice_per_label
 from scripts.pairs import output_paths
 from scripts.resampling import (
     field_to_fixed_grid,
@@ -59,7 +59,7 @@ from scripts.resampling import (
     sample_volume,
     warp_to_fixed,
 )
-from scripts.streaming import det_statistics, finish_pair_in_slabs
+from scripts.streaming import finish_pair_in_slabs
 
 __all__ = ["RAS_TO_LPS", "field_statistics", "finish_pair", "RegistrationWriter"]
 
@@ -69,31 +69,13 @@ RAS_TO_LPS = (-1.0, -1.0, 1.0)
 STREAM_VOXELS = 2**25  # grids larger than this (32 Mi voxels, e.g. 512 x 512 x 128) are done in slabs
 
 
-def field_statistics(
-    det: torch.Tensor, disp_mm: torch.Tensor | None, eps: float = 1e-9, displacement: dict | None = None
-) -> dict[str, Any]:
+def field_statistics(det: torch.Tensor, disp_mm: torch.Tensor, eps: float = 1e-9) -> dict[str, Any]:
     """Summary of a det J map (X, Y, Z) and a displacement in mm (3, X, Y, Z): folding %, det J range and
-    percentiles, std log J (:mod:`scripts.metrics`), displacement size (or ``displacement``: its precomputed
-    ``{"mean": ..., "max": ...}`` in mm, with ``disp_mm`` None)."""
-    flat = det.reshape(1, -1)
-    p1, p99 = np.percentile(det.reshape(-1).cpu().numpy(), [1, 99])
-    if displacement is None:
-        mag = disp_mm.square().sum(dim=0).sqrt().reshape(-1)
-        displacement = {"mean": float(mag.double().mean()), "max": float(mag.max())}
-        del mag
-    return {
-        "folding_percent": float(folding_from_det(flat)[0]),
-        "jacobian_det": {
-            "min": float(flat.min()),
-            "max": float(flat.max()),
-            "mean": float(flat.double().mean()),
-            "std": float(flat.double().std()),
-            "p1": float(p1),
-            "p99": float(p99),
-        },
-        "std_log_jacobian": float(std_log_from_det(flat, eps=eps)[0]),
-        "displacement_mm": displacement,
-    }
+    percentiles, std log J (:func:`scripts.metrics.det_map_statistics`; ``det`` is left intact), displacement size."""
+    mag = disp_mm.square().sum(dim=0).sqrt().reshape(-1)
+    displacement = {"mean": float(mag.double().mean()), "max": float(mag.max())}
+    del mag
+    return {**det_map_statistics(det, eps), "displacement_mm": displacement}
 
 
 def _nifti(data: np.ndarray, pair: PairData, intent: str | None = None) -> nib.Nifti1Image:
@@ -162,7 +144,7 @@ def finish_pair(
     if (slab or big) and not learn2reg and output_ext in NIFTI_SUFFIXES:
         done = finish_pair_in_slabs(pair, ddf_net, paths, save_jacobian, compression, write_threads, slab, RAS_TO_LPS)
         lap("slabs")
-        stats = det_statistics(done.pop("det"))  # in place, chunk by chunk: no full-size temporaries
+        stats = det_map_statistics(done.pop("det"), overwrite=True)  # chunk by chunk: no full-size temporaries
         stats["displacement_mm"] = {"mean": done["disp_mean_mm"], "max": done["disp_max_mm"]}
         written.update(done["written"])
         entry["warped_inside_moving_percent"] = done["inside_percent"]
