@@ -23,3 +23,14 @@ def ct_example_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real CT test data not found at {path} (only present beside the project's CI checkout)")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small volumes: one torch thread is as fast, and much faster when other processes share the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -40,13 +40,7 @@ NET = {"spatial_dims": 3, "in_channels": 2, "out_channels": 3, "channels": (8, 1
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small volumes: one torch thread is as fast, and much faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def backbone(seed: int = 0) -> torch.nn.Module:

@@ -10,7 +10,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from scripts.errors import find_input_error
 from scripts.inference import run_inference_workflow
@@ -20,12 +19,7 @@ CONFIGS = ("inference.json", "refine.json")
 FAST = {"refine_iterations": [40, 30, 20], "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
