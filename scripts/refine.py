@@ -256,7 +256,7 @@ def refine_pair(
     init_ddf: torch.Tensor | None = None,
     similarity: str = "lncc",
     regulariser: str = "rigidity_shearing_jacobian",
-    gamma: float = 0.2,
+    gamma: float = 0.5,
     smooth: float = 0.5,
     levels: int = 3,
     iterations: int | Sequence[int] = (80, 60, 60),

@@ -96,6 +96,8 @@ class RefinementInferer(Inferer):
         similarity: "lncc", "mind" (MIND-SSC) or "mse".
         gamma, smooth, levels, iterations, lr: see :func:`scripts.refine.refine_pair` (None: its default).
         band_mm: half width of the sliding band along the cavity wall, mm.
+        closing_mm: radius of the closing that merges the cavity contents into one cavity, mm.
+        organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...).
         segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
             installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
         progress: show a progress bar per pair.
@@ -115,7 +117,9 @@ class RefinementInferer(Inferer):
         levels: int | None = None,
         iterations: int | Sequence[int] | None = None,
         lr: float | Sequence[float] | None = None,
-        band_mm: float = 3.0,
+        band_mm: float = 1.5,
+        closing_mm: float = 20.0,
+        organ_pairs: bool = True,
         segment: str = "if_available",
         progress: bool = True,
     ):
@@ -133,6 +137,7 @@ class RefinementInferer(Inferer):
         self.grid_mm = None if grid_mm is None else float(grid_mm)
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
+        self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
 
@@ -150,7 +155,9 @@ class RefinementInferer(Inferer):
             return "jacobian", None, None
         seg = _nearest_on_grid(np.asarray(pair.fixed_seg), shape)
         body = fixed_hu.numpy() if self.intensity == "ct" else None
-        mask, normals = cavity_regions(seg, spacing, image=body, band_mm=self.band_mm)
+        mask, normals = cavity_regions(
+            seg, spacing, image=body, band_mm=self.band_mm, closing_mm=self.closing_mm, pairs=self.organ_pairs
+        )
         logger.info(
             "%s: regions on the %s grid: %d rigid, %d sliding voxels",
             pair.name,

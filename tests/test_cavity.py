@@ -51,8 +51,8 @@ def test_wall_band_both_sides_rigid_bones_and_pairs():
 
 def test_no_band_in_the_air_and_without_pairs():
     seg, image = _phantom()
-    with_body, _ = cavity_regions(seg, SP, image=image)
-    without, _ = cavity_regions(seg, SP)
+    with_body, _ = cavity_regions(seg, SP, image=image, band_mm=3.0)
+    without, _ = cavity_regions(seg, SP, band_mm=3.0)
     assert without[20, 8, 14] == SLIDING and with_body[20, 8, 14] == JACOBIAN  # y = 8 is air
     assert with_body[20, 9, 14] == SLIDING
     no_pairs, _ = cavity_regions(seg, SP, image=image, pairs=False)
@@ -84,6 +84,13 @@ def test_bad_inputs():
         cavity_regions(seg[0], SP)
     with pytest.raises(ValueError, match="unknown label name"):
         cavity_regions(seg, SP, spec={"groups": {"cavity_contents": ["livr"]}, "rigid": [], "sliding": []})
+
+
+def test_default_band_is_one_voxel_on_each_side():
+    seg, image = _phantom()
+    mask, _ = cavity_regions(seg, SP, image=image)  # band_mm 1.5 on a 2 mm grid: the voxels either side of the wall
+    assert mask[10, 20, 14] == SLIDING and mask[11, 20, 14] == JACOBIAN and mask[9, 20, 14] == RIGID
+    assert mask[20, 9, 14] == SLIDING and mask[20, 10, 14] == SLIDING and mask[20, 11, 14] == JACOBIAN
 
 
 def test_cavity_group_of_the_default_spec():
