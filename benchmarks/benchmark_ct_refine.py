@@ -49,6 +49,7 @@ BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
 METHODS = ("none", "refine_full", "refine_wall", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
 HU_WINDOW = (-1200.0, 400.0)
+REGION_KEYS = ("band_mm", "closing_mm")  # options of cavity_regions, not of refine_pair
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
@@ -93,11 +94,15 @@ def run_method(
         from scripts.refine import refine_pair
 
         start = time.perf_counter()
-        kwargs, band = dict(refine_kwargs), None
+        kwargs = {k: v for k, v in refine_kwargs.items() if k not in REGION_KEYS}
+        band = None
         if method in ("refine_full", "refine_wall"):
             from scripts.cavity import cavity_regions
 
-            mask, normals = cavity_regions(case["fixed_seg"], spacing, image=fixed, pairs=method == "refine_full")
+            options = {k: v for k, v in refine_kwargs.items() if k in REGION_KEYS}
+            mask, normals = cavity_regions(
+                case["fixed_seg"], spacing, image=fixed, pairs=method == "refine_full", **options
+            )
             kwargs.update(reg_mask=_t(mask.astype(np.float32))[None], normals=_t(normals))
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
             band = mask == 2
@@ -110,7 +115,9 @@ def run_method(
         from benchmarks.baselines import elastix_bspline
 
         rigidity = case["bones"].astype(np.float32) if method == "elastix_rigidity" else None
-        ddf, seconds = elastix_bspline(normalise(fixed), normalise(moving), spacing, rigidity=rigidity, **elastix_kwargs)
+        ddf, seconds = elastix_bspline(
+            normalise(fixed), normalise(moving), spacing, rigidity=rigidity, **elastix_kwargs
+        )
         return ddf, seconds, None
     if method == "ants_syn":
         from benchmarks.baselines import ants_syn
@@ -308,6 +315,8 @@ def main(argv=None) -> dict:
     p.add_argument("--iterations", default=None, help="per level, coarsest first, e.g. 80,50,30")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--grid-mm", type=float, default=None)
+    p.add_argument("--wall-band-mm", type=float, default=None, help="cavity_regions band_mm (default: its own)")
+    p.add_argument("--closing-mm", type=float, default=None, help="cavity_regions closing_mm (default: its own)")
     p.add_argument("--elastix-iterations", type=int, default=300)
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
     p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
@@ -322,6 +331,10 @@ def main(argv=None) -> dict:
     for key in ("gamma", "smooth", "lr", "grid_mm"):
         if getattr(args, key) is not None:
             refine_kwargs[key] = getattr(args, key)
+    if args.wall_band_mm is not None:
+        refine_kwargs["band_mm"] = args.wall_band_mm
+    if args.closing_mm is not None:
+        refine_kwargs["closing_mm"] = args.closing_mm
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])

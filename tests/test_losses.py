@@ -221,6 +221,24 @@ def test_biomechanical_loss_regions_and_empty_regions():
     )
 
 
+def test_volume_weighting_weighs_every_voxel_the_same():
+    ddf, reg_mask, normals = make_inputs((12, 10, 14), seed=5)
+    labels = reg_mask[:, 0].round()
+    by_region = BiomechanicalLoss(weighting="region").terms(ddf, reg_mask, normals)
+    by_volume = BiomechanicalLoss(weighting="volume").terms(ddf, reg_mask, normals)
+    for name, label in (("jacobian", 0), ("rigidity", 1), ("shearing", 2)):
+        fraction = float((labels == label).float().mean())
+        assert 0.05 < fraction < 0.95
+        assert by_volume[name].item() == pytest.approx(by_region[name].item() * fraction, rel=1e-6)
+    # the per-voxel terms summed over the grid, divided by its voxel count: the mean per-voxel regulariser
+    assert by_volume["total"].item() == pytest.approx(
+        sum(by_volume[n].item() for n in ("jacobian", "rigidity", "shearing")), rel=1e-9
+    )
+    assert BiomechanicalLoss("jacobian", weighting="volume")(ddf).item() == pytest.approx(JacobianLoss()(ddf).item())
+    with pytest.raises(ValueError, match="weighting"):
+        BiomechanicalLoss(weighting="voxel")
+
+
 def test_two_dimensional_fields():
     theta = 0.3
     rot = torch.tensor([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
