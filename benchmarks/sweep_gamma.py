@@ -113,7 +113,7 @@ def plot(results: dict, path: Path) -> Path:
     return path
 
 
-def main(
+def sweep(
     gammas: tuple[float, ...] = (0.02, 0.1, 0.5, 2.0),
     dataset: str = "synthetic_shearing",
     runs_dir: str = str(BUNDLE_ROOT / "runs" / "sweep"),
@@ -144,6 +144,11 @@ def main(
     print_table(results, dataset)
     print(f"plot: {plot(results, Path(figure))}")
     return results
+
+
+def main(**kwargs) -> None:
+    """Command line: the arguments of :func:`sweep`."""
+    sweep(**kwargs)
 
 
 if __name__ == "__main__":
