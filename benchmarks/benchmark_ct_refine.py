@@ -22,8 +22,8 @@ the true one:
 
 Our refinement gets only what a user has at test time: the two images and the FIXED segmentation, from which
 :func:`scripts.cavity.cavity_regions` builds the regions (bones rigid, also where they touch the wall; sliding band
-along the cavity wall, normals; ``refine_full`` also the organ-organ pair bands of ``configs/regions.json``, as
-``configs/refine.json`` does by default, ``refine_wall`` the wall band only). The Jacobian-only refinement
+along the cavity wall, normals: ``refine_full``, as ``configs/refine.json`` does by default; ``refine_pairs`` also
+the organ-organ pair bands of ``configs/regions.json``, ``--organ_pairs true``). The Jacobian-only refinement
 gets no regions at all (``regulariser="jacobian"``, plain diffusion).
 
 Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``)::
@@ -47,7 +47,7 @@ from scripts.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
-METHODS = ("none", "refine_full", "refine_wall", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
+METHODS = ("none", "refine_full", "refine_pairs", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
 HU_WINDOW = (-1200.0, 400.0)
 REGION_KEYS = ("band_mm", "closing_mm")  # options of cavity_regions, not of refine_pair
 
@@ -86,7 +86,7 @@ def run_method(
     method: str, case: dict, refine_kwargs: dict, elastix_kwargs: dict
 ) -> tuple[np.ndarray, float, np.ndarray | None]:
     """(ddf (3, X, Y, Z) voxels on the fixed grid, seconds, the sliding band the method was given or None) of one
-    method on one case. ``refine_wall`` is ``refine_full`` without the organ-organ pair bands (wall only)."""
+    method on one case. ``refine_pairs`` is ``refine_full`` plus the organ-organ pair bands of the region spec."""
     fixed, moving, spacing = case["fixed"], case["moving"], case["spacing"]
     if method == "none":
         return np.zeros((3, *fixed.shape), np.float32), 0.0, None
@@ -96,12 +96,12 @@ def run_method(
         start = time.perf_counter()
         kwargs = {k: v for k, v in refine_kwargs.items() if k not in REGION_KEYS}
         band = None
-        if method in ("refine_full", "refine_wall"):
+        if method in ("refine_full", "refine_pairs"):
             from scripts.cavity import cavity_regions
 
             options = {k: v for k, v in refine_kwargs.items() if k in REGION_KEYS}
             mask, normals = cavity_regions(
-                case["fixed_seg"], spacing, image=fixed, pairs=method == "refine_full", **options
+                case["fixed_seg"], spacing, image=fixed, pairs=method == "refine_pairs", **options
             )
             kwargs.update(reg_mask=_t(mask.astype(np.float32))[None], normals=_t(normals))
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")

@@ -259,7 +259,7 @@ def refine_pair(
     gamma: float = 0.5,
     smooth: float = 0.5,
     levels: int = 3,
-    iterations: int | Sequence[int] = (80, 60, 60),
+    iterations: int | Sequence[int] = (150, 100, 60),
     lr: float | Sequence[float] = 0.3,
     grid_mm: float | None = 2.0,
     lncc_kernel: int = 5,

@@ -97,7 +97,9 @@ class RefinementInferer(Inferer):
         gamma, smooth, levels, iterations, lr: see :func:`scripts.refine.refine_pair` (None: its default).
         band_mm: half width of the sliding band along the cavity wall, mm.
         closing_mm: radius of the closing that merges the cavity contents into one cavity, mm.
-        organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...).
+        organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
+            in breathing the cavity contents move together and slide along the wall (docs/README.md, the CT
+            benchmark: the pair bands let textureless organs lag behind).
         segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
             installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
         progress: show a progress bar per pair.
@@ -119,7 +121,7 @@ class RefinementInferer(Inferer):
         lr: float | Sequence[float] | None = None,
         band_mm: float = 1.5,
         closing_mm: float = 20.0,
-        organ_pairs: bool = True,
+        organ_pairs: bool = False,
         segment: str = "if_available",
         progress: bool = True,
     ):
