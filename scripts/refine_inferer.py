@@ -10,11 +10,14 @@ Per pair (the :class:`scripts.inference.PairData` reaches the inferer through ``
    own grid, then sampled onto G through the affines. Both are normalised (``intensity``: the CT window, or min-max).
 3. Regions on G from the segmentation of the fixed image (``--fixed_seg``, a TotalSegmentator ``total`` label map on
    the fixed grid, sampled at G's voxel centres; without it, made on the fly by :mod:`scripts.segment` when
-   TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall and at the organ
-   interfaces of ``configs/regions.json`` (:func:`scripts.cavity.cavity_regions`). Without a segmentation: the
-   log-Jacobian prior alone, with a notice.
+   TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
+   ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.cavity.cavity_regions`).
+   Without a segmentation: the log-Jacobian prior alone, with a notice.
 4. :func:`scripts.refine.refine_pair`; the field (voxels of G) goes to the writer with G as its grid, and the loss
-   curve to the pair's entry of ``summary.json`` (``refinement``).
+   curve to the pair's entry of ``summary.json`` (``refinement``), with the share of G's voxels outside the sliding
+   band that fold (det J <= 0). Where the prior holds none should; above :data:`FOLD_WARNING_PERCENT` (or when the
+   similarity ends the finest level worse than it started it) the run warns: the optimisation diverged (e.g. too
+   large a ``lr``).
 """
 
 from __future__ import annotations
@@ -32,12 +35,24 @@ from monai.inferers import Inferer
 from scripts.cavity import cavity_regions
 from scripts.errors import InputError
 from scripts.labels import RIGID, SLIDING
+from scripts.mechanics import jacobian_determinant
 from scripts.refine import SIMILARITIES, refine_pair
 from scripts.resampling import field_to_fixed_grid, warp_to_fixed
 
-__all__ = ["RefinementInferer", "coarse_grid"]
+__all__ = ["RefinementInferer", "coarse_grid", "FOLD_WARNING_PERCENT"]
 
 logger = logging.getLogger(__name__)
+
+# folded voxels outside the sliding band (% of them) above which a refinement is reported as diverged
+FOLD_WARNING_PERCENT = 0.1
+
+
+def fold_percent_off_band(ddf: torch.Tensor, reg_mask: torch.Tensor | None) -> float:
+    """% of the voxels outside the sliding band (all voxels without regions) where det J <= 0; ddf (1, 3, *G)."""
+    det = jacobian_determinant(ddf.float())[0]
+    keep = torch.ones_like(det, dtype=torch.bool) if reg_mask is None else reg_mask[0, 0].round() != SLIDING
+    return float(100.0 * (det[keep] <= 0).float().mean()) if bool(keep.any()) else 0.0
+
 
 INTENSITIES = ("ct", "minmax")
 SEGMENT_CHOICES = ("if_available", "always", "never")
@@ -228,8 +243,21 @@ class RefinementInferer(Inferer):
                 progress=self.progress,
                 **self.options,
             )
+        folds = fold_percent_off_band(ddf, reg_mask)
+        finest = [row["similarity"] for row in curve if row["level"] == curve[-1]["level"]] if curve else [0.0]
+        if folds > FOLD_WARNING_PERCENT or finest[-1] > finest[0]:  # (levels' similarities are not comparable)
+            logger.warning(
+                "%s: the refinement diverged (%.2f %% of the voxels outside the sliding band fold, similarity on the "
+                "finest level %.4g -> %.4g): lower --refine_lr (now %s) or raise --refine_gamma",
+                pair.name,
+                folds,
+                finest[0],
+                finest[-1],
+                self.options.get("lr", "the default 0.3"),
+            )
         pair.net_affine, pair.net_shape = affine, tuple(shape)
         pair.report["refinement"] = {
+            "fold_percent_off_band": folds,
             "grid": list(shape),
             "grid_spacing_mm": [float(s) for s in spacing],
             "start": "network" if self.use_network else "identity",

@@ -49,7 +49,7 @@ def endpoint_error(summary_entry: dict, case: dict) -> np.ndarray:
     return np.linalg.norm(ddf - case["true_mm"], axis=-1)
 
 
-def test_refinement_recovers_a_known_motion(known_motion, tmp_path):
+def test_refinement_recovers_a_known_motion(known_motion, tmp_path, caplog):
     case = known_motion
     out = tmp_path / "out"
     run_inference_workflow(None, CONFIGS, fixed=case["fixed"], moving=case["moving"], fixed_seg=case["seg"],
@@ -68,6 +68,17 @@ def test_refinement_recovers_a_known_motion(known_motion, tmp_path):
     print(f"endpoint error over the body: {before:.2f} mm before, {after:.2f} mm after refinement")
     assert before > 2.0 and after < 0.6 * before
     assert entry["folding_percent"] < 0.5
+    assert refinement["fold_percent_off_band"] == 0.0 and "diverged" not in caplog.text
+
+
+def test_a_diverging_refinement_is_reported(known_motion, tmp_path, caplog):
+    out = tmp_path / "out"
+    run_inference_workflow(None, CONFIGS, fixed=known_motion["fixed"], moving=known_motion["moving"],
+                           fixed_seg=known_motion["seg"], output_dir=str(out), refine_iterations=[10, 10, 10],
+                           refine_lr=20.0, progress=False)  # fmt: skip
+    entry = json.loads((out / "summary.json").read_text())["pairs"][0]
+    assert entry["refinement"]["fold_percent_off_band"] > 0.1
+    assert "the refinement diverged" in caplog.text and "lower --refine_lr (now 20.0)" in caplog.text
 
 
 def test_refinement_without_segmentation_uses_the_jacobian_prior(known_motion, tmp_path, caplog):
