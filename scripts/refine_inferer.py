@@ -36,6 +36,7 @@ from scripts.cavity import cavity_regions
 from scripts.errors import InputError
 from scripts.labels import RIGID, SLIDING
 from scripts.mechanics import jacobian_determinant
+from scripts.metrics import folding_from_det
 from scripts.refine import SIMILARITIES, refine_pair
 from scripts.resampling import field_to_fixed_grid, warp_to_fixed
 
@@ -51,7 +52,7 @@ def fold_percent_off_band(ddf: torch.Tensor, reg_mask: torch.Tensor | None) -> f
     """% of the voxels outside the sliding band (all voxels without regions) where det J <= 0; ddf (1, 3, *G)."""
     det = jacobian_determinant(ddf.float())[0]
     keep = torch.ones_like(det, dtype=torch.bool) if reg_mask is None else reg_mask[0, 0].round() != SLIDING
-    return float(100.0 * (det[keep] <= 0).float().mean()) if bool(keep.any()) else 0.0
+    return float(folding_from_det(det[keep][None])[0]) if bool(keep.any()) else 0.0
 
 
 INTENSITIES = ("ct", "minmax")
