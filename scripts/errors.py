@@ -38,13 +38,24 @@ def write_error(path: Any, err: OSError, what: str = "output") -> InputError | N
     return InputError(f"{what} {path}: cannot write ({err.strerror or err}); {hint}")
 
 
+def _unwrap_worker_error(err: InputError) -> InputError:
+    """The user's message of an :class:`InputError` raised in a DataLoader worker: torch re-raises it in the main
+    process with the worker's traceback as its message ("Caught InputError in DataLoader worker process 0. Original
+    Traceback ... scripts.errors.InputError: <message>")."""
+    text = str(err)
+    if "DataLoader worker process" not in text or "InputError: " not in text:
+        return err
+    return InputError(text.rsplit("InputError: ", 1)[-1].strip())
+
+
 def find_input_error(exc: BaseException | None) -> InputError | None:
     """The :class:`InputError` in an exception's cause/context chain (a write that failed for a reason the user can
-    fix, e.g. a full disk, counts: :func:`write_error`), or None."""
+    fix, e.g. a full disk, counts: :func:`write_error`), or None. One raised in a DataLoader worker comes back
+    with the worker's traceback stripped from its message."""
     seen = 0
     while exc is not None and seen < 32:
         if isinstance(exc, InputError):
-            return exc
+            return _unwrap_worker_error(exc)
         if isinstance(exc, OSError) and exc.errno in USER_WRITE_ERRNOS:
             return write_error(exc.filename or "", exc, "file")
         exc = exc.__cause__ or exc.__context__

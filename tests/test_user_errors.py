@@ -298,3 +298,22 @@ def test_cli_errors_are_one_line(tmp_path):
                            "--num_pairs", "1", "--shape", "[16,16,16]"], cwd=BUNDLE_ROOT, env=env, capture_output=True,
                           text=True)  # fmt: skip
     assert_one_error_line(proc, "a_file")
+
+
+class _BrokenDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        from scripts.errors import InputError
+
+        raise InputError(f"image /data/case_{index}.nii.gz: truncated file; download it again")
+
+
+def test_input_error_in_a_dataloader_worker_keeps_its_one_line_message():
+    loader = torch.utils.data.DataLoader(_BrokenDataset(), num_workers=1)
+    with pytest.raises(Exception) as info:
+        next(iter(loader))
+    assert "Original Traceback" in str(info.value)  # torch re-raises it with the worker's traceback as its message
+    err = find_input_error(info.value)
+    assert str(err) == "image /data/case_0.nii.gz: truncated file; download it again"
