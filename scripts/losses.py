@@ -216,8 +216,10 @@ class BiomechanicalLoss(_FieldLoss):
                 raise ValueError(f"mode {self.mode!r} needs the regularisation label map reg_mask (0/1/2)")
             labels = _as_weights(reg_mask, jac_term).round()
             rigid, sliding = labels == RIGID, labels == SLIDING
-            if self.mode == "rigidity_shearing_jacobian":
-                out["jacobian"] = region_mean(jac_term, (~(rigid | sliding)).to(jac_term.dtype))
+            full = self.mode == "rigidity_shearing_jacobian"
+            jacobian_region = ~(rigid | sliding) if full else ~rigid  # sliding voxels get the log-Jacobian otherwise
+            out["jacobian"] = region_mean(jac_term, jacobian_region.to(jac_term.dtype))
+            if full:
                 if sliding.any():
                     if normals is None:
                         raise ValueError("mode 'rigidity_shearing_jacobian' needs normals (B, D, *S) on sliding voxels")
@@ -228,8 +230,6 @@ class BiomechanicalLoss(_FieldLoss):
                         )
                     n = [normals[:, m].reshape(-1)[index] for m in range(normals.shape[1])]
                     out["shearing"] = sliding_strain_energy(gather_voxels(grad, index), n).mean()
-            else:
-                out["jacobian"] = region_mean(jac_term, (~rigid).to(jac_term.dtype))
             if rigid.any():
                 # the strain is evaluated on the rigid voxels only: small temporaries, fast backward
                 index = rigid.reshape(-1).nonzero()[:, 0]
@@ -238,7 +238,6 @@ class BiomechanicalLoss(_FieldLoss):
                 total = float(labels.numel())
                 out["rigidity"] = out["rigidity"] * (float(rigid.sum()) / total)
                 out["shearing"] = out["shearing"] * (float(sliding.sum()) / total)
-                jacobian_region = ~(rigid | sliding) if self.mode == "rigidity_shearing_jacobian" else ~rigid
                 out["jacobian"] = out["jacobian"] * (float(jacobian_region.sum()) / total)
         out["total"] = out["jacobian"] + out["rigidity"] + out["shearing"]
         return out
