@@ -78,17 +78,16 @@ def _s_axis(affine: np.ndarray) -> int:
     return int(np.argmax(np.abs(affine[2, :3])))
 
 
-def cavity_mask(
+def _cavity_parts(
     seg: np.ndarray,
     affine: np.ndarray,
     closing_mm: float = 20.0,
     opening_mm: float = 9.0,
     smooth_mm: float = 6.0,
     bone_gap: int = 1,
-) -> np.ndarray:
-    """Thoraco-abdominal cavity (bool (X, Y, Z)): closed, hole-filled (per axial slice), opened, smoothed union of the
-    contents, minus the bones dilated by ``bone_gap`` voxels (so every bone voxel's neighbours lie outside) and the
-    back muscles / spinal cord."""
+    whole_organs: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(smooth shape, cavity), bool (X, Y, Z): see :func:`cavity_mask`; the smooth shape gives the wall's normals."""
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     contents = np.isin(seg, cavity_ids())
     if not contents.any():
@@ -109,7 +108,21 @@ def cavity_mask(
     bones = np.isin(seg, bone_ids())
     if bone_gap > 0 and bones.any():
         bones = ndi.binary_dilation(bones, iterations=bone_gap)
-    return smooth & ~bones
+    smooth &= ~bones
+    if not whole_organs:
+        return smooth, smooth
+    # put back the organ voxels that the opening and smoothing cut off the wall (not islands far from it)
+    near = ndi.distance_transform_edt(~smooth, sampling=spacing) <= max(opening_mm, smooth_mm)
+    return smooth, smooth | (contents & ~outside & ~bones & near)
+
+
+def cavity_mask(seg: np.ndarray, affine: np.ndarray, **kwargs) -> np.ndarray:
+    """Thoraco-abdominal cavity (bool (X, Y, Z)): the closed, hole-filled (per axial slice), opened, smoothed union
+    of the contents, with every content voxel put back (``whole_organs``, default: an organ slides as a whole, its
+    surface at the wall is the wall), minus the bones dilated by ``bone_gap`` voxels (so every bone voxel's
+    neighbours lie outside) and the back muscles / spinal cord. Keywords: ``closing_mm`` (20), ``opening_mm`` (9),
+    ``smooth_mm`` (6), ``bone_gap`` (1), ``whole_organs`` (True)."""
+    return _cavity_parts(seg, affine, **kwargs)[1]
 
 
 def wall_band(cavity: np.ndarray) -> np.ndarray:
@@ -231,7 +244,7 @@ def make_breathing_case(
     spacing = np.sqrt((lin**2).sum(axis=0))
     direction = lin / spacing  # columns: unit world vectors of the array axes
     grid_mm = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"))
-    cav = cavity_mask(seg, affine, **(cavity_kwargs or {}))
+    shape_cav, cav = _cavity_parts(seg, affine, **(cavity_kwargs or {}))  # depth below the wall: smooth part
     u_out, bones, motions = _outside_field(seg, spacing, grid_mm, rng, wall_mm, rotation_deg, blend_mm)
 
     # breathing motion v (mm, array frame): caudal, amplitude growing towards the top of the cavity, small anterior part
@@ -246,11 +259,11 @@ def make_breathing_case(
     v += _smooth_random(rng, shape, 0.3)
 
     # outward normals of the smoothed cavity; remove the normal part of v near the wall (continuous normal motion)
-    s = ndi.gaussian_filter(cav.astype(np.float64), normal_mm / spacing, mode="nearest")
+    s = ndi.gaussian_filter(shape_cav.astype(np.float64), normal_mm / spacing, mode="nearest")
     g = -np.stack(np.gradient(s, *spacing))
     gnorm = np.sqrt((g**2).sum(0))
     n_hat = g / np.maximum(gnorm, 1e-12)
-    depth = ndi.distance_transform_edt(cav, sampling=spacing)  # 0 outside, >= one voxel inside
+    depth = ndi.distance_transform_edt(shape_cav, sampling=spacing)  # 0 outside, >= one voxel inside
     weight = np.exp(-((np.maximum(depth - spacing.max() * 1.01, 0.0) / wall_decay_mm) ** 2))
     strength = np.clip(gnorm / (strength_frac * gnorm.max()), 0.0, 1.0)
     weight *= strength**2 * (3.0 - 2.0 * strength)  # no projection where the normal is ill-defined (deep inside)

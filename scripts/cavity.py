@@ -207,8 +207,10 @@ def cavity_regions(
     if cavity.any() and not cavity.all():
         d_out = ndimage.distance_transform_edt(~cavity, sampling=sp)
         d_in = ndimage.distance_transform_edt(cavity, sampling=sp)
-        # the wall lies half a voxel beyond the centres of the boundary voxels
+        # the wall lies half a voxel beyond the centres of the boundary voxels; the voxels touching it (6-neighbours
+        # across it) are always in the band, also along a coarse axis of an anisotropic grid
         band = np.where(cavity, d_in, d_out) - 0.5 * float(sp.min()) <= band_mm + 1e-6
+        band |= (cavity & ~ndimage.binary_erosion(cavity, border_value=1)) | (ndimage.binary_dilation(cavity) & ~cavity)
         if body is not None:
             band &= body
         sigma = float(sigma_mm) if sigma_mm is not None else max(2.0 * band_mm, 2.0 * float(sp.max()))

@@ -93,6 +93,16 @@ def test_default_band_is_one_voxel_on_each_side():
     assert mask[20, 9, 14] == SLIDING and mask[20, 10, 14] == SLIDING and mask[20, 11, 14] == JACOBIAN
 
 
+def test_band_touches_the_wall_on_both_sides_on_an_anisotropic_grid():
+    # 3.5 mm along y and z: the voxels beside the wall lie 3.5 mm from it, more than band_mm + half the finest voxel
+    seg, _ = _phantom()
+    mask, normals = cavity_regions(seg, (3.0, 3.5, 3.5))
+    assert mask[20, 9, 14] == SLIDING and mask[20, 10, 14] == SLIDING and mask[20, 11, 14] == JACOBIAN
+    assert mask[20, 20, 7] == SLIDING and mask[20, 20, 8] == SLIDING and mask[20, 20, 9] == JACOBIAN
+    assert mask[10, 20, 14] == SLIDING and mask[9, 20, 14] == RIGID
+    assert normals[1, 20, 9, 14] < -0.9 and normals[2, 20, 20, 7] < -0.9  # outward: towards low y, low z
+
+
 def test_cavity_group_of_the_default_spec():
     ids = cavity_labels()
     names = {TOTALSEG_V2_TOTAL[n] for n in ("liver", "spleen", "lung_upper_lobe_left", "heart", "colon")}
