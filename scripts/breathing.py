@@ -7,7 +7,8 @@ inverting x -> x + u(x), so warping it with the true u gives back the fixed imag
 
 - cavity contents (lungs, heart, liver, spleen, stomach, kidneys, bowel, pancreas, portal and pulmonary veins; not
   the aorta and vena cava, fixed to the spine; the cavity is their closed, hole-filled, opened, smoothed union,
-  away from the bones, the back muscles and the psoas) move ``amplitude_mm`` (6-10 mm) mostly along the
+  away from the bones, the back muscles and the psoas, with the organ voxels the opening cut off the wall put
+  back, so that the organs slide whole) move ``amplitude_mm`` (6-10 mm) mostly along the
   patient's S axis (taken from the affine), caudally, with a smooth cranio-caudal profile and a small anterior part;
 - at the cavity wall the contents SLIDE: u jumps across the wall by a tangential vector (the breathing motion with
   its normal part removed near the wall), the normal component is continuous;
