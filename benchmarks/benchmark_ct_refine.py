@@ -97,7 +97,7 @@ def run_method(
     if method == "none":
         return np.zeros((3, *fixed.shape), np.float32), 0.0, None
     if method == "true":  # the ceiling of the label metrics: a slip is no bijection of the voxel grid near the wall
-        return case["ddf"].astype(np.float32), 0.0, None
+        return case["ddf"].astype(np.float32), 0.0, ndi.binary_dilation(case["wall"])  # it folds at the wall only
     if method.startswith("refine"):
         from scripts.refine import refine_pair
 
@@ -330,6 +330,7 @@ def main(argv=None) -> dict:
     p.add_argument("--smooth", type=float, default=None)
     p.add_argument("--iterations", default=None, help="per level, coarsest first, e.g. 80,50,30")
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lncc-kernel", type=int, default=None, help="LNCC window, voxels of each level")
     p.add_argument("--grid-mm", type=float, default=None)
     p.add_argument("--wall-band-mm", type=float, default=None, help="cavity_regions band_mm (default: its own)")
     p.add_argument("--closing-mm", type=float, default=None, help="cavity_regions closing_mm (default: its own)")
@@ -344,7 +345,7 @@ def main(argv=None) -> dict:
         if m not in METHODS + EXTRA_METHODS:
             raise SystemExit(f"error: unknown method {m!r}; choose from {METHODS + EXTRA_METHODS}")
     refine_kwargs = {"similarity": args.similarity}
-    for key in ("gamma", "smooth", "lr", "grid_mm"):
+    for key in ("gamma", "smooth", "lr", "grid_mm", "lncc_kernel"):
         if getattr(args, key) is not None:
             refine_kwargs[key] = getattr(args, key)
     if args.wall_band_mm is not None:

@@ -32,6 +32,11 @@ Coarse to fine: ``levels`` grids, each half the resolution of the next, the fine
 field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling; each level's
 images and regions are resampled from the next finer level (factor ~2: small kernels, even from a 1 mm input).
 
+Step control: Adam's step is ``lr`` voxels per iteration in every voxel at once, and the barrier terms are stiff, so
+too large a step makes a level blow up (folds, then a loss in the tens). Each level keeps its best state; when the
+total loss rises more than :data:`DIVERGENCE_MARGIN` above it (or is not finite), the field goes back to that state
+and Adam restarts with half the step (the curve's ``lr`` column shows it). A level ends at its best state.
+
 Conventions: tensors (1, C, X, Y, Z); displacement channel k along array axis k, in voxels of the grid it lives
 on, ``warped(x) = moving(x + u(x))`` (MONAI ``Warp``, align_corners=True geometry: voxel centres 0..n-1 span the
 same extent on every grid).
@@ -63,6 +68,9 @@ __all__ = [
 ]
 
 SIMILARITIES = ("lncc", "mind", "mse")
+# a level whose total loss rises this far above its best so far is diverging (more than LNCC's whole range, [-1, 0]):
+# its field goes back to that best state and Adam restarts with half the step
+DIVERGENCE_MARGIN = 1.0
 # default similarity weight ``alpha``: LNCC lies in [-1, 0], the MIND-SSC mean squared difference is ~10x smaller
 # (tuned on the deformed real CT of benchmarks/sweep_refine.py; the MSE value is a guess of the same order)
 DEFAULT_ALPHA = {"lncc": 1.0, "mind": 10.0, "mse": 10.0}
@@ -296,7 +304,8 @@ def refine_pair(
 
     Returns:
         ``(ddf, curve)``: ddf (1, 3, X, Y, Z) float32 in voxels of the input grid (detached), and one dict per
-        iteration with ``level``, ``similarity``, ``regulariser``, ``smooth``, ``fold``, ``total`` and ``seconds``.
+        iteration with ``level``, ``similarity``, ``regulariser``, ``smooth``, ``fold``, ``total``, ``lr`` (the
+        step then, halved after a divergence) and ``seconds``.
     """
     spacing = _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf)
     if regulariser != "jacobian" and reg_mask is None:
@@ -348,6 +357,7 @@ def refine_pair(
         param.requires_grad_(True)
         opt = torch.optim.Adam([param], lr=rate)
         sp_t = torch.tensor(sp).reshape(1, 3, 1, 1, 1)
+        best_total, best = math.inf, param.detach().clone()
         for _ in range(n_iter):
             opt.zero_grad(set_to_none=True)
             warped = warp(source, param)
@@ -357,8 +367,8 @@ def refine_pair(
             d_val = _forward_diffusion(param * sp_t, sp, sliding, n_smooth) if smooth > 0 else zero
             f_val = _forward_fold_barrier(param, None if sliding is None else ~sliding) if fold_barrier > 0 else zero
             total = alpha * s_val + gamma * r_val + smooth * d_val + fold_barrier * f_val
-            total.backward()
-            opt.step()
+            value = float(total)
+            step = opt.param_groups[0]["lr"]
             curve.append(
                 dict(
                     level=level,
@@ -366,14 +376,25 @@ def refine_pair(
                     regulariser=float(r_val),
                     smooth=float(d_val),
                     fold=float(f_val),
-                    total=float(total),
+                    total=value,
+                    lr=step,
                     seconds=time.perf_counter() - start,
                 )
             )
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(level=level, loss=f"{float(total):.4f}")
-        u = param.detach()
+                bar.set_postfix(level=level, loss=f"{value:.4f}")
+            if not value <= best_total + DIVERGENCE_MARGIN:  # diverging (or NaN): back to the level's best state,
+                with torch.no_grad():  # with half the step and fresh Adam moments
+                    param.copy_(best)
+                opt = torch.optim.Adam([param], lr=step / 2)
+                continue
+            if value < best_total:
+                best_total = value
+                best.copy_(param.detach())
+            total.backward()
+            opt.step()
+        u = best if math.isfinite(best_total) else param.detach()  # the level's best state (the last step unchecked)
     if bar is not None:
         bar.close()
     if u is None:  # no iterations at all

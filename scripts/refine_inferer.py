@@ -245,7 +245,9 @@ class RefinementInferer(Inferer):
                 **self.options,
             )
         folds = fold_percent_off_band(ddf, reg_mask)
-        finest = [row["similarity"] for row in curve if row["level"] == curve[-1]["level"]] if curve else [0.0]
+        # the similarity at the start of the finest level and at its end, the level's best state (lowest total loss)
+        finest = [row for row in curve if row["level"] == curve[-1]["level"]] if curve else [{"similarity": 0.0}]
+        finest = [finest[0]["similarity"], min(finest, key=lambda row: row.get("total", 0.0))["similarity"]]
         if folds > FOLD_WARNING_PERCENT or finest[-1] > finest[0]:  # (levels' similarities are not comparable)
             logger.warning(
                 "%s: the refinement diverged (%.2f %% of the voxels outside the sliding band fold, similarity on the "
