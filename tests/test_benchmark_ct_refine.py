@@ -1,4 +1,4 @@
-"""The CT benchmark script (benchmarks/benchmark_ct_refine.py) end to end on the phantom, short refinement."""
+"""The CT benchmark script (benchmarks/benchmark_ct_refine.py) end to end on the phantom."""
 
 import json
 
@@ -9,14 +9,14 @@ from benchmarks import benchmark_ct_refine as bench
 
 def test_phantom_rows_table_and_json(tmp_path):
     out = tmp_path / "b"
-    args = ["--cases", "phantom0", "--methods", "none,true,refine_full", "--iterations", "30,20,10", "--out", str(out)]
+    args = ["--cases", "phantom0", "--methods", "none,true,refine_full", "--out", str(out)]  # default refinement
     results = bench.main(args)["phantom0"]
     none, true, ours = results["none"], results["true"], results["refine_full"]
     assert true["epe_body"] == 0.0 and true["slip"] == pytest.approx(1.0, abs=1e-5)
     assert none["slip"] == 0.0 and none["epe_body"] > 3.0
     # the true field's label overlap is the ceiling: high, but below 1 where the organs slip past the wall
     assert 0.9 < true["dice_organs"] < 1.0 and true["dice_bones"] > 0.95
-    assert ours["epe_body"] < 0.6 * none["epe_body"] and ours["slip"] > 0.2
+    assert ours["epe_body"] < 0.4 * none["epe_body"] and ours["slip"] > 0.6  # measured: 1.26 of 3.87 mm, 74 %
     assert ours["fold_voxels_off_own_band"] == 0 and true["fold_voxels_off_own_band"] == 0 < true["fold_pct"]
     table = (out / "results.md").read_text()
     assert "| true | 0.00 |" in table and "### phantom0" in table
