@@ -88,7 +88,8 @@ def _cavity_parts(
     bone_gap: int = 1,
     whole_organs: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(smooth shape, cavity), bool (X, Y, Z): see :func:`cavity_mask`; the smooth shape gives the wall's normals."""
+    """(smooth shape, cavity), bool (X, Y, Z): see :func:`cavity_mask`. The smooth shape (closed, opened, smoothed,
+    without the bones) gives the wall's normals and the depth below it; the cavity adds the organ voxels back."""
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     contents = np.isin(seg, cavity_ids())
     if not contents.any():
@@ -119,9 +120,10 @@ def _cavity_parts(
 
 def cavity_mask(seg: np.ndarray, affine: np.ndarray, **kwargs) -> np.ndarray:
     """Thoraco-abdominal cavity (bool (X, Y, Z)): the closed, hole-filled (per axial slice), opened, smoothed union
-    of the contents, with every content voxel put back (``whole_organs``, default: an organ slides as a whole, its
-    surface at the wall is the wall), minus the bones dilated by ``bone_gap`` voxels (so every bone voxel's
-    neighbours lie outside) and the back muscles / spinal cord. Keywords: ``closing_mm`` (20), ``opening_mm`` (9),
+    of the contents, minus the bones dilated by ``bone_gap`` voxels (so every bone voxel's neighbours lie outside)
+    and the back muscles / spinal cord; with ``whole_organs`` (default) the content voxels that the opening and
+    smoothing cut off (within ``max(opening_mm, smooth_mm)`` of it, not beside a bone) are put back: an organ
+    slides as a whole, its surface at the wall is the wall. Keywords: ``closing_mm`` (20), ``opening_mm`` (9),
     ``smooth_mm`` (6), ``bone_gap`` (1), ``whole_organs`` (True)."""
     return _cavity_parts(seg, affine, **kwargs)[1]
 
