@@ -55,7 +55,7 @@ METHODS = ("none", "true", "refine_full", "refine_pairs", "refine_jacobian", "el
 # ceiling of what a better wall estimate could give
 EXTRA_METHODS = ("refine_true_wall",)
 HU_WINDOW = (-1200.0, 400.0)
-REGION_KEYS = ("band_mm", "closing_mm")  # options of cavity_regions, not of refine_pair
+REGION_KEYS = ("band_mm", "closing_mm", "bone_gap")  # options of cavity_regions, not of refine_pair
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
@@ -334,6 +334,7 @@ def main(argv=None) -> dict:
     p.add_argument("--grid-mm", type=float, default=None)
     p.add_argument("--wall-band-mm", type=float, default=None, help="cavity_regions band_mm (default: its own)")
     p.add_argument("--closing-mm", type=float, default=None, help="cavity_regions closing_mm (default: its own)")
+    p.add_argument("--bone-gap", type=int, default=None, help="cavity_regions bone_gap (default: its own)")
     p.add_argument("--elastix-iterations", type=int, default=300)
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
     p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
@@ -352,6 +353,8 @@ def main(argv=None) -> dict:
         refine_kwargs["band_mm"] = args.wall_band_mm
     if args.closing_mm is not None:
         refine_kwargs["closing_mm"] = args.closing_mm
+    if args.bone_gap is not None:
+        refine_kwargs["bone_gap"] = args.bone_gap
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])

@@ -15,6 +15,10 @@ CONTENT, wherever it meets anything else:
 * the cavity = content closed by a ball of ``closing_mm`` (bridges the fissures, the diaphragm gap between lung and
   liver/spleen, fat between organs) with its holes filled: those are interfaces INSIDE the cavity, handled by the
   organ-organ pairs of the spec; the wall is the boundary of this cavity; the image border is never a wall;
+* the cavity keeps ``bone_gap`` voxels (1) off the rigid labels: the rigidity term's central differences at a bone's
+  surface reach one voxel out, and where that voxel lay inside the cavity (a lung voxel against a rib) they
+  spanned the slip, so the bone and the organ held each other back; with the gap the voxel beside the bone is the
+  band's outer side, which moves with the wall;
 * the sliding band = voxels within ``band_mm`` of the wall on either side (Euclidean distance in mm, the wall half a
   voxel beyond the boundary voxels' centres), inside the
   body when the CT is given (HU > -500, largest component, holes filled), so that no band lies in the air;
@@ -158,6 +162,7 @@ def cavity_regions(
     sigma_mm: float | None = None,
     pairs: bool = True,
     body_threshold: float = -500.0,
+    bone_gap: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Regularisation mask and sliding normals with sliding along the whole cavity wall (module docstring).
 
@@ -174,6 +179,7 @@ def cavity_regions(
             2 * max(spacing))``) and of the pair normals (``compute_normals`` default).
         pairs: also mark the organ-organ pair bands of the spec.
         body_threshold: HU threshold of the body mask.
+        bone_gap: voxels between the bones and the cavity (0: the cavity may touch them).
 
     Returns:
         ``(mask, normals)``: uint8 (X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; float32 (3, X, Y, Z) unit normals
@@ -193,8 +199,10 @@ def cavity_regions(
                 f"segmentation {labels.shape} is not on the image's grid {img.shape}: resample it to the fixed image"
             )
         body = body_mask(img, body_threshold)
-    if band_mm <= 0 or closing_mm < 0:
-        raise ValueError(f"need band_mm > 0 and closing_mm >= 0, got {band_mm} and {closing_mm}")
+    if band_mm <= 0 or closing_mm < 0 or bone_gap < 0:
+        raise ValueError(
+            f"need band_mm > 0, closing_mm >= 0 and bone_gap >= 0, got {band_mm}, {closing_mm}, {bone_gap}"
+        )
     region_spec = load_region_spec(spec, table)
     if not pairs:
         region_spec = type(region_spec)(rigid=region_spec.rigid, sliding=(), names=region_spec.names)
@@ -204,6 +212,10 @@ def cavity_regions(
         normals = compute_normals(mask == SLIDING, spacing=sp, method="gaussian", sigma_mm=sigma_mm)
 
     cavity = cavity_mask(labels, cavity_labels(spec, table), sp, closing_mm)
+    if bone_gap > 0:  # the wall keeps off the bones (module docstring)
+        bones = np.isin(labels, region_spec.rigid)
+        if bones.any():
+            cavity &= ~ndimage.binary_dilation(bones, iterations=bone_gap)
     if cavity.any() and not cavity.all():
         d_out = ndimage.distance_transform_edt(~cavity, sampling=sp)
         d_in = ndimage.distance_transform_edt(cavity, sampling=sp)

@@ -30,8 +30,9 @@ def test_wall_band_both_sides_rigid_bones_and_pairs():
     seg, image = _phantom()
     mask, normals = cavity_regions(seg, SP, image=image, band_mm=3.0)
     assert mask.dtype == np.uint8 and normals.shape == (3, 40, 40, 40) and normals.dtype == np.float32
-    # wall band: 2 voxels (3 mm + half a voxel) on both sides of the x = 9.5 face, at unlabelled tissue and the rib
-    assert (mask[10:12, 20, 14] == SLIDING).all() and mask[12, 20, 14] == JACOBIAN and mask[20, 20, 14] == JACOBIAN
+    # wall band: 2 voxels (3 mm + half a voxel) on both sides of the wall; beside the rib (x 7-9) the wall keeps one
+    # voxel off it (x = 10.5): the band is the rib's neighbour x = 10 outside, x = 11, 12 inside
+    assert (mask[10:13, 20, 14] == SLIDING).all() and mask[13, 20, 14] == JACOBIAN and mask[20, 20, 14] == JACOBIAN
     assert (mask[7:10, 20, 14] == RIGID).all()  # the rib on the wall stays rigid: the slip is beside it
     assert (mask[7, 15:25, 15:25] == RIGID).all()  # the rib away from the wall stays rigid
     assert (mask[7:10, 15:25, 15:25] == RIGID).all()  # no band (wall, or lung / rib pair) covers a bone
@@ -78,6 +79,8 @@ def test_bad_inputs():
         cavity_regions(seg.astype(np.float32) + 0.5, SP)
     with pytest.raises(ValueError, match="grid"):
         cavity_regions(seg, SP, image=image[:, :, :39])
+    with pytest.raises(ValueError, match="bone_gap >= 0"):
+        cavity_regions(seg, SP, bone_gap=-1)
     with pytest.raises(ValueError, match="spacing"):
         cavity_regions(seg, (2.0, 2.0))
     with pytest.raises(ValueError, match="3D"):
@@ -89,8 +92,13 @@ def test_bad_inputs():
 def test_default_band_is_one_voxel_on_each_side():
     seg, image = _phantom()
     mask, _ = cavity_regions(seg, SP, image=image)  # band_mm 1.5 on a 2 mm grid: the voxels either side of the wall
-    assert mask[10, 20, 14] == SLIDING and mask[11, 20, 14] == JACOBIAN and mask[9, 20, 14] == RIGID
     assert mask[20, 9, 14] == SLIDING and mask[20, 10, 14] == SLIDING and mask[20, 11, 14] == JACOBIAN
+    # beside the rib (x 7-9) the wall keeps one voxel off it: the rib's neighbour is the band's outer side, so the
+    # rigidity term's central differences at the rib's surface do not span the slip
+    assert mask[9, 20, 14] == RIGID and (mask[10:12, 20, 14] == SLIDING).all() and mask[12, 20, 14] == JACOBIAN
+    assert mask[11, 20, 30] == JACOBIAN and mask[10, 20, 30] == SLIDING  # away from the rib (z >= 29): no gap
+    touching, _ = cavity_regions(seg, SP, image=image, bone_gap=0)  # the cavity against the rib: one band voxel
+    assert touching[9, 20, 14] == RIGID and touching[10, 20, 14] == SLIDING and touching[11, 20, 14] == JACOBIAN
 
 
 def test_band_touches_the_wall_on_both_sides_on_an_anisotropic_grid():
