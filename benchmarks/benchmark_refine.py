@@ -35,8 +35,10 @@ SHAPE_MM = (192, 160, 256)
 
 
 def build_case(path: Path = CACHE, seed: int = 0) -> Path:
-    """Write (once) the benchmark pair: fixed, moving (HU window [-200, 250] -> [0, 1]), true field, regions."""
-    if path.is_file():
+    """Write (once) the benchmark pair: fixed, moving (HU window [-200, 250] -> [0, 1]), true field, regions;
+    written again when the code that builds it (scripts/cavity.py, scripts/phantom.py) is newer."""
+    sources = [BUNDLE_ROOT / "scripts" / name for name in ("cavity.py", "phantom.py")]
+    if path.is_file() and path.stat().st_mtime > max(src.stat().st_mtime for src in sources):
         return path
     import nibabel as nib
     import torch
