@@ -195,17 +195,6 @@ def _outside_field(seg, spacing, grid_mm, rng, wall_mm, rotation_deg, blend_mm):
     return u, bones, motions
 
 
-def _invert(u_vox: np.ndarray, iterations: int = 30) -> np.ndarray:
-    """Points z(y) with z + u(z) = y (fixed-point iteration, trilinear), (3, *S) coordinates."""
-    shape = u_vox.shape[1:]
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
-    z = grid - u_vox
-    for _ in range(iterations):
-        uz = np.stack([ndi.map_coordinates(u_vox[k], z, order=1, mode="nearest") for k in range(3)])
-        z = grid - uz
-    return z
-
-
 def make_breathing_case(
     image: np.ndarray,
     seg: np.ndarray,
@@ -276,8 +265,11 @@ def make_breathing_case(
     ddf_mm = np.where(cav, u_in, u_out)
     to_vox = spacing[:, None, None, None]
     wall = wall_band(cav)
-    # invert each smooth side, then pick the side the fixed point falls on
-    z_in, z_out = _invert(u_in / to_vox), _invert(u_out / to_vox)
+    # invert each smooth side (points z(y) with z + u(z) = y), then pick the side the fixed point falls on
+    from scripts.phantom import inverse_ddf
+
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
+    z_in, z_out = (grid + inverse_ddf(side / to_vox, iterations=30) for side in (u_in, u_out))
     in_cav = ndi.map_coordinates(cav.astype(np.float32), z_in, order=1, mode="nearest") >= 0.5
     z = np.where(in_cav, z_in, z_out)
     fixed = image.astype(np.float32)
