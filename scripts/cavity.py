@@ -212,10 +212,9 @@ def cavity_regions(
         normals = compute_normals(mask == SLIDING, spacing=sp, method="gaussian", sigma_mm=sigma_mm)
 
     cavity = cavity_mask(labels, cavity_labels(spec, table), sp, closing_mm)
-    if bone_gap > 0:  # the wall keeps off the bones (module docstring)
-        bones = np.isin(labels, region_spec.rigid)
-        if bones.any():
-            cavity &= ~ndimage.binary_dilation(bones, iterations=bone_gap)
+    bones = np.isin(labels, region_spec.rigid)
+    if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
+        cavity &= ~ndimage.binary_dilation(bones, iterations=bone_gap)
     if cavity.any() and not cavity.all():
         d_out = ndimage.distance_transform_edt(~cavity, sampling=sp)
         d_in = ndimage.distance_transform_edt(cavity, sampling=sp)
@@ -235,6 +234,6 @@ def cavity_regions(
         normals[:, band] = wall_normals[:, band]
     # every bone stays rigid, also where the wall band or a listed pair (lung / rib) touches it: the slip happens in
     # the soft tissue beside it (with the bands overriding them, ribs got the shearing term: 3.9x the rigidity error)
-    mask[np.isin(labels, region_spec.rigid)] = RIGID
+    mask[bones] = RIGID
     normals[:, mask != SLIDING] = 0.0
     return mask.astype(np.uint8), normals.astype(np.float32)

@@ -246,8 +246,8 @@ class RefinementInferer(Inferer):
             )
         folds = fold_percent_off_band(ddf, reg_mask)
         # the similarity at the start of the finest level and at its end, the level's best state (lowest total loss)
-        finest = [row for row in curve if row["level"] == curve[-1]["level"]] if curve else [{"similarity": 0.0}]
-        finest = [finest[0]["similarity"], min(finest, key=lambda row: row.get("total", 0.0))["similarity"]]
+        rows = [row for row in curve if row["level"] == curve[-1]["level"]] if curve else []
+        finest = [rows[0]["similarity"], min(rows, key=lambda row: row["total"])["similarity"]] if rows else [0.0, 0.0]
         if folds > FOLD_WARNING_PERCENT or finest[-1] > finest[0]:  # (levels' similarities are not comparable)
             logger.warning(
                 "%s: the refinement diverged (%.2f %% of the voxels outside the sliding band fold, similarity on the "
