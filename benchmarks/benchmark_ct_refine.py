@@ -5,18 +5,18 @@ penalty) and ANTs SyN.
 Rows: ``none`` (no registration) and ``true`` (the true field: its Dice is the ceiling of the label metrics, below
 1 because nearest-neighbour labels cannot follow a slip exactly at the wall) frame the methods.
 
-Cases (:mod:`scripts.breathing`): ``ct<seed>`` = the TotalSegmentator example CT (``example_ct_sm``, 122x101x30,
-3 mm) with a breathing-like known motion drawn with that seed; ``phantom<seed>`` = the CT phantom. Every method
-registers moving -> fixed on the fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared with
-the true one:
+Cases (:mod:`scripts.synthesis.breathing`): ``ct<seed>`` = the TotalSegmentator example CT (``example_ct_sm``,
+122x101x30, 3 mm) with a breathing-like known motion drawn with that seed; ``phantom<seed>`` = the CT phantom. Every
+method registers moving -> fixed on the fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared
+with the true one:
 
 - endpoint error (mm, mean and 95th percentile) over the body, the organs (cavity contents), the bones and a band
   of ``--band-mm`` on both sides of the true cavity wall;
 - Dice of the warped moving segmentation (nearest) against the fixed one: mean over the organ labels and over the
   bone labels present in the fixed image (>= 50 voxels);
-- bone rigidity error: mean ||E||_F^2 over the bone voxels (:func:`scripts.metrics.rigidity_error`, mm);
+- bone rigidity error: mean ||E||_F^2 over the bone voxels (:func:`scripts.evaluation.metrics.rigidity_error`, mm);
 - slip: fraction of the true tangential jump recovered across the true wall
-  (:func:`scripts.motion_metrics.sliding_jump_ratio`);
+  (:func:`scripts.evaluation.motion_metrics.sliding_jump_ratio`);
 - fold %: det J <= 0 over the whole grid and outside the true wall band (dilated by one voxel); folded voxels
   outside the sliding band the method itself was given (the whole grid for a method without one): the Jacobian
   barrier applies there, so none should fold;
@@ -24,8 +24,8 @@ the true one:
   own threads, counted too; the wall clock is inflated when other jobs share the cores).
 
 Our refinement gets only what a user has at test time: the two images and the FIXED segmentation, from which
-:func:`scripts.cavity.cavity_regions` builds the regions (bones rigid, also where they touch the wall; sliding band
-along the cavity wall, normals: ``refine_full``, as ``configs/refine.json`` does by default; ``refine_pairs`` also
+:func:`scripts.regions.cavity.cavity_regions` builds the regions (bones rigid, also where they touch the wall; sliding
+band along the cavity wall, normals: ``refine_full``, as ``configs/refine.json`` does by default; ``refine_pairs`` also
 the organ-organ pair bands of ``configs/regions.json``, ``--organ_pairs true``). The Jacobian-only refinement
 gets no regions at all (``regulariser="jacobian"``, plain diffusion).
 
@@ -46,7 +46,13 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from scripts.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
+from benchmarks.baselines import ants_syn, check_translation, elastix_bspline
+from scripts.evaluation.metrics import rigidity_error
+from scripts.evaluation.motion_metrics import endpoint_error, sliding_jump_ratio
+from scripts.losses.mechanics import jacobian_determinant
+from scripts.refinement.optimiser import refine_pair
+from scripts.regions.cavity import cavity_regions
+from scripts.synthesis.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
@@ -59,7 +65,7 @@ REGION_KEYS = ("band_mm", "closing_mm", "bone_gap")  # options of cavity_regions
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
-    """``ct<seed>`` or ``phantom<seed>``: a :func:`scripts.breathing.make_breathing_case` dict."""
+    """``ct<seed>`` or ``phantom<seed>``: a :func:`scripts.synthesis.breathing.make_breathing_case` dict."""
     if name.startswith("ct") and name[2:].isdigit():
         if not data_dir.is_dir():
             raise FileNotFoundError(f"real CT data not found at {data_dir} (case {name})")
@@ -99,14 +105,10 @@ def run_method(
     if method == "true":  # the ceiling of the label metrics: a slip is no bijection of the voxel grid near the wall
         return case["ddf"].astype(np.float32), 0.0, ndi.binary_dilation(case["wall"])  # it folds at the wall only
     if method.startswith("refine"):
-        from scripts.refine import refine_pair
-
         start = time.perf_counter()
         kwargs = {k: v for k, v in refine_kwargs.items() if k not in REGION_KEYS}
         band = None
         if method in ("refine_full", "refine_pairs"):
-            from scripts.cavity import cavity_regions
-
             options = {k: v for k, v in refine_kwargs.items() if k in REGION_KEYS}
             mask, normals = cavity_regions(
                 case["fixed_seg"], spacing, image=fixed, pairs=method == "refine_pairs", **options
@@ -126,7 +128,6 @@ def run_method(
         ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
         return ddf[0].numpy(), time.perf_counter() - start, band
     if method.startswith("elastix"):
-        from benchmarks.baselines import elastix_bspline
 
         rigidity = case["bones"].astype(np.float32) if method == "elastix_rigidity" else None
         ddf, seconds = elastix_bspline(
@@ -134,7 +135,6 @@ def run_method(
         )
         return ddf, seconds, None
     if method == "ants_syn":
-        from benchmarks.baselines import ants_syn
 
         return (*ants_syn(normalise(fixed), normalise(moving), spacing), None)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -167,10 +167,6 @@ def evaluate(
     """All metrics of one field (see the module docstring); ``own_band``: the sliding band the method was given
     (fold % outside it; the whole grid for a method without one)."""
     from monai.networks.blocks import Warp
-
-    from scripts.mechanics import jacobian_determinant
-    from scripts.metrics import rigidity_error
-    from scripts.motion_metrics import endpoint_error, sliding_jump_ratio
 
     spacing = [float(s) for s in case["spacing"]]
     pred, true = _t(ddf).float(), _t(case["ddf"]).float()
@@ -365,7 +361,6 @@ def main(argv=None) -> dict:
         threads=args.threads,
     )
     if not args.skip_check:
-        from benchmarks.baselines import check_translation
 
         for tool in {"elastix" if m.startswith("elastix") else "ants" for m in methods if m[:3] in ("ela", "ant")}:
             print(f"{tool}: field conversion checked on a known translation, error {check_translation(tool):.3f} vox")

@@ -13,8 +13,9 @@ included)::
     nice -n 10 python -m benchmarks.benchmark_inference --shape "[512, 512, 300]" --skip_cli --threads 2  # clinical
     nice -n 10 python -m benchmarks.benchmark_inference --shape "[512, 512, 600]" --skip_cli --threads 2
 
-Grids over ``scripts.writer.STREAM_VOXELS`` voxels are post-processed in slabs (:mod:`scripts.streaming`); the stage
-``slabs`` then replaces ``field_to_fixed_grid`` ... ``writing`` in the per-stage times.
+Grids over ``scripts.inference.writer.STREAM_VOXELS`` voxels are post-processed in slabs
+(:mod:`scripts.inference.streaming`); the stage ``slabs`` then replaces ``field_to_fixed_grid`` ... ``writing`` in the
+per-stage times.
 
 Without ``models/model.pt`` (or with ``--random_weights``) the backbone keeps its random initialisation: the
 cost is the same.
@@ -32,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from scripts.inference.predict import run_inference_workflow
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,8 +97,6 @@ def measure(
     """The in-process run (call in a fresh process: ru_maxrss is the process's peak)."""
     t0 = time.perf_counter()
     import torch
-
-    from scripts.inference import run_inference_workflow
 
     import_s = time.perf_counter() - t0
     over = _overrides(fixed, moving, Path(out_dir), image_size, random_weights, threads)

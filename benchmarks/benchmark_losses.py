@@ -23,7 +23,7 @@ from pathlib import Path
 import fire
 import torch
 
-from scripts.losses import BiomechanicalLoss
+from scripts.losses.biomechanical import BiomechanicalLoss
 from tests.reference_losses import make_inputs, svd_biomechanical_loss
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]

@@ -1,13 +1,14 @@
-"""Benchmark of the per-pair refinement (scripts/refine.py): time, peak memory, accuracy on a known motion.
+"""Benchmark of the per-pair refinement (scripts/refinement/optimiser.py): time, peak memory, accuracy on a known
+motion.
 
 The case: a 192 x 160 x 256 mm crop of the real abdomen CT ``../shared/data/totalsegmentator_example/example_ct``
 (3 mm) resampled to 1 mm (the 192 x 160 x 256 grid of the performance goal; the 2 mm working grid is then
-97 x 81 x 129), deformed by :func:`scripts.phantom.deform_ct` (smooth random field + a rigid motion of the
-"vertebrae"). That CT has no segmentation of its own, so its regions come from :func:`scripts.cavity.cavity_regions`
-on a threshold stand-in label map: air inside the body (< -400 HU) as lung, bone (> 200 HU) as a vertebra. Each
-configuration runs in a fresh subprocess, so that its peak resident memory (``ru_maxrss``) is its own; the load
-average of the machine is recorded before and after, and the process CPU time beside the wall time (on a shared
-machine the wall time is the CPU time divided by the share of the cores the run got).
+97 x 81 x 129), deformed by :func:`scripts.synthesis.phantom.deform_ct` (smooth random field + a rigid motion of the
+"vertebrae"). That CT has no segmentation of its own, so its regions come from
+:func:`scripts.regions.cavity.cavity_regions` on a threshold stand-in label map: air inside the body (< -400 HU) as
+lung, bone (> 200 HU) as a vertebra. Each configuration runs in a fresh subprocess, so that its peak resident memory
+(``ru_maxrss``) is its own; the load average of the machine is recorded before and after, and the process CPU time
+beside the wall time (on a shared machine the wall time is the CPU time divided by the share of the cores the run got).
 
 Usage::
 
@@ -27,8 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
+from scripts.evaluation.metrics import folding_percentage
+from scripts.losses.biomechanical import RIGID, SLIDING
+from scripts.losses.mechanics import jacobian_determinant
+from scripts.refinement.optimiser import refine_pair
+from scripts.regions.cavity import body_mask, cavity_regions
+from scripts.regions.labels import TOTALSEG_V2_TOTAL
+from scripts.synthesis.phantom import deform_ct, inverse_ddf
+
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(BUNDLE_ROOT))
 DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example" / "example_ct.nii.gz"
 CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "biomech_refine_case.npz"
 SHAPE_MM = (192, 160, 256)
@@ -36,17 +44,13 @@ SHAPE_MM = (192, 160, 256)
 
 def build_case(path: Path = CACHE, seed: int = 0) -> Path:
     """Write (once) the benchmark pair: fixed, moving (HU window [-200, 250] -> [0, 1]), true field, regions;
-    written again when the code that builds it (scripts/cavity.py, scripts/phantom.py) is newer."""
-    sources = [BUNDLE_ROOT / "scripts" / name for name in ("cavity.py", "phantom.py")]
+    written again when the code that builds it (scripts/regions/cavity.py, scripts/synthesis/phantom.py) is newer."""
+    sources = [BUNDLE_ROOT / "scripts" / name for name in ("regions/cavity.py", "synthesis/phantom.py")]
     if path.is_file() and path.stat().st_mtime > max(src.stat().st_mtime for src in sources):
         return path
     import nibabel as nib
     import torch
     from scipy.ndimage import zoom
-
-    from scripts.cavity import body_mask, cavity_regions
-    from scripts.labels import TOTALSEG_V2_TOTAL
-    from scripts.phantom import deform_ct, inverse_ddf
 
     if not DATA.is_file():
         raise SystemExit(f"error: benchmark data not found: {DATA}")
@@ -84,10 +88,6 @@ def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from scripts.losses import RIGID, SLIDING
-    from scripts.metrics import folding_percentage
-    from scripts.refine import refine_pair
-
     case = np.load(path)
     fixed, moving = (torch.from_numpy(case[k])[None, None] for k in ("fixed", "moving"))
     mask = torch.from_numpy(case["mask"])[None, None].float()
@@ -103,8 +103,6 @@ def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
         return float((u - v).norm(dim=1)[0][body].mean())
 
     det_fold = {}
-    from scripts.mechanics import jacobian_determinant
-
     det = jacobian_determinant(ddf)[0]
     regions = (("jacobian", mask[0, 0] == 0), ("rigid", mask[0, 0] == RIGID), ("sliding", mask[0, 0] == SLIDING))
     for name, region in regions:
@@ -135,7 +133,8 @@ def main(configs=("rigidity_shearing_jacobian", "jacobian"), threads: int = 2, r
     for config in configs:
         load_before = os.getloadavg()
         proc = subprocess.run(
-            [sys.executable, __file__, "--run", config, "--threads", str(threads)],
+            [sys.executable, "-m", "benchmarks.benchmark_refine", "--run", config, "--threads", str(threads)],
+            cwd=BUNDLE_ROOT,
             capture_output=True,
             text=True,
             check=True,

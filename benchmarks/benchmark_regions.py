@@ -22,9 +22,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
-from scripts.labels import SLIDING, TOTALSEG_V2_TOTAL  # noqa: E402
-from scripts.normals import compute_normals  # noqa: E402
-from scripts.regions import build_regularisation_mask, load_region_spec  # noqa: E402
+from scripts.regions.labels import SLIDING, TOTALSEG_V2_TOTAL  # noqa: E402
+from scripts.regions.masks import build_regularisation_mask, load_region_spec  # noqa: E402
+from scripts.regions.normals import compute_normals  # noqa: E402
 
 SHAPE = (192, 160, 256)
 SPACING = (2.0, 2.0, 2.0)  # mm: 384 x 320 x 512 mm, thorax + abdomen

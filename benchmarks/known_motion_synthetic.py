@@ -2,10 +2,11 @@
 
 Loads the ``model.pt`` of a baseline run and a full-model run (``configs/train.json`` networks), registers the test
 pairs, and writes per model ``<out_dir>/<regulariser>/metrics.csv`` and ``summary.json`` with the paper's metrics
-(:func:`scripts.metrics.pair_metrics`) plus the known-motion ones (:func:`scripts.motion_metrics.known_motion_metrics`:
-``epe_mean``, ``epe_p95``, ``epe_mean_before`` in mm, and on the shearing set ``slip_ratio``, ``true_jump_mm``),
-prints the table, and for the shearing set draws ``<out_dir>/sliding_figure.png``
-(:func:`scripts.figures.save_sliding_figure`) on the test pair with the largest true slip::
+(:func:`scripts.evaluation.metrics.pair_metrics`) plus the known-motion ones
+(:func:`scripts.evaluation.motion_metrics.known_motion_metrics`: ``epe_mean``, ``epe_p95``, ``epe_mean_before`` in mm,
+and on the shearing set ``slip_ratio``, ``true_jump_mm``), prints the table, and for the shearing set draws
+``<out_dir>/sliding_figure.png`` (:func:`scripts.evaluation.figures.save_sliding_figure`) on the test pair with the
+largest true slip::
 
     python benchmarks/known_motion_synthetic.py --dataset synthetic_shearing --out_dir /tmp/m12/eval \\
         --runs "{'jacobian': 'runs/synthetic_shearing_jacobian',
@@ -18,21 +19,19 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from monai.bundle import ConfigParser  # noqa: E402
 
-from scripts.datasets import registration_dataset  # noqa: E402
-from scripts.figures import save_sliding_figure  # noqa: E402
-from scripts.metrics import pair_metrics  # noqa: E402
-from scripts.motion_metrics import known_motion_metrics  # noqa: E402
-from scripts.registration import PrepareRegistrationBatch  # noqa: E402
+from scripts.data.datasets import registration_dataset  # noqa: E402
+from scripts.evaluation.figures import save_sliding_figure  # noqa: E402
+from scripts.evaluation.metrics import pair_metrics  # noqa: E402
+from scripts.evaluation.motion_metrics import known_motion_metrics  # noqa: E402
+from scripts.networks.registration import PrepareRegistrationBatch  # noqa: E402
 
 COLUMNS = ("mse", "rigidity_error", "epe_mean", "epe_p95", "slip_ratio", "true_jump_mm", "epe_mean_before")
 

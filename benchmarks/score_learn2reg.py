@@ -7,9 +7,9 @@ With ``--dataset`` (a Learn2Reg folder or its ``<Task>_dataset.json``) the pairs
 ``registration_test``) list and the label maps the challenge's ``images`` -> ``labels`` paths. With ``--labels_dir``
 the pairs are read from the submission file names and the label maps ``*_<case>_<modality>.nii.gz`` of that folder.
 Either submission naming is accepted (``disp_FFFF_ffff_MMMM_mmmm`` or ``disp_FFFF_MMMM``, ``.nii.gz`` or ``.npz``).
-Metrics: :func:`scripts.learn2reg.score_submission` (DSC, HD95 in voxels, SDlogJ on the fixed grid). Prints a table
-and writes the challenge's JSON layout (``aggregates`` with mean, std and "30" quantile, ``cases``). A missing or
-malformed file: one ``error: ...`` line and exit status 1.
+Metrics: :func:`scripts.evaluation.learn2reg.score_submission` (DSC, HD95 in voxels, SDlogJ on the fixed grid). Prints
+a table and writes the challenge's JSON layout (``aggregates`` with mean, std and "30" quantile, ``cases``). A missing
+or malformed file: one ``error: ...`` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from scripts.learn2reg import accepted_names, grid_mismatch, parse_learn2reg_name, score_submission
+from scripts.evaluation.learn2reg import accepted_names, grid_mismatch, parse_learn2reg_name, score_submission
 
 METRICS = (("DSC", "dice"), ("HD95", "hd95"), ("LogJacDetStd", "sdlogj"))
 

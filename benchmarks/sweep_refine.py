@@ -1,11 +1,11 @@
 """Parameter sweep of refine_pair on the real 3 mm abdomen CT deformed with a known field (small and quick).
 
 Case: ``../shared/data/totalsegmentator_example/example_ct_sm`` (122 x 101 x 30, 3 mm) and its TotalSegmentator
-segmentation; moving = :func:`scripts.phantom.deform_ct` (seed 0, smooth_mm 6); the answer is the inverse of
-that field (fixed-point iteration); regions from :func:`scripts.cavity.cavity_regions`. Prints, per configuration
-(a JSON dict of refine_pair keyword arguments): the mean endpoint error in the body (mm), the seconds, the folding
-percentages [outside the sliding band, outside the band (dilated by one voxel) after upsampling the field by 2, in
-the band] and the rigidity error on the rigid voxels.
+segmentation; moving = :func:`scripts.synthesis.phantom.deform_ct` (seed 0, smooth_mm 6); the answer is the inverse of
+that field (fixed-point iteration); regions from :func:`scripts.regions.cavity.cavity_regions`. Prints, per
+configuration (a JSON dict of refine_pair keyword arguments): the mean endpoint error in the body (mm), the seconds,
+the folding percentages [outside the sliding band, outside the band (dilated by one voxel) after upsampling the field
+by 2, in the band] and the rigidity error on the rigid voxels.
 
 Usage::
 
@@ -22,16 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scripts.evaluation.metrics import rigidity_error
+from scripts.losses.mechanics import jacobian_determinant
+from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.pyramid import resize_field
+from scripts.regions.cavity import cavity_regions
+from scripts.synthesis.phantom import deform_ct, inverse_ddf
+
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(BUNDLE_ROOT))
 DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
 
 
 def load_case() -> dict:
     import nibabel as nib
-
-    from scripts.cavity import cavity_regions
-    from scripts.phantom import deform_ct, inverse_ddf
 
     ct = np.asarray(nib.load(str(DATA / "example_ct_sm.nii.gz")).dataobj).astype(np.float32)
     seg = np.asarray(nib.load(str(DATA / "example_seg.nii.gz")).dataobj).astype(np.int32)
@@ -56,10 +59,6 @@ def load_case() -> dict:
 def evaluate(case: dict, ddf: torch.Tensor) -> dict:
     from torch.nn import functional as F
 
-    from scripts.mechanics import jacobian_determinant
-    from scripts.metrics import rigidity_error
-    from scripts.refine import resize_field
-
     sp = torch.full((1, 3, 1, 1, 1), 3.0)
     epe = float(((ddf - case["true"]) * sp).norm(dim=1, keepdim=True)[case["body"]].mean())
     mask = case["mask"]
@@ -78,8 +77,6 @@ def evaluate(case: dict, ddf: torch.Tensor) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    from scripts.refine import refine_pair
-
     torch.set_num_threads(1)
     case = load_case()
     print(json.dumps({"config": "identity", **evaluate(case, torch.zeros_like(case["true"]))}), flush=True)

@@ -3,7 +3,7 @@
 - :class:`KillAtIteration`: an Ignite handler that SIGKILLs its own process after a given iteration (a crash
   at a reproducible point of the run, mid-epoch);
 - ``python _helpers_resume.py kill_during_save DIR``: saves one checkpoint through
-  ``scripts.handlers.AtomicDiskSaver`` and Ignite's ``Checkpoint(n_saved=1)``, then SIGKILLs itself in the middle
+  ``scripts.io.checkpoints.AtomicDiskSaver`` and Ignite's ``Checkpoint(n_saved=1)``, then SIGKILLs itself in the middle
   of writing the second one (after half of the bytes).
 """
 
@@ -38,7 +38,7 @@ def kill_during_save(folder: str) -> None:
     import torch
     from ignite.handlers import Checkpoint
 
-    from scripts.checkpoints import AtomicDiskSaver
+    from scripts.io.checkpoints import AtomicDiskSaver
 
     engine = Engine(lambda e, b: None)
     weights = {"w": torch.arange(200_000, dtype=torch.float32)}

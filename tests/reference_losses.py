@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from scripts.labels import JACOBIAN, RIGID, SLIDING
-from scripts.losses import region_mean
-from scripts.mechanics import SpacingLike, linear_strain, spatial_gradient
+from scripts.losses.biomechanical import region_mean
+from scripts.losses.mechanics import SpacingLike, linear_strain, spatial_gradient
+from scripts.regions.labels import JACOBIAN, RIGID, SLIDING
 
 __all__ = ["svd_biomechanical_loss", "make_inputs"]
 
@@ -22,7 +22,7 @@ def svd_biomechanical_loss(
 ) -> torch.Tensor:
     """The full regulariser (rigidity + shearing + log-Jacobian) computed with SVDs, as the reference code does.
 
-    Same definitions as :class:`scripts.losses.BiomechanicalLoss` (``rigidity_shearing_jacobian``),
+    Same definitions as :class:`scripts.losses.biomechanical.BiomechanicalLoss` (``rigidity_shearing_jacobian``),
     but the squared eigenvalues come from ``torch.linalg.svdvals`` of explicit per-voxel 3x3 strain
     tensors and the determinant from ``torch.linalg.det``. For tests and this benchmark only.
     """

@@ -1,10 +1,10 @@
-"""Tests of the known-motion breathing generator (scripts/breathing.py) on the CT phantom and the real CT."""
+"""Tests of the known-motion breathing generator (scripts/synthesis/breathing.py) on the CT phantom and the real CT."""
 
 import numpy as np
 import pytest
 import torch
 
-from scripts.breathing import jacobian_det_np, make_breathing_case, phantom_case, real_ct_case
+from scripts.synthesis.breathing import jacobian_det_np, make_breathing_case, phantom_case, real_ct_case
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ CASES = ["phantom", "real_ct"]
 
 @pytest.mark.parametrize("name", CASES)
 def test_bones_move_rigidly(name, request):
-    from scripts.metrics import rigidity_error
+    from scripts.evaluation.metrics import rigidity_error
 
     case = request.getfixturevalue(name)
     bones = case["bones"]
@@ -100,7 +100,7 @@ def test_organs_slide_whole(name, request):
     rigidly) and islands well away from the cavity (the phantom's kidneys)."""
     from scipy.ndimage import binary_dilation, distance_transform_edt
 
-    from scripts.breathing import _cavity_parts, cavity_ids
+    from scripts.synthesis.breathing import _cavity_parts, cavity_ids
 
     case = request.getfixturevalue(name)
     organs = np.isin(case["fixed_seg"], cavity_ids())
@@ -113,7 +113,7 @@ def test_organs_slide_whole(name, request):
     assert not (organs & ~case["cavity"] & ~beside_bone & near_wall).any()
     assert (organs & ~case["cavity"]).mean() < 0.05 * organs.mean()
     # without putting them back (the earlier generator) more of each organ stays with the wall
-    from scripts.breathing import cavity_mask
+    from scripts.synthesis.breathing import cavity_mask
 
     opened = cavity_mask(case["fixed_seg"], case["affine"], whole_organs=False)
     assert (opened == smooth).all() and (organs & ~opened).sum() > (organs & ~cavity).sum() + 0.5 * put_back.sum()
@@ -123,7 +123,7 @@ def test_warping_the_moving_image_with_the_true_field_gives_the_fixed_one():
     """fixed(x) = moving(x + u(x)) with MONAI Warp (the bundle's convention), on a smooth image."""
     from monai.networks.blocks import Warp
 
-    from scripts.phantom import make_ct_phantom
+    from scripts.synthesis.phantom import make_ct_phantom
 
     rng = np.random.default_rng(1)
     ph = make_ct_phantom((40, 36, 48), (3.0, 3.5, 3.5), "PLS", rng)

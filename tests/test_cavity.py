@@ -1,11 +1,12 @@
-"""Inference regions with sliding along the whole cavity wall (scripts/cavity.py): synthetic and real segmentations."""
+"""Inference regions with sliding along the whole cavity wall (scripts/regions/cavity.py): synthetic and real
+segmentations."""
 
 import numpy as np
 import pytest
 
-from scripts.cavity import body_mask, cavity_labels, cavity_regions
-from scripts.labels import JACOBIAN, RIGID, SLIDING, TOTALSEG_V2_TOTAL
-from scripts.regions import build_regularisation_mask, load_region_spec
+from scripts.regions.cavity import body_mask, cavity_labels, cavity_regions
+from scripts.regions.labels import JACOBIAN, RIGID, SLIDING, TOTALSEG_V2_TOTAL
+from scripts.regions.masks import build_regularisation_mask, load_region_spec
 
 LIVER, LUNG, RIB, VERTEBRA = (
     TOTALSEG_V2_TOTAL[n] for n in ("liver", "lung_lower_lobe_left", "rib_left_5", "vertebrae_T10")

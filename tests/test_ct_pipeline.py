@@ -15,15 +15,15 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor, list_data_collate
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Resized
 
-from scripts.dataset_lists import learn2reg_pairs, read_pairs
-from scripts.datasets import FilePairDataset, registration_dataset
-from scripts.errors import InputError
-from scripts.labels import learn2reg_labels_from_totalsegmentator, vertebrae_ids
-from scripts.learn2reg import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
-from scripts.phantom import diaphragm_normal, phantom_affine, write_deformed_ct_pair, write_learn2reg_phantom
-from scripts.registration import PrepareRegistrationBatch
-from scripts.synthetic import SyntheticRegistrationDataset
-from scripts.transforms import ReorientVectorsd, ResampleRegionsd
+from scripts.data.datasets import FilePairDataset, registration_dataset
+from scripts.data.lists import learn2reg_pairs, read_pairs
+from scripts.data.transforms import ReorientVectorsd, ResampleRegionsd
+from scripts.evaluation.learn2reg import l2r_jacobian_determinant, l2r_sdlogj, learn2reg_metrics
+from scripts.io.errors import InputError
+from scripts.networks.registration import PrepareRegistrationBatch
+from scripts.regions.labels import learn2reg_labels_from_totalsegmentator, vertebrae_ids
+from scripts.synthesis.phantom import diaphragm_normal, phantom_affine, write_deformed_ct_pair, write_learn2reg_phantom
+from scripts.synthesis.synthetic import SyntheticRegistrationDataset
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
@@ -121,8 +121,8 @@ def test_missing_segmentation_is_a_clear_error(phantom, tmp_path):
     with pytest.raises(InputError) as err:
         FilePairDataset(pairs, transform=lambda d: d, seg_dir=str(tmp_path), cache="none")
     message = str(err.value)
-    assert f"{NAME.format(4)}_seg.nii.gz" in message and "python -m scripts.segment run" in message
-    with pytest.raises(InputError, match="python -m scripts.precompute_regions"):
+    assert f"{NAME.format(4)}_seg.nii.gz" in message and "python -m scripts.regions.segment run" in message
+    with pytest.raises(InputError, match="python -m scripts.regions.precompute"):
         FilePairDataset(pairs, transform=lambda d: d, regions_dir=str(tmp_path), cache="none")
 
 
@@ -156,7 +156,7 @@ def test_preprocessing_regions_on_the_phantom(phantom, tmp_path):
     """Through the config's MONAI transforms (LPS-like flipped+permuted affine, anisotropic spacing): the mask has
     the bones rigid and the liver/lung interface sliding; normals there equal the (oblique) plane normal within 1 deg
     (median; measured 0.74), computed from the segmentation or precomputed by the CLI, at full size and downsampled."""
-    from scripts.precompute_regions import precompute
+    from scripts.regions.precompute import precompute
 
     regions_dir = tmp_path / "regions"
     precompute(str(phantom / "totalsegmentator"), str(regions_dir), method="gaussian")

@@ -1,11 +1,11 @@
-"""Tests of the figure functions (scripts/figures.py)."""
+"""Tests of the figure functions (scripts/evaluation/figures.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from scripts.figures import save_sliding_figure
-from scripts.synthetic import make_shearing_pair
+from scripts.evaluation.figures import save_sliding_figure
+from scripts.synthesis.synthetic import make_shearing_pair
 
 
 def test_sliding_figure_rows_and_errors(tmp_path):

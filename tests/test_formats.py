@@ -1,5 +1,5 @@
-"""Inputs in the formats users bring (scripts/image_formats.py, scripts/image_io.py): a real DICOM series, NRRD, MHA,
-NIfTI, for fixed, moving and label inputs; outputs as NIfTI, NRRD or MHA. The geometry is checked exactly: a
+"""Inputs in the formats users bring (scripts/io/image_formats.py, scripts/io/image_io.py): a real DICOM series, NRRD,
+MHA, NIfTI, for fixed, moving and label inputs; outputs as NIfTI, NRRD or MHA. The geometry is checked exactly: a
 known translation injected through the writer comes back in the ddf and warps the moving image (and its LAS label
 map) onto the DICOM fixed image; the same pair as NRRD and MHA gives the same field; constant images.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts import writer
-from scripts.inference import load_pair
+from scripts.inference import writer
+from scripts.inference.predict import load_pair
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 SHIFT = np.array([7.8125, -5.859375, 6.0])  # RAS mm: 8 and 6 voxels in-plane (0.9765625 mm), 3 slices (2 mm)
@@ -150,8 +150,8 @@ def test_constant_images_warn_and_give_the_identity(tmp_path, caplog):
 
 # ------------------------------------------------------------------------------------------ clinical sizes: slabs
 def test_outputs_in_slabs_equal_the_whole_grid(tmp_path):
-    """:mod:`scripts.streaming` (bounded memory) writes the same files and statistics as the whole-grid path, on an
-    oblique fixed grid, another moving grid, a non-linear field, int16 images and a label map."""
+    """:mod:`scripts.inference.streaming` (bounded memory) writes the same files and statistics as the whole-grid
+    path, on an oblique fixed grid, another moving grid, a non-linear field, int16 images and a label map."""
     rng = np.random.default_rng(3)
     folder = tmp_path / "in"
     folder.mkdir()

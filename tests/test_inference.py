@@ -1,5 +1,5 @@
-"""Inference on new scan pairs (scripts/inference.py, scripts/writer.py, scripts/resampling.py, scripts/pairs.py,
-configs/inference.json, configs/ct.json).
+"""Inference on new scan pairs (scripts/inference/predict.py, scripts/inference/writer.py, scripts/io/resampling.py,
+scripts/inference/pairs.py, configs/inference.json, configs/ct.json).
 
 - the written displacement field is the transform ITK applies (SimpleITK DisplacementFieldTransform reproduces our
   warped image on real CTs with different grids and orientations; the RAS reading of the same file does not);
@@ -23,11 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-from scripts import inference as inf
-from scripts import resampling, writer
-from scripts.errors import InputError, find_input_error
-from scripts.image_io import write_niftis_atomically
-from scripts.pairs import require_pairs, resolve_pairs
+from scripts.inference import predict as inf
+from scripts.inference import writer
+from scripts.inference.pairs import require_pairs, resolve_pairs
+from scripts.io import resampling
+from scripts.io.errors import InputError, find_input_error
+from scripts.io.image_io import write_niftis_atomically
+from scripts.losses.mechanics import jacobian_map
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = BUNDLE_ROOT / "configs" / "inference.json"
@@ -51,14 +53,14 @@ def backbone(seed: int = 0) -> torch.nn.Module:
 
 
 def registration_net(net: torch.nn.Module) -> torch.nn.Module:
-    from scripts.registration import RegistrationNet
+    from scripts.networks.registration import RegistrationNet
 
     return RegistrationNet(net, integration_steps=7).eval()
 
 
 def run_workflow(config_files=("inference.json",), **overrides):
     """The bundle's inference workflow, in process (as the Model Zoo tests run it)."""
-    from scripts.inference import run_inference_workflow
+    from scripts.inference.predict import run_inference_workflow
 
     return run_inference_workflow(BUNDLE_ROOT, config_files, **overrides)
 
@@ -364,8 +366,8 @@ def mse_pairs(out: Path, pair_dir: Path) -> tuple[float, float]:
 def test_model_trained_here_beats_no_registration(tmp_path):
     """Train a small model for ~60 steps on 16^3 rigid pairs, then register held-out 32^3 test pairs through the
     bundle (the network sees them resized to 16^3): MSE after registration well below MSE before."""
-    from scripts.losses import BiomechanicalLoss, RegistrationLoss
-    from scripts.synthetic import SyntheticRegistrationDataset, write
+    from scripts.losses.biomechanical import BiomechanicalLoss, RegistrationLoss
+    from scripts.synthesis.synthetic import SyntheticRegistrationDataset, write
 
     torch.manual_seed(0)
     train = SyntheticRegistrationDataset("rigid", "train", 64, seed=0, shape=(16, 16, 16))
@@ -404,7 +406,7 @@ def test_model_trained_here_beats_no_registration(tmp_path):
 def test_shipped_model_beats_no_registration(tmp_path):
     if not (BUNDLE_ROOT / "models" / "model.pt").is_file():
         pytest.skip("models/model.pt is not there (the trained synthetic model ships with the bundle)")
-    from scripts.synthetic import write
+    from scripts.synthesis.synthetic import write
 
     pair_dir = tmp_path / "pairs"
     write(kind="rigid", split="test", num_pairs=3, out_dir=str(pair_dir), shape=(64, 64, 64))
@@ -588,11 +590,11 @@ def test_ct_preprocessing_window_and_grid(ct_example_dir):
 
 
 def test_jacobian_map_in_slabs_is_exact():
-    from scripts.mechanics import jacobian_determinant
+    from scripts.losses.mechanics import jacobian_determinant
 
     ddf = torch.randn(3, 37, 9, 11, generator=torch.Generator().manual_seed(0))
     for slab in (1, 4, 16, 64):
-        torch.testing.assert_close(resampling.jacobian_map(ddf, slab=slab), jacobian_determinant(ddf[None])[0])
+        torch.testing.assert_close(jacobian_map(ddf, slab=slab), jacobian_determinant(ddf[None])[0])
 
 
 # ----------------------------------------------------------------------------------------------------------------

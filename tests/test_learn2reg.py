@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.learn2reg import (
+from scripts.evaluation.learn2reg import (
     accepted_names,
     grid_mismatch,
     learn2reg_metrics,
@@ -31,7 +31,7 @@ from scripts.learn2reg import (
     submission_names,
     warp_labels,
 )
-from scripts.surface_distance import hd95, surface_distances, surfel_area_table
+from scripts.evaluation.surface_distance import hd95, surface_distances, surfel_area_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _learn2reg_case as case  # noqa: E402

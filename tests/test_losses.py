@@ -7,8 +7,8 @@ import torch
 from reference_losses import make_inputs, svd_biomechanical_loss
 from torch.nn import functional as F
 
-from scripts.losses import BiomechanicalLoss, JacobianLoss, RegistrationLoss, RigidityLoss, ShearingLoss
-from scripts.mechanics import jacobian_determinant, linear_strain, project_on_normals, spatial_gradient
+from scripts.losses.biomechanical import BiomechanicalLoss, JacobianLoss, RegistrationLoss, RigidityLoss, ShearingLoss
+from scripts.losses.mechanics import jacobian_determinant, linear_strain, project_on_normals, spatial_gradient
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +174,7 @@ def test_log_jacobian_loss_is_symmetric_in_expansion_and_compression():
 
 
 def test_folding_field_is_counted_and_loss_stays_finite():
-    from scripts.metrics import folding_percentage
+    from scripts.evaluation.metrics import folding_percentage
 
     x = grid((12, 12, 12))
     ddf = torch.zeros_like(x)

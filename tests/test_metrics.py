@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from scripts.metrics import (
+from scripts.evaluation.metrics import (
     FoldingMetric,
     LogJacobianStdMetric,
     NCCMetric,

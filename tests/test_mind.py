@@ -1,11 +1,11 @@
-"""MIND-SSC descriptor and loss (scripts/mind.py): intensity invariance, shift behaviour, gradients, shapes."""
+"""MIND-SSC descriptor and loss (scripts/losses/mind.py): intensity invariance, shift behaviour, gradients, shapes."""
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
-from scripts.mind import SSC_PAIRS, MINDSSCLoss, mind_ssc
+from scripts.losses.mind import SSC_PAIRS, MINDSSCLoss, mind_ssc
 
 
 def _volume(seed: int = 0, shape=(28, 28, 28)) -> torch.Tensor:

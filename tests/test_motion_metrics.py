@@ -1,11 +1,17 @@
-"""Tests of the known-motion metrics (scripts/motion_metrics.py) on analytic fields."""
+"""Tests of the known-motion metrics (scripts/evaluation/motion_metrics.py) on analytic fields."""
 
 import math
 
 import pytest
 import torch
 
-from scripts.motion_metrics import _quantile, endpoint_error, known_motion_metrics, sample_field, sliding_jump_ratio
+from scripts.evaluation.motion_metrics import (
+    _quantile,
+    endpoint_error,
+    known_motion_metrics,
+    sample_field,
+    sliding_jump_ratio,
+)
 
 SHAPE = (24, 20, 16)
 
@@ -182,8 +188,8 @@ def test_known_motion_metrics_on_a_batch():
 @pytest.mark.parametrize("kind", ["rigid", "shearing"])
 def test_synthetic_batch_through_prepare_batch(kind):
     """The synthetic items carry the truth; PrepareRegistrationBatch passes it into the targets."""
-    from scripts.registration import PrepareRegistrationBatch
-    from scripts.synthetic import SyntheticRegistrationDataset
+    from scripts.networks.registration import PrepareRegistrationBatch
+    from scripts.synthesis.synthetic import SyntheticRegistrationDataset
 
     data = SyntheticRegistrationDataset(kind, "test", 2, shape=(32, 32, 32))
     batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
@@ -202,8 +208,8 @@ def test_synthetic_batch_through_prepare_batch(kind):
 
 
 def test_ct_style_thick_band_with_computed_normals():
-    """The CT use: a 4-voxel sliding band on an oblique plane, normals from scripts.regions.compute_normals."""
-    from scripts.normals import compute_normals
+    """The CT use: a 4-voxel sliding band on an oblique plane, normals from scripts.regions.masks.compute_normals."""
+    from scripts.regions.normals import compute_normals
 
     spacing = torch.tensor([1.5, 1.0, 2.0])
     shape = (40, 48, 28)

@@ -175,7 +175,7 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
 
     from _helpers_resume import kill_during_save
 
-    from scripts.checkpoints import latest_checkpoint
+    from scripts.io.checkpoints import latest_checkpoint
 
     # spawn, not fork: forking a process whose torch/OpenMP threads already ran (earlier tests) can deadlock the child
     child = multiprocessing.get_context("spawn").Process(target=kill_during_save, args=(str(tmp_path),))
@@ -192,8 +192,8 @@ def test_resume_without_checkpoint(tmp_path):
     """resume=True with an empty folder fails early, naming the folder; resume='auto' starts afresh."""
     from ignite.engine import Engine
 
-    from scripts.checkpoints import ResumeCheckpointLoader
-    from scripts.errors import InputError
+    from scripts.io.checkpoints import ResumeCheckpointLoader
+    from scripts.io.errors import InputError
 
     net = torch.nn.Linear(2, 2)
     engine = Engine(lambda e, b: None)
@@ -254,7 +254,7 @@ def test_best_model_not_overwritten_after_resume(tmp_path):
     """The key-metric file follows the evaluator's best (restored on resume), not Ignite's (empty) saved scores."""
     from ignite.engine import Engine
 
-    from scripts.checkpoints import AtomicCheckpointSaver, BestMetricState
+    from scripts.io.checkpoints import AtomicCheckpointSaver, BestMetricState
 
     net = torch.nn.Linear(2, 2)
     evaluator = Engine(lambda e, b: None)

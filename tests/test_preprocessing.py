@@ -18,8 +18,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.inference import run_inference_workflow
-from scripts.resampling import field_to_fixed_grid
+from scripts.inference.predict import run_inference_workflow
+from scripts.io.resampling import field_to_fixed_grid
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"image_size": [32, 32, 16], "channels": [4, 8, 16, 32, 64], "strides": [2, 2, 2, 2]}  # CT preset, smaller

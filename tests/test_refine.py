@@ -1,5 +1,5 @@
-"""Per-pair refinement (scripts/refine.py): known motion recovered, sliding allowed only with the shearing term,
-bones kept rigid by the rigidity term, regions resampled to coarse levels, input checks."""
+"""Per-pair refinement (scripts/refinement/optimiser.py): known motion recovered, sliding allowed only with the
+shearing term, bones kept rigid by the rigidity term, regions resampled to coarse levels, input checks."""
 
 import numpy as np
 import pytest
@@ -7,9 +7,10 @@ import torch
 from monai.networks.blocks import Warp
 from scipy import ndimage
 
-from scripts.labels import RIGID, SLIDING
-from scripts.metrics import folding_percentage, rigidity_error
-from scripts.refine import refine_pair, resize_field, resize_regions, working_shape
+from scripts.evaluation.metrics import folding_percentage, rigidity_error
+from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.pyramid import resize_field, resize_regions, working_shape
+from scripts.regions.labels import RIGID, SLIDING
 
 N = 32  # small volumes: the whole file runs in a few seconds on one core
 

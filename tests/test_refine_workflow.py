@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.errors import find_input_error
-from scripts.inference import run_inference_workflow
-from scripts.phantom import deform_ct, inverse_ddf
+from scripts.inference.predict import run_inference_workflow
+from scripts.io.errors import find_input_error
+from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
 CONFIGS = ("inference.json", "refine.json")
 FAST = {"refine_iterations": [40, 30, 20], "progress": False}
@@ -87,15 +87,15 @@ def test_too_large_a_step_is_halved_not_diverged(known_motion, tmp_path, caplog)
 
 def test_a_diverging_refinement_is_reported(known_motion, tmp_path, caplog, monkeypatch):
     # the step control keeps the optimiser from diverging; the check after it still catches a folded result
-    import scripts.refine
-    import scripts.refine_inferer
+    import scripts.refinement.inferer
+    import scripts.refinement.optimiser
 
     def folding_refinement(*args, **kwargs):
-        ddf, curve = scripts.refine.refine_pair(*args, **kwargs)
+        ddf, curve = scripts.refinement.optimiser.refine_pair(*args, **kwargs)
         ddf[:, 0, ::2] += 3.0  # a checkerboard of +-1.5 voxels along axis 0: det J < 0 on every other slice
         return ddf, curve
 
-    monkeypatch.setattr(scripts.refine_inferer, "refine_pair", folding_refinement)
+    monkeypatch.setattr(scripts.refinement.inferer, "refine_pair", folding_refinement)
     out = tmp_path / "out"
     run_inference_workflow(None, CONFIGS, fixed=known_motion["fixed"], moving=known_motion["moving"],
                            fixed_seg=known_motion["seg"], output_dir=str(out), refine_iterations=[5, 5, 5],
@@ -136,8 +136,8 @@ def test_bad_fixed_segmentation_is_one_clear_error(known_motion, tmp_path, kind)
 
 def test_segmentation_on_the_fly(known_motion, tmp_path, monkeypatch):
     """Without --fixed_seg, TotalSegmentator runs on the fly when it can (here a stand-in writes the known label
-    map, as scripts.segment.run would), and segment_fixed="always" stops with one clear error when it cannot."""
-    import scripts.segment as segment
+    map, as scripts.regions.segment.run would), and segment_fixed="always" stops with one clear error when it cannot."""
+    import scripts.regions.segment as segment
 
     def fake_run(ct, output_dir=None, **kwargs):
         out = segment.output_path(Path(ct), output_dir)
@@ -152,7 +152,7 @@ def test_segmentation_on_the_fly(known_motion, tmp_path, monkeypatch):
     entry = json.loads((tmp_path / "auto" / "summary.json").read_text())["pairs"][0]
     assert entry["refinement"]["regulariser"] == "rigidity_shearing_jacobian"
 
-    with pytest.raises(Exception) as info:  # the real scripts.segment: TotalSegmentator is not installed here
+    with pytest.raises(Exception) as info:  # the real scripts.regions.segment: TotalSegmentator is not installed here
         run_inference_workflow(None, CONFIGS, output_dir=str(tmp_path / "always"), segment_fixed="always", **common)
     err = find_input_error(info.value)
     assert err is not None and "TotalSegmentator" in str(err) and "case_fixed.nii.gz" in str(err)

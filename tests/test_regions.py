@@ -1,5 +1,5 @@
-"""Tests of the regions (scripts/regions.py: regularisation mask; scripts/normals.py; the MapTransform in
-scripts/transforms.py; the precompute CLI scripts/precompute_regions.py) and scripts/segment.py."""
+"""Tests of the regions (scripts/regions/masks.py: regularisation mask; scripts/regions/normals.py; the MapTransform in
+scripts/data/transforms.py; the precompute CLI scripts/regions/precompute.py) and scripts/regions/segment.py."""
 
 import itertools
 import json
@@ -14,12 +14,13 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
-from scripts import regions, segment
-from scripts.labels import RIGID, SLIDING, TOTALSEG_V2_TOTAL, label_table
-from scripts.normals import compute_normals, normals_in_voxel_frame
-from scripts.precompute_regions import precompute
-from scripts.regions import build_regularisation_mask, downsample_regions, load_region_spec, spacing_from_affine
-from scripts.transforms import RegularisationRegionsd
+from scripts.data.transforms import RegularisationRegionsd
+from scripts.regions import masks as regions
+from scripts.regions import segment
+from scripts.regions.labels import RIGID, SLIDING, TOTALSEG_V2_TOTAL, label_table
+from scripts.regions.masks import build_regularisation_mask, downsample_regions, load_region_spec, spacing_from_affine
+from scripts.regions.normals import compute_normals, normals_in_voxel_frame
+from scripts.regions.precompute import precompute
 
 T = TOTALSEG_V2_TOTAL
 LIVER, LUNG = T["liver"], T["lung_lower_lobe_right"]

@@ -1,4 +1,4 @@
-"""Tests of the synthetic rigid-bar and sliding-box pairs (scripts/synthetic.py)."""
+"""Tests of the synthetic rigid-bar and sliding-box pairs (scripts/synthesis/synthetic.py)."""
 
 from functools import partial
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.synthetic import SyntheticRegistrationDataset, make_rigid_pair, make_shearing_pair, write
+from scripts.synthesis.synthetic import SyntheticRegistrationDataset, make_rigid_pair, make_shearing_pair, write
 
 SHAPES = [(64, 64, 64), (16, 16, 16), (24, 20, 16)]
 KEYS = ("fixed", "moving", "fixed_label", "moving_label", "reg_mask", "normals", "true_ddf", "object_mask")
@@ -299,7 +299,7 @@ def test_true_field_warps_the_moving_onto_the_fixed(kind, shape):
 
 
 def test_true_shearing_jump_and_interface():
-    from scripts.motion_metrics import sliding_jump_ratio
+    from scripts.evaluation.motion_metrics import sliding_jump_ratio
 
     pair = make_shearing_pair(_rng(5), (32, 32, 32))
     u, jump = pair["true_ddf"], pair["true_jump"]

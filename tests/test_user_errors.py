@@ -1,5 +1,5 @@
 """Every failure a user can cause gives one ``error: <what> <file>: <why>; <what to do>`` line, a non-zero exit, and
-writes nothing (scripts/errors.py, scripts/preflight.py, scripts/dataset_checks.py; every workflow's config).
+writes nothing (scripts/io/errors.py, scripts/inference/preflight.py, scripts/data/checks.py; every workflow's config).
 
 In process (``find_input_error`` on the raised chain) for each failure class; one real command line per workflow
 (training, evaluation, inference, a CLI in scripts/) shows the hook: exit status 1, stderr's last line ``error:``.
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.errors import find_input_error
-from scripts.phantom import write_learn2reg_phantom
+from scripts.io.errors import find_input_error
+from scripts.synthesis.phantom import write_learn2reg_phantom
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = BUNDLE_ROOT / "configs"
@@ -210,10 +210,10 @@ def test_inference_unwritable_or_full_file_system(tmp_path, case):
 
 
 def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
-    from scripts.preflight import check_output_dir, temp_prefix
+    from scripts.io.files import check_output_dir, temp_prefix
 
     out = tmp_path / "out"
-    code = ("import sys, tempfile, os; from scripts.preflight import temp_prefix; "
+    code = ("import sys, tempfile, os; from scripts.io.files import temp_prefix; "
             f"tempfile.mkstemp(dir={str(out)!r}, prefix=temp_prefix('x_ddf.nii.gz'), suffix='.tmp')")  # fmt: skip
     out.mkdir()
     subprocess.run([sys.executable, "-c", code], cwd=BUNDLE_ROOT, check=True)  # a writer that died mid-write
@@ -288,15 +288,15 @@ def test_evaluation_and_inference_command_lines(tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path):
     env = subprocess_env()
-    cmd = [sys.executable, "-m", "scripts.precompute_regions", "--labels", str(tmp_path / "no.nii.gz"), "--out_dir",
+    cmd = [sys.executable, "-m", "scripts.regions.precompute", "--labels", str(tmp_path / "no.nii.gz"), "--out_dir",
            str(tmp_path / "o")]  # fmt: skip
     proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, env=env, capture_output=True, text=True)
     assert_one_error_line(proc, "no.nii.gz")
     target = tmp_path / "a_file"
     target.write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "scripts.synthetic", "write", "--out_dir", str(target / "sub"),
-                           "--num_pairs", "1", "--shape", "[16,16,16]"], cwd=BUNDLE_ROOT, env=env, capture_output=True,
-                          text=True)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "scripts.synthesis.synthetic", "write", "--out_dir",
+                           str(target / "sub"), "--num_pairs", "1", "--shape", "[16,16,16]"], cwd=BUNDLE_ROOT, env=env,
+                          capture_output=True, text=True)  # fmt: skip
     assert_one_error_line(proc, "a_file")
 
 
@@ -305,7 +305,7 @@ class _BrokenDataset(torch.utils.data.Dataset):
         return 2
 
     def __getitem__(self, index):
-        from scripts.errors import InputError
+        from scripts.io.errors import InputError
 
         raise InputError(f"image /data/case_{index}.nii.gz: truncated file; download it again")
 

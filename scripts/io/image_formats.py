@@ -1,0 +1,239 @@
+"""Image formats beyond NIfTI: NRRD, MHA/MHD and DICOM series folders (headers, voxel checks, label grids, writing).
+
+NIfTI files are read with nibabel (:mod:`scripts.io.image_io`); the network input of every format is read by MONAI's
+``LoadImaged`` (``ITKReader`` for these formats: the ``itk`` package). This module answers the header questions for
+the other formats with SimpleITK, in MONAI's conventions (array axes as ITK's index i, j, k; RAS world affine =
+diag(-1, -1, 1) times ITK's LPS direction * spacing, origin):
+
+- :class:`ItkHeader` (:func:`inspect_itk`): shape, RAS affine, voxel type, lazy voxel data, as a nibabel image offers;
+- :func:`grid_permutation`, :func:`to_image_grid`: a label map stored in another axis order / orientation of the same
+  grid (e.g. a LAS NIfTI segmentation of an LPS DICOM series) is brought onto its image's array;
+- :func:`write_itk`: an output as ``.nrrd`` or ``.mha`` (vector images, e.g. the ddf, as ITK vector pixels);
+- :func:`image_shape` (header only), :func:`read_finite_check` (NaN/Inf voxels).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from scripts.io.errors import InputError
+
+__all__ = [
+    "NIFTI_NAMES",
+    "ITK_OUTPUT_SUFFIXES",
+    "is_nifti",
+    "ItkHeader",
+    "inspect_itk",
+    "grid_permutation",
+    "to_image_grid",
+    "write_itk",
+    "image_shape",
+    "read_finite_check",
+]
+
+NIFTI_NAMES = (".nii", ".nii.gz")
+ITK_OUTPUT_SUFFIXES = {".nrrd": "NrrdImageIO", ".mha": "MetaImageIO"}
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(NIFTI_NAMES)
+
+
+def _sitk_reader(path: Path, role: str):
+    import SimpleITK as sitk
+
+    if path.is_dir():
+        names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+        if not names:
+            raise InputError(f"{role} image {path}: a folder without a DICOM series; give an image file or a DICOM "
+                             "series folder")  # fmt: skip
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(names)
+        return reader
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    return reader
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The array shape of an image (header only for files; a DICOM folder: rows x columns x slices)."""
+    path = Path(path)
+    if is_nifti(path):
+        import nibabel as nib
+
+        return tuple(int(s) for s in nib.load(str(path)).shape)
+    if path.is_dir():
+        import SimpleITK as sitk
+
+        names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(names[0])
+        reader.ReadImageInformation()
+        return (*reader.GetSize()[:2], len(names))
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return tuple(int(s) for s in reader.GetSize())
+
+
+def read_finite_check(path: str | os.PathLike, role: str) -> None:
+    """Read a non-NIfTI image (SimpleITK) and raise when voxels are NaN/Inf (integer images are not read)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        reader = _sitk_reader(path, role)
+        info = reader
+        if isinstance(reader, sitk.ImageSeriesReader):  # the first slice tells the series' voxel type
+            info = sitk.ImageFileReader()
+            info.SetFileName(reader.GetFileNames()[0])
+        info.ReadImageInformation()
+        if info.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32,
+                                     sitk.sitkVectorFloat64):  # fmt: skip
+            return  # integers cannot be NaN/Inf
+        data = sitk.GetArrayViewFromImage(reader.Execute())
+    except InputError:
+        raise
+    except Exception as err:
+        raise InputError(f"{role} image {path}: cannot read the voxel data ({str(err).strip().splitlines()[-1]})")
+    if data.dtype.kind == "f":
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise InputError(f"{role} image {path}: {bad} voxels are NaN or Inf; fix or mask them first")
+
+
+class ItkHeader:
+    """A non-NIfTI image opened by SimpleITK, with the attributes of a nibabel image that the checks use: ``shape``
+    (i, j, k), ``affine`` (4x4 RAS, as MONAI's ITKReader gives it), ``get_data_dtype()``, ``dataobj`` and
+    ``get_fdata()`` (voxel data, read on first use), ``header`` (NIfTI qform/sform codes: 1, scanner)."""
+
+    def __init__(self, path: Path, reader, size, spacing, origin, direction, dtype):
+        self.path = path
+        self._reader = reader
+        self.shape = tuple(int(s) for s in size)
+        d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+        lps = np.eye(4)
+        lps[:3, :3] = d @ np.diag(np.asarray(spacing, dtype=np.float64))
+        lps[:3, 3] = origin
+        self.affine = LPS @ lps
+        self._dtype = np.dtype(dtype)
+        self._data = None
+        self.header = {"qform_code": 1, "sform_code": 1}
+
+    def get_data_dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def dataobj(self) -> np.ndarray:
+        if self._data is None:
+            import SimpleITK as sitk
+
+            self._data = np.ascontiguousarray(sitk.GetArrayFromImage(self._reader.Execute()).transpose(2, 1, 0))
+        return self._data
+
+    def get_fdata(self, dtype=np.float32) -> np.ndarray:
+        return np.asarray(self.dataobj, dtype=dtype)
+
+
+def inspect_itk(path: str | os.PathLike, role: str) -> ItkHeader:
+    """Open the header of an NRRD / MHA / MHD file or a DICOM series folder (no voxel data yet)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        reader = _sitk_reader(path, role)
+        if isinstance(reader, sitk.ImageSeriesReader):
+            names = reader.GetFileNames()
+            first = sitk.ImageFileReader()
+            first.SetFileName(names[0])
+            first.ReadImageInformation()
+            last = sitk.ImageFileReader()
+            last.SetFileName(names[-1])
+            last.ReadImageInformation()
+            size = (*first.GetSize()[:2], len(names))
+            dz = np.asarray(last.GetOrigin()) - np.asarray(first.GetOrigin())
+            spacing = list(first.GetSpacing()[:2]) + [float(np.linalg.norm(dz)) / max(len(names) - 1, 1) or 1.0]
+            d = np.asarray(first.GetDirection(), dtype=np.float64).reshape(3, 3)
+            if len(names) > 1 and np.linalg.norm(dz) > 0:
+                d[:, 2] = dz / np.linalg.norm(dz)
+            return ItkHeader(path, reader, size, spacing, first.GetOrigin(), d.ravel(),
+                             sitk.GetArrayViewFromImage(sitk.Image(1, 1, first.GetPixelID())).dtype)  # fmt: skip
+        reader.ReadImageInformation()
+        dtype = sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())).dtype
+        size = reader.GetSize()
+        if reader.GetNumberOfComponents() > 1:
+            raise InputError(f"{role} image {path}: a vector image ({reader.GetNumberOfComponents()} components per "
+                             "voxel); a scalar 3D volume is needed")  # fmt: skip
+        if len(size) != 3:
+            raise InputError(f"{role} image {path}: a 3D volume is needed, got a {len(size)}D image {tuple(size)}")
+        return ItkHeader(path, reader, size, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), dtype)
+    except InputError:
+        raise
+    except Exception as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise InputError(f"{role} image {path}: not a readable image ({reason})") from None
+
+
+def grid_permutation(label_affine, label_shape, image_affine, image_shape, atol: float = 1e-3):
+    """How a label map's array maps onto its image's array when both sample the same voxel centres in another axis
+    order or direction: ``(axes, flips)`` with ``image_array = flip(transpose(label_array, axes), flips)``; None when
+    the grids differ. Identical grids give ``((0, 1, 2), ())``."""
+    t = np.linalg.inv(np.asarray(image_affine, dtype=np.float64)) @ np.asarray(label_affine, dtype=np.float64)
+    r = np.round(t[:3, :3])
+    if not np.allclose(t[:3, :3], r, atol=atol) or sorted(np.abs(r).sum(axis=0)) != [1, 1, 1]:
+        return None
+    if sorted(np.abs(r).sum(axis=1)) != [1, 1, 1]:
+        return None
+    axes, flips = [], []
+    for img_axis in range(3):
+        lab_axis = int(np.argmax(np.abs(r[img_axis])))
+        axes.append(lab_axis)
+        if r[img_axis, lab_axis] < 0:
+            flips.append(img_axis)
+    if tuple(int(label_shape[a]) for a in axes) != tuple(int(s) for s in image_shape[:3]):
+        return None
+    # label index 0 along each axis must land on image index 0 (kept) or N - 1 (flipped)
+    expect = np.array([(image_shape[a] - 1) if a in flips else 0 for a in range(3)], dtype=np.float64)
+    if not np.allclose(t[:3, 3], expect, atol=max(atol, 1e-3)):
+        return None
+    return tuple(axes), tuple(flips)
+
+
+def to_image_grid(data: np.ndarray, mapping) -> np.ndarray:
+    """A label array brought onto its image's array (``mapping`` from :func:`grid_permutation`)."""
+    axes, flips = mapping
+    out = np.transpose(data, axes) if tuple(axes) != (0, 1, 2) else data
+    if flips:
+        out = np.flip(out, axis=flips)
+    return np.ascontiguousarray(out)
+
+
+def write_itk(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, fmt: str, compress: bool = True) -> None:
+    """Write a (X, Y, Z) scalar or (X, Y, Z, 1, C) / (X, Y, Z, C) vector array on the grid ``affine`` (RAS) as
+    ``fmt`` (".nrrd" or ".mha", whatever ``path`` is called: temporary names work). Spacing, origin and direction
+    are ITK's (LPS); vectors are stored as given (the ddf is already in LPS mm)."""
+    import SimpleITK as sitk
+
+    data = np.asarray(data)
+    vector = data.ndim > 3
+    if vector:
+        data = data.reshape(*data.shape[:3], data.shape[-1])
+        image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0, 3)), isVector=True)
+    else:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    lps = LPS @ np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing([float(v) for v in spacing])
+    image.SetOrigin([float(v) for v in lps[:3, 3]])
+    image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO(ITK_OUTPUT_SUFFIXES[fmt])
+    writer.SetFileName(str(path))
+    writer.SetUseCompression(bool(compress))
+    writer.Execute(image)

@@ -1,0 +1,123 @@
+"""The registration model around a backbone, and the batch preparation of the Ignite workflows.
+
+``network_def`` in the configs is the backbone alone (MONAI ``AttentionUnet``: 2 channels in,
+fixed and moving; D channels out, a stationary velocity field in voxels), so that
+``verify_net_in_out`` and ``ckpt_export`` (TorchScript) work on it. :class:`RegistrationNet`
+wraps it for the workflows: velocity -> scaling-and-squaring (``DVF2DDF``) -> displacement ->
+``Warp`` of the moving image (and of its one-hot labels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from monai.engines.utils import PrepareBatch
+from monai.networks import one_hot
+from monai.networks.blocks import DVF2DDF, Warp
+from torch import nn
+
+__all__ = ["RegistrationNet", "PrepareRegistrationBatch", "spacing_of"]
+
+
+class RegistrationNet(nn.Module):
+    """Backbone + integration + warping.
+
+    Args:
+        backbone: module mapping (B, 2, *S) fixed+moving to (B, D, *S) velocity (or displacement).
+        integration_steps: scaling-and-squaring steps (paper: 7); 0 takes the output as the displacement.
+        padding_mode: ``Warp`` padding of the moving image (paper: ``"border"``).
+
+    ``forward(pair, moving_label=None)`` takes pair (B, 2, *S) = [fixed, moving] and optional one-hot
+    moving labels (B, C, *S); it returns a dict with ``velocity`` and ``ddf`` (B, D, *S, voxels),
+    ``warped`` (B, 1, *S) and, with labels, ``warped_label`` (B, C, *S) warped bilinearly (soft).
+    """
+
+    def __init__(self, backbone: nn.Module, integration_steps: int = 7, padding_mode: str = "border"):
+        super().__init__()
+        if integration_steps < 0:
+            raise ValueError(f"integration_steps must be >= 0, got {integration_steps}")
+        self.backbone = backbone
+        self.integrate = DVF2DDF(num_steps=integration_steps, mode="bilinear") if integration_steps > 0 else None
+        self.warp = Warp(mode="bilinear", padding_mode=padding_mode)
+        self.warp_label = Warp(mode="bilinear", padding_mode="zeros")
+
+    def forward(self, pair: torch.Tensor, moving_label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if pair.ndim not in (4, 5) or pair.shape[1] != 2:
+            raise ValueError(f"expected a (B, 2, *S) fixed+moving pair, got shape {tuple(pair.shape)}")
+        velocity = self.backbone(pair)
+        ddf = self.integrate(velocity) if self.integrate is not None else velocity
+        out = {"velocity": velocity, "ddf": ddf, "warped": self.warp(pair[:, 1:2], ddf)}
+        if moving_label is not None:
+            out["warped_label"] = self.warp_label(moving_label.to(ddf.dtype), ddf)
+        return out
+
+
+def spacing_of(image: torch.Tensor) -> torch.Tensor | None:
+    """Voxel spacing (B, D) in mm from a batched MetaTensor's affine, or None for a plain tensor."""
+    if not isinstance(image, MetaTensor):
+        return None
+    affine = torch.as_tensor(image.affine, dtype=torch.float32, device=image.device)
+    ndim = image.ndim - 2
+    if affine.ndim == 2:
+        affine = affine[None].expand(image.shape[0], -1, -1)
+    return affine[:, :ndim, :ndim].norm(dim=1)
+
+
+def _plain(data: Any) -> torch.Tensor:
+    """A plain tensor (MetaTensor metadata dropped: the networks and losses need none of it)."""
+    return data.as_tensor() if isinstance(data, MetaTensor) else torch.as_tensor(data)
+
+
+class PrepareRegistrationBatch(PrepareBatch):
+    """Batch dict -> (inputs, targets, args, kwargs) for MONAI's SupervisedTrainer/Evaluator.
+
+    inputs: (B, 2, *S) fixed+moving; targets: dict with ``fixed``, ``moving`` and, when present,
+    ``fixed_label``, ``moving_label``, ``reg_mask``, ``normals``, the known motion of the synthetic sets
+    (``true_ddf`` (B, D, *S) voxels, ``object_mask`` and ``interface_mask`` (B, 1, *S), for
+    :func:`scripts.evaluation.motion_metrics.known_motion_metrics`) and ``spacing`` (B, D) mm (from the
+    fixed image's affine when ``physical_spacing``, else absent: voxel units); kwargs: the one-hot
+    ``moving_label`` for the network when ``num_label_classes > 0``.
+    """
+
+    target_keys = (
+        "fixed",
+        "moving",
+        "fixed_label",
+        "moving_label",
+        "reg_mask",
+        "normals",
+        "true_ddf",
+        "object_mask",
+        "interface_mask",
+    )
+
+    def __init__(self, num_label_classes: int = 0, physical_spacing: bool = False):
+        self.num_label_classes = num_label_classes
+        self.physical_spacing = physical_spacing
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple, dict[str, torch.Tensor]]:
+        missing = [key for key in ("fixed", "moving") if key not in batchdata]
+        if missing:
+            raise KeyError(f"a registration batch needs the keys 'fixed' and 'moving'; missing {missing}")
+        targets = {
+            key: _plain(batchdata[key]).to(device=device, non_blocking=non_blocking, **kwargs)
+            for key in self.target_keys
+            if key in batchdata
+        }
+        if self.physical_spacing and (spacing := spacing_of(batchdata["fixed"])) is not None:
+            targets["spacing"] = spacing.to(device)
+        inputs = torch.cat([targets["fixed"], targets["moving"]], dim=1).float()
+        call_kwargs = {}
+        if self.num_label_classes > 0:
+            if "moving_label" not in targets:
+                raise KeyError("num_label_classes > 0 needs 'moving_label' in the batch")
+            call_kwargs["moving_label"] = one_hot(targets["moving_label"].long(), self.num_label_classes, dim=1)
+        return inputs, targets, (), call_kwargs

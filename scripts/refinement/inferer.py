@@ -1,0 +1,272 @@
+"""Test-time refinement as the inference workflow's inferer (``configs/refine.json``): per pair, optimise the field
+with the biomechanical prior (:func:`scripts.refinement.optimiser.refine_pair`), starting from the network's
+prediction or from identity, on a ~2 mm grid over the fixed image.
+
+Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer through ``PreparePair(pass_pair=True)``):
+
+1. Initial field: the network's prediction on its own grid (``use_network``), or zero.
+2. The refinement grid G: the fixed image's grid coarsened to about ``grid_mm`` per voxel (edge-aligned, never finer
+   than the image). The fixed image is area-averaged onto G; the moving image is averaged to about ``grid_mm`` on its
+   own grid, then sampled onto G through the affines. Both are normalised (``intensity``: the CT window, or min-max).
+3. Regions on G from the segmentation of the fixed image (``--fixed_seg``, a TotalSegmentator ``total`` label map on
+   the fixed grid, sampled at G's voxel centres; without it, made on the fly by :mod:`scripts.regions.segment` when
+   TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
+   ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
+   Without a segmentation: the log-Jacobian prior alone, with a notice.
+4. :func:`scripts.refinement.optimiser.refine_pair`; the field (voxels of G) goes to the writer with G as its grid,
+  and the loss
+   curve to the pair's entry of ``summary.json`` (``refinement``), with the share of G's voxels outside the sliding
+   band that fold (det J <= 0). Where the prior holds none should; above :data:`FOLD_WARNING_PERCENT` (or when the
+   similarity ends the finest level worse than it started it) the run warns: the optimisation diverged (e.g. too
+   large a ``lr``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import Inferer
+
+from scripts.evaluation.metrics import folding_from_det
+from scripts.io.errors import InputError
+from scripts.io.resampling import field_to_fixed_grid, warp_to_fixed
+from scripts.losses.mechanics import jacobian_determinant
+from scripts.refinement.optimiser import SIMILARITIES, refine_pair
+from scripts.regions import segment as totalsegmentator
+from scripts.regions.cavity import cavity_regions
+from scripts.regions.labels import RIGID, SLIDING
+
+__all__ = ["RefinementInferer", "coarse_grid", "FOLD_WARNING_PERCENT"]
+
+logger = logging.getLogger(__name__)
+
+# folded voxels outside the sliding band (% of them) above which a refinement is reported as diverged
+FOLD_WARNING_PERCENT = 0.1
+
+
+def fold_percent_off_band(ddf: torch.Tensor, reg_mask: torch.Tensor | None) -> float:
+    """% of the voxels outside the sliding band (all voxels without regions) where det J <= 0; ddf (1, 3, *G)."""
+    det = jacobian_determinant(ddf.float())[0]
+    keep = torch.ones_like(det, dtype=torch.bool) if reg_mask is None else reg_mask[0, 0].round() != SLIDING
+    return float(folding_from_det(det[keep][None])[0]) if bool(keep.any()) else 0.0
+
+
+INTENSITIES = ("ct", "minmax")
+SEGMENT_CHOICES = ("if_available", "always", "never")
+
+
+def coarse_grid(shape: Sequence[int], affine: np.ndarray, grid_mm: float | None) -> tuple[tuple[int, ...], np.ndarray]:
+    """The grid covering the same box as (``shape``, ``affine``) with about ``grid_mm`` per voxel (voxel edges
+    aligned, as MONAI's ``Resize``; an axis already coarser keeps its voxels): (shape, affine)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if grid_mm is None:
+        return tuple(int(n) for n in shape), affine
+    out = tuple(max(2, min(int(n), int(round(n * s / float(grid_mm))))) for n, s in zip(shape, spacing))
+    scale = np.array(shape, dtype=np.float64) / np.array(out, dtype=np.float64)
+    new = affine.copy()
+    new[:3, :3] = affine[:3, :3] @ np.diag(scale)
+    new[:3, 3] = affine[:3, :3] @ ((scale - 1.0) / 2.0) + affine[:3, 3]
+    return out, new
+
+
+def _area(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """(X, Y, Z) -> ``shape`` over the same box: area averaging (every output voxel averages the input voxels it
+    covers)."""
+    if tuple(volume.shape) == tuple(shape):
+        return volume.float()
+    return F.interpolate(volume[None, None].float(), size=tuple(shape), mode="area")[0, 0]
+
+
+def _normalise(volume: torch.Tensor, intensity: str, window: Sequence[float]) -> torch.Tensor:
+    if intensity == "ct":
+        lo, hi = float(window[0]), float(window[1])
+        return ((volume - lo) / (hi - lo)).clamp(0.0, 1.0)
+    lo, hi = float(volume.min()), float(volume.max())
+    return (volume - lo) / (hi - lo) if hi > lo else torch.zeros_like(volume)
+
+
+def _nearest_on_grid(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A label map resampled at the voxel centres of an edge-aligned coarser grid (nearest)."""
+    index = [np.minimum(np.floor((np.arange(m) + 0.5) * (n / m)).astype(np.int64), n - 1) for n, m in
+             zip(labels.shape, shape)]  # fmt: skip
+    return labels[np.ix_(*index)]
+
+
+class RefinementInferer(Inferer):
+    """Inferer of ``configs/refine.json`` (module docstring). Returns ``{"ddf": (1, 3, *G)}`` in voxels of G and
+    sets the pair's ``net_affine`` / ``net_shape`` to G, so the writer brings the field back to the fixed grid.
+
+    Args:
+        network_inferer: the inferer that runs the network (``RegistrationInferer``), used when ``use_network``.
+        use_network: start from the network's prediction (False: from identity).
+        grid_mm: voxel size of the refinement grid, mm (None: the fixed image's grid).
+        intensity: "ct" (``hu_window`` to [0, 1], clipped) or "minmax" (each image to [0, 1]).
+        hu_window: the CT window.
+        regulariser: the prior with regions (``rigidity_shearing_jacobian``, or ``rigidity_jacobian``, ``jacobian``);
+            without a segmentation the prior is ``jacobian``.
+        similarity: "lncc", "mind" (MIND-SSC) or "mse".
+        gamma, smooth, levels, iterations, lr: see :func:`scripts.refinement.optimiser.refine_pair` (None: its default).
+        band_mm: half width of the sliding band along the cavity wall, mm.
+        closing_mm: radius of the closing that merges the cavity contents into one cavity, mm.
+        organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
+            in breathing the cavity contents move together and slide along the wall (docs/README.md, the CT
+            benchmark: the pair bands let textureless organs lag behind).
+        segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
+            installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
+        progress: show a progress bar per pair.
+    """
+
+    def __init__(
+        self,
+        network_inferer: Inferer | None = None,
+        use_network: bool = False,
+        grid_mm: float | None = 2.0,
+        intensity: str = "ct",
+        hu_window: Sequence[float] = (-1200.0, 400.0),
+        regulariser: str = "rigidity_shearing_jacobian",
+        similarity: str = "lncc",
+        gamma: float | None = None,
+        smooth: float | None = None,
+        levels: int | None = None,
+        iterations: int | Sequence[int] | None = None,
+        lr: float | Sequence[float] | None = None,
+        band_mm: float = 1.5,
+        closing_mm: float = 20.0,
+        organ_pairs: bool = False,
+        segment: str = "if_available",
+        progress: bool = True,
+    ):
+        super().__init__()
+        if intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {INTENSITIES}, got {intensity!r}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        if use_network and network_inferer is None:
+            raise ValueError("use_network needs the network_inferer")
+        if segment not in SEGMENT_CHOICES:
+            raise ValueError(f"segment must be one of {SEGMENT_CHOICES}, got {segment!r}")
+        self.segment = segment
+        self.network_inferer, self.use_network = network_inferer, bool(use_network)
+        self.grid_mm = None if grid_mm is None else float(grid_mm)
+        self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
+        self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
+        self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
+        options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
+        self.options = {key: value for key, value in options.items() if value is not None}
+
+    def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
+        """(regulariser, reg_mask, normals) on the refinement grid: from the fixed segmentation, or the log-Jacobian
+        prior alone (with a notice) without one."""
+        if pair.fixed_seg is None:
+            pair.fixed_seg = self.segment_on_the_fly(pair)
+        if pair.fixed_seg is None:
+            logger.warning(
+                "%s: no segmentation of the fixed image (--fixed_seg): refining with the log-Jacobian prior only "
+                "(no rigid bones, no sliding)",
+                pair.name,
+            )
+            return "jacobian", None, None
+        seg = _nearest_on_grid(np.asarray(pair.fixed_seg), shape)
+        body = fixed_hu.numpy() if self.intensity == "ct" else None
+        mask, normals = cavity_regions(
+            seg, spacing, image=body, band_mm=self.band_mm, closing_mm=self.closing_mm, pairs=self.organ_pairs
+        )
+        logger.info(
+            "%s: regions on the %s grid: %d rigid, %d sliding voxels",
+            pair.name,
+            "x".join(map(str, shape)),
+            int((mask == RIGID).sum()),
+            int((mask == SLIDING).sum()),
+        )
+        return self.regulariser, torch.from_numpy(mask)[None, None], torch.from_numpy(normals)[None]
+
+    def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
+        """The TotalSegmentator ``total`` label map of the fixed image (:func:`scripts.regions.segment.run`, fast
+        model), or None (with the reason logged) when it cannot run and ``segment`` is not "always"."""
+        if self.segment == "never":
+            return None
+        import tempfile
+
+        import nibabel as nib
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="biomech_seg_") as folder:
+                path = totalsegmentator.run(pair.fixed_path, output_dir=folder)[0]
+                seg = np.asarray(nib.load(path).dataobj)
+        except totalsegmentator.SegmentationSetupError as err:
+            if self.segment == "always":
+                raise InputError(f"segmentation of the fixed image {pair.fixed_path}: {err}") from None
+            logger.warning("%s: no TotalSegmentator on the fly: %s", pair.name, err)
+            return None
+        if tuple(seg.shape[:3]) != tuple(pair.fixed_shape):
+            raise InputError(f"TotalSegmentator's label map of {pair.fixed_path} is not on the image's grid")
+        logger.info("%s: fixed image segmented with TotalSegmentator", pair.name)
+        return seg.reshape(pair.fixed_shape)
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, pair: Any = None, **kwargs: Any):
+        if pair is None or pair.fixed is None:
+            raise ValueError(
+                "the refinement needs the pair's native volumes: use PreparePair(pass_pair=True) and "
+                "InferencePairDataset(keep_fixed=True), as configs/refine.json does"
+            )
+        start = time.perf_counter()
+        shape, affine = coarse_grid(pair.fixed_shape, pair.fixed_affine, self.grid_mm)
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        init = None
+        if self.use_network:
+            ddf_net = self.network_inferer(inputs, network)["ddf"]
+            init = field_to_fixed_grid(ddf_net, pair.net_affine, affine, shape)[None]
+        fixed_hu = _area(pair.fixed, shape)
+        m_shape, m_affine = coarse_grid(pair.moving.shape, pair.moving_affine, self.grid_mm)
+        moving_coarse = _area(pair.moving, m_shape)
+        moving_hu, _ = warp_to_fixed(moving_coarse, m_affine, affine, shape, None, fill=float(moving_coarse.min()))
+        fixed = _normalise(fixed_hu, self.intensity, self.hu_window)
+        moving = _normalise(moving_hu, self.intensity, self.hu_window)
+        regulariser, reg_mask, normals = self.regions(pair, shape, spacing, fixed_hu)
+        with torch.enable_grad():  # evaluators run the inferer under no_grad
+            ddf, curve = refine_pair(
+                fixed[None, None],
+                moving[None, None],
+                spacing.tolist(),
+                reg_mask=reg_mask,
+                normals=normals,
+                init_ddf=init,
+                similarity=self.similarity,
+                regulariser=regulariser,
+                grid_mm=None,
+                progress=self.progress,
+                **self.options,
+            )
+        folds = fold_percent_off_band(ddf, reg_mask)
+        # the similarity at the start of the finest level and at its end, the level's best state (lowest total loss)
+        rows = [row for row in curve if row["level"] == curve[-1]["level"]] if curve else []
+        finest = [rows[0]["similarity"], min(rows, key=lambda row: row["total"])["similarity"]] if rows else [0.0, 0.0]
+        if folds > FOLD_WARNING_PERCENT or finest[-1] > finest[0]:  # (levels' similarities are not comparable)
+            logger.warning(
+                "%s: the refinement diverged (%.2f %% of the voxels outside the sliding band fold, similarity on the "
+                "finest level %.4g -> %.4g): lower --refine_lr (now %s) or raise --refine_gamma",
+                pair.name,
+                folds,
+                finest[0],
+                finest[-1],
+                self.options.get("lr", "the default 0.3"),
+            )
+        pair.net_affine, pair.net_shape = affine, tuple(shape)
+        pair.report["refinement"] = {
+            "fold_percent_off_band": folds,
+            "grid": list(shape),
+            "grid_spacing_mm": [float(s) for s in spacing],
+            "start": "network" if self.use_network else "identity",
+            "regulariser": regulariser,
+            "similarity": self.similarity,
+            "seconds": time.perf_counter() - start,
+            "loss_curve": curve,
+        }
+        return {"ddf": ddf}

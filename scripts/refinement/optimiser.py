@@ -1,0 +1,308 @@
+"""Test-time (per-pair) registration refinement with the biomechanical prior.
+
+:func:`refine_pair` optimises a displacement field for one image pair, already resampled on the fixed grid:
+
+    minimise  alpha * similarity(fixed, moving o (id + u))  +  gamma * BiomechanicalLoss(u)  +  smooth * D(u)
+
+with Adam, coarse to fine. ``BiomechanicalLoss`` (:mod:`scripts.losses.biomechanical`, mechanics in mm) is rigidity on
+bones, shearing on the sliding band (with its normals) and log-Jacobian elsewhere, or log-Jacobian everywhere
+(``regulariser="jacobian"``). ``D`` is a small "sliding-aware" diffusion term (below).
+
+Parameterisation: a dense displacement on a working grid of about ``grid_mm`` (2 mm) per voxel, WHY:
+
+* the sliding prior only makes sense if the field can actually jump tangentially across the cavity wall. A cubic
+  B-spline control grid (spacing >= 2 voxels) or a heavily smoothed stationary velocity is C1/C2 everywhere, so a
+  tangential jump is smeared over the whole support (>= 4 control points, ~16-20 mm), exactly where the lung or
+  liver slides along the ribs; the shearing term would then have nothing to allow. A dense field at 2 mm can
+  jump within one voxel;
+* every level is cheap: one warp (``grid_sample``), one similarity and the regulariser per iteration, no
+  scaling-and-squaring (a velocity integration costs 7 warps per iteration);
+* invertibility is enforced where it is wanted: the log-Jacobian term is a barrier against det J -> 0 on the
+  Jacobian region (with ``fold_penalty`` pushing back any fold that Adam's step jumps into); inside the thin
+  sliding band folding is allowed in principle (a slip is not a diffeomorphism of the whole domain), the
+  returned ``stats`` report the fraction of folded voxels per region.
+
+A dense field has one weakness: the central differences of :mod:`scripts.losses.mechanics` do not see a checkerboard
+(their null space at the Nyquist frequency), so the similarity could write voxel-scale noise into the field
+unopposed. ``D`` closes that gap: the mean squared FORWARD difference of the field (mm / mm) on the Jacobian
+and rigid regions; on the sliding band that of the normal component u . n along every axis and of the tangential
+part only along the interface's own plane, so the tangential jump across the wall stays free.
+
+Coarse to fine: ``levels`` grids, each half the resolution of the next, the finest being the working grid; the
+field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling; each level's
+images and regions are resampled from the next finer level (factor ~2: small kernels, even from a 1 mm input;
+:mod:`scripts.refinement.pyramid`).
+
+Step control: Adam's step is ``lr`` voxels per iteration in every voxel at once, and the barrier terms are stiff, so
+too large a step makes a level blow up (folds, then a loss in the tens). Each level keeps its best state; when the
+total loss rises more than :data:`DIVERGENCE_MARGIN` above it (or is not finite), the field goes back to that state
+and Adam restarts with half the step (the curve's ``lr`` column shows it). A level ends at its best state.
+
+Conventions: tensors (1, C, X, Y, Z); displacement channel k along array axis k, in voxels of the grid it lives
+on, ``warped(x) = moving(x + u(x))`` (MONAI ``Warp``, align_corners=True geometry: voxel centres 0..n-1 span the
+same extent on every grid).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+from monai.losses import LocalNormalizedCrossCorrelationLoss
+from monai.networks.blocks import Warp
+from torch.nn import functional as F
+
+from scripts.losses.biomechanical import BiomechanicalLoss
+from scripts.losses.mechanics import jacobian_det
+from scripts.losses.mind import mind_ssc
+from scripts.refinement.pyramid import grid_spacing, resize_field, resize_image, resize_regions, working_shape
+from scripts.regions.labels import SLIDING
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "refine_pair",
+    "SIMILARITIES",
+]
+
+SIMILARITIES = ("lncc", "mind", "mse")
+# a level whose total loss rises this far above its best so far is diverging (more than LNCC's whole range, [-1, 0]):
+# its field goes back to that best state and Adam restarts with half the step
+DIVERGENCE_MARGIN = 1.0
+# default similarity weight ``alpha``: LNCC lies in [-1, 0], the MIND-SSC mean squared difference is ~10x smaller
+# (tuned on the deformed real CT of benchmarks/sweep_refine.py; the MSE value is a guess of the same order)
+DEFAULT_ALPHA = {"lncc": 1.0, "mind": 10.0, "mse": 10.0}
+
+
+def _forward_diffusion(
+    u_mm: torch.Tensor, spacing: Sequence[float], sliding: torch.Tensor | None, normals: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean squared forward difference (mm / mm) of the field, sliding-aware.
+
+    Outside the sliding band: |Delta_a u|^2 along every axis a. Between two band voxels: |Delta_a (u . n)|^2 +
+    (1 - |n_a|)^2 |Delta_a u_t|^2, u_t = u - (u . n) n: the tangential displacement may change freely ACROSS the
+    interface (along n), not along it. Pairs with one end in the band and one outside are not penalised. The
+    weight is 1 for a pair in the interface's plane and 0 for one along its normal; on an oblique wall a pair along
+    an axis crosses the wall about |n_a| of the time, and (1 - |n_a|)^2 lets such pairs carry the jump where
+    (1 - n_a^2) kept half its cost at 45 degrees and dragged the wall's outer side along with the organs.
+    """
+    if sliding is None or normals is None or not bool(sliding.any()):
+        return sum(torch.diff(u_mm, dim=2 + a).div(s).square().sum(dim=1).mean() for a, s in enumerate(spacing))
+    un = (u_mm * normals).sum(dim=1, keepdim=True)
+    ut = u_mm - un * normals
+    total = u_mm.new_zeros(())
+    for axis, s in enumerate(spacing):
+        n_pairs = u_mm.shape[2 + axis] - 1
+        a, b = sliding.narrow(2 + axis, 0, n_pairs), sliding.narrow(2 + axis, 1, n_pairs)
+        outside, inside = (~a & ~b).to(u_mm.dtype), (a & b).to(u_mm.dtype)
+        full = torch.diff(u_mm, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True)
+        normal = torch.diff(un, dim=2 + axis).div(s).square()
+        weight = (1.0 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n_pairs).abs()).square()
+        tangential = torch.diff(ut, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True) * weight
+        total = total + (outside * full + inside * (normal + tangential)).mean()
+    return total
+
+
+def _forward_fold_barrier(u_vox: torch.Tensor, keep: torch.Tensor | None, tau: float = 0.2) -> torch.Tensor:
+    """Mean of relu(tau - det J_f)^2 over the cells not in the sliding band, J_f the FORWARD-difference Jacobian
+    (the central differences of the losses miss folds between voxels, which appear once the field is upsampled)."""
+    n = [m - 1 for m in u_vox.shape[2:]]
+    base = u_vox[:, :, : n[0], : n[1], : n[2]]
+    cols = []
+    for axis in range(3):
+        idx = [slice(None), slice(None), slice(0, n[0]), slice(0, n[1]), slice(0, n[2])]
+        idx[2 + axis] = slice(1, n[axis] + 1)
+        cols.append(u_vox[tuple(idx)] - base)  # (B, 3, ...) d u / d i_axis
+    g = [[cols[axis][:, k] for axis in range(3)] for k in range(3)]
+    det = jacobian_det(g)
+    term = F.relu(tau - det).square()
+    if keep is None:
+        return term.mean()
+    k = keep[:, 0, : n[0], : n[1], : n[2]].to(term.dtype)
+    return (term * k).sum() / k.sum().clamp_min(1.0)
+
+
+class _Similarity:
+    def __init__(self, name: str, lncc_kernel: int, mind_radius: int, mind_dilation: int):
+        if name not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {name!r}")
+        self.name = name
+        if name == "lncc":
+            self.loss = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=lncc_kernel)
+        elif name == "mind":
+            self.mind = lambda x, sp: mind_ssc(x, radius=mind_radius, dilation=mind_dilation, spacing=sp)
+
+    def prepare(self, fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float]):
+        """What is warped (moving image or its MIND descriptor) and the fixed target."""
+        if self.name == "mind":
+            with torch.no_grad():
+                return self.mind(moving, spacing), self.mind(fixed, spacing)
+        return moving, fixed
+
+    def __call__(self, warped: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.name == "lncc":
+            return self.loss(warped, target)
+        return F.mse_loss(warped, target)
+
+
+def _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf):
+    if fixed.ndim != 5 or fixed.shape[:2] != (1, 1):
+        raise ValueError(f"fixed must be (1, 1, X, Y, Z), got shape {tuple(fixed.shape)}")
+    if moving.shape != fixed.shape:
+        raise ValueError(f"moving {tuple(moving.shape)} must be on the fixed grid {tuple(fixed.shape)}")
+    spacing = [float(s) for s in torch.as_tensor(spacing, dtype=torch.float64).reshape(-1)]
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")
+    grid = tuple(fixed.shape[2:])
+    if reg_mask is not None and (reg_mask.ndim != 5 or tuple(reg_mask.shape) != (1, 1) + grid):
+        raise ValueError(f"reg_mask must be (1, 1, *S) = {(1, 1) + grid}, got {tuple(reg_mask.shape)}")
+    if normals is not None and tuple(normals.shape) != (1, 3) + grid:
+        raise ValueError(f"normals must be (1, 3, *S) = {(1, 3) + grid}, got {tuple(normals.shape)}")
+    if init_ddf is not None and tuple(init_ddf.shape) != (1, 3) + grid:
+        raise ValueError(f"init_ddf must be (1, 3, *S) = {(1, 3) + grid}, got {tuple(init_ddf.shape)}")
+    return spacing
+
+
+def refine_pair(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    spacing: Sequence[float],
+    reg_mask: torch.Tensor | None = None,
+    normals: torch.Tensor | None = None,
+    init_ddf: torch.Tensor | None = None,
+    similarity: str = "lncc",
+    regulariser: str = "rigidity_shearing_jacobian",
+    gamma: float = 0.5,
+    smooth: float = 0.5,
+    levels: int = 3,
+    iterations: int | Sequence[int] = (150, 100, 60),
+    lr: float | Sequence[float] = 0.3,
+    grid_mm: float | None = 2.0,
+    lncc_kernel: int = 3,
+    mind_radius: int = 1,
+    mind_dilation: int = 2,
+    fold_penalty: float = 1.0,
+    fold_barrier: float = 10.0,
+    alpha: float | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Optimise the displacement of one pair (see the module docstring).
+
+    Args:
+        fixed, moving: (1, 1, X, Y, Z) float images on the same (fixed) grid, normalised (CT: HU window to [0, 1]).
+        spacing: (3,) voxel size of that grid, mm.
+        reg_mask: (1, 1, X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; needed unless ``regulariser="jacobian"``.
+        normals: (1, 3, X, Y, Z) unit sliding normals (mm frame, channel k along axis k), needed with sliding voxels.
+        init_ddf: (1, 3, X, Y, Z) initial displacement in voxels of the grid (e.g. a network's prediction).
+        similarity: ``"lncc"`` (MONAI LNCC, window ``lncc_kernel`` voxels of each level), ``"mind"`` (MSE of
+            MIND-SSC descriptors, :mod:`scripts.losses.mind`) or ``"mse"``.
+        alpha: weight of the similarity (``None``: :data:`DEFAULT_ALPHA` of the similarity, 1 for LNCC).
+        regulariser: ``"rigidity_shearing_jacobian"`` or ``"jacobian"`` (or ``"rigidity_jacobian"``).
+        gamma: weight of the biomechanical loss; smooth: weight of the sliding-aware forward-difference diffusion.
+        levels: number of grids (the finest is the working grid, each coarser one half as fine).
+        iterations: Adam iterations per level, coarsest first (one int: the same on every level).
+        lr: Adam learning rate, voxels of the level's grid per step (one per level, coarsest first, or one).
+        grid_mm: working voxel size in mm (the input grid when ``None`` or when it is already coarser).
+        fold_penalty: pushes folded voxels (det J <= 0) back (see :class:`scripts.losses.biomechanical.JacobianLoss`).
+        fold_barrier: weight of mean relu(0.2 - det J_f)^2 outside the sliding band, J_f by forward differences.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(ddf, curve)``: ddf (1, 3, X, Y, Z) float32 in voxels of the input grid (detached), and one dict per
+        iteration with ``level``, ``similarity``, ``regulariser``, ``smooth``, ``fold``, ``total``, ``lr`` (the
+        step then, halved after a divergence) and ``seconds``.
+    """
+    spacing = _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf)
+    if regulariser != "jacobian" and reg_mask is None:
+        raise ValueError(f"regulariser {regulariser!r} needs reg_mask; use regulariser='jacobian' without regions")
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    iters = [int(iterations)] * levels if isinstance(iterations, int) else [int(i) for i in iterations]
+    rates = [float(lr)] * levels if isinstance(lr, (int, float)) else [float(r) for r in lr]
+    if len(iters) != levels or len(rates) != levels:
+        raise ValueError(f"give one iteration count and one lr per level ({levels}), got {iters} and {rates}")
+    in_shape = tuple(fixed.shape[2:])
+    work = working_shape(in_shape, spacing, grid_mm)
+    shapes = [tuple(max(4, (n - 1) // 2 ** (levels - 1 - i) + 1) for n in work) for i in range(levels)]
+    fixed, moving = fixed.detach().float(), moving.detach().float()
+    sim = _Similarity(similarity, lncc_kernel, mind_radius, mind_dilation)
+    alpha = DEFAULT_ALPHA[similarity] if alpha is None else float(alpha)
+    reg = BiomechanicalLoss(mode=regulariser, fold_penalty=fold_penalty)
+    warp = Warp(mode="bilinear", padding_mode="border")
+    masks = None if reg_mask is None else reg_mask.detach().float()
+    nrm = None if normals is None else normals.detach().float()
+    u = None if init_ddf is None else init_ddf.detach().float()
+    curve: list[dict[str, float]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=sum(iters), desc="refine", unit="it")
+    start = time.perf_counter()
+    # image / region pyramid, finest first, each level from the next finer one (small kernels, cheap at 1 mm)
+    pyramid: list[tuple] = [None] * levels
+    f_l, m_l, mask_l, n_l = fixed, moving, masks, nrm
+    for level in reversed(range(levels)):
+        f_l, m_l = resize_image(f_l, shapes[level]), resize_image(m_l, shapes[level])
+        if mask_l is not None:
+            mask_l, n_l = resize_regions(mask_l, n_l, shapes[level])
+        pyramid[level] = (f_l, m_l, mask_l, n_l)
+    for level, (shape, n_iter, rate) in enumerate(zip(shapes, iters, rates)):
+        sp = grid_spacing(in_shape, spacing, shape)
+        f_l, m_l, mask_l, n_l = pyramid[level]
+        source, target = sim.prepare(f_l, m_l, sp)
+        # the diffusion term frees the tangential jump only where the shearing term is used
+        slides = regulariser == "rigidity_shearing_jacobian" and mask_l is not None
+        sliding = (mask_l == SLIDING) if slides else None
+        n_smooth = n_l if slides else None
+        if u is None:
+            param = torch.zeros((1, 3) + shape)
+        else:
+            param = resize_field(u, shape).clone()
+        param.requires_grad_(True)
+        opt = torch.optim.Adam([param], lr=rate)
+        sp_t = torch.tensor(sp).reshape(1, 3, 1, 1, 1)
+        best_total, best = math.inf, param.detach().clone()
+        for _ in range(n_iter):
+            opt.zero_grad(set_to_none=True)
+            warped = warp(source, param)
+            s_val = sim(warped, target)
+            zero = s_val.new_zeros(())
+            r_val = reg(param, mask_l, n_l, spacing=sp) if gamma > 0 else zero
+            d_val = _forward_diffusion(param * sp_t, sp, sliding, n_smooth) if smooth > 0 else zero
+            f_val = _forward_fold_barrier(param, None if sliding is None else ~sliding) if fold_barrier > 0 else zero
+            total = alpha * s_val + gamma * r_val + smooth * d_val + fold_barrier * f_val
+            value = float(total)
+            step = opt.param_groups[0]["lr"]
+            curve.append(
+                dict(
+                    level=level,
+                    similarity=float(s_val),
+                    regulariser=float(r_val),
+                    smooth=float(d_val),
+                    fold=float(f_val),
+                    total=value,
+                    lr=step,
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(level=level, loss=f"{value:.4f}")
+            if not value <= best_total + DIVERGENCE_MARGIN:  # diverging (or NaN): back to the level's best state,
+                with torch.no_grad():  # with half the step and fresh Adam moments
+                    param.copy_(best)
+                opt = torch.optim.Adam([param], lr=step / 2)
+                continue
+            if value < best_total:
+                best_total = value
+                best.copy_(param.detach())
+            total.backward()
+            opt.step()
+        u = best if math.isfinite(best_total) else param.detach()  # the level's best state (the last step unchecked)
+    if bar is not None:
+        bar.close()
+    if u is None:  # no iterations at all
+        u = torch.zeros((1, 3) + shapes[-1])
+    return resize_field(u, in_shape).contiguous(), curve

@@ -1,0 +1,114 @@
+"""The refinement's pyramid: grids of about a given voxel size, and images, fields and regions moved between them.
+
+Conventions (those of :mod:`scripts.refinement.optimiser`): tensors (B, C, X, Y, Z); a grid of another shape spans
+the same extent (``align_corners=True``: voxel centres 0..n-1 span the same extent on every grid), so a displacement
+in voxels is rescaled by (m - 1) / (n - 1) along each axis when it moves from n to m voxels.
+
+- :func:`working_shape`, :func:`grid_spacing`: the working grid of about ``grid_mm`` per voxel and its voxel size;
+- :func:`resize_image`: anti-aliased (Gaussian blur of half the shrink factor) then trilinear;
+- :func:`resize_field`: trilinear, in voxels of the new grid;
+- :func:`resize_regions`: the regularisation mask and its sliding normals, keeping a thin band alive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from scripts.regions.labels import RIGID, SLIDING
+
+__all__ = ["working_shape", "grid_spacing", "resize_image", "resize_field", "resize_regions"]
+
+
+def working_shape(shape: Sequence[int], spacing: Sequence[float], grid_mm: float | None) -> tuple[int, ...]:
+    """Shape of the working grid: about ``grid_mm`` per voxel, never finer than the input (``None``: the input)."""
+    if grid_mm is None:
+        return tuple(int(n) for n in shape)
+    return tuple(max(2, min(int(n), int(round((n - 1) * s / grid_mm)) + 1)) for n, s in zip(shape, spacing))
+
+
+def grid_spacing(shape_in: Sequence[int], spacing: Sequence[float], shape_out: Sequence[int]) -> list[float]:
+    """Voxel size (mm) of a grid of ``shape_out`` spanning the same extent as ``shape_in`` (align_corners)."""
+    return [s * (n - 1) / max(m - 1, 1) for n, s, m in zip(shape_in, spacing, shape_out)]
+
+
+def _gaussian_blur(image: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, X, Y, Z), sigma in voxels per axis (0: that axis untouched)."""
+    out = image
+    for axis, sigma in enumerate(sigmas):
+        if sigma <= 0.2:
+            continue
+        radius = max(1, int(math.ceil(2.5 * sigma)))
+        x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        c = out.shape[1]
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), kernel.reshape(shape).repeat(c, 1, 1, 1, 1), groups=c)
+    return out
+
+
+def resize_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Image (B, C, *S) on a grid of ``shape`` (same extent): anti-aliasing blur when shrinking, then trilinear."""
+    shape = tuple(int(n) for n in shape)
+    if tuple(image.shape[2:]) == shape:
+        return image
+    factors = [(n - 1) / max(m - 1, 1) for n, m in zip(image.shape[2:], shape)]
+    image = _gaussian_blur(image, [0.5 * f if f > 1 else 0.0 for f in factors])
+    return F.interpolate(image, size=shape, mode="trilinear", align_corners=True)
+
+
+def resize_field(ddf: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Displacement (B, 3, *S) in voxels of its grid -> (B, 3, *shape) in voxels of the new grid (same extent)."""
+    shape = tuple(int(n) for n in shape)
+    if tuple(ddf.shape[2:]) == shape:
+        return ddf
+    scale = torch.tensor(
+        [(m - 1) / max(n - 1, 1) for n, m in zip(ddf.shape[2:], shape)], dtype=ddf.dtype, device=ddf.device
+    )
+    out = F.interpolate(ddf, size=shape, mode="trilinear", align_corners=True)
+    return out * scale.reshape(1, 3, 1, 1, 1)
+
+
+def _nearest_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    return torch.round(torch.arange(n_out, device=device, dtype=torch.float64) * (n_in - 1) / max(n_out - 1, 1)).long()
+
+
+def resize_regions(
+    reg_mask: torch.Tensor, normals: torch.Tensor | None, shape: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Regularisation mask (1, 1, *S) and normals (1, 3, *S) on a coarser grid of ``shape``.
+
+    Rigid: nearest sample. Sliding: the band is first dilated by half the shrink factor, so that a band thinner
+    than the coarse voxels survives; its normals are the renormalised mean of the normals in that window (the
+    normals of :func:`scripts.regions.masks.compute_normals` have a consistent sign). Sliding overrides rigid.
+    """
+    shape = tuple(int(n) for n in shape)
+    if tuple(reg_mask.shape[2:]) == shape:
+        return reg_mask, normals
+    factors = [(n - 1) / max(m - 1, 1) for n, m in zip(reg_mask.shape[2:], shape)]
+    kernel = tuple(2 * int(math.ceil(f / 2)) + 1 if f > 1 else 1 for f in factors)
+    padding = tuple(k // 2 for k in kernel)
+    labels = reg_mask.round()
+    sliding = (labels == SLIDING).float()
+    dilated = F.max_pool3d(sliding, kernel, stride=1, padding=padding)
+    idx = [_nearest_index(n, m, reg_mask.device) for n, m in zip(reg_mask.shape[2:], shape)]
+
+    def sample(t: torch.Tensor) -> torch.Tensor:
+        return t[:, :, idx[0]][:, :, :, idx[1]][:, :, :, :, idx[2]]
+
+    out = torch.where(sample(labels) == RIGID, float(RIGID), 0.0)
+    out = torch.where(sample(dilated) > 0, float(SLIDING), out).to(reg_mask.dtype)
+    if normals is None:
+        return out, None
+    summed = F.avg_pool3d(normals.float() * sliding, kernel, stride=1, padding=padding, count_include_pad=False)
+    n = sample(summed)
+    norm = n.norm(dim=1, keepdim=True)
+    n = torch.where((out == SLIDING) & (norm > 1e-6), n / norm.clamp_min(1e-6), torch.zeros_like(n))
+    return out, n.to(normals.dtype)

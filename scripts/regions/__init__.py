@@ -1,0 +1,10 @@
+"""Where each loss applies: label tables, the regularisation mask (0 Jacobian, 1 rigid, 2 sliding) and the sliding
+normals, from a segmentation.
+
+- ``labels``: label tables (TotalSegmentator v2, Learn2Reg) and the region constants;
+- ``masks``, ``normals``: segmentation -> mask; the unit normals of a sliding interface;
+- ``cavity``: sliding along the whole wall of the body cavities (the refinement's regions);
+- ``segment``, ``precompute``: CLIs: TotalSegmentator without download; masks and normals to disk.
+
+May import: scripts.io.
+"""

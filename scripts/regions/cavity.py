@@ -1,0 +1,239 @@
+"""Regularisation regions at inference, with sliding along the whole wall of the body cavities.
+
+The training regions (:mod:`scripts.regions.masks`) mark sliding only where two LISTED labels touch. At the cavity
+wall the lungs and the abdominal organs slide along tissue that a ``total`` segmentation mostly leaves
+unlabelled (intercostal muscles, parietal pleura, peritoneum, fat) or labels as something that does not move with
+them (ribs, vertebrae, muscles): pairs of labels cannot describe it. Here the wall is the boundary of the cavity
+CONTENT, wherever it meets anything else:
+
+* content = the labels of the group ``cavity_contents`` of the region spec (``configs/regions.json``): the lung
+  lobes, heart, liver, gallbladder, spleen, stomach, pancreas, duodenum, small bowel, colon, kidneys and adrenal
+  glands (retroperitoneal, but they move with breathing and slide on the psoas and the posterior wall), and the
+  vessels that run INSIDE those organs (portal/splenic vein, pulmonary vein), so that they do not open a wall
+  inside the liver or a lung. Not content: bones, muscles, aorta and vena cava (fixed to the spine), oesophagus,
+  trachea, bladder, prostate, unlabelled tissue;
+* the cavity = content closed by a ball of ``closing_mm`` (bridges the fissures, the diaphragm gap between lung and
+  liver/spleen, fat between organs) with its holes filled: those are interfaces INSIDE the cavity, handled by the
+  organ-organ pairs of the spec; the wall is the boundary of this cavity; the image border is never a wall;
+* the cavity keeps ``bone_gap`` voxels (1) off the rigid labels: the rigidity term's central differences at a bone's
+  surface reach one voxel out, and where that voxel lay inside the cavity (a lung voxel against a rib) they
+  spanned the slip, so the bone and the organ held each other back; with the gap the voxel beside the bone is the
+  band's outer side, which moves with the wall;
+* the sliding band = voxels within ``band_mm`` of the wall on either side (Euclidean distance in mm, the wall half a
+  voxel beyond the boundary voxels' centres), inside the
+  body when the CT is given (HU > -500, largest component, holes filled), so that no band lies in the air;
+* its normals = the outward unit normal of the cavity, -grad(G_sigma * indicator) / |.| (mm frame, channel k along
+  array axis k): well defined on both sides of the wall, smooth along it (so it survives averaging when the band is
+  resampled), cheap (three separable filters), where the PCA normals of ``compute_normals`` would fit a plane to
+  a band that is two walls thick at thin structures. Band voxels whose smoothed gradient is negligible (no clear
+  wall within ~sigma) are dropped from the band.
+
+Mask: 1 on the rigid labels of the spec (bones), 2 on the wall band and on the organ-organ pair bands of the spec
+(their normals from :func:`scripts.regions.normals.compute_normals`, ``method="gaussian"``), 0 elsewhere; the wall
+normal wins where the two bands overlap, and bones stay rigid everywhere (unlike the training regions, where a pair band
+overrides rigid): a rib on the wall moves as a rigid body and the slip happens in the soft tissue beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from scripts.regions.labels import RIGID, SLIDING, label_table
+from scripts.regions.masks import DEFAULT_SPEC, as_label_array, build_regularisation_mask, load_region_spec
+from scripts.regions.normals import compute_normals
+
+__all__ = ["CAVITY_GROUP", "DEFAULT_CAVITY_CONTENTS", "cavity_labels", "body_mask", "cavity_mask", "cavity_regions"]
+
+CAVITY_GROUP = "cavity_contents"
+# used when the spec has no ``cavity_contents`` group (names of the TotalSegmentator v2 ``total`` task)
+DEFAULT_CAVITY_CONTENTS = (
+    "lung_upper_lobe_left",
+    "lung_lower_lobe_left",
+    "lung_upper_lobe_right",
+    "lung_middle_lobe_right",
+    "lung_lower_lobe_right",
+    "heart",
+    "atrial_appendage_left",
+    "pulmonary_vein",
+    "liver",
+    "gallbladder",
+    "portal_vein_and_splenic_vein",
+    "spleen",
+    "stomach",
+    "pancreas",
+    "duodenum",
+    "small_bowel",
+    "colon",
+    "kidney_left",
+    "kidney_right",
+    "kidney_cyst_left",
+    "kidney_cyst_right",
+    "adrenal_gland_left",
+    "adrenal_gland_right",
+)
+
+
+def _expand(names: Sequence[str], groups: Mapping[str, Sequence[str]], table: Mapping[str, int]) -> list[int]:
+    out = []
+    for name in names:
+        if isinstance(name, str) and name.startswith("@"):
+            if name[1:] not in groups:
+                raise ValueError(f"region spec: unknown group {name!r} in group {CAVITY_GROUP!r}")
+            out += _expand(groups[name[1:]], groups, table)
+        elif name in table:
+            out.append(int(table[name]))
+        else:
+            raise ValueError(f"region spec: unknown label name {name!r} in group {CAVITY_GROUP!r}")
+    return out
+
+
+def cavity_labels(
+    spec: str | os.PathLike | Mapping | None = None, table: Mapping[str, int] | str | None = None
+) -> tuple[int, ...]:
+    """Label ids of the cavity content: group ``cavity_contents`` of the spec (file or dict; ``None``: the bundle's
+    ``configs/regions.json``), else :data:`DEFAULT_CAVITY_CONTENTS`; names resolved with ``table``."""
+    if spec is None:
+        spec = DEFAULT_SPEC
+    raw = dict(spec) if isinstance(spec, Mapping) else json.loads(open(spec).read())
+    groups = raw.get("groups", {}) or {}
+    names = groups.get(CAVITY_GROUP, DEFAULT_CAVITY_CONTENTS)
+    return tuple(sorted(set(_expand(names, groups, label_table(table if table is not None else "totalsegmentator")))))
+
+
+def _check_spacing(spacing: Any) -> np.ndarray:
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise ValueError(f"spacing must be 3 positive numbers (mm), got {np.asarray(spacing).tolist()}")
+    return sp
+
+
+def body_mask(image: Any, threshold: float = -500.0) -> np.ndarray:
+    """Body of a CT (X, Y, Z) in HU: voxels above ``threshold``, largest component, holes filled (in 3D and slice by
+    slice along every axis, so that the lungs and an airway open at the crop border are inside): bool (X, Y, Z)."""
+    arr = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    arr = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
+    if arr.ndim != 3:
+        raise ValueError(f"CT image must be 3D (X, Y, Z) or (1, X, Y, Z), got shape {arr.shape}")
+    above = arr > threshold
+    lab, n = ndimage.label(above)
+    if n == 0:
+        return above
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    body = lab == int(sizes.argmax())
+    body = ndimage.binary_fill_holes(body)
+    for axis in range(3):
+        for i in range(body.shape[axis]):
+            sl = [slice(None)] * 3
+            sl[axis] = i
+            body[tuple(sl)] = ndimage.binary_fill_holes(body[tuple(sl)])
+    return body
+
+
+def cavity_mask(labels: np.ndarray, content: Sequence[int], spacing: np.ndarray, closing_mm: float) -> np.ndarray:
+    """The closed, hole-filled union of the content labels: bool (X, Y, Z).
+
+    The closing by a ball of ``closing_mm`` is done with two Euclidean distance transforms (cost independent of the
+    radius); the volume is padded (edge values) so that the image border does not erode the cavity."""
+    inside = np.isin(labels, list(content))
+    if closing_mm > 0 and inside.any():
+        pad = [(int(np.ceil(closing_mm / s)) + 1,) * 2 for s in spacing]
+        padded = np.pad(inside, pad, mode="edge")
+        dilated = ndimage.distance_transform_edt(~padded, sampling=spacing) <= closing_mm
+        closed = ndimage.distance_transform_edt(dilated, sampling=spacing) > closing_mm
+        inside = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, inside.shape))] | inside
+    return ndimage.binary_fill_holes(inside)
+
+
+def cavity_regions(
+    seg: Any,
+    spacing: Sequence[float],
+    image: Any | None = None,
+    spec: str | os.PathLike | Mapping | None = None,
+    table: Mapping[str, int] | str | None = None,
+    band_mm: float = 1.5,
+    closing_mm: float = 20.0,
+    sigma_mm: float | None = None,
+    pairs: bool = True,
+    body_threshold: float = -500.0,
+    bone_gap: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regularisation mask and sliding normals with sliding along the whole cavity wall (module docstring).
+
+    Args:
+        seg: TotalSegmentator ``total`` label map of the FIXED image, (X, Y, Z) or (1, X, Y, Z), integer values.
+        spacing: (3,) voxel size along the array axes, mm.
+        image: optional CT (HU) on the same grid: the band is kept inside its body mask.
+        spec: region spec (file, dict or ``None`` for ``configs/regions.json``): rigid labels, organ-organ pairs
+            and the ``cavity_contents`` group.
+        table: label names -> ids (``None``: TotalSegmentator v2).
+        band_mm: half width of the wall band: voxels within ``band_mm`` of the wall, on both sides.
+        closing_mm: radius of the closing that merges the content into one cavity.
+        sigma_mm: Gaussian sigma of the smoothed indicator for the wall normals (default ``max(2 * band_mm,
+            2 * max(spacing))``) and of the pair normals (``compute_normals`` default).
+        pairs: also mark the organ-organ pair bands of the spec.
+        body_threshold: HU threshold of the body mask.
+        bone_gap: voxels between the bones and the cavity (0: the cavity may touch them).
+
+    Returns:
+        ``(mask, normals)``: uint8 (X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; float32 (3, X, Y, Z) unit normals
+        (mm frame, channel k along array axis k) on sliding voxels, 0 elsewhere.
+
+    Raises:
+        ValueError: non-integer or non-3D label map, an image of another shape, bad spacing, unknown label names.
+    """
+    labels = as_label_array(seg, what="segmentation (label map of the fixed image)")
+    sp = _check_spacing(spacing)
+    body = None
+    if image is not None:
+        img = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+        img = img[0] if img.ndim == 4 and img.shape[0] == 1 else img
+        if img.shape != labels.shape:
+            raise ValueError(
+                f"segmentation {labels.shape} is not on the image's grid {img.shape}: resample it to the fixed image"
+            )
+        body = body_mask(img, body_threshold)
+    if band_mm <= 0 or closing_mm < 0 or bone_gap < 0:
+        raise ValueError(
+            f"need band_mm > 0, closing_mm >= 0 and bone_gap >= 0, got {band_mm}, {closing_mm}, {bone_gap}"
+        )
+    region_spec = load_region_spec(spec, table)
+    if not pairs:
+        region_spec = type(region_spec)(rigid=region_spec.rigid, sliding=(), names=region_spec.names)
+    mask = build_regularisation_mask(labels, region_spec)
+    normals = np.zeros((3,) + labels.shape, dtype=np.float32)
+    if (mask == SLIDING).any():
+        normals = compute_normals(mask == SLIDING, spacing=sp, method="gaussian", sigma_mm=sigma_mm)
+
+    cavity = cavity_mask(labels, cavity_labels(spec, table), sp, closing_mm)
+    bones = np.isin(labels, region_spec.rigid)
+    if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
+        cavity &= ~ndimage.binary_dilation(bones, iterations=bone_gap)
+    if cavity.any() and not cavity.all():
+        d_out = ndimage.distance_transform_edt(~cavity, sampling=sp)
+        d_in = ndimage.distance_transform_edt(cavity, sampling=sp)
+        # the wall lies half a voxel beyond the centres of the boundary voxels; the voxels touching it (6-neighbours
+        # across it) are always in the band, also along a coarse axis of an anisotropic grid
+        band = np.where(cavity, d_in, d_out) - 0.5 * float(sp.min()) <= band_mm + 1e-6
+        band |= (cavity & ~ndimage.binary_erosion(cavity, border_value=1)) | (ndimage.binary_dilation(cavity) & ~cavity)
+        if body is not None:
+            band &= body
+        sigma = float(sigma_mm) if sigma_mm is not None else max(2.0 * band_mm, 2.0 * float(sp.max()))
+        smooth = ndimage.gaussian_filter(cavity.astype(np.float32), sigma / sp, mode="nearest")
+        grad = np.stack(np.gradient(smooth, *sp))  # (3, X, Y, Z) per mm
+        norm = np.linalg.norm(grad, axis=0)
+        band &= norm > 1e-3 * float(norm.max())
+        wall_normals = np.divide(-grad, norm, out=np.zeros_like(grad), where=band[None])
+        mask[band] = SLIDING
+        normals[:, band] = wall_normals[:, band]
+    # every bone stays rigid, also where the wall band or a listed pair (lung / rib) touches it: the slip happens in
+    # the soft tissue beside it (with the bands overriding them, ribs got the shearing term: 3.9x the rigidity error)
+    mask[bones] = RIGID
+    normals[:, mask != SLIDING] = 0.0
+    return mask.astype(np.uint8), normals.astype(np.float32)
