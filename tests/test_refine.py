@@ -141,3 +141,17 @@ def test_identical_images_give_an_almost_zero_field(similarity):
     img = _texture(5, shape=(24, 24, 24))
     ddf, curve = refine_pair(img, img, (2.0, 2.0, 2.0), regulariser="jacobian", similarity=similarity, iterations=30)
     assert float(ddf.norm(dim=1).mean()) < 0.1 and len(curve) == 90  # Adam drifts a few hundredths
+
+
+def test_a_refinement_prints_no_torch_warning():
+    """Every term of the loss curve is read from a detached tensor: torch warns ("Converting a tensor with
+    requires_grad=True to a scalar") on stderr for each float() of a tensor that requires grad."""
+    import warnings
+
+    v_true, mask, normals = _sliding_case()
+    fixed, moving = _pair(v_true, seed=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*requires_grad=True to a scalar", category=UserWarning)
+        ddf, curve = refine_pair(fixed, moving, (2.0, 2.0, 2.0), reg_mask=mask, normals=normals, levels=2,
+                                 iterations=(3, 3))  # fmt: skip
+    assert len(curve) == 6 and all(isinstance(row["total"], float) for row in curve)

@@ -273,15 +273,15 @@ def refine_pair(
             d_val = _forward_diffusion(param * sp_t, sp, sliding, n_smooth) if smooth > 0 else zero
             f_val = _forward_fold_barrier(param, None if sliding is None else ~sliding) if fold_barrier > 0 else zero
             total = alpha * s_val + gamma * r_val + smooth * d_val + fold_barrier * f_val
-            value = float(total)
+            value = float(total.detach())  # detached: a float of a tensor that requires grad warns (torch >= 2.6)
             step = opt.param_groups[0]["lr"]
             curve.append(
                 dict(
                     level=level,
-                    similarity=float(s_val),
-                    regulariser=float(r_val),
-                    smooth=float(d_val),
-                    fold=float(f_val),
+                    similarity=float(s_val.detach()),
+                    regulariser=float(r_val.detach()),
+                    smooth=float(d_val.detach()),
+                    fold=float(f_val.detach()),
                     total=value,
                     lr=step,
                     seconds=time.perf_counter() - start,
