@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.io.errors import find_input_error
+from scripts.io.errors import InputError, find_input_error
 from scripts.synthesis.phantom import write_learn2reg_phantom
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,29 @@ def test_training_dataset_errors_name_the_file(tmp_path, phantom):
     image.write_bytes(data[: len(data) // 2])  # truncated
     msg = train_error(tmp_path, phantom)
     assert str(image) in msg and "truncated" in msg and "AbdomenCTCT_dataset.json" in msg
+
+
+def test_dataset_json_entry_with_another_key_names_the_file_entry_and_keys(tmp_path, phantom):
+    ds_json = phantom / "AbdomenCTCT_dataset.json"
+    meta = json.loads(ds_json.read_text())
+    meta["training"][1]["img"] = meta["training"][1].pop("image")
+    ds_json.write_text(json.dumps(meta))
+    msg = train_error(tmp_path, phantom)
+    assert str(ds_json) in msg and "entry 1 of 'training'" in msg and "'img'" in msg and "no 'image'" in msg, msg
+    assert "rename 'img' to 'image'" in msg
+
+    meta["training"][1]["image"] = meta["training"][1].pop("img")
+    meta["registration_val"][0] = {"fix": meta["registration_val"][0]["fixed"], "moving": "x.nii.gz"}
+    ds_json.write_text(json.dumps(meta))
+    msg = train_error(tmp_path, phantom)
+    assert str(ds_json) in msg and "entry 0 of 'registration_val'" in msg and "rename 'fix' to 'fixed'" in msg, msg
+
+    from scripts.data.lists import read_pairs
+
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"fixed": "a.nii.gz", "moving": "b.nii.gz"}, {"fixed": "a.nii.gz", "mov": "b"}]))
+    with pytest.raises(InputError, match=r"pairs file .*pairs.json: pair 1 has the key\(s\) \['fixed', 'mov'\]"):
+        read_pairs(pairs, "train")
 
 
 def test_training_resume_and_output_dir_errors(tmp_path, phantom):

@@ -49,6 +49,32 @@ def _resolve(root: Path, rel: str) -> Path:
     return p if p.is_absolute() else (root / p).resolve()
 
 
+def _entry_value(entry: Any, key: str, where: str, expected: Mapping[str, str], optional: bool = False) -> Any:
+    """``entry[key]`` of one entry of a list file; an :class:`InputError` naming the file and the entry (``where``),
+    the keys found and the key expected (``expected``: every key of such an entry and an example value) when it is not
+    an object or lacks ``key``."""
+    example = "{" + ", ".join(f'"{k}": "{v}"' for k, v in expected.items()) + "}"
+    if not isinstance(entry, Mapping):
+        raise InputError(f"{where} is {entry!r}, not an object like {example}; fix the file")
+    if entry.get(key) or optional:
+        return entry.get(key)
+    unknown = [k for k in entry if k not in expected]
+    fix = f"rename {unknown[0]!r} to {key!r}" if len(unknown) == 1 and key not in entry else f"add the {key!r} path"
+    found = f"the key(s) {sorted(map(str, entry))}" if entry else "no key"
+    raise InputError(f"{where} has {found} but no {key!r} (expected {example}); {fix}")
+
+
+def _entry_list(meta: Mapping, key: str, json_path: Path) -> list:
+    value = meta.get(key, [])
+    if not isinstance(value, list):
+        raise InputError(f"dataset JSON {json_path}: {key!r} is a {type(value).__name__}, not a list; fix the file")
+    return value
+
+
+TRAINING_ENTRY = {"image": "./imagesTr/<name>_0000.nii.gz", "label": "./labelsTr/<name>_0000.nii.gz"}
+PAIR_ENTRY = {"fixed": "./imagesTr/<fixed>.nii.gz", "moving": "./imagesTr/<moving>.nii.gz"}
+
+
 def _require_files(paths: Sequence[Path], source: Path | str) -> None:
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
@@ -72,10 +98,15 @@ def learn2reg_pairs(data_dir: str | os.PathLike, split: str) -> list[dict[str, A
     if not isinstance(meta, Mapping):
         raise InputError(f"dataset JSON {json_path}: expected an object with 'training' and 'registration_val' lists")
     labels: dict[Path, Path | None] = {}
-    for entry in meta.get("training", []):
-        image = _resolve(root, entry["image"])
-        labels[image] = _resolve(root, entry["label"]) if entry.get("label") else None
-    val = [(_resolve(root, p["fixed"]), _resolve(root, p["moving"])) for p in meta.get("registration_val", [])]
+    for i, entry in enumerate(_entry_list(meta, "training", json_path)):
+        where = f"dataset JSON {json_path}: entry {i} of 'training'"
+        image = _resolve(root, str(_entry_value(entry, "image", where, TRAINING_ENTRY)))
+        label = _entry_value(entry, "label", where, TRAINING_ENTRY, optional=True)
+        labels[image] = _resolve(root, str(label)) if label else None
+    val = []
+    for i, entry in enumerate(_entry_list(meta, "registration_val", json_path)):
+        where = f"dataset JSON {json_path}: entry {i} of 'registration_val'"
+        val.append(tuple(_resolve(root, str(_entry_value(entry, k, where, PAIR_ENTRY))) for k in ("fixed", "moving")))
 
     def label_of(image: Path) -> Path | None:
         label = labels.get(image)
@@ -91,11 +122,13 @@ def learn2reg_pairs(data_dir: str | os.PathLike, split: str) -> list[dict[str, A
         images = [image for image in labels if image not in in_val]
         pairs = [(a, b) for a in images for b in images if a != b]  # ordered: both directions
         if not pairs:
-            raise ValueError(f"{json_path}: fewer than 2 'training' images outside 'registration_val'")
+            raise InputError(f"dataset JSON {json_path}: fewer than 2 'training' images outside 'registration_val'; "
+                             "list more training images")  # fmt: skip
     elif split in ("val", "test"):
         pairs = val
         if not pairs:
-            raise ValueError(f"{json_path} has no 'registration_val' pairs for the {split!r} split")
+            raise InputError(f"dataset JSON {json_path}: no 'registration_val' pairs for the {split!r} split; add "
+                             'them as {"fixed": ..., "moving": ...}')  # fmt: skip
     else:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLIT_KEYS)}")
     _require_files(sorted({p for pair in pairs for p in pair}), json_path)
@@ -122,15 +155,16 @@ def pairs_file(source: str | os.PathLike) -> Path:
     return path
 
 
-def _pair_entry(entry: Any, root: Path, source: Path) -> dict[str, Any]:
+def _pair_entry(entry: Any, root: Path, source: Path, index: int) -> dict[str, Any]:
     if isinstance(entry, (list, tuple)) and len(entry) == 2:
         entry = {"fixed": entry[0], "moving": entry[1]}
-    if not isinstance(entry, Mapping) or not entry.get("fixed") or not entry.get("moving"):
-        raise ValueError(f"{source}: a pair must be {{'fixed': ..., 'moving': ...}} or [fixed, moving], got {entry!r}")
+    where = f"pairs file {source}: pair {index}"
     keys = ("fixed", "moving", "fixed_label", "moving_label", "fixed_seg")
+    for key in ("fixed", "moving"):
+        _entry_value(entry, key, where, {"fixed": "fixed.nii.gz", "moving": "moving.nii.gz"})
     unknown = set(entry) - set(keys) - {"split"}
     if unknown:
-        raise ValueError(f"{source}: unknown pair key(s) {sorted(unknown)}; expected {keys}")
+        raise InputError(f"{where} has the unknown key(s) {sorted(unknown)}; the keys are {', '.join(keys)} and split")
     return {k: _resolve(root, str(entry[k])) for k in keys if entry.get(k)}
 
 
@@ -144,7 +178,8 @@ def read_pairs(source: str | os.PathLike, split: str) -> list[dict[str, Any]]:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         if rows and not {"fixed", "moving"} <= set(rows[0]):
-            raise ValueError(f"{path}: the CSV header needs 'fixed' and 'moving' columns, got {list(rows[0])}")
+            raise InputError(f"pairs file {path}: the CSV header needs 'fixed' and 'moving' columns, got "
+                             f"{list(rows[0])}; fix the header")  # fmt: skip
         entries = [r for r in rows if (r.get("split") or "").strip() in ("", *SPLIT_KEYS[split])]
         entries = [{k: v.strip() for k, v in r.items() if k and v and v.strip()} for r in entries]
     else:
@@ -152,15 +187,17 @@ def read_pairs(source: str | os.PathLike, split: str) -> list[dict[str, Any]]:
         if isinstance(data, Mapping):
             unknown = set(data) - {k for keys in SPLIT_KEYS.values() for k in keys}
             if unknown:
-                raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected train/val/test lists of pairs")
+                raise InputError(f"pairs file {path}: unknown key(s) {sorted(unknown)}; expected train/val/test lists "
+                                 "of pairs")  # fmt: skip
             entries = [e for key in SPLIT_KEYS[split] for e in data.get(key, [])]
         elif isinstance(data, list):
             entries = data
         else:
-            raise ValueError(f"{path}: expected a list of pairs or a {{'train': [...], 'val': [...]}} object")
-    pairs = [_pair_entry(e, root, path) for e in entries]
+            raise InputError(f"pairs file {path}: expected a list of pairs or a {{'train': [...], 'val': [...]}} "
+                             "object; fix the file")  # fmt: skip
+    pairs = [_pair_entry(e, root, path, i) for i, e in enumerate(entries)]
     if not pairs:
-        raise ValueError(f"{path} lists no pair for the {split!r} split")
+        raise InputError(f"pairs file {path}: no pair for the {split!r} split; add pairs to it")
     _require_files(sorted({p for pair in pairs for p in pair.values()}), path)
     return pairs
 
