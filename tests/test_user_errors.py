@@ -204,6 +204,28 @@ def test_inference_output_folder_and_nan_in_a_later_pair(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("key", ["fixed_seg", "moving_label"])
+def test_a_later_pairs_segmentation_that_is_not_a_label_map_fails_before_any_output(tmp_path, key):
+    folder = tmp_path / "many"
+    _tiny_pair(folder, "a")
+    _tiny_pair(folder, "b")
+    not_labels = np.random.default_rng(1).random((20, 18, 16)).astype(np.float32) * 10  # an image, not labels
+    path = folder / f"b_{key}.nii.gz"
+    nib.save(nib.Nifti1Image(not_labels, np.diag([2.0, 2.0, 2.5, 1.0])), str(path))
+    out = tmp_path / "out"
+    msg = infer_error(tmp_path, dataset_dir=str(folder), output_dir=str(out))
+    assert str(path) in msg and "not a label map" in msg and "non-integer" in msg, msg
+    assert not out.exists()
+
+
+def test_training_segmentation_that_is_not_a_label_map(tmp_path, phantom):
+    seg = phantom / "totalsegmentator" / f"{NAME.format(2)}_seg.nii.gz"
+    img = nib.load(str(seg))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32) + 0.25, img.affine), str(seg))
+    msg = train_error(tmp_path, phantom)
+    assert str(seg) in msg and "not a label map" in msg and "AbdomenCTCT_dataset.json" in msg, msg
+
+
 def _mount_tmpfs(path: Path, options: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from scripts.io.errors import InputError
-from scripts.io.image_io import check_label_grid, inspect_image
+from scripts.io.image_io import check_label_grid, inspect_image, non_integer_error
 
 __all__ = ["read_json", "check_image_file", "check_dataset_files", "check_training_run"]
 
@@ -43,7 +43,8 @@ def read_json(path: str | os.PathLike, what: str = "dataset JSON") -> Any:
 
 def check_image_file(path: str | os.PathLike, role: str, read: bool = True):
     """Header checks (:func:`scripts.io.image_io.inspect_image`) and, with ``read``, every voxel read (a truncated or
-    corrupt file fails here, naming the file; NaN/Inf voxels too). Returns the nibabel image."""
+    corrupt file fails here, naming the file; NaN/Inf voxels of an image and non-integer values of a label map or
+    segmentation too). Returns the nibabel image."""
     img = inspect_image(path, role)
     if not read:
         return img
@@ -51,12 +52,16 @@ def check_image_file(path: str | os.PathLike, role: str, read: bool = True):
     shape = img.shape
     nz = int(np.prod(shape[2:]))
     step = max(1, (64 * 2**20) // max(1, int(np.prod(shape[:2])) * 4))
-    bad = 0
+    label = "label" in role or "segmentation" in role
+    bad = fractional = 0
     try:
         for start in range(0, nz, step):  # slabs along the slowest axis: one sequential pass through the file
             block = np.asarray(proxy[:, :, start : min(start + step, nz)] if len(shape) == 3 else proxy)
             if block.dtype.kind == "f":
-                bad += int(block.size - np.count_nonzero(np.isfinite(block)))
+                finite = np.isfinite(block)
+                bad += int(block.size - np.count_nonzero(finite))
+                if label:
+                    fractional += int(np.count_nonzero(block[finite] != np.round(block[finite])))
             if len(shape) != 3:
                 break
     except Exception as err:  # EOFError, zlib.error, OSError ... of a truncated or damaged file
@@ -64,8 +69,10 @@ def check_image_file(path: str | os.PathLike, role: str, read: bool = True):
         raise InputError(
             f"{role} {path}: cannot read the voxel data ({reason}); the file is truncated or damaged: copy it again"
         ) from None
-    if bad and "label" not in role and "segmentation" not in role:
+    if bad and not label:
         raise InputError(f"{role} {path}: {bad} voxels are NaN or Inf; fix or mask them first")
+    if fractional or (bad and label):
+        raise non_integer_error(path, role, fractional + bad)
     return img
 
 

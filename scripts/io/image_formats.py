@@ -82,8 +82,9 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
     return tuple(int(s) for s in reader.GetSize())
 
 
-def read_finite_check(path: str | os.PathLike, role: str) -> None:
-    """Read a non-NIfTI image (SimpleITK) and raise when voxels are NaN/Inf (integer images are not read)."""
+def read_finite_check(path: str | os.PathLike, role: str, label: bool = False) -> int:
+    """Read a non-NIfTI image (SimpleITK) and raise when voxels are NaN/Inf (integer images are not read); with
+    ``label``, return how many voxels hold non-integer values (0 for an integer image)."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -96,16 +97,21 @@ def read_finite_check(path: str | os.PathLike, role: str) -> None:
         info.ReadImageInformation()
         if info.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32,
                                      sitk.sitkVectorFloat64):  # fmt: skip
-            return  # integers cannot be NaN/Inf
+            return 0  # integers cannot be NaN/Inf
         data = sitk.GetArrayViewFromImage(reader.Execute())
     except InputError:
         raise
     except Exception as err:
         raise InputError(f"{role} image {path}: cannot read the voxel data ({str(err).strip().splitlines()[-1]})")
-    if data.dtype.kind == "f":
-        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-        if bad:
-            raise InputError(f"{role} image {path}: {bad} voxels are NaN or Inf; fix or mask them first")
+    if data.dtype.kind != "f":
+        return 0
+    finite = np.isfinite(data)
+    bad = int(data.size - np.count_nonzero(finite))
+    if bad:
+        raise InputError(
+            f"{role}{'' if label else ' image'} {path}: {bad} voxels are NaN or Inf; fix or mask them first"
+        )
+    return int(np.count_nonzero(data[finite] != np.round(data[finite]))) if label else 0
 
 
 class ItkHeader:

@@ -38,6 +38,7 @@ __all__ = [
     "check_label_grid",
     "read_label_on_grid",
     "read_volume",
+    "non_integer_error",
     "output_dtype",
     "header_codes",
     "nifti_on_grid",
@@ -124,6 +125,12 @@ def read_label_on_grid(label: Any, image: Any, path: Any, what: str) -> np.ndarr
     return to_image_grid(read_volume(label, path, what, label=True), mapping)
 
 
+def non_integer_error(path: Any, role: str, count: int) -> InputError:
+    """The error of a label map (``role``, e.g. "fixed label map") with ``count`` non-integer voxels."""
+    return InputError(f"{role} {path}: not a label map ({count} voxels hold non-integer values); give the integer "
+                      "label map (e.g. TotalSegmentator's segmentation), not an image")  # fmt: skip
+
+
 def read_volume(img: nib.Nifti1Image, path: Any, role: str, label: bool = False) -> np.ndarray:
     """The voxel data as a (X, Y, Z) array: float32 for images, the stored integer type for label maps.
 
@@ -143,7 +150,7 @@ def read_volume(img: nib.Nifti1Image, path: Any, role: str, label: bool = False)
     if label:
         if data.dtype.kind == "f":
             if not np.array_equal(data, np.round(data)):
-                raise InputError(f"{role} {path}: a label map must hold integer values")
+                raise non_integer_error(path, role, int(np.count_nonzero(data != np.round(data))))
             data = data.astype(np.int32)
         elif data.dtype.kind not in "iub":
             raise InputError(f"{role} {path}: unsupported label data type {data.dtype}")
