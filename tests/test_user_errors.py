@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -272,6 +273,78 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted([live.name, "user_file.txt"])
 
 
+# ------------------------------------------------------------------------------------------------ boolean options
+def _values(node, path=""):
+    """(config id, value) of every leaf of a config."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else None
+    if items is None:
+        yield path, node
+        return
+    for key, value in items:
+        yield from _values(value, f"{path}#{key}" if path else str(key))
+
+
+def test_every_boolean_option_of_every_config_is_parsed_once():
+    """Every true/false option (a top-level key with a boolean default, in any config) is listed in a ``flags``
+    (scripts.io.options.Flags), and no component reads it raw: ``--learn2reg false`` is the string "false"."""
+    configs = {p.name: json.loads(p.read_text()) for p in sorted(CONFIGS.glob("*.json")) if p.name != "metadata.json"}
+    options = {
+        key: name
+        for name, cfg in configs.items()
+        for key, value in cfg.items()
+        if isinstance(value, bool) and "#" not in key
+    }
+    assert {"learn2reg", "save_jacobian", "organ_pairs", "progress", "resume", "physical_spacing"} <= set(options)
+    listed = {path.split("#")[1] for cfg in configs.values() for path, value in _values(cfg)
+              if path.startswith("flags#") and value == "@" + path.split("#")[1]}  # fmt: skip
+    assert set(options) <= listed, {key: options[key] for key in set(options) - listed}
+    pattern = re.compile(r"@(%s)(?![\w#])" % "|".join(map(re.escape, options)))
+    raw = [(name, path, value) for name, cfg in configs.items() for path, value in _values(cfg)
+           if isinstance(value, str) and pattern.search(value) and not path.startswith("flags#")]  # fmt: skip
+    assert not raw, f"read @option instead of @flags.option: {raw}"
+
+
+def test_true_false_options_given_as_words_are_parsed():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "refine.json")])
+    parser["bundle_root"] = str(BUNDLE_ROOT)
+    parser.update({"progress": "false", "organ_pairs": "false", "learn2reg": "False", "save_jacobian": "TRUE"})
+    inferer = parser.get_parsed_content("inferer")
+    assert inferer.progress is False and inferer.organ_pairs is False  # "false" is a true string in Python
+    writer = parser.get_parsed_content("handlers")[-1]
+    assert writer.learn2reg is False and writer.save_jacobian is True
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / c) for c in (*CT, "evaluate.json")])
+    parser.update({"resume": "auto", "physical_spacing": "false", "learn2reg_metrics": "true"})
+    flags = parser.get_parsed_content("flags")
+    assert (flags.resume, flags.physical_spacing, flags.learn2reg_metrics) == ("auto", False, True)
+
+
+def test_inference_with_false_options_writes_no_learn2reg_file_and_no_jacobian(tmp_path):
+    from scripts.inference.predict import run_inference_workflow
+
+    pair = _tiny_pair(tmp_path / "in")
+    out = tmp_path / "out"
+    run_inference_workflow(None, ["inference.json"], **pair, output_dir=str(out), learn2reg="false",
+                           save_jacobian="false")  # fmt: skip
+    names = listing(out)
+    assert any("_warped" in n for n in names), names
+    assert not any("jacdet" in n or n.startswith("disp_") for n in names), names
+
+
+def test_a_bad_true_false_value_names_the_option(tmp_path, phantom):
+    pair = _tiny_pair(tmp_path / "in")
+    out = tmp_path / "out"
+    msg = infer_error(tmp_path, **pair, output_dir=str(out), learn2reg="flase")
+    assert msg == "option --learn2reg: 'flase' is not one of true, false; give --learn2reg true or --learn2reg false"
+    assert not out.exists()
+    msg = train_error(tmp_path, phantom, resume="yes")
+    assert "--resume" in msg and "--resume auto" in msg, msg
+
+
 # --------------------------------------------------------------------------------------------- the command lines
 def subprocess_env() -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -329,6 +402,11 @@ def test_evaluation_and_inference_command_lines(tmp_path):
     proc = command("inference", ["inference.json"], "--bundle_root", str(BUNDLE_ROOT), "--fixed", pair["fixed"],
                    "--moving", pair["moving"], "--output_dir", str(target), cwd=tmp_path)  # fmt: skip
     assert_one_error_line(proc, str(target))
+    proc = command("inference", ["inference.json", "refine.json"], "--bundle_root", str(BUNDLE_ROOT), "--fixed",
+                   pair["fixed"], "--moving", pair["moving"], "--output_dir", str(tmp_path / "o"), "--progress", "no",
+                   cwd=tmp_path)  # fmt: skip
+    assert_one_error_line(proc, "option --progress: 'no'", "--progress true or --progress false")
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -24,6 +24,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from scripts.io.errors import InputError
 from scripts.io.files import check_output_dir, remove_stale_temporaries, temp_prefix
+from scripts.io.options import parse_flag
 from scripts.io.weights import read_checkpoint
 
 __all__ = [
@@ -214,7 +215,8 @@ class ResumeCheckpointLoader(CheckpointLoader):
         load_dict: the objects to restore, the ``save_dict`` of the saver (without the trainer).
         resume: False: do nothing (not even attach); True: resume, and raise ``FileNotFoundError`` naming the
             folder when it holds no checkpoint; ``"auto"``: resume when a checkpoint exists, else start afresh with
-            a warning (for jobs restarted by a scheduler). Strings "true"/"false" are accepted (command line).
+            a warning (for jobs restarted by a scheduler). The words true / false / auto of the command line are
+            parsed (:func:`scripts.io.options.parse_flag`); anything else is an ``InputError`` naming ``--resume``.
         file_prefix: the saver's ``file_prefix``.
         map_location: ``torch.load`` map location (``@device``: each rank loads onto its own device).
         name, strict: as for MONAI's ``CheckpointLoader``.
@@ -230,11 +232,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
         name: str | None = None,
         strict: bool = True,
     ):
-        if isinstance(resume, str):
-            resume = {"true": True, "false": False, "auto": "auto"}.get(resume.strip().lower(), resume)
-        if resume not in (True, False, "auto"):
-            raise ValueError(f"resume must be true, false or 'auto', got {resume!r}")
-        self.resume = resume
+        self.resume = parse_flag(resume, "resume", ("auto",))
         self.checkpoint_dir = Path(checkpoint_dir)
         self.file_prefix = file_prefix
         if self.resume is True:  # fail before anything is built or written (event files, checkpoints)
@@ -287,5 +285,5 @@ def check_training_output(output_dir: str | os.PathLike, resume: Any = False, fi
     """Before a training run builds anything: the run folder is usable (:func:`check_output_dir`) and, with
     ``resume`` true, holds a readable checkpoint to resume from."""
     check_output_dir(output_dir, "output_dir")
-    if str(resume).strip().lower() == "true" or resume is True:
+    if parse_flag(resume, "resume", ("auto",)) is True:
         read_checkpoint(resume_checkpoint(output_dir, file_prefix), "checkpoint to resume from")
