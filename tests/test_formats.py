@@ -7,6 +7,7 @@ map) onto the DICOM fixed image; the same pair as NRRD and MHA gives the same fi
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -130,6 +131,86 @@ def test_nrrd_and_mha_pairs_give_the_same_field_and_itk_outputs(dicom_case, tmp_
     warped = sitk.ReadImage(out["outputs"]["warped"])
     np.testing.assert_allclose(warped.GetOrigin(), fixed.GetOrigin(), atol=1e-4)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(fixed))
+
+
+# ------------------------------------------------------------------------------------ DICOM folders: series, gaps
+@pytest.fixture
+def dicom_copy(ct_example_dir, tmp_path) -> Path:
+    """A writable copy of the real DICOM series (512 x 512 x 20, 2 mm slices) and its files in slice order."""
+    import SimpleITK as sitk
+
+    pytest.importorskip("itk", reason="reading DICOM series needs the itk package (MONAI's ITKReader)")
+    folder = tmp_path / "series"
+    shutil.copytree(ct_example_dir / "example_ct_dicom", folder)
+    folder.chmod(0o755)
+    return folder, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+
+
+def _load(folder: Path):
+    """The bundle's loading of an image (the configs' preprocessing, first step), as inference reads it."""
+    return preprocessing((16, 16, 8))({"image": str(folder)}, end=1)["image"]
+
+
+def test_a_dicom_series_with_a_missing_slice_is_one_error_naming_the_gap(dicom_copy, ct_example_dir, tmp_path):
+    from scripts.inference.predict import run_inference_workflow
+    from scripts.io.errors import InputError, find_input_error
+    from scripts.io.image_io import inspect_image
+
+    folder, names = dicom_copy
+    Path(names[10]).unlink()  # ITK would read the 19 slices on a uniform 2.11 mm grid, warning on stderr only
+    with pytest.raises(InputError) as info:
+        inspect_image(folder, "fixed")
+    msg = str(info.value)
+    assert msg.startswith(f"fixed image {folder}: the DICOM series has a gap of 4 mm between slices 9 and 10 of 19")
+    assert Path(names[9]).name in msg and Path(names[11]).name in msg and "2 mm apart" in msg, msg
+    assert "spread evenly at 2.11 mm" in msg and "restore the missing file" in msg, msg
+    with pytest.raises(Exception) as info:  # the bundle's own loading stops on it too
+        _load(folder)
+    assert "gap of 4 mm" in str(find_input_error(info.value))
+    out = tmp_path / "out"
+    with pytest.raises(Exception) as info:  # an inference run: the one error line, nothing written
+        run_inference_workflow(None, ["inference.json"], fixed=str(folder),
+                               moving=str(ct_example_dir / "example_ct_sm.nii.gz"), output_dir=str(out))  # fmt: skip
+    err = find_input_error(info.value)
+    assert err is not None and str(err).startswith(f"fixed image {folder}: the DICOM series has a gap"), info.value
+    assert not out.exists()
+
+
+def _rewrite_series(names, folder: Path, uid: str, prefix: str) -> None:
+    """Copies of the slices ``names`` as a series of their own (SeriesInstanceUID ``uid``)."""
+    import SimpleITK as sitk
+
+    for i, name in enumerate(names):
+        image = sitk.ReadImage(name)
+        for key in image.GetMetaDataKeys():
+            if key.startswith("0002|"):  # the file meta group is written anew
+                image.EraseMetaData(key)
+        image.SetMetaData("0008|0016", "1.2.840.10008.5.1.4.1.1.2")  # CT image storage
+        image.SetMetaData("0020|000e", uid)
+        image.SetMetaData("0008|0018", f"{uid}.{i + 1}")
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"{prefix}_{i:03d}.dcm"))
+        writer.Execute(image)
+
+
+def test_a_folder_with_two_series_reads_the_largest_in_the_checks_and_the_loading(dicom_copy, caplog):
+    from scripts.io.image_io import inspect_image
+
+    folder, names = dicom_copy
+    _rewrite_series(names, folder, "1.2.826.0.1.3680043.2.1125.9", "ct")  # the CT, listed second by GDCM
+    _rewrite_series(names[:3], folder, "1.2.826.0.1.3680043.2.1125.1", "scout")  # 3 slices, listed first
+    for name in names:
+        Path(name).unlink()
+    with caplog.at_level(logging.WARNING):
+        header = inspect_image(folder, "fixed")
+        loaded = _load(folder)
+    assert header.shape == (512, 512, 20) and tuple(loaded.shape) == (512, 512, 20)
+    np.testing.assert_array_equal(np.asarray(loaded), np.asarray(header.dataobj, dtype=np.float32))
+    np.testing.assert_allclose(np.asarray(loaded.affine), header.affine, atol=1e-4)
+    text = caplog.text
+    assert f"fixed image {folder}: 2 DICOM series in the folder; reading the largest" in text, text
+    assert "1.2.826.0.1.3680043.2.1125.9" in text and "(20 slices" in text and "(3 files)" in text, text
 
 
 def test_constant_images_warn_and_give_the_identity(tmp_path, caplog):

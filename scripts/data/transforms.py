@@ -5,6 +5,10 @@ not provide.
   (:mod:`scripts.regions.masks`, :mod:`scripts.regions.normals`);
 - :class:`ResampleRegionsd`: the regularisation mask (nearest, pixel centres) and the sliding normals (resampled,
   renormalised) onto the network grid, with the same geometry (and affine) as MONAI's ``Resized``;
+- :class:`LoadImageSeriesd`: MONAI's ``LoadImaged`` (the first step of every ``preprocessing``) reading a DICOM series
+  folder as the header checks see it (:func:`scripts.io.image_formats.series_files`: the largest series of the folder,
+  checked for missing slices; MONAI's own ``ITKReader`` reads the first series GDCM lists and stretches a series with
+  a missing slice over a uniform grid), every other input as ``LoadImaged`` does;
 - :class:`ReorientVectorsd`: vector components of a field loaded from a file (e.g. precomputed normals) re-expressed
   along the current array axes after ``Orientationd`` permuted/flipped those axes (``Orientationd`` moves the voxels
   but leaves each voxel's vector components untouched).
@@ -17,15 +21,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
-from monai.utils import convert_to_dst_type
+from monai.data import ITKReader, MetaTensor
+from monai.transforms import LoadImaged, MapTransform
+from monai.utils import convert_to_dst_type, ensure_tuple, optional_import
 
+from scripts.io.image_formats import series_files
 from scripts.regions.masks import (
     RegionSpec,
     downsample_regions,
@@ -34,7 +40,15 @@ from scripts.regions.masks import (
     spacing_from_affine,
 )
 
-__all__ = ["RegularisationRegionsd", "ResampleRegionsd", "ReorientVectorsd", "direction_cosines", "resized_affine"]
+__all__ = [
+    "RegularisationRegionsd",
+    "ResampleRegionsd",
+    "ReorientVectorsd",
+    "DicomSeriesReader",
+    "LoadImageSeriesd",
+    "direction_cosines",
+    "resized_affine",
+]
 
 
 def direction_cosines(affine: Any) -> np.ndarray:
@@ -221,3 +235,37 @@ class RegularisationRegionsd(MapTransform):
             else:
                 d[mkey], d[nkey] = mask[None], normals
         return d
+
+
+class DicomSeriesReader(ITKReader):
+    """MONAI's ``ITKReader`` for DICOM series folders only (``verify_suffix``: a folder), reading the series
+    :func:`series_files` picks and checks: the same series as the header checks."""
+
+    def verify_suffix(self, filename: Sequence[Any] | Any) -> bool:
+        names = ensure_tuple(filename)
+        return len(names) == 1 and Path(str(names[0])).is_dir() and super().verify_suffix(filename)
+
+    def read(self, data: Sequence[Any] | Any, **kwargs: Any):
+        names = ensure_tuple(data)
+        if len(names) != 1 or not Path(str(names[0])).is_dir():
+            return super().read(data, **kwargs)
+        itk, _ = optional_import("itk", allow_namespace_pkg=True)
+        files = series_files(names[0])
+        image = itk.imread(files if len(files) > 1 else files[0], **{**self.kwargs, **kwargs})
+        if self.series_meta:  # as ITKReader: the first slice's metadata
+            reader = itk.ImageSeriesReader.New(FileNames=files)
+            reader.Update()
+            meta = reader.GetMetaDataDictionaryArray()
+            if len(meta) > 0:
+                image.SetMetaDataDictionary(meta[0])
+        return image
+
+
+class LoadImageSeriesd(LoadImaged):
+    """MONAI's ``LoadImaged`` (same arguments) that reads a DICOM series folder with :class:`DicomSeriesReader`;
+    every other input is read by the reader MONAI chooses for it, as before."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self._loader.auto_select:  # readers chosen by the file name: ours is asked first and only takes folders
+            self.register(DicomSeriesReader())

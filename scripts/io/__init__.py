@@ -3,7 +3,8 @@
 - ``errors``: the user-error class and the one-line ``error:`` printing;
 - ``options``: the true/false options of the configs, parsed once;
 - ``files``: temporary names that record their writer, atomic text writes, output-folder checks;
-- ``image_io``, ``image_formats``: NIfTI, NRRD/MHA/DICOM headers and voxels with their checks, atomic image writes;
+- ``image_io``, ``image_formats``: NIfTI, NRRD/MHA/DICOM headers and voxels with their checks (which series of a DICOM
+  folder is read, missing slices), atomic image writes;
 - ``resampling``: resampling through affines, the field back on the fixed image's grid, warping;
 - ``weights``: reading model weights and checking that they fit the network;
 - ``checkpoints``: crash-safe checkpoints and resume.

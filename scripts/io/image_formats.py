@@ -10,11 +10,23 @@ diag(-1, -1, 1) times ITK's LPS direction * spacing, origin):
   grid (e.g. a LAS NIfTI segmentation of an LPS DICOM series) is brought onto its image's array;
 - :func:`write_itk`: an output as ``.nrrd`` or ``.mha`` (vector images, e.g. the ddf, as ITK vector pixels);
 - :func:`image_shape` (header only), :func:`read_finite_check` (NaN/Inf voxels).
+
+DICOM folders (:func:`series_files`): a folder may hold several series (a scout, another reconstruction); ONE is
+read, the series with the most slices (ties: the first of GDCM's list, by series UID), and a warning names the folder,
+the series read and the others. Its slice positions are checked along the slice normal: ITK reads a series with a
+missing slice onto a uniform grid stretched over the whole length (one 4 mm gap among 2 mm slices: 2.11 mm, every slice
+up to ~1 mm off), with only a warning of its own on stderr; here that is an :class:`InputError` naming the folder, the
+gap (between which slices and files, how wide) and the fix. The header checks here and MONAI's loading of the configs'
+``preprocessing`` (:class:`scripts.data.transforms.LoadImageSeriesd`) both go through :func:`series_files`, so they
+see the same series.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +44,11 @@ __all__ = [
     "write_itk",
     "image_shape",
     "read_finite_check",
+    "series_files",
+    "GAP_TOLERANCE",
 ]
+
+logger = logging.getLogger(__name__)
 
 NIFTI_NAMES = (".nii", ".nii.gz")
 ITK_OUTPUT_SUFFIXES = {".nrrd": "NrrdImageIO", ".mha": "MetaImageIO"}
@@ -47,12 +63,8 @@ def _sitk_reader(path: Path, role: str):
     import SimpleITK as sitk
 
     if path.is_dir():
-        names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
-        if not names:
-            raise InputError(f"{role} image {path}: a folder without a DICOM series; give an image file or a DICOM "
-                             "series folder")  # fmt: skip
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(names)
+        reader.SetFileNames(series_files(path, role))
         return reader
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -69,7 +81,7 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...]:
     if path.is_dir():
         import SimpleITK as sitk
 
-        names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+        names = series_files(path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(names[0])
         reader.ReadImageInformation()
@@ -243,3 +255,104 @@ def write_itk(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, fmt
     writer.SetFileName(str(path))
     writer.SetUseCompression(bool(compress))
     writer.Execute(image)
+
+
+GAP_TOLERANCE = 0.1  # a slice distance further than this fraction of the series' usual distance from it is a gap
+_reported: set[tuple[str, str]] = set()  # folders whose choice of series was already logged
+
+
+@functools.lru_cache(maxsize=32)
+def _scan(folder: str, stamp: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(series id, file names in slice order) of every series in a folder (GDCM's ids with the series details, as
+    MONAI's ITKReader uses them). ``stamp``: the folder's modification time, so a changed folder is scanned again."""
+    import SimpleITK as sitk
+
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder, True)
+    return tuple((sid, tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, sid, True))) for sid in ids)
+
+
+@functools.lru_cache(maxsize=32)
+def _positions(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each slice's position (ImagePositionPatient, mm) and the series' unit slice normal."""
+    import SimpleITK as sitk
+
+    origins = []
+    normal = np.array([0.0, 0.0, 1.0])
+    for i, name in enumerate(files):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        origins.append(reader.GetOrigin()[:3])
+        if i == 0 and reader.GetDimension() >= 3:
+            normal = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)[:, 2]
+    return np.asarray(origins, dtype=np.float64), normal / max(float(np.linalg.norm(normal)), 1e-12)
+
+
+def _check_spacing(folder: Path, files: Sequence[str], role: str = "") -> None:
+    """An :class:`InputError` when the slices do not lie at one distance from each other (a missing slice, two
+    acquisitions at the same positions)."""
+    if len(files) < 3:
+        return
+    origins, normal = _positions(tuple(files))
+    along = origins @ normal
+    steps = np.diff(along)
+    step = float(np.median(steps))
+    off = np.abs(steps - step) > GAP_TOLERANCE * max(abs(step), 1e-6)
+    if not off.any():
+        return
+    i = int(np.argmax(off))
+    where = (f"between slices {i} and {i + 1} of {len(files)} ({Path(files[i]).name} at {along[i]:.2f} mm and "
+             f"{Path(files[i + 1]).name} at {along[i + 1]:.2f} mm along the slice normal)")  # fmt: skip
+    more = f"; {int(off.sum())} such places in all" if off.sum() > 1 else ""
+    if abs(steps[i]) < GAP_TOLERANCE * abs(step):
+        raise InputError(
+            f"{_image(role)} {folder}: two slices of the DICOM series lie at the same position, {where}{more}: two "
+            "acquisitions in one series; put each acquisition in its own folder"
+        )
+    stretched = abs(along[-1] - along[0]) / (len(files) - 1)
+    uniform = along[0] + np.arange(len(files)) * (along[-1] - along[0]) / (len(files) - 1)
+    missing = int(round(abs(steps[i] / step))) - 1
+    raise InputError(
+        f"{_image(role)} {folder}: the DICOM series has a gap of {abs(steps[i]):.3g} mm {where}, where its slices are "
+        f"{abs(step):.3g} mm apart ({max(missing, 1)} slice(s) missing?{more}); read as is, its {len(files)} slices "
+        f"would be spread evenly at {stretched:.3g} mm, up to {np.abs(along - uniform).max():.2g} mm from where "
+        "they were taken; restore the missing file(s) of the series, or give it as one NIfTI / NRRD volume"
+    )
+
+
+def _image(role: str) -> str:
+    return f"{role} image" if role else "image"
+
+
+def series_files(folder: str | os.PathLike, role: str = "") -> list[str]:
+    """The files of the DICOM series read from ``folder`` (module docstring), in slice order, checked for gaps.
+
+    Raises:
+        InputError: no DICOM series in the folder, a gap or two slices at one position.
+    """
+    folder = Path(folder)
+    try:
+        series = _scan(str(folder), folder.stat().st_mtime_ns)
+    except OSError as err:
+        raise InputError(f"{_image(role)} {folder}: cannot read the folder ({err.strerror or err})") from None
+    series = tuple((sid, files) for sid, files in series if files)
+    if not series:
+        raise InputError(f"{_image(role)} {folder}: a folder without a DICOM series; give an image file or a DICOM "
+                         "series folder")  # fmt: skip
+    sid, files = max(series, key=lambda item: len(item[1]))  # the first of the largest
+    if len(series) > 1 and (str(folder), sid) not in _reported:
+        _reported.add((str(folder), sid))
+        others = ", ".join(f"{other!r} ({len(names)} files)" for other, names in series if other != sid)
+        logger.warning(
+            "%s %s: %d DICOM series in the folder; reading the largest, %r (%d slices, %s ...), not %s; put "
+            "each series in its own folder to read another",
+            _image(role),
+            folder,
+            len(series),
+            sid,
+            len(files),
+            Path(files[0]).name,
+            others,
+        )
+    _check_spacing(folder, files, role)
+    return list(files)
