@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -211,6 +212,60 @@ def test_a_folder_with_two_series_reads_the_largest_in_the_checks_and_the_loadin
     text = caplog.text
     assert f"fixed image {folder}: 2 DICOM series in the folder; reading the largest" in text, text
     assert "1.2.826.0.1.3680043.2.1125.9" in text and "(20 slices" in text and "(3 files)" in text, text
+
+
+# ------------------------------------------------------------- TotalSegmentator on the fly for a DICOM fixed image
+def _dicom_pair(ct_example_dir):
+    """What the refinement's inferer reads of a pair whose fixed image is the DICOM series."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name="dicom_pair", fixed_path=str(ct_example_dir / "example_ct_dicom"),
+                           fixed_shape=(512, 512, 20))  # fmt: skip
+
+
+def test_segmentation_on_the_fly_without_totalsegmentator_names_the_package(ct_example_dir, monkeypatch, caplog):
+    from scripts.io.errors import InputError
+    from scripts.refinement.inferer import RefinementInferer
+
+    monkeypatch.setitem(sys.modules, "totalsegmentator", None)  # not installed (an import of it fails)
+    monkeypatch.setitem(sys.modules, "totalsegmentator.python_api", None)
+    pair = _dicom_pair(ct_example_dir)
+    with caplog.at_level(logging.WARNING):
+        assert RefinementInferer(progress=False).segment_on_the_fly(pair) is None
+    text = caplog.text
+    assert "TotalSegmentator is not installed" in text and "pip install totalsegmentator" in text, text
+    assert "no *.nii.gz" not in text, text  # the input (a DICOM series) is not to blame
+    with pytest.raises(InputError) as info:
+        RefinementInferer(progress=False, segment="always").segment_on_the_fly(pair)
+    assert pair.fixed_path in str(info.value) and "pip install totalsegmentator" in str(info.value)
+
+
+def test_a_dicom_fixed_image_is_segmented_on_the_fly(ct_example_dir, monkeypatch):
+    """A stand-in for TotalSegmentator (which cannot be installed here) gets a NIfTI file, as TotalSegmentator reads
+    it, and answers in another orientation (RAS); the label map comes back on the DICOM series' array."""
+    import scripts.regions.segment as segment
+    from scripts.io.image_io import inspect_image
+    from scripts.refinement.inferer import RefinementInferer
+
+    seen = []
+
+    def fake_totalsegmentator(source, output, task, fast, device, ml, quiet):
+        seen.append(source)
+        image = nib.load(source)
+        labels = nib.Nifti1Image((np.asarray(image.dataobj) > -200).astype(np.uint8) * 5, image.affine)
+        labels = nib.as_closest_canonical(labels)
+        nib.save(labels, output)
+        return labels
+
+    monkeypatch.setattr(segment, "_import_totalsegmentator", lambda: fake_totalsegmentator)
+    monkeypatch.setattr(segment, "check_weights", lambda fast=True: None)
+    monkeypatch.setattr(segment, "_warn_usage_stats", lambda: None)
+    pair = _dicom_pair(ct_example_dir)
+    seg = RefinementInferer(progress=False).segment_on_the_fly(pair)
+    assert len(seen) == 1 and seen[0].endswith("example_ct_dicom.nii.gz")
+    expected = np.asarray(inspect_image(pair.fixed_path, "fixed").dataobj) > -200
+    assert seg.shape == (512, 512, 20) and expected.any() and not expected.all()
+    np.testing.assert_array_equal(seg, expected.astype(np.uint8) * 5)
 
 
 def test_constant_images_warn_and_give_the_identity(tmp_path, caplog):

@@ -465,3 +465,15 @@ def test_segment_folder_iteration(totalseg_env, monkeypatch):
     assert len(calls) == 2
     with pytest.raises(segment.SegmentationSetupError, match="not found"):
         segment.run(str(totalseg_env / "nothing.nii.gz"))
+
+
+def test_segment_true_false_words_of_the_command_line(totalseg_env, monkeypatch):
+    """``--fast false`` arrives as the word "false" (a true string): parsed, the 1.5 mm models are asked for."""
+    from scripts.io.errors import InputError
+
+    _write_ct(totalseg_env / "ct.nii.gz")
+    _fake_totalsegmentator(monkeypatch, [])
+    with pytest.raises(segment.SegmentationSetupError, match="Dataset291"):
+        segment.run(str(totalseg_env / "ct.nii.gz"), fast="false")
+    with pytest.raises(InputError, match="option --fast: 'nope'"):
+        segment.run(str(totalseg_env / "ct.nii.gz"), fast="nope")

@@ -19,7 +19,9 @@ outside the moving image's field of view get the moving image's minimum (labels:
 The Learn2Reg file ``disp_FFFF_MMMM.nii.gz`` is (X, Y, Z, 3) float32 in *voxels of the fixed grid*, channel k
 along array axis k (the challenge's convention: moving is sampled at ``x + disp(x)``).
 
-All of a pair's files are written together and atomically (:func:`scripts.io.image_io.write_niftis_atomically`).
+All of a pair's files are written together and atomically (:func:`scripts.io.image_io.write_niftis_atomically`);
+then its summary entry, ``<fixed>__<moving>_summary.json``, which marks the pair complete for ``--resume true``
+(:mod:`scripts.inference.batch`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from monai.utils import CommonKeys as Keys
 
 from scripts.evaluation.learn2reg import L2R_ABDOMEN_LABELS, grid_mismatch, score_field, submission_names
 from scripts.evaluation.metrics import det_map_statistics, dice_per_label
-from scripts.inference.pairs import output_paths
+from scripts.inference.batch import gather_rows, write_record
+from scripts.inference.pairs import output_paths, pair_name
 from scripts.inference.predict import InferencePairDataset, PairData
 from scripts.inference.streaming import finish_pair_in_slabs
 from scripts.io.errors import InputError
@@ -259,8 +262,9 @@ def _complete(entry, stats, written, pair, clock, output_dir) -> dict[str, Any]:
 
 class RegistrationWriter:
     """Evaluator handler: after each iteration, brings the predicted field to the fixed grid, warps and writes the
-    pair's files (:func:`finish_pair`); at the end, writes ``summary.json`` (one entry per pair: folding %, det J
-    statistics, displacement size, Dice when both label maps are given, output paths).
+    pair's files (:func:`finish_pair`), then its record (:mod:`scripts.inference.batch`); at the end, writes
+    ``summary.json`` (one entry per pair: folding %, det J statistics, displacement size, Dice when both label maps are
+    given, output paths), on rank 0 for every rank's pairs and those a resumed run skipped (:meth:`set_plan`).
 
     Args:
         output_dir: output folder (created on the first write).
@@ -307,6 +311,19 @@ class RegistrationWriter:
         self.summary_name = summary_name
         self.write_threads = write_threads
         self.rows: list[dict[str, Any]] = []
+        self.order, self.entries, self.done, self._summarised = None, {}, {}, True  # see set_plan
+
+    def set_plan(self, entries: Sequence[dict], done: dict[str, dict]) -> None:
+        """The run's pairs (every rank's, in order: ``order``, ``entries`` by name) and the summary entries of those
+        skipped as complete (``done``, by name)."""
+        self.entries = {pair_name(entry["fixed"], entry["moving"]): dict(entry) for entry in entries}
+        self.order, self.done = list(self.entries), dict(done)
+        self.rows, self._summarised, self._started = [], False, time.perf_counter()
+
+    def finish(self) -> None:
+        """Write the summary unless the run's end already did (an empty loader never starts the engine)."""
+        if not self._summarised:
+            self._write_summary(None)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._start)
@@ -320,6 +337,7 @@ class RegistrationWriter:
         self._marks: dict[str, float] = {}
         self._started = time.perf_counter()
         dataset = getattr(getattr(engine, "data_loader", None), "dataset", None)
+        dataset = getattr(dataset, "source", dataset)  # batch.PendingPairs: check every pair of the run
         if self.learn2reg and isinstance(dataset, InferencePairDataset):  # checks before anything is written
             names = []
             for entry in dataset.data:
@@ -356,13 +374,18 @@ class RegistrationWriter:
             row["seconds"]["predict"] = predicted - self._marks["loaded"]
         if "batch" in self._marks:
             row["seconds"]["total"] = now - self._marks["batch"]
+        write_record(self.output_dir, row, self.entries.get(pair.name))
         self.rows.append(row)
 
-    def _write_summary(self, engine: Engine) -> None:
+    def _write_summary(self, engine: Engine | None) -> None:
+        self._summarised = True
+        rows, seconds = gather_rows(self.rows, time.perf_counter() - self._started, self.order, self.done)
+        if rows is None:
+            return  # rank > 0: rank 0 writes the summary
         summary = {
-            "pairs": self.rows,
-            "num_pairs": len(self.rows),
-            "seconds": time.perf_counter() - self._started,
+            "pairs": rows,
+            "num_pairs": len(rows),
+            "seconds": seconds,
             "conventions": {
                 "ddf": "mm, LPS (ITK), X x Y x Z x 1 x 3 NIfTI intent 1007, fixed grid; moving point = p + u(p)",
                 "learn2reg": "voxels of the fixed grid, X x Y x Z x 3, channel k along array axis k; scores as the "
@@ -370,9 +393,9 @@ class RegistrationWriter:
                 "jacdet": "det(I + grad u) on the fixed grid",
             },
         }
-        folds = [row["folding_percent"] for row in self.rows]
+        folds = [row["folding_percent"] for row in rows]
         if folds:
             summary["mean_folding_percent"] = float(np.mean(folds))
-            summary["mean_std_log_jacobian"] = float(np.mean([row["std_log_jacobian"] for row in self.rows]))
+            summary["mean_std_log_jacobian"] = float(np.mean([row["std_log_jacobian"] for row in rows]))
         atomic_write_text(self.output_dir / self.summary_name, json.dumps(summary, indent=2, allow_nan=True) + "\n")
-        logger.info("registered %d pair(s), outputs in %s", len(self.rows), self.output_dir)
+        logger.info("%d pair(s) (%d skipped as complete), outputs in %s", len(rows), len(self.done), self.output_dir)

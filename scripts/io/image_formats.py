@@ -45,6 +45,7 @@ __all__ = [
     "image_shape",
     "read_finite_check",
     "series_files",
+    "is_dicom_folder",
     "GAP_TOLERANCE",
 ]
 
@@ -322,6 +323,15 @@ def _check_spacing(folder: Path, files: Sequence[str], role: str = "") -> None:
 
 def _image(role: str) -> str:
     return f"{role} image" if role else "image"
+
+
+def is_dicom_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding a DICOM series (its files are not checked here: :func:`series_files`)."""
+    path = Path(path)
+    try:
+        return path.is_dir() and any(files for _, files in _scan(str(path), path.stat().st_mtime_ns))
+    except OSError:
+        return False
 
 
 def series_files(folder: str | os.PathLike, role: str = "") -> list[str]:

@@ -35,6 +35,7 @@ from monai.inferers import Inferer
 
 from scripts.evaluation.metrics import folding_from_det
 from scripts.io.errors import InputError
+from scripts.io.image_io import inspect_image, read_label_on_grid
 from scripts.io.resampling import field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import SIMILARITIES, refine_pair
@@ -189,24 +190,23 @@ class RefinementInferer(Inferer):
 
     def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
         """The TotalSegmentator ``total`` label map of the fixed image (:func:`scripts.regions.segment.run`, fast
-        model), or None (with the reason logged) when it cannot run and ``segment`` is not "always"."""
+        model; a DICOM series or NRRD / MHA fixed image is segmented through a temporary NIfTI), on the fixed image's
+        array, or None (with the reason logged: e.g. the package or its weights are not installed) when it cannot run
+        and ``segment`` is not "always"."""
         if self.segment == "never":
             return None
         import tempfile
 
-        import nibabel as nib
-
+        what = "TotalSegmentator's label map of the fixed image"
         try:
             with tempfile.TemporaryDirectory(prefix="biomech_seg_") as folder:
                 path = totalsegmentator.run(pair.fixed_path, output_dir=folder)[0]
-                seg = np.asarray(nib.load(path).dataobj)
+                seg = read_label_on_grid(inspect_image(path, what), inspect_image(pair.fixed_path, "fixed"), path, what)
         except totalsegmentator.SegmentationSetupError as err:
             if self.segment == "always":
                 raise InputError(f"segmentation of the fixed image {pair.fixed_path}: {err}") from None
             logger.warning("%s: no TotalSegmentator on the fly: %s", pair.name, err)
             return None
-        if tuple(seg.shape[:3]) != tuple(pair.fixed_shape):
-            raise InputError(f"TotalSegmentator's label map of {pair.fixed_path} is not on the image's grid")
         logger.info("%s: fixed image segmented with TotalSegmentator", pair.name)
         return seg.reshape(pair.fixed_shape)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from scripts.io.errors import run_cli
 from scripts.io.image_io import image_stem
+from scripts.io.options import parse_flag
 from scripts.regions.labels import RIGID, SLIDING, label_table
 from scripts.regions.masks import (
     BUNDLE_ROOT,
@@ -144,7 +145,7 @@ def precompute(
         spec: region spec JSON (default: the bundle's configs/regions.json).
         k: neighbours for the ``knn`` normals.
         label_table_path: JSON names -> ids of the label maps (default: TotalSegmentator v2 ``total``).
-        overwrite: recompute even when outputs are up to date.
+        overwrite: recompute even when outputs are up to date (the command line's words true / false are parsed).
         method, sigma_mm: normals estimator (``knn`` or ``gaussian``), see ``compute_normals``.
 
     Returns:
@@ -152,6 +153,7 @@ def precompute(
     """
     import nibabel as nib
 
+    overwrite = parse_flag(overwrite, "overwrite")
     files = _label_files(labels)
     spec_path = _resolve_spec_path(spec)
     region_spec = load_region_spec(spec_path, label_table(label_table_path or "totalsegmentator"))

@@ -5,7 +5,12 @@ pulls a CUDA build of torch). It downloads its weights when they are absent; thi
 once, offline-safe, with one sentence saying how to provide them. Weights are looked up like TotalSegmentator does:
 ``$TOTALSEG_WEIGHTS_PATH``, else ``$TOTALSEG_HOME_DIR/nnunet/results``, else ``~/.totalsegmentator/nnunet/results``.
 
-    python -m scripts.regions.segment run --input CT_or_folder --output_dir DIR [--fast True] [--device cpu]
+    python -m scripts.regions.segment run --input CT_or_folder --output_dir DIR [--fast true] [--device cpu]
+
+The input may be a CT file in any format the bundle reads (NIfTI, NRRD, MHA/MHD), a folder of ``*.nii.gz`` CTs, or a
+DICOM series folder. What is not NIfTI is converted to a temporary NIfTI first, read as the bundle reads it (a DICOM
+folder: :func:`scripts.io.image_formats.series_files`, the same series as the header checks), so the segmentation lies
+on the image's grid.
 """
 
 from __future__ import annotations
@@ -13,11 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import nibabel as nib
+import numpy as np
+
 from scripts.io.errors import InputError, run_cli
-from scripts.io.image_io import image_stem
+from scripts.io.image_formats import is_dicom_folder, is_nifti
+from scripts.io.image_io import image_stem, inspect_image
+from scripts.io.options import parse_flag
 
 logger = logging.getLogger(__name__)
 
@@ -105,17 +116,30 @@ def _warn_usage_stats() -> None:
 
 
 def ct_files(input: str | os.PathLike) -> list[Path]:
-    """One CT file, or every ``*.nii.gz`` in a folder except this bundle's outputs (``*_seg``, ``*_reg_mask``,
-    ``*_normals``)."""
+    """One CT file, every ``*.nii.gz`` in a folder except this bundle's outputs (``*_seg``, ``*_reg_mask``,
+    ``*_normals``), or a DICOM series folder (one CT: the folder)."""
     path = Path(input)
     if path.is_dir():
         files = sorted(p for p in path.glob("*.nii.gz") if not image_stem(p).endswith(_OUTPUT_SUFFIXES))
+        if not files and is_dicom_folder(path):
+            return [path]
         if not files:
-            raise SegmentationSetupError(f"no *.nii.gz CT volumes in folder {path}.")
+            raise SegmentationSetupError(f"no *.nii.gz CT volumes and no DICOM series in folder {path}.")
         return files
     if not path.is_file():
         raise SegmentationSetupError(f"CT input not found: {path}.")
     return [path]
+
+
+def nifti_input(ct: Path, folder: str | os.PathLike) -> Path:
+    """``ct`` itself when it is NIfTI, else (NRRD, MHA, a DICOM series folder) a NIfTI copy in ``folder``, read as the
+    bundle reads that format (array axes and RAS affine of :mod:`scripts.io.image_formats`)."""
+    if ct.is_file() and is_nifti(ct):
+        return ct
+    header = inspect_image(ct, "CT")
+    out = Path(folder) / f"{image_stem(ct)}.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(header.dataobj), header.affine), str(out))
+    return out
 
 
 def output_path(ct: Path, output_dir: str | os.PathLike | None) -> Path:
@@ -131,15 +155,17 @@ def run(
     overwrite: bool = False,
     quiet: bool = True,
 ) -> list[str]:
-    """Segment one CT or every ``*.nii.gz`` in a folder with TotalSegmentator (task ``total``, ``ml=True``).
+    """Segment one CT, every ``*.nii.gz`` in a folder or a DICOM series folder with TotalSegmentator (task ``total``,
+    ``ml=True``).
 
     Args:
-        input: CT NIfTI file or folder.
+        input: CT file (NIfTI, NRRD, MHA/MHD), folder of NIfTI CTs, or DICOM series folder.
         output_dir: where ``<name>_seg.nii.gz`` go (default: beside each CT).
         fast: the 3 mm model (Dataset297; much faster on CPU) instead of the 1.5 mm models (Dataset291-295).
         device: ``cpu``, ``gpu``, ``gpu:N`` or ``mps`` (TotalSegmentator's names).
         overwrite: redo existing segmentations (otherwise skipped).
         quiet: silence TotalSegmentator's own printing.
+        (``fast``, ``overwrite``, ``quiet``: the command line's words true / false are parsed.)
 
     Returns:
         the segmentation paths (written or already present).
@@ -148,6 +174,7 @@ def run(
         SegmentationSetupError: missing input, TotalSegmentator not installed, or weights absent (checked before
             anything runs, so it never tries to download).
     """
+    fast, overwrite, quiet = (parse_flag(v, k) for k, v in (("fast", fast), ("overwrite", overwrite), ("quiet", quiet)))
     files = ct_files(input)
     todo = [ct for ct in files if overwrite or not output_path(ct, output_dir).is_file()]
     if todo:
@@ -159,10 +186,10 @@ def run(
         out.parent.mkdir(parents=True, exist_ok=True)
         logger.info("[%d/%d] TotalSegmentator %s -> %s", i, len(todo), ct.name, out)
         partial = out.with_name(out.name.replace(".nii.gz", ".partial.nii.gz"))
-        image = segment_fn(str(ct), str(partial), task="total", fast=bool(fast), device=device, ml=True, quiet=quiet)
+        with tempfile.TemporaryDirectory(prefix="biomech_ct_") as folder:
+            source = nifti_input(ct, folder)  # TotalSegmentator reads NIfTI (and DICOM its own way: not used)
+            image = segment_fn(str(source), str(partial), task="total", fast=fast, device=device, ml=True, quiet=quiet)
         if not partial.is_file():  # some versions only return the image
-            import nibabel as nib
-
             nib.save(image, str(partial))
         os.replace(partial, out)
     logger.info("%d CT(s): %d segmented, %d already done", len(files), len(todo), len(files) - len(todo))
