@@ -55,7 +55,8 @@ class Flags:
             setattr(self, name, parse_flag(value, name, ("auto",) if name in auto else ()))
 
     def check(self) -> None:
-        """Nothing left to do: the values were parsed when the flags were built (a config's first ``run`` step)."""
+        """Nothing left to do: the values were parsed when the flags were built; a config calls it first (in
+        ``initialize`` or ``run``) so that a bad value stops the workflow before anything else."""
 
     def __repr__(self) -> str:
         return "Flags(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self._names) + ")"
