@@ -6,7 +6,9 @@ Rows: ``none`` (no registration) and ``true`` (the true field: its Dice is the c
 1 because nearest-neighbour labels cannot follow a slip exactly at the wall) frame the methods.
 
 Cases (:mod:`scripts.synthesis.breathing`): ``ct<seed>`` = the TotalSegmentator example CT (``example_ct_sm``,
-122x101x30, 3 mm) with a breathing-like known motion drawn with that seed; ``phantom<seed>`` = the CT phantom. Every
+122x101x30, 3 mm) with a breathing-like known motion drawn with that seed; ``phantom<seed>`` = the CT phantom;
+``gen<index>`` = a held-out generated case (:func:`scripts.synthesis.anatomy.generated_case`, split ``test``: seeds
+no training set draws). Every
 method registers moving -> fixed on the fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared
 with the true one:
 
@@ -29,6 +31,10 @@ band along the cavity wall, normals: ``refine_full``, as ``configs/refine.json``
 the organ-organ pair bands of ``configs/regions.json``, ``--organ_pairs true``). The Jacobian-only refinement
 gets no regions at all (``regulariser="jacobian"``, plain diffusion).
 
+The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference
+path, :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from
+the network's field (``--network-refine-iterations``, default 40,30,20: fewer than from identity).
+
 Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``)::
 
     python -m benchmarks.benchmark_ct_refine --cases ct0,ct1,phantom0 --out benchmark_ct_refine --figure
@@ -47,19 +53,23 @@ import torch
 from scipy import ndimage as ndi
 
 from benchmarks.baselines import ants_syn, check_translation, elastix_bspline
+from benchmarks.ct_figure import figure
+from benchmarks.ct_network import NetworkMethod
 from scripts.evaluation.metrics import rigidity_error
 from scripts.evaluation.motion_metrics import endpoint_error, sliding_jump_ratio
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.regions.cavity import cavity_regions
+from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
 METHODS = ("none", "true", "refine_full", "refine_pairs", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
+NETWORK_METHODS = ("network", "network_refine")
 # not in the default run: the refinement given the TRUE regions (the case's wall band and normals, its bones), the
 # ceiling of what a better wall estimate could give
-EXTRA_METHODS = ("refine_true_wall",)
+EXTRA_METHODS = ("refine_true_wall",) + NETWORK_METHODS
 HU_WINDOW = (-1200.0, 400.0)
 REGION_KEYS = ("band_mm", "closing_mm", "bone_gap")  # options of cavity_regions, not of refine_pair
 
@@ -72,7 +82,9 @@ def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
         return real_ct_case(data_dir, int(name[2:]))
     if name.startswith("phantom") and name[7:].isdigit():
         return phantom_case(int(name[7:]))
-    raise ValueError(f"case must be ct<seed> or phantom<seed>, got {name!r}")
+    if name.startswith("gen") and name[3:].isdigit():
+        return generated_case(int(name[3:]), "test")
+    raise ValueError(f"case must be ct<seed>, phantom<seed> or gen<index>, got {name!r}")
 
 
 def body_mask(image: np.ndarray, threshold: float = -500.0) -> np.ndarray:
@@ -100,13 +112,26 @@ def run_method(
     """(ddf (3, X, Y, Z) voxels on the fixed grid, seconds, the sliding band the method was given or None) of one
     method on one case. ``refine_pairs`` is ``refine_full`` plus the organ-organ pair bands of the region spec."""
     fixed, moving, spacing = case["fixed"], case["moving"], case["spacing"]
+    init = None
+    if method.startswith("network"):
+        ddf, seconds = refine_kwargs["network"](fixed, moving, case["affine"])
+        if method == "network":
+            return ddf, seconds, None
+        init = (_t(ddf)[None], seconds)
+        method = "refine_full"
+        refine_kwargs = {**refine_kwargs, "iterations": refine_kwargs["network_refine_iterations"]}
     if method == "none":
         return np.zeros((3, *fixed.shape), np.float32), 0.0, None
     if method == "true":  # the ceiling of the label metrics: a slip is no bijection of the voxel grid near the wall
         return case["ddf"].astype(np.float32), 0.0, ndi.binary_dilation(case["wall"])  # it folds at the wall only
     if method.startswith("refine"):
         start = time.perf_counter()
-        kwargs = {k: v for k, v in refine_kwargs.items() if k not in REGION_KEYS}
+        kwargs = {
+            k: v for k, v in refine_kwargs.items() if k not in REGION_KEYS + ("network", "network_refine_iterations")
+        }
+        if init is not None:
+            kwargs["init_ddf"] = init[0]
+            start -= init[1]
         band = None
         if method in ("refine_full", "refine_pairs"):
             options = {k: v for k, v in refine_kwargs.items() if k in REGION_KEYS}
@@ -128,14 +153,12 @@ def run_method(
         ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
         return ddf[0].numpy(), time.perf_counter() - start, band
     if method.startswith("elastix"):
-
         rigidity = case["bones"].astype(np.float32) if method == "elastix_rigidity" else None
         ddf, seconds = elastix_bspline(
             normalise(fixed), normalise(moving), spacing, rigidity=rigidity, **elastix_kwargs
         )
         return ddf, seconds, None
     if method == "ants_syn":
-
         return (*ants_syn(normalise(fixed), normalise(moving), spacing), None)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
@@ -241,75 +264,6 @@ def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------------- figure
-def figure(case: dict, fields: dict[str, np.ndarray], path: Path) -> None:
-    """Coronal slice through the cavity, superior up. Top: fixed, moving, and the moving image warped by our
-    refinement and by the best classical baseline present. Bottom: the S component (mm) of the true field and of
-    those fields (and of the Jacobian-only refinement): the true one jumps at the cavity wall (black contour)
-    where the contents slide along it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from monai.networks.blocks import Warp
-
-    affine, spacing = case["affine"], case["spacing"]
-    direction = affine[:3, :3] / spacing
-    s_axis = int(np.argmax(np.abs(direction[2])))
-    a_axis = int(np.argmax(np.abs(direction[1])))
-    lr_axis = 3 - s_axis - a_axis
-    e_s = direction.T @ np.array([0.0, 0.0, 1.0])  # patient S in the array-axis frame
-    cav = case["cavity"]
-    idx = int(np.argmax(cav.sum(axis=tuple(k for k in range(3) if k != a_axis))))  # coronal slice through the cavity
-    body = body_mask(case["fixed"])
-    lr_extent = np.nonzero(np.take(body, idx, axis=a_axis).any(axis=1 if lr_axis < s_axis else 0))[0]
-
-    def coronal(volume: np.ndarray) -> np.ndarray:
-        sl = np.take(volume, idx, axis=a_axis)  # axes (lr, s) in increasing axis order
-        sl = (sl if lr_axis < s_axis else sl.T)[lr_extent.min() : lr_extent.max() + 1].T  # rows: S, columns: LR
-        return sl[::-1] if direction[2, s_axis] > 0 else sl  # superior at the top
-
-    def s_component(ddf: np.ndarray) -> np.ndarray:
-        return np.einsum("i,i...->...", e_s, ddf * spacing[:, None, None, None])
-
-    warp = Warp(mode="bilinear", padding_mode="border")
-    ours = "refine_full" if "refine_full" in fields else None
-    base = next((m for m in ("elastix_rigidity", "elastix", "ants_syn") if m in fields), None)
-    images = [("fixed", case["fixed"]), ("moving", case["moving"])]
-    maps = [("true", case["ddf"])]
-    for name in (ours, "refine_jacobian", base):
-        if name is not None and name in fields:
-            if name != "refine_jacobian":
-                warped = warp(_t(case["moving"])[None], _t(fields[name]).float())[0, 0].numpy()
-                images.append((f"warped: {name}", warped))
-            maps.append((name, fields[name]))
-    cols = max(len(images), len(maps))
-    aspect = spacing[s_axis] / spacing[lr_axis]
-    fig, axes = plt.subplots(2, cols, figsize=(2.4 * cols, 2.0), squeeze=False)
-    vmax = float(np.abs(s_component(case["ddf"])).max())
-    contour = coronal(cav.astype(float))
-    im = None
-    for row, panels in enumerate((images, maps)):
-        for col in range(cols):
-            ax = axes[row, col]
-            ax.axis("off")
-            if col >= len(panels):
-                continue
-            title, vol = panels[col]
-            if row == 0:
-                ax.imshow(coronal(vol), aspect=aspect, cmap="gray", vmin=-250, vmax=250, interpolation="nearest")
-            else:
-                vol, title = s_component(vol), f"u_S {title} (mm)"
-                im = ax.imshow(coronal(vol), aspect=aspect, cmap="coolwarm", vmin=-vmax, vmax=vmax)
-            ax.contour(contour, [0.5], colors="k", linewidths=0.5)
-            ax.set_title(title, fontsize=6)
-    if im is not None:
-        fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -335,6 +289,8 @@ def main(argv=None) -> dict:
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
     p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
     p.add_argument("--skip-check", action="store_true", help="skip the known-translation check of elastix/ANTs")
+    p.add_argument("--ckpt", default=None, help="CT network weights (default: the configs' models/model_ct.pt)")
+    p.add_argument("--network-refine-iterations", default="40,30,20", help="network_refine: per level")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
@@ -354,6 +310,9 @@ def main(argv=None) -> dict:
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])
+    if any(m in NETWORK_METHODS for m in methods):
+        refine_kwargs["network"] = NetworkMethod(args.ckpt)
+        refine_kwargs["network_refine_iterations"] = [int(i) for i in args.network_refine_iterations.split(",")]
     elastix_kwargs = dict(
         iterations=args.elastix_iterations,
         grid_mm=args.elastix_grid_mm,
@@ -361,7 +320,6 @@ def main(argv=None) -> dict:
         threads=args.threads,
     )
     if not args.skip_check:
-
         for tool in {"elastix" if m.startswith("elastix") else "ants" for m in methods if m[:3] in ("ela", "ant")}:
             print(f"{tool}: field conversion checked on a known translation, error {check_translation(tool):.3f} vox")
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -380,12 +338,13 @@ def main(argv=None) -> dict:
             fields[method] = ddf
             print(f"{name} {method}: " + ", ".join(f"{k} {_fmt(k, v)}" for k, v in row.items()), flush=True)
         if args.figure:
-            figure(case, fields, Path(args.figure) / f"ct_refine_{name}.png")
+            figure(case, fields, Path(args.figure) / f"ct_refine_{name}.png", regions["body"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(results)
     (out / "results.md").write_text(table)
-    meta = {"argv": argv, "refine_kwargs": refine_kwargs, "elastix": elastix_kwargs, "band_mm": args.band_mm}
+    settings = {k: v for k, v in refine_kwargs.items() if k != "network"}
+    meta = {"argv": argv, "refine_kwargs": settings, "elastix": elastix_kwargs, "band_mm": args.band_mm}
     (out / "results.json").write_text(json.dumps({"settings": meta, "results": results}, indent=2))
     print(table)
     return results

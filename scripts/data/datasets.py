@@ -6,7 +6,10 @@ Names (the ``dataset`` override of ``configs/train.json``):
 - ``synthetic_rigid3d``: the same with random 3D rotations;
 - ``synthetic_shearing``: the paper's two sliding boxes;
 - ``abdomenctct``: Learn2Reg AbdomenCTCT (or any folder in the Learn2Reg layout), NIfTI files on disk;
-- ``pairs``: a plain list of (fixed, moving) NIfTI pairs in a JSON or CSV file.
+- ``pairs``: a plain list of (fixed, moving) NIfTI pairs in a JSON or CSV file;
+- ``ct_generated``: CT pairs generated on the fly with a known breathing motion (:mod:`scripts.data.generated`),
+  through the CT model's preprocessing; options ``transform``, ``cache``, ``cache_dir``, ``ct_dir`` (real CTs to mix
+  in); the training split gets intensity augmentation.
 
 The two file-based datasets need the per-image preprocessing transform and the other ``options`` of
 ``configs/ct.json`` (``dataset_options``): merge it after train.json.
@@ -55,7 +58,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from scripts.data.cache import cached_dataset
 from scripts.data.checks import check_dataset_files
+from scripts.data.generated import GeneratedCTDataset
 from scripts.data.lists import find_learn2reg_json, learn2reg_pairs, pairs_file, read_pairs, select_pairs
 from scripts.io.errors import InputError
 from scripts.io.image_io import image_stem
@@ -81,12 +86,20 @@ SYNTHETIC = {
     "synthetic_shearing": ("shearing", "inplane"),
 }
 FILE_DATASETS = ("abdomenctct", "pairs")
-DATASETS = tuple(SYNTHETIC) + FILE_DATASETS
+GENERATED = ("ct_generated",)
+DATASETS = tuple(SYNTHETIC) + FILE_DATASETS + GENERATED
 # the paper's split sizes of the synthetic sets
 SPLIT_SIZES = {"train": 200, "val": 50, "test": 50}
 # label classes including background, for one-hot labels (Dice loss and metric); "pairs": unknown (override
 # label_classes on the command line when the pairs have labels)
-LABEL_CLASSES = {"synthetic_rigid": 2, "synthetic_rigid3d": 2, "synthetic_shearing": 3, "abdomenctct": 14, "pairs": 0}
+LABEL_CLASSES = {
+    "synthetic_rigid": 2,
+    "synthetic_rigid3d": 2,
+    "synthetic_shearing": 3,
+    "abdomenctct": 14,
+    "pairs": 0,
+    "ct_generated": 14,
+}
 
 CT_CONFIG_HINT = (
     "the file-based datasets need the preprocessing of configs/ct.json: run with "
@@ -211,41 +224,14 @@ class FilePairDataset(Dataset):
         self._cache_args = (list(roles.values()), transform, cache, cache_dir)
         self._images: Dataset | None = None
         if cache == "memory":  # preprocesses every image now (after the checks above)
-            self._images = self._cached(*self._cache_args)
+            self._images = cached_dataset(*self._cache_args)
 
     @property
     def images(self) -> Dataset:
         """The preprocessed images (cached); the disk cache folder is only created when the first image is read."""
         if self._images is None:
-            self._images = self._cached(*self._cache_args)
+            self._images = cached_dataset(*self._cache_args)
         return self._images
-
-    @staticmethod
-    def _cached(items: list[dict], transform: Callable, cache: str, cache_dir) -> Dataset:
-        from monai.data import CacheDataset
-        from monai.data import Dataset as MonaiDataset
-        from monai.data import PersistentDataset
-        from monai.data.utils import pickle_hashing
-
-        if cache == "disk":
-            if not cache_dir:
-                raise ValueError("cache 'disk' needs a cache_dir")
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            # track_meta keeps the MetaTensors (affines: voxel spacing for the losses); the cache holds pickled
-            # MetaTensors written by this bundle, hence weights_only=False: only point cache_dir at a trusted folder
-            return PersistentDataset(
-                items,
-                transform,
-                cache_dir=cache_dir,
-                hash_transform=pickle_hashing,
-                track_meta=True,
-                weights_only=False,
-            )
-        if cache == "memory":
-            return CacheDataset(items, transform, cache_rate=1.0, num_workers=0, progress=False)
-        if cache in ("none", None):
-            return MonaiDataset(items, transform)
-        raise ValueError(f"cache must be 'disk', 'memory' or 'none', got {cache!r}")
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -328,6 +314,15 @@ def registration_dataset(
     if split not in SPLIT_SIZES:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLIT_SIZES)}")
     options = dict(options or {})
+    if name in GENERATED:
+        if transform is not None:
+            options.setdefault("transform", transform)
+        unknown = set(options) - {"transform", "cache", "cache_dir", "ct_dir"}
+        if unknown or "transform" not in options:
+            raise ValueError(f"dataset {name!r}: unknown option(s) {sorted(unknown)} or no transform; {CT_CONFIG_HINT}")
+        num_pairs = SPLIT_SIZES[split] if num_pairs is None else int(num_pairs)
+        preprocessing = options.pop("transform")
+        return GeneratedCTDataset(split, num_pairs, preprocessing, seed=seed, augment=split == "train", **options)
     if name in FILE_DATASETS:
         if transform is not None:
             options.setdefault("transform", transform)

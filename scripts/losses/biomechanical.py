@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from scripts.losses.mechanics import (
     Components,
     SpacingLike,
+    as_spacing,
     finite_rigidity_energy,
     gather_voxels,
     gradient_components,
@@ -254,12 +255,16 @@ class BiomechanicalLoss(_FieldLoss):
 
 
 class RegistrationLoss(nn.Module):
-    """alpha * similarity(fixed, warped) + beta * Dice(fixed_label, warped_label) + gamma * regulariser.
+    """alpha * similarity(fixed, warped) + beta * Dice(fixed_label, warped_label) + gamma * regulariser
+    [+ delta * field error].
 
     Args:
         similarity: ``"mse"`` or ``"lncc"`` (MONAI's local normalised cross-correlation loss,
             -NCC^2 in [-1, 0]).
         alpha, beta, gamma: weights; a term whose weight is 0 is not computed (reported as 0).
+        delta: weight of the supervised ``field`` term, the mean endpoint error (mm with ``spacing``, else voxels)
+            against a known field ``true_ddf`` (generated training data). A departure from the paper, which learns
+            from the images alone; 0 (default) keeps the paper's loss.
         regulariser: a :class:`BiomechanicalLoss` (default: the full model).
         lncc_kernel_size: window of the LNCC loss, voxels.
     """
@@ -272,12 +277,15 @@ class RegistrationLoss(nn.Module):
         gamma: float = 0.1,
         regulariser: BiomechanicalLoss | None = None,
         lncc_kernel_size: int = 9,
+        delta: float = 0.0,
     ):
         super().__init__()
         similarity = _check_choice("similarity", similarity, ("mse", "lncc"))
-        if min(alpha, beta, gamma) < 0:
-            raise ValueError(f"loss weights must be non-negative, got alpha={alpha}, beta={beta}, gamma={gamma}")
-        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        if min(alpha, beta, gamma, delta) < 0:
+            raise ValueError(
+                f"loss weights must be non-negative, got alpha={alpha}, beta={beta}, gamma={gamma}, delta={delta}"
+            )
+        self.alpha, self.beta, self.gamma, self.delta = alpha, beta, gamma, delta
         self.regulariser = regulariser if regulariser is not None else BiomechanicalLoss()
         self.similarity = (
             nn.MSELoss()
@@ -297,9 +305,10 @@ class RegistrationLoss(nn.Module):
         fixed_label: torch.Tensor | None = None,
         warped_label: torch.Tensor | None = None,
         spacing: SpacingLike = None,
+        true_ddf: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """All loss terms as scalars: ``similarity``, ``dice``, ``jacobian``, ``rigidity``, ``shearing``,
-        ``regulariser`` and the weighted ``total``.
+        ``regulariser``, ``field`` and the weighted ``total``.
 
         Args:
             fixed, warped: (B, 1, *S) images.
@@ -307,6 +316,7 @@ class RegistrationLoss(nn.Module):
             reg_mask, normals: regularisation label map (B, 1, *S) and normals (B, D, *S) on the fixed grid.
             fixed_label: (B, 1, *S) integer labels; warped_label: (B, C, *S) one-hot moving labels
                 warped bilinearly (C classes, background first). Needed when ``beta > 0``.
+            true_ddf: (B, D, *S) known field, same units as ``ddf``. Needed when ``delta > 0``.
         """
         out = {"similarity": self.similarity(warped, fixed)}
         zero = out["similarity"].new_zeros(())
@@ -320,7 +330,14 @@ class RegistrationLoss(nn.Module):
             out["dice"] = self.dice(warped_label, fixed_label)
         out.update(jacobian=reg["jacobian"], rigidity=reg["rigidity"], shearing=reg["shearing"])
         out["regulariser"] = reg["total"]
+        out["field"] = zero
+        if self.delta > 0:
+            if true_ddf is None:
+                raise ValueError("the field term (delta > 0) needs the known field true_ddf (a generated dataset)")
+            sp = as_spacing(spacing, ddf.shape[1], ddf.shape[0], ddf).reshape(*ddf.shape[:2], *[1] * (ddf.ndim - 2))
+            out["field"] = (((ddf - true_ddf) * sp).square().sum(1) + 1e-6).sqrt().mean()
         out["total"] = self.alpha * out["similarity"] + self.beta * out["dice"] + self.gamma * out["regulariser"]
+        out["total"] = out["total"] + self.delta * out["field"]
         return out
 
     def forward(self, pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -343,6 +360,7 @@ class RegistrationLoss(nn.Module):
             fixed_label=target.get("fixed_label"),
             warped_label=pred.get("warped_label"),
             spacing=target.get("spacing"),
+            true_ddf=target.get("true_ddf") if self.delta > 0 else None,
         )
         self.last_terms = {key: float(value.detach()) for key, value in terms.items()}
         return terms["total"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -72,17 +72,21 @@ def make_ct_phantom(
     axcodes: str = "PLS",
     rng: np.random.Generator | None = None,
     noise_hu: float = 10.0,
+    tissue_hu: Mapping[str, float] | None = None,
+    blur_voxels: float = 0.6,
 ) -> dict:
     """One CT-like abdominal phantom (organs as ellipsoids, vertebrae as boxes, ribs as tubes).
 
     Sizes and positions are fractions of the field of view (so any grid works) with per-image random jitter from
-    ``rng``. Returns a dict: ``image`` int16 HU (X, Y, Z), ``seg`` uint8 TotalSegmentator v2 ids, ``label`` uint8
-    Learn2Reg AbdomenCTCT ids (0..13), ``affine`` (4, 4) (non-identity: ``axcodes``, anisotropic ``spacing``), and
-    ``diaphragm_z`` (mm, plane height at y = 0).
+    ``rng``; ``tissue_hu`` overrides tissue values of :data:`PHANTOM_HU`; ``blur_voxels`` is the Gaussian blur
+    (voxels) before the noise of ``noise_hu`` (HU std). Returns a dict: ``image`` int16 HU (X, Y, Z), ``seg`` uint8
+    TotalSegmentator v2 ids, ``label`` uint8 Learn2Reg AbdomenCTCT ids (0..13), ``affine`` (4, 4) (non-identity:
+    ``axcodes``, anisotropic ``spacing``), and ``diaphragm_z`` (mm, plane height at y = 0).
     """
     from scipy.ndimage import gaussian_filter
 
     T = TOTALSEG_V2_TOTAL
+    hu_of = {**PHANTOM_HU, **(tissue_hu or {})}
 
     rng = np.random.default_rng(0) if rng is None else rng
     shape = tuple(int(s) for s in shape)
@@ -101,11 +105,11 @@ def make_ct_phantom(
         return ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1.0
 
     seg = np.zeros(shape, dtype=np.uint8)
-    hu = np.full(shape, PHANTOM_HU["air"], dtype=np.float32)
+    hu = np.full(shape, hu_of["air"], dtype=np.float32)
     body_r = ((x / (0.92 * hx)) ** 2 + (y / (0.88 * hy)) ** 2) ** 0.5
-    hu[body_r <= 1.0] = PHANTOM_HU["fat"]
+    hu[body_r <= 1.0] = hu_of["fat"]
     inner = body_r <= 0.9
-    hu[inner] = PHANTOM_HU["soft"]
+    hu[inner] = hu_of["soft"]
     zd = 0.15 * hz + jit(0.06) * hz
     above = z >= zd + np.tan(np.radians(DIAPHRAGM_TILT_DEG)) * y  # thorax side of the diaphragm plane
     lung_zone = (body_r <= 0.78) & above
@@ -173,8 +177,8 @@ def make_ct_phantom(
         ]
     for name, region, tissue in organs:
         seg[region] = T[name]
-        hu[region] = PHANTOM_HU[tissue]
-    hu = gaussian_filter(hu, 0.6) + rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
+        hu[region] = hu_of[tissue]
+    hu = gaussian_filter(hu, blur_voxels) + rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
     return {
         "image": np.clip(np.round(hu), -1024, 3071).astype(np.int16),
         "seg": seg,
@@ -294,16 +298,23 @@ def deform_ct(
 
 def inverse_ddf(ddf: np.ndarray, iterations: int = 20) -> np.ndarray:
     """The field that registers a :func:`deform_ct` copy back: ``v(x) = -u(x + v(x))`` (fixed-point iterations,
-    trilinear), so that ``moving(x + v(x)) = image(x)``. (3, X, Y, Z) voxels in, (3, X, Y, Z) float32 voxels out."""
+    trilinear), so that ``moving(x + v(x)) = image(x)``. (3, X, Y, Z) voxels in, (3, X, Y, Z) float32 voxels out.
+
+    Each iteration samples u at x + v(x) as MONAI's ``Warp`` does (``grid_sample``, align_corners, border padding),
+    with the identity grid built once (``Warp`` rebuilds it on every call: most of its time on these grids)."""
     import torch
-    from monai.networks.blocks import Warp
+    from torch.nn import functional as F
 
     u = torch.from_numpy(np.ascontiguousarray(ddf, dtype=np.float32))[None]
-    warp = Warp(mode="bilinear", padding_mode="border")
+    shape = u.shape[2:]
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape], dtype=torch.float32).reshape(1, 3, 1, 1, 1)
+    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
+    base = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None] * scale - 1.0
     v = -u
     with torch.no_grad():
         for _ in range(int(iterations)):
-            v = -warp(u, v)
+            grid = (base + v * scale).permute(0, 2, 3, 4, 1).flip(-1)  # grid_sample wants (x, y, z) = (W, H, D)
+            v = -F.grid_sample(u, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return v[0].numpy()
 
 

@@ -1,0 +1,57 @@
+"""The trained CT network as a method of the known-motion benchmark: the product's own inference path on one case.
+
+:class:`NetworkMethod` builds the model and its preprocessing from the bundle's configs (``inference.json`` +
+``ct.json`` + ``ct_generated.json``: the shipped CT model, ``models/model_ct.pt``, or another checkpoint), writes the
+case's fixed and moving images as NIfTI files, and runs what ``run inference`` runs on them:
+:func:`scripts.inference.predict.load_pair` (the model's own preprocessing), :func:`scripts.inference.predict.predict`
+and :func:`scripts.io.resampling.field_to_fixed_grid`. The field comes back in voxels of the fixed grid, the
+benchmark's convention. Seconds count the whole path (writing the two files excepted).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+
+from scripts.inference.predict import load_pair, predict
+from scripts.io.resampling import field_to_fixed_grid
+from scripts.io.weights import check_checkpoint, read_checkpoint
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ("inference.json", "ct.json", "ct_generated.json")
+
+
+class NetworkMethod:
+    """The CT model of ``configs`` with the weights of ``ckpt`` (default: the configs' ``ckpt_path``)."""
+
+    def __init__(self, ckpt: str | Path | None = None, configs=CONFIGS, bundle_root: Path = BUNDLE_ROOT):
+        parser = ConfigParser()
+        parser.read_config([str(bundle_root / "configs" / name) for name in configs])
+        parser["bundle_root"] = str(bundle_root)
+        self.ckpt = Path(ckpt) if ckpt else Path(parser.get_parsed_content("ckpt_path"))
+        self.preprocessing = parser.get_parsed_content("preprocessing")
+        self.net = parser.get_parsed_content("registration_net")
+        check_checkpoint(self.ckpt, parser.get_parsed_content("network_def"))
+        state = read_checkpoint(self.ckpt)
+        self.net.backbone.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        self.net.eval()
+
+    def __call__(self, fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, float]:
+        """(ddf (3, X, Y, Z) voxels of the fixed grid, seconds) for a pair of HU volumes on one grid."""
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {}
+            for role, volume in (("fixed", fixed), ("moving", moving)):
+                paths[role] = str(Path(tmp) / f"{role}.nii.gz")
+                nib.save(nib.Nifti1Image(np.round(volume).astype(np.int16), affine), paths[role])
+            start = time.perf_counter()
+            pair = load_pair({"fixed": paths["fixed"], "moving": paths["moving"]}, self.preprocessing)
+            with torch.no_grad():
+                ddf_net = predict(pair, self.net)
+            ddf = field_to_fixed_grid(ddf_net, pair.net_affine, pair.fixed_affine, pair.fixed_shape)
+            return ddf.numpy().astype(np.float32), time.perf_counter() - start

@@ -1,0 +1,203 @@
+"""The ``ct_generated`` dataset: CT pairs generated on the fly with a known biomechanical motion (no download).
+
+Each item is one case of :func:`scripts.synthesis.anatomy.generated_case` (random phantom anatomy, breathing with
+sliding at the cavity wall, rigid bones, a rigid offset, a random slab), put through the CT model's OWN
+preprocessing (``configs/ct.json``'s ``preprocessing`` after its loader, the chain inference runs on the
+user's files), so training sees exactly what inference will feed the network:
+
+- ``fixed``, ``moving`` (1, *S) on the fixed image's network grid (the two share the native grid, hence the network
+  grid); ``fixed_label``, ``moving_label`` (1, *S) Learn2Reg ids (Dice); ``reg_mask`` (1, *S), ``normals`` (3, *S)
+  built by the chain from the fixed TotalSegmentator-id segmentation (the segmentation feeds only the losses);
+- ``true_ddf`` (3, *S): the true field on the network grid in network voxels (channel k along array axis k, the
+  network's own convention): the native field in world mm resampled through the affines, then expressed in the
+  network grid's axes. It feeds the optional supervised term (``delta`` of
+  :class:`scripts.losses.biomechanical.RegistrationLoss`) and the known-motion metrics.
+
+Generation is deterministic per (seed, split, index) and cached (``cache``: ``"disk"``, ``"memory"``, ``"none"``,
+:func:`scripts.data.cache.cached_dataset`), so each case is generated once; ``augment`` adds, on every read,
+independent intensity changes of the fixed and moving image (contrast gamma, scale and shift, blur, noise) after the
+cache. Several real CTs with TotalSegmentator labels can be mixed in (``ct_dir``: ``<name>.nii.gz`` beside
+``<name>_seg.nii.gz``), moved by the same breathing motion; keep the held-out test subject out of that folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    RandAdjustContrastd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Transform,
+)
+from torch.utils.data import Dataset
+
+from scripts.data.cache import cached_dataset
+from scripts.io.errors import InputError
+from scripts.io.resampling import resample_to_grid
+from scripts.regions.labels import learn2reg_labels_from_totalsegmentator
+from scripts.synthesis.anatomy import SPLIT_IDS, generated_case
+from scripts.synthesis.breathing import make_breathing_case
+
+__all__ = ["GeneratedCTDataset", "GenerateCase", "intensity_augmentation", "field_on_network_grid"]
+
+
+def _meta_tensor(array: np.ndarray, affine: np.ndarray, name: str) -> MetaTensor:
+    """A volume as ``LoadImaged`` gives it (no channel yet, its affine), for the chain after ``LoadImaged``."""
+    meta = {"original_channel_dim": "no_channel", "filename_or_obj": name, "original_affine": affine}
+    return MetaTensor(torch.as_tensor(np.ascontiguousarray(array)), affine=torch.as_tensor(affine), meta=meta)
+
+
+def field_on_network_grid(ddf_vox: np.ndarray, affine: np.ndarray, grid: MetaTensor) -> torch.Tensor:
+    """A (3, X, Y, Z) field in voxels of the native grid (``affine``) -> (3, *net) in voxels of the network grid
+    ``grid`` (a preprocessed MetaTensor): to world mm, resampled through the affines (zero outside), to the network
+    grid's axes."""
+    lin = np.asarray(affine, dtype=np.float64)[:3, :3]
+    world = torch.as_tensor(np.einsum("ij,j...->i...", lin, ddf_vox), dtype=torch.float32)
+    net_affine = np.asarray(grid.affine, dtype=np.float64)
+    on_grid, _ = resample_to_grid(world, affine, net_affine, grid.shape[1:], fill=0.0)
+    to_net = torch.as_tensor(np.linalg.inv(net_affine[:3, :3]), dtype=torch.float32)
+    return torch.einsum("ij,j...->i...", to_net, on_grid)
+
+
+class GenerateCase(Transform):
+    """Item ``{"index", "split", "seed"[, "ct", "seg"]}`` -> a preprocessed training pair (module docstring).
+
+    A deterministic MONAI ``Transform``, so that a ``PersistentDataset`` caches its output (the random augmentation
+    after it runs on every read).
+
+    Args:
+        preprocessing: the CT model's per-image chain, starting with its loader (``LoadImaged`` or the like,
+            skipped: the volumes are generated in memory).
+    """
+
+    def __init__(self, preprocessing: Callable):
+        transforms = getattr(preprocessing, "transforms", None)
+        if not transforms or not type(transforms[0]).__name__.startswith("Load"):
+            raise ValueError("the preprocessing must be a Compose starting with its loader (configs/ct.json)")
+        self.chain = Compose(list(transforms[1:]))
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+        case = self._case(item)
+        name = f"generated_{item['split']}_{item['index']}"
+        affine = case["affine"]
+        fixed = self.chain(
+            {
+                "image": _meta_tensor(case["fixed"], affine, name + "_fixed"),
+                "label": _meta_tensor(case["fixed_label"], affine, name + "_fixed_label"),
+                "seg": _meta_tensor(case["fixed_seg"], affine, name + "_fixed_seg"),
+            }
+        )
+        moving = self.chain(
+            {
+                "image": _meta_tensor(case["moving"], affine, name + "_moving"),
+                "label": _meta_tensor(case["moving_label"], affine, name + "_moving_label"),
+            }
+        )
+        out = {"fixed": fixed["image"], "moving": moving["image"], "fixed_label": fixed["label"]}
+        out["moving_label"] = moving["label"]
+        out.update(reg_mask=fixed["reg_mask"], normals=fixed["normals"])
+        out["true_ddf"] = field_on_network_grid(case["ddf"], affine, fixed["image"])
+        return out
+
+    @staticmethod
+    def _case(item: dict[str, Any]) -> dict:
+        if "ct" not in item:
+            return generated_case(item["index"], item["split"], item["seed"])
+        ct, seg = nib.load(item["ct"]), nib.load(item["seg"])
+        rng = np.random.default_rng(np.random.SeedSequence([item["seed"], SPLIT_IDS[item["split"]], item["index"], 7]))
+        case = make_breathing_case(
+            np.asanyarray(ct.dataobj).astype(np.float32), np.asanyarray(seg.dataobj).astype(np.uint8), ct.affine, rng,
+            amplitude_mm=tuple(sorted(rng.uniform(3.0, 14.0, size=2))),
+        )  # fmt: skip
+        case["fixed_label"] = learn2reg_labels_from_totalsegmentator(case["fixed_seg"])
+        case["moving_label"] = learn2reg_labels_from_totalsegmentator(case["moving_seg"])
+        return case
+
+
+def intensity_augmentation(keys: Sequence[str] = ("fixed", "moving"), prob: float = 0.5) -> Compose:
+    """Independent random intensity changes of each image (windowed to [0, 1]): gamma, scale, shift, blur, noise."""
+    steps = []
+    for key in keys:  # one instance per key: the fixed and the moving image get their own draws
+        steps += [
+            RandAdjustContrastd(key, prob=prob, gamma=(0.7, 1.4)),
+            RandScaleIntensityd(key, factors=0.1, prob=prob),
+            RandShiftIntensityd(key, offsets=0.05, prob=prob),
+            RandGaussianSmoothd(key, sigma_x=(0.0, 0.8), sigma_y=(0.0, 0.8), sigma_z=(0.0, 0.8), prob=prob / 2),
+            RandGaussianNoised(key, std=0.02, prob=prob),
+        ]
+    return Compose(steps)
+
+
+class GeneratedCTDataset(Dataset):
+    """``num_pairs`` generated pairs of ``split`` (see the module docstring).
+
+    Args:
+        split: "train", "val" or "test" (independent random streams).
+        num_pairs: number of pairs.
+        preprocessing: the CT model's per-image chain (``configs/ct.json``'s ``preprocessing``).
+        seed: base seed.
+        ct_dir: optional folder of real CTs ``<name>.nii.gz`` with ``<name>_seg.nii.gz`` (TotalSegmentator v2 ids on
+            the CT's grid); every ``real_every``-th pair is a breathing motion of one of them.
+        augment: random intensity augmentation on every read (training).
+        cache, cache_dir: see :func:`scripts.data.cache.cached_dataset`.
+    """
+
+    def __init__(
+        self,
+        split: str,
+        num_pairs: int,
+        preprocessing: Callable,
+        seed: int = 0,
+        ct_dir: str | os.PathLike | None = None,
+        real_every: int = 4,
+        augment: bool = False,
+        cache: str = "disk",
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        if split not in SPLIT_IDS:
+            raise ValueError(f"split must be one of {tuple(SPLIT_IDS)}, got {split!r}")
+        if int(num_pairs) < 1:
+            raise ValueError(f"num_pairs must be >= 1, got {num_pairs!r}")
+        items = [{"index": i, "split": split, "seed": int(seed)} for i in range(int(num_pairs))]
+        cts = self._real_cts(ct_dir)
+        for j, item in enumerate(items[:: max(1, int(real_every))] if cts else []):
+            ct, seg = cts[j % len(cts)]
+            item.update(ct=str(ct), seg=str(seg))
+        transform = GenerateCase(preprocessing)
+        if augment:
+            transform = Compose([transform, intensity_augmentation()])
+        self.items = items
+        self.data = cached_dataset(items, transform, cache, cache_dir)
+
+    @staticmethod
+    def _real_cts(ct_dir: str | os.PathLike | None) -> list[tuple[Path, Path]]:
+        if not ct_dir:
+            return []
+        folder = Path(ct_dir)
+        if not folder.is_dir():
+            raise InputError(f"ct_dir {folder}: not a folder; give a folder of <name>.nii.gz with <name>_seg.nii.gz")
+        found = []
+        for ct in sorted(folder.glob("*.nii.gz")):
+            seg = ct.with_name(ct.name[: -len(".nii.gz")] + "_seg.nii.gz")
+            if not ct.name.endswith("_seg.nii.gz") and seg.is_file():
+                found.append((ct, seg))
+        if not found:
+            raise InputError(f"ct_dir {folder}: no <name>.nii.gz with a <name>_seg.nii.gz beside it")
+        return found
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.data[index]

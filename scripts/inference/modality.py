@@ -1,0 +1,89 @@
+"""Is the model applied to images like the ones it was trained on? One warning line when it is not.
+
+A registration network only knows the intensities it was trained on. The configs say which: ``trained_on`` is
+``"synthetic"`` for the shipped synthetic-bars model (``configs/inference.json`` alone) and ``"ct"`` for the CT
+model (``configs/ct.json``, with ``configs/ct_generated.json`` for the shipped CT weights). Before the first pair is
+registered, :func:`check_modality` samples a few slices of each input image and warns, in one line naming the file
+and the config to use, when
+
+- a CT (Hounsfield units: air at about -1000) goes to the synthetic model, or
+- an image that is no CT in HU (MR-like intensities, or a CT already rescaled) goes to the CT model.
+
+Only NIfTI inputs are sampled (other formats are not judged); the check reads at most ``slices`` slices per image
+and at most ``max_images`` images, so it costs little against the registration itself. It warns, never stops: the
+user may know better.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["TRAINED_ON", "looks_like_ct", "check_modality"]
+
+logger = logging.getLogger(__name__)
+
+TRAINED_ON = ("synthetic", "ct")
+CT_CONFIGS = "--config_file \"['configs/inference.json','configs/ct.json','configs/ct_generated.json']\""
+
+
+def looks_like_ct(path: str | Path, slices: int = 5) -> bool | None:
+    """True when the image's intensities are CT Hounsfield units (air or lung below -500 HU in the 1st percentile,
+    nothing below -1100 HU beyond the 1st percentile); False when they are not; None for a file that is not NIfTI or
+    cannot be read."""
+    path = Path(path)
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        proxy = nib.load(str(path)).dataobj
+        depth = proxy.shape[2] if len(proxy.shape) > 2 else 1
+        picks = np.unique(np.linspace(0, depth - 1, num=min(slices, depth)).round().astype(int))
+        sample = np.concatenate([np.asarray(proxy[:, :, int(k)], dtype=np.float32).ravel() for k in picks])
+    except Exception:  # an unreadable file is reported by the checks of the run, not here
+        return None
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return None
+    low, high = np.percentile(sample, [1, 99.9])
+    return bool(-1100.0 <= low <= -500.0 and high <= 4000.0)
+
+
+def _images(entries: Iterable[Mapping[str, Any]], max_images: int) -> list[str]:
+    seen: list[str] = []
+    for entry in entries:
+        for role in ("fixed", "moving"):
+            path = entry.get(role)
+            if path and str(path) not in seen:
+                seen.append(str(path))
+            if len(seen) >= max_images:
+                return seen
+    return seen
+
+
+def check_modality(dataset: Any, trained_on: str, max_images: int = 8) -> list[str]:
+    """Warn (one line per mismatched image, through the logger) when the inputs of ``dataset`` (its ``data``: pair
+    dicts with ``fixed`` and ``moving`` paths) are unlike what the model was ``trained_on``; returns the lines."""
+    if trained_on not in TRAINED_ON:
+        raise ValueError(f"trained_on must be one of {TRAINED_ON}, got {trained_on!r}")
+    lines = []
+    for path in _images(getattr(dataset, "data", dataset) or [], max_images):
+        ct = looks_like_ct(path)
+        if trained_on == "synthetic" and ct:
+            lines.append(
+                f"{path} is a CT (Hounsfield units) but this model was trained on the synthetic bars of the paper: "
+                f"register CT with the CT model, {CT_CONFIGS}"
+            )
+        elif trained_on == "ct" and ct is False:
+            lines.append(
+                f"{path} does not look like a CT in Hounsfield units (air at -1000) but this model was trained on CT: "
+                "for another modality train on your own pairs (configs/train.json with --dataset pairs) or register "
+                "without a model (configs/refine.json)"
+            )
+    for line in lines:
+        logger.warning("warning: %s", line)
+    return lines

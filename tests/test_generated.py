@@ -1,0 +1,143 @@
+"""Generated CT training data (scripts/synthesis/anatomy.py, scripts/data/generated.py), the supervised field term,
+the CT network on a held-out generated pair, and the model/modality mismatch warning (scripts/inference/modality.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from bundle_cli import bundle, epoch_metric
+from monai.bundle import ConfigParser
+from monai.networks.blocks import Warp
+from scipy import ndimage as ndi
+
+from scripts.data.generated import GeneratedCTDataset
+from scripts.inference.modality import check_modality, looks_like_ct
+from scripts.losses.biomechanical import RegistrationLoss
+from scripts.synthesis.anatomy import generated_case
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
+CT_MODEL = BUNDLE_ROOT / "models" / "model_ct.pt"
+GENERATED = ["train.json", "ct.json", "ct_generated.json"]
+
+
+def _warp_np(moving: np.ndarray, ddf: np.ndarray, order: int = 1) -> np.ndarray:
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in moving.shape], indexing="ij"))
+    return ndi.map_coordinates(moving, grid + ddf, order=order, mode="nearest")
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_every_generated_pair_is_registered_by_its_true_field(index):
+    case = generated_case(index, "test")
+    fixed, moving = case["fixed"], case["moving"]
+    body = ndi.binary_erosion(fixed > -500, iterations=2)
+    smooth = lambda x: ndi.gaussian_filter(x, 1.0)  # noqa: E731 (compare structure, not the noise realisation)
+    before = np.abs(smooth(moving) - smooth(fixed))[body].mean()
+    after = np.abs(smooth(_warp_np(moving, case["ddf"])) - smooth(fixed))[body].mean()
+    assert before > 8.0, "the pair moves"  # HU
+    assert after < 0.6 * before, (before, after)  # what is left: content that left the slab, nearest at the border
+    # labels follow the field too: warped moving labels match the fixed labels better than the unmoved ones
+    warped_seg = _warp_np(case["moving_seg"], case["ddf"], order=0)
+    organs = case["fixed_seg"] > 0
+    assert (warped_seg == case["fixed_seg"])[organs].mean() > (case["moving_seg"] == case["fixed_seg"])[organs].mean()
+    mag = np.sqrt((case["ddf_mm"] ** 2).sum(0))[body]
+    assert 1.5 < mag.mean() < 15.0 and case["info"]["drawn"]["amplitude_mm"][1] <= 14.0
+
+
+def test_generated_cases_vary_and_splits_differ():
+    a, b, t = generated_case(0, "train"), generated_case(1, "train"), generated_case(0, "test")
+    assert a["fixed"].shape != b["fixed"].shape or not np.allclose(a["spacing"], b["spacing"])
+    assert not np.allclose(a["affine"], t["affine"]) or a["fixed"].shape != t["fixed"].shape
+    again = generated_case(0, "train")
+    np.testing.assert_array_equal(again["fixed"], a["fixed"])  # deterministic per (seed, split, index)
+
+
+def test_dataset_items_follow_the_ct_preprocessing_and_their_field_registers_them(tmp_path):
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
+    parser["image_size"] = [40, 32, 24]
+    data = GeneratedCTDataset("val", 2, parser.get_parsed_content("preprocessing"), cache="disk", cache_dir=tmp_path)
+    item = data[0]
+    assert tuple(item["fixed"].shape) == (1, 40, 32, 24) and tuple(item["true_ddf"].shape) == (3, 40, 32, 24)
+    assert float(item["fixed"].min()) >= 0.0 and float(item["fixed"].max()) <= 1.0  # the HU window of ct.json
+    assert set(np.unique(item["reg_mask"].numpy())) <= {0, 1, 2} and (item["reg_mask"] == 1).any()
+    fixed, moving = item["fixed"][None].float(), item["moving"][None].float()
+    warped = Warp(mode="bilinear", padding_mode="border")(moving, item["true_ddf"][None].float())
+    inside = fixed > 0.3
+    before, after = (moving - fixed).abs()[inside].mean(), (warped - fixed).abs()[inside].mean()
+    assert after < 0.6 * before, (float(before), float(after))
+    assert len(list(Path(tmp_path).glob("*.pt"))) == 1  # generated once, then read from the cache
+    assert torch.equal(data[0]["fixed"], item["fixed"])
+
+
+def test_field_term_is_the_mean_endpoint_error_in_mm():
+    ddf = torch.zeros(1, 3, 4, 4, 4)
+    true = torch.zeros_like(ddf)
+    true[:, 0] = 1.0  # one voxel along axis 0 = 2 mm
+    loss = RegistrationLoss(alpha=0.0, gamma=0.0, delta=1.0)
+    terms = loss.terms(torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4), ddf, spacing=[2.0, 1.0, 1.0],
+                       true_ddf=true)  # fmt: skip
+    assert float(terms["field"]) == pytest.approx(2.0, abs=1e-3) and float(terms["total"]) == pytest.approx(
+        2.0, abs=1e-3
+    )
+    with pytest.raises(ValueError, match="true_ddf"):
+        loss.terms(torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4), ddf)
+
+
+@pytest.mark.slow
+def test_short_training_on_generated_pairs_lowers_the_loss(tmp_path):
+    log = bundle(
+        "training", GENERATED, "--bundle_root", str(tmp_path), "--num_train_pairs", "4", "--num_val_pairs", "1",
+        "--epochs", "6", "--val_interval", "6", "--batch_size", "2", "--image_size", "[32,32,16]",
+        "--channels", "[4,8,16]", "--strides", "[2,2]", "--learning_rate", "0.01", "--cache", "memory",
+    )  # fmt: skip
+    field = epoch_metric(log, "train_field")
+    assert len(field) == 6 and field[-1] < 0.9 * field[0], field
+    assert (tmp_path / "runs").is_dir()
+
+
+@pytest.mark.skipif(not CT_MODEL.is_file(), reason="no shipped CT model (models/model_ct.pt)")
+def test_shipped_ct_model_beats_no_registration_on_a_held_out_generated_pair():
+    from benchmarks.ct_network import NetworkMethod
+
+    method = NetworkMethod()
+    errors = []
+    for index in (0, 1):
+        case = generated_case(index, "test")
+        body = case["fixed"] > -500
+        ddf, _ = method(case["fixed"], case["moving"], case["affine"])
+        spacing = case["spacing"][:, None, None, None]
+        epe = np.sqrt((((ddf - case["ddf"]) * spacing) ** 2).sum(0))[body].mean()
+        none = np.sqrt(((case["ddf"] * spacing) ** 2).sum(0))[body].mean()
+        errors.append((epe, none))
+    assert all(epe < none for epe, none in errors), errors
+    assert np.mean([e for e, _ in errors]) < 0.8 * np.mean([n for _, n in errors]), errors
+
+
+def test_modality_mismatch_warns_in_one_line_naming_the_config(tmp_path, caplog):
+    ct = tmp_path / "ct.nii.gz"
+    hu = np.full((20, 20, 10), -1000.0, np.float32)
+    hu[4:16, 4:16] = 40.0
+    nib.save(nib.Nifti1Image(hu.astype(np.int16), np.eye(4)), str(ct))
+    mr = tmp_path / "mr.nii.gz"
+    nib.save(nib.Nifti1Image((hu + 1000.0) * 2, np.eye(4)), str(mr))
+    assert looks_like_ct(ct) is True and looks_like_ct(mr) is False and looks_like_ct(tmp_path) is None
+    with caplog.at_level(logging.WARNING):
+        lines = check_modality([{"fixed": str(ct), "moving": str(ct)}], "synthetic")
+    assert len(lines) == 1 and "ct_generated.json" in lines[0] and str(ct) in lines[0]
+    assert sum("ct_generated.json" in r.getMessage() for r in caplog.records) == 1
+    assert check_modality([{"fixed": str(ct), "moving": str(ct)}], "ct") == []
+    lines = check_modality([{"fixed": str(ct), "moving": str(mr)}], "ct")
+    assert len(lines) == 1 and str(mr) in lines[0] and "configs/train.json" in lines[0]
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data (real CT) not present")
+def test_modality_check_on_the_real_ct():
+    assert looks_like_ct(DATA / "example_ct_sm.nii.gz") is True
+    assert looks_like_ct(DATA / "example_seg.nii.gz") is False  # a label map is no CT
