@@ -33,6 +33,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
+    LoadImaged,
     RandAdjustContrastd,
     RandGaussianNoised,
     RandGaussianSmoothd,
@@ -77,28 +78,31 @@ class GenerateCase(Transform):
     after it runs on every read).
 
     Args:
-        preprocessing: the CT model's per-image chain, starting with its loader (``LoadImaged`` or the like,
-            skipped: the volumes are generated in memory).
+        preprocessing: the CT model's per-image chain, starting with its loader (a ``LoadImaged``, skipped: the
+            volumes are generated in memory).
     """
 
     def __init__(self, preprocessing: Callable):
         transforms = getattr(preprocessing, "transforms", None)
-        if not transforms or not type(transforms[0]).__name__.startswith("Load"):
-            raise ValueError("the preprocessing must be a Compose starting with its loader (configs/ct.json)")
-        self.chain = Compose(list(transforms[1:]))
+        if not transforms or not isinstance(transforms[0], LoadImaged):
+            raise ValueError("the preprocessing must be a Compose starting with LoadImaged (configs/ct.json)")
+        # the steps as a plain list: a Compose holds a random state of its own, which would change the disk cache's
+        # hash of this transform from process to process (every process would keep a cache of its own)
+        self.steps = list(transforms[1:])
 
     def __call__(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
         case = self._case(item)
         name = f"generated_{item['split']}_{item['index']}"
         affine = case["affine"]
-        fixed = self.chain(
+        chain = Compose(self.steps)
+        fixed = chain(
             {
                 "image": _meta_tensor(case["fixed"], affine, name + "_fixed"),
                 "label": _meta_tensor(case["fixed_label"], affine, name + "_fixed_label"),
                 "seg": _meta_tensor(case["fixed_seg"], affine, name + "_fixed_seg"),
             }
         )
-        moving = self.chain(
+        moving = chain(
             {
                 "image": _meta_tensor(case["moving"], affine, name + "_moving"),
                 "label": _meta_tensor(case["moving_label"], affine, name + "_moving_label"),
@@ -107,7 +111,10 @@ class GenerateCase(Transform):
         out = {"fixed": fixed["image"], "moving": moving["image"], "fixed_label": fixed["label"]}
         out["moving_label"] = moving["label"]
         out.update(reg_mask=fixed["reg_mask"], normals=fixed["normals"])
-        out["true_ddf"] = field_on_network_grid(case["ddf"], affine, fixed["image"])
+        # a MetaTensor on the fixed network grid, as every other key: a batch mixes cached and fresh items
+        out["true_ddf"] = MetaTensor(
+            field_on_network_grid(case["ddf"], affine, fixed["image"]), meta=fixed["image"].meta
+        )
         return out
 
     @staticmethod
