@@ -117,7 +117,7 @@ def run_method(
         ddf, seconds = refine_kwargs["network"](fixed, moving, case["affine"])
         if method == "network":
             return ddf, seconds, None
-        init = (_t(ddf)[None], seconds)
+        init = (_t(ddf), seconds)
         method = "refine_full"
         refine_kwargs = {**refine_kwargs, "iterations": refine_kwargs["network_refine_iterations"]}
     if method == "none":
