@@ -285,9 +285,8 @@ def test_constant_images_warn_and_give_the_identity(tmp_path, caplog):
 
 
 # ------------------------------------------------------------------------------------------ clinical sizes: slabs
-def test_outputs_in_slabs_equal_the_whole_grid(tmp_path):
-    """:mod:`scripts.inference.streaming` (bounded memory) writes the same files and statistics as the whole-grid
-    path, on an oblique fixed grid, another moving grid, a non-linear field, int16 images and a label map."""
+def _slab_case(tmp_path):
+    """A pair on an oblique fixed grid and another moving grid, int16 images, label maps, a non-linear field."""
     rng = np.random.default_rng(3)
     folder = tmp_path / "in"
     folder.mkdir()
@@ -308,7 +307,22 @@ def test_outputs_in_slabs_equal_the_whole_grid(tmp_path):
              "moving_label": str(folder / "ml.nii.gz"), "fixed_label": str(folder / "fl.nii.gz")}  # fmt: skip
     pair = load_pair(entry, preprocessing((16, 16, 8)))
     torch.manual_seed(0)
-    ddf = torch.randn(1, 3, 16, 16, 8) * 0.6
+    return pair, torch.randn(1, 3, 16, 16, 8) * 0.6
+
+
+def _same_statistics(slabs: dict, whole: dict) -> None:
+    for key in ("folding_percent", "std_log_jacobian", "warped_inside_moving_percent"):
+        assert slabs[key] == pytest.approx(whole[key], abs=1e-4), key
+    for key in ("min", "max", "mean", "p1", "p99"):
+        assert slabs["jacobian_det"][key] == pytest.approx(whole["jacobian_det"][key], abs=1e-4), key
+    assert slabs["displacement_mm"]["mean"] == pytest.approx(whole["displacement_mm"]["mean"], rel=1e-5)
+    assert slabs["dice"] == whole["dice"]
+
+
+def test_outputs_in_slabs_equal_the_whole_grid(tmp_path):
+    """:mod:`scripts.inference.streaming` (bounded memory) writes the same files and statistics as the whole-grid
+    path, on an oblique fixed grid, another moving grid, a non-linear field, int16 images and a label map."""
+    pair, ddf = _slab_case(tmp_path)
     whole = writer.finish_pair(pair, ddf, tmp_path / "whole")
     slabs = writer.finish_pair(pair, ddf, tmp_path / "slabs", slab=4)
     assert set(whole["outputs"]) == set(slabs["outputs"]) == {"ddf", "jacdet", "warped", "warped_label"}
@@ -319,10 +333,99 @@ def test_outputs_in_slabs_equal_the_whole_grid(tmp_path):
         assert a.header.get_intent() == b.header.get_intent()
         np.testing.assert_allclose(np.asarray(b.dataobj), np.asarray(a.dataobj), atol=2e-4 if kind != "warped" else 1,
                                    err_msg=kind)  # fmt: skip
-    for key in ("folding_percent", "std_log_jacobian", "warped_inside_moving_percent"):
-        assert slabs[key] == pytest.approx(whole[key], abs=1e-4), key
-    for key in ("min", "max", "mean", "p1", "p99"):
-        assert slabs["jacobian_det"][key] == pytest.approx(whole["jacobian_det"][key], abs=1e-4), key
-    assert slabs["displacement_mm"]["mean"] == pytest.approx(whole["displacement_mm"]["mean"], rel=1e-5)
-    assert slabs["dice"] == whole["dice"]
+    _same_statistics(slabs, whole)
     assert not [p for p in (tmp_path / "slabs").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("ext, compression", [(".nrrd", "fast"), (".mha", "fast"), (".nrrd", "small"),
+                                              (".mha", "small")])  # fmt: skip
+def test_nrrd_and_mha_outputs_in_slabs_equal_simpleitks_whole_grid_files(tmp_path, ext, compression):
+    """NRRD / MHA outputs streamed slab by slab (:class:`scripts.inference.file_streams.ItkStream`, no full-size
+    copy) read back, with SimpleITK, as the whole-grid path's files written by SimpleITK: the same voxel types and
+    components, exactly the same spacing, origin and direction, the same voxels (to the slab path's float rounding)."""
+    import SimpleITK as sitk
+
+    pair, ddf = _slab_case(tmp_path)
+    whole = writer.finish_pair(pair, ddf, tmp_path / "whole", output_ext=ext, compression=compression)
+    slabs = writer.finish_pair(pair, ddf, tmp_path / "slabs", output_ext=ext, compression=compression, slab=4)
+    assert set(whole["outputs"]) == set(slabs["outputs"]) == {"ddf", "jacdet", "warped", "warped_label"}
+    for kind in whole["outputs"]:
+        assert slabs["outputs"][kind].endswith(ext)
+        a, b = sitk.ReadImage(whole["outputs"][kind]), sitk.ReadImage(slabs["outputs"][kind])
+        assert (a.GetPixelID(), a.GetNumberOfComponentsPerPixel(), a.GetSize()) == (
+            b.GetPixelID(), b.GetNumberOfComponentsPerPixel(), b.GetSize()), kind  # fmt: skip
+        assert (a.GetSpacing(), a.GetOrigin(), a.GetDirection()) == (b.GetSpacing(), b.GetOrigin(), b.GetDirection())
+        np.testing.assert_allclose(sitk.GetArrayFromImage(b), sitk.GetArrayFromImage(a),
+                                   atol=2e-4 if kind != "warped" else 1, err_msg=kind)  # fmt: skip
+    _same_statistics(slabs, whole)
+    assert not [p for p in (tmp_path / "slabs").iterdir() if p.name.endswith(".tmp")]
+
+
+def _grids():
+    c, s = np.cos(0.3), np.sin(0.3)
+    oblique = np.eye(4)
+    oblique[:3, :3] = np.array([[-c, s, 0], [-s, -c, 0], [0, 0, 1.0]]) @ np.diag([1.5, 1.2, 2.0])
+    oblique[:3, 3] = [140.1, -12.3, -150.7]
+    permuted = np.eye(4)
+    permuted[:3, :3] = np.array([[0, 0, -1], [-1, 0, 0], [0, 1, 0.0]]) @ np.diag([0.8, 1.1, 2.5])
+    permuted[:3, 3] = [1.0, 2.0, 3.0]
+    return [np.diag([-0.7, 0.9, -3.0, 1.0]), oblique, permuted]
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".mha"])
+def test_itk_streams_write_the_files_simpleitk_writes(tmp_path, ext):
+    """:class:`ItkStream` (header, then the slabs) writes uncompressed exactly the bytes SimpleITK writes, header and
+    voxels; compressed (one gzip / zlib stream of chunks compressed apart), files that SimpleITK reads back to the
+    same image. Every voxel type of the outputs, a 3-vector image (the ddf), flipped, oblique and permuted grids."""
+    import gzip
+    import os
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import SimpleITK as sitk
+
+    from scripts.inference.file_streams import ItkStream
+    from scripts.io.image_formats import write_itk
+
+    rng = np.random.default_rng(0)
+    shape = (7, 6, 9)
+    types = [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64, np.float32, np.float64]
+    cases = [(dtype, 1) for dtype in types] + [(np.float32, 3)]
+    with ThreadPoolExecutor(2) as pool:
+        for affine in _grids():
+            for dtype, components in cases:
+                data = (rng.random((components, *shape)) * 100 - 20 * (np.dtype(dtype).kind != "u")).astype(dtype)
+                reference = tmp_path / f"sitk{ext}"
+                vectors = np.moveaxis(data, 0, -1)[:, :, :, None, :]  # (X, Y, Z, 1, 3): the whole-grid ddf
+                write_itk(data[0] if components == 1 else vectors, affine, reference, ext, compress=False)
+                expected = sitk.ReadImage(str(reference))
+                for level in (None, 1, 6):
+                    out = tmp_path / f"stream{ext}"
+                    stream = ItkStream(out, shape, dtype, affine, level, components, pool)
+                    for z in range(0, shape[2], 4):  # slabs of 4 slices, the last one shorter
+                        slab = data[..., z : z + 4]
+                        stream.write_vectors(slab) if components > 1 else stream.write(slab[0])
+                    os.replace(stream.close(), out)
+                    what = (ext, np.dtype(dtype).name, components, level)
+                    if level is None:
+                        assert out.read_bytes() == reference.read_bytes(), what
+                    got = sitk.ReadImage(str(out))
+                    assert (got.GetPixelID(), got.GetSize(), got.GetNumberOfComponentsPerPixel()) == (
+                        expected.GetPixelID(),
+                        expected.GetSize(),
+                        expected.GetNumberOfComponentsPerPixel(),
+                    ), what
+                    assert (got.GetSpacing(), got.GetOrigin(), got.GetDirection()) == (
+                        expected.GetSpacing(), expected.GetOrigin(), expected.GetDirection()), what  # fmt: skip
+                    np.testing.assert_array_equal(sitk.GetArrayFromImage(got), sitk.GetArrayFromImage(expected))
+                    if level is not None:  # one stream: readers that stop after a first gzip member read it whole
+                        raw = out.read_bytes()
+                        if ext == ".nrrd":
+                            body = raw[raw.index(b"\n\n") + 2 :]
+                            inflate = zlib.decompressobj(31)
+                            assert inflate.decompress(body) == gzip.decompress(body) and not inflate.unused_data
+                        else:
+                            size = int(raw.split(b"CompressedDataSize = ")[1].split(b"\n")[0])
+                            assert len(raw) - raw.index(b"ElementDataFile = LOCAL\n") - 24 == size
+                            assert len(zlib.decompress(raw[-size:])) == data.nbytes
+                    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

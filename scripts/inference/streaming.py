@@ -19,9 +19,6 @@ into temporary files renamed together at the end, so a failed run leaves no part
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,90 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from scripts.inference.file_streams import ItkStream, NiftiStream
 from scripts.io.errors import write_error
-from scripts.io.files import temp_prefix
-from scripts.io.image_io import nifti_on_grid
 from scripts.io.resampling import _mix, index_map, sample_volume
 from scripts.losses.mechanics import jacobian_determinant
 
-__all__ = ["NiftiStream", "SlabField", "finish_pair_in_slabs", "SLAB_VOXELS"]
+__all__ = ["SlabField", "finish_pair_in_slabs", "SLAB_VOXELS"]
 
 SLAB_VOXELS = 2**22  # voxels per slab (4 Mi: 16 slices of 512 x 512)
-CHUNK = 4 * 2**20  # bytes per gzip member
-
-
-class NiftiStream:
-    """One NIfTI-1 file written in pieces: the header, then the voxel data of each component (the 5th axis of a
-    vector image, slowest in the file) in slabs along the last spatial axis, in order. Components go to separate
-    part files (they arrive interleaved) that :meth:`close` concatenates behind the header (gzip members concatenate
-    into one valid .gz file)."""
-
-    def __init__(self, path: Path, shape: Sequence[int], dtype, affine, codes, intent=None, level: int | None = 1,
-                 components: int = 1, pool: ThreadPoolExecutor | None = None):  # fmt: skip
-        self.path = Path(path)
-        self.level = level  # None: no gzip (.nii)
-        self.dtype = np.dtype(dtype)
-        self.pool = pool
-        img = nifti_on_grid(np.zeros((1, 1, 1), self.dtype), affine, codes, intent)
-        header = img.header
-        header.set_data_shape(tuple(int(s) for s in shape))
-        header.set_data_dtype(self.dtype)
-        header.set_slope_inter(None, None)
-        header["vox_offset"] = 352
-        self._header = header.binaryblock + b"\x00" * 4  # 348 bytes + the (empty) extension flag
-        self.parts: list[str] = []
-        self._handles = []
-        for _ in range(components):
-            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=temp_prefix(self.path.name), suffix=".tmp")
-            self.parts.append(name)
-            self._handles.append(os.fdopen(fd, "wb"))
-        self.tmp: str | None = None
-
-    def _encode(self, raw: bytes) -> list:
-        if self.level is None:
-            return [raw]
-        level = self.level
-
-        def member(chunk):
-            comp = zlib.compressobj(level, zlib.DEFLATED, 31)
-            return comp.compress(chunk) + comp.flush()
-
-        view = memoryview(raw)
-        pieces = [view[i : i + CHUNK] for i in range(0, max(len(raw), 1), CHUNK)]
-        if self.pool is None or len(pieces) == 1:
-            return [member(p) for p in pieces]
-        return [f.result() for f in [self.pool.submit(member, p) for p in pieces]]
-
-    def write(self, block: np.ndarray, component: int = 0) -> None:
-        """The next (X, Y, dz) slab of ``component``."""
-        raw = np.asarray(block, dtype=self.dtype).tobytes(order="F")
-        for piece in self._encode(raw):
-            self._handles[component].write(piece)
-
-    def close(self) -> str:
-        """Assemble the file (temporary name in the target folder); returns that name (rename it to publish)."""
-        for handle in self._handles:
-            handle.close()
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=temp_prefix(self.path.name), suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            for piece in self._encode(self._header):
-                out.write(piece)
-            for part in self.parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out, 16 * 2**20)
-                os.unlink(part)
-        self.parts = []
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)
-        return self.tmp
-
-    def discard(self) -> None:
-        for handle in self._handles:
-            handle.close()
-        for name in [*self.parts, self.tmp]:
-            if name:
-                Path(name).unlink(missing_ok=True)
 
 
 class SlabField:
@@ -144,21 +65,33 @@ def _slab_size(shape: Sequence[int], slab: int | None) -> int:
 def finish_pair_in_slabs(pair, ddf_net: torch.Tensor, paths: dict, save_jacobian: bool = True,
                          compression: str = "fast", write_threads: int = 2, slab: int | None = None,
                          ras_to_lps=(-1.0, -1.0, 1.0)) -> dict[str, Any]:  # fmt: skip
-    """The outputs of :func:`scripts.inference.writer.finish_pair` (NIfTI, no Learn2Reg files) computed and written
-    slab by slab. ``paths``: the output paths by kind (:func:`scripts.inference.pairs.output_paths`). Returns
-    ``{"det": full det J (X, Y, Z) tensor, "disp_mean_mm", "disp_max_mm", "inside_percent", "warped_label": array or
-    None, "written": {kind: path}}``."""
+    """The outputs of :func:`scripts.inference.writer.finish_pair` (NIfTI, NRRD or MetaImage as ``paths`` are named;
+    no Learn2Reg files) computed and written slab by slab. ``paths``: the output paths by kind
+    (:func:`scripts.inference.pairs.output_paths`). Returns ``{"det": full det J (X, Y, Z) tensor, "disp_mean_mm",
+    "disp_max_mm", "inside_percent", "warped_label": array or None, "written": {kind: path}}``.
+
+    Compression (``compression``: see :func:`scripts.io.image_io.write_niftis_atomically`): "fast" stores the ddf and
+    det J maps uncompressed (inside the gzip container for ``.nii.gz``; raw NRRD / MetaImage, as the whole-grid path
+    writes them) and compresses the images at zlib level 1; "small": level 6 everywhere; ``.nii``: none."""
     shape = pair.fixed_shape
     nx, ny, nz = shape
     step = _slab_size(shape, slab)
-    gz = str(paths["ddf"]).endswith(".gz")
+    name = str(paths["ddf"]).lower()
+    itk = name.endswith((".nrrd", ".mha"))
 
-    def level(kind: str):
-        if not gz:
+    def level(kind: str) -> int | None:
+        if name.endswith(".nii"):
             return None
         if compression == "small":
             return 6
-        return 0 if kind in ("ddf", "jacdet") else 1
+        return (None if itk else 0) if kind in ("ddf", "jacdet") else 1
+
+    def stream(kind: str, dtype, components: int = 1):
+        if itk:
+            return ItkStream(paths[kind], shape, dtype, a_fix, level(kind), components, pool)
+        vector = (1, components) if components > 1 else ()
+        return NiftiStream(paths[kind], (*shape, *vector), dtype, a_fix, pair.fixed_codes,
+                           "vector" if components > 1 else None, level(kind), components, pool)  # fmt: skip
 
     field = SlabField(ddf_net, pair.net_affine, pair.fixed_affine, shape)
     a_fix = np.asarray(pair.fixed_affine, np.float64)
@@ -170,21 +103,16 @@ def finish_pair_in_slabs(pair, ddf_net: torch.Tensor, paths: dict, save_jacobian
     label = None
     if pair.moving_label is not None:
         label = torch.from_numpy(np.ascontiguousarray(pair.moving_label, dtype=np.float32))[None]
-    codes = pair.fixed_codes
     pool = ThreadPoolExecutor(max_workers=max(1, int(write_threads)))
-    streams: dict[str, NiftiStream] = {}
+    streams: dict[str, NiftiStream | ItkStream] = {}
     try:
         Path(paths["ddf"]).parent.mkdir(parents=True, exist_ok=True)
-        streams["ddf"] = NiftiStream(paths["ddf"], (*shape, 1, 3), np.float32, a_fix, codes, "vector", level("ddf"),
-                                     components=3, pool=pool)  # fmt: skip
+        streams["ddf"] = stream("ddf", np.float32, components=3)
         if save_jacobian:
-            streams["jacdet"] = NiftiStream(paths["jacdet"], shape, np.float32, a_fix, codes, None, level("jacdet"),
-                                            pool=pool)  # fmt: skip
-        streams["warped"] = NiftiStream(paths["warped"], shape, pair.moving_dtype, a_fix, codes, None,
-                                        level("warped"), pool=pool)  # fmt: skip
+            streams["jacdet"] = stream("jacdet", np.float32)
+        streams["warped"] = stream("warped", pair.moving_dtype)
         if label is not None:
-            streams["warped_label"] = NiftiStream(paths["warped_label"], shape, pair.moving_label.dtype, a_fix, codes,
-                                                  None, level("warped_label"), pool=pool)  # fmt: skip
+            streams["warped_label"] = stream("warped_label", pair.moving_label.dtype)
             warped_label = np.empty(shape, dtype=pair.moving_label.dtype)
         det_full = torch.empty(shape, dtype=torch.float32)
         disp_sum, disp_max, inside_count = 0.0, 0.0, 0
@@ -200,8 +128,7 @@ def finish_pair_in_slabs(pair, ddf_net: torch.Tensor, paths: dict, save_jacobian
             disp_sum += float(mag.double().sum())
             disp_max = max(disp_max, float(mag.max()))
             del mag
-            for c in range(3):
-                streams["ddf"].write(disp[c].numpy(), component=c)
+            streams["ddf"].write_vectors(disp.numpy())
             del disp
             if save_jacobian:
                 streams["jacdet"].write(det_full[:, :, a:b].numpy())

@@ -121,12 +121,13 @@ def finish_pair(
             challenge computes them (``learn2reg_labels``; None: every label of the fixed map), go to the entry's
             ``learn2reg``.
         save_jacobian: write the det J map.
-        output_ext: ".nii.gz", ".nii", ".nrrd" or ".mha" (ITK formats: written with SimpleITK; the ddf as an ITK
+        output_ext: ".nii.gz", ".nii", ".nrrd" or ".mha" (ITK formats: SimpleITK's files; the ddf as an ITK
             vector image in LPS mm, which ITK reads as a displacement field).
         write_threads, compression: see :func:`write_niftis_atomically`.
         slab: compute and write the outputs in slabs of this many slices (:mod:`scripts.inference.streaming`: bounded
-            memory); None: slabs for grids over ``STREAM_VOXELS`` voxels (NIfTI outputs without Learn2Reg files),
-            else the whole grid at once.
+            memory; NRRD / MHA streamed by :class:`scripts.inference.file_streams.ItkStream`); None: slabs for grids
+            over ``STREAM_VOXELS`` voxels (outputs without Learn2Reg files), else the whole grid at once (NRRD / MHA
+            written by SimpleITK).
     """
     clock = {"start": time.perf_counter()}
 
@@ -146,7 +147,7 @@ def finish_pair(
         ddf_net = torch.zeros_like(ddf_net)
         entry["identity_because_constant"] = True
     big = float(np.prod(pair.fixed_shape)) > STREAM_VOXELS
-    if (slab or big) and not learn2reg and output_ext in NIFTI_SUFFIXES:
+    if (slab or big) and not learn2reg:
         done = finish_pair_in_slabs(pair, ddf_net, paths, save_jacobian, compression, write_threads, slab, RAS_TO_LPS)
         lap("slabs")
         stats = det_map_statistics(done.pop("det"), overwrite=True)  # chunk by chunk: no full-size temporaries

@@ -8,7 +8,8 @@ diag(-1, -1, 1) times ITK's LPS direction * spacing, origin):
 - :class:`ItkHeader` (:func:`inspect_itk`): shape, RAS affine, voxel type, lazy voxel data, as a nibabel image offers;
 - :func:`grid_permutation`, :func:`to_image_grid`: a label map stored in another axis order / orientation of the same
   grid (e.g. a LAS NIfTI segmentation of an LPS DICOM series) is brought onto its image's array;
-- :func:`write_itk`: an output as ``.nrrd`` or ``.mha`` (vector images, e.g. the ddf, as ITK vector pixels);
+- :func:`write_itk`: an output as ``.nrrd`` or ``.mha`` (vector images, e.g. the ddf, as ITK vector pixels), on the
+  geometry of :func:`itk_geometry`;
 - :func:`image_shape` (header only), :func:`read_finite_check` (NaN/Inf voxels).
 
 DICOM folders (:func:`series_files`): a folder may hold several series (a scout, another reconstruction); ONE is
@@ -41,6 +42,7 @@ __all__ = [
     "inspect_itk",
     "grid_permutation",
     "to_image_grid",
+    "itk_geometry",
     "write_itk",
     "image_shape",
     "read_finite_check",
@@ -233,6 +235,14 @@ def to_image_grid(data: np.ndarray, mapping) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def itk_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ITK's (LPS) spacing (3,), origin (3,) and direction (3, 3; column k along array axis k) of a RAS ``affine``, as
+    the outputs are written (:func:`write_itk`, :class:`scripts.inference.file_streams.ItkStream`)."""
+    lps = LPS @ np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    return spacing, lps[:3, 3], lps[:3, :3] / spacing
+
+
 def write_itk(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, fmt: str, compress: bool = True) -> None:
     """Write a (X, Y, Z) scalar or (X, Y, Z, 1, C) / (X, Y, Z, C) vector array on the grid ``affine`` (RAS) as
     ``fmt`` (".nrrd" or ".mha", whatever ``path`` is called: temporary names work). Spacing, origin and direction
@@ -246,11 +256,10 @@ def write_itk(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, fmt
         image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0, 3)), isVector=True)
     else:
         image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    lps = LPS @ np.asarray(affine, dtype=np.float64)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    spacing, origin, direction = itk_geometry(affine)
     image.SetSpacing([float(v) for v in spacing])
-    image.SetOrigin([float(v) for v in lps[:3, 3]])
-    image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    image.SetOrigin([float(v) for v in origin])
+    image.SetDirection([float(v) for v in direction.ravel()])
     writer = sitk.ImageFileWriter()
     writer.SetImageIO(ITK_OUTPUT_SUFFIXES[fmt])
     writer.SetFileName(str(path))
