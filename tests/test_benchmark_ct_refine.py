@@ -32,10 +32,10 @@ def test_unknown_method_is_one_error_line(tmp_path):
 @pytest.mark.skipif(not (bench.BUNDLE_ROOT / "models" / "model_ct.pt").is_file(),
                     reason="no shipped CT model")  # fmt: skip
 def test_network_rows_on_a_held_out_generated_case(tmp_path):
-    args = ["--cases", "gen1", "--methods", "none,network,network_refine", "--network-refine-iterations", "10,5,5",
+    args = ["--cases", "gen1", "--methods", "none,network,network_refine", "--network-refine-iterations", "30,20,10",
             "--out", str(tmp_path)]  # fmt: skip
     rows = bench.main(args)["gen1"]
     none, net, both = rows["none"], rows["network"], rows["network_refine"]
     assert net["epe_body"] < none["epe_body"]  # measured: 4.42 of 5.46 mm
-    assert both["epe_body"] < net["epe_body"] and both["seconds"] > net["seconds"] > 0  # refined from the network
+    assert both["epe_body"] < 0.8 * net["epe_body"] and both["seconds"] > net["seconds"] > 0  # refined from the network
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["refine_kwargs"]["network_refine_iterations"]

@@ -6,6 +6,7 @@ map) onto the DICOM fixed image; the same pair as NRRD and MHA gives the same fi
 
 from __future__ import annotations
 
+import locale
 import logging
 import shutil
 import sys
@@ -181,6 +182,7 @@ def _rewrite_series(names, folder: Path, uid: str, prefix: str) -> None:
     """Copies of the slices ``names`` as a series of their own (SeriesInstanceUID ``uid``)."""
     import SimpleITK as sitk
 
+    saved = locale.setlocale(locale.LC_ALL)
     for i, name in enumerate(names):
         image = sitk.ReadImage(name)
         for key in image.GetMetaDataKeys():
@@ -193,6 +195,9 @@ def _rewrite_series(names, folder: Path, uid: str, prefix: str) -> None:
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(str(folder / f"{prefix}_{i:03d}.dcm"))
         writer.Execute(image)
+    # GDCM's writer sets the C locale: Python's default text encoding would then be ASCII for the rest of the run
+    # (every later test that reads a subprocess's UTF-8 log failed)
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 def test_a_folder_with_two_series_reads_the_largest_in_the_checks_and_the_loading(dicom_copy, caplog):
@@ -212,6 +217,8 @@ def test_a_folder_with_two_series_reads_the_largest_in_the_checks_and_the_loadin
     text = caplog.text
     assert f"fixed image {folder}: 2 DICOM series in the folder; reading the largest" in text, text
     assert "1.2.826.0.1.3680043.2.1125.9" in text and "(20 slices" in text and "(3 files)" in text, text
+    # reading the series leaves the locale as it was (GDCM's writer above does not)
+    assert locale.getpreferredencoding(False).lower().replace("-", "") == "utf8", locale.getpreferredencoding(False)
 
 
 # ------------------------------------------------------------- TotalSegmentator on the fly for a DICOM fixed image
