@@ -46,8 +46,7 @@ from torch.utils.data import Dataset
 from scripts.data.cache import cached_dataset
 from scripts.io.errors import InputError
 from scripts.io.resampling import resample_to_grid
-from scripts.regions.labels import learn2reg_labels_from_totalsegmentator
-from scripts.synthesis.anatomy import SPLIT_IDS, generated_case
+from scripts.synthesis.anatomy import SPLIT_IDS, generated_case, with_labels
 from scripts.synthesis.breathing import make_breathing_case
 
 __all__ = ["GeneratedCTDataset", "GenerateCase", "intensity_augmentation", "field_on_network_grid"]
@@ -127,9 +126,7 @@ class GenerateCase(Transform):
             np.asanyarray(ct.dataobj).astype(np.float32), np.asanyarray(seg.dataobj).astype(np.uint8), ct.affine, rng,
             amplitude_mm=tuple(sorted(rng.uniform(3.0, 14.0, size=2))),
         )  # fmt: skip
-        case["fixed_label"] = learn2reg_labels_from_totalsegmentator(case["fixed_seg"])
-        case["moving_label"] = learn2reg_labels_from_totalsegmentator(case["moving_seg"])
-        return case
+        return with_labels(case)
 
 
 def intensity_augmentation(keys: Sequence[str] = ("fixed", "moving"), prob: float = 0.5) -> Compose:

@@ -33,7 +33,7 @@ from scripts.regions.labels import learn2reg_labels_from_totalsegmentator
 from scripts.synthesis.breathing import make_breathing_case
 from scripts.synthesis.phantom import PHANTOM_HU, make_ct_phantom
 
-__all__ = ["SPLIT_IDS", "random_phantom", "rigid_offset", "generated_case"]
+__all__ = ["SPLIT_IDS", "random_phantom", "rigid_offset", "with_labels", "generated_case"]
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 AXCODES = ("RAS", "LPS", "PLS", "LAS", "RPI")
@@ -108,6 +108,13 @@ def _crop_slab(case: dict, rng: np.random.Generator, min_mm: float = 90.0) -> No
     case["affine"] = affine
 
 
+def with_labels(case: dict) -> dict:
+    """The case with ``fixed_label`` / ``moving_label``: its segmentations as Learn2Reg AbdomenCTCT ids (Dice)."""
+    case["fixed_label"] = learn2reg_labels_from_totalsegmentator(case["fixed_seg"])
+    case["moving_label"] = learn2reg_labels_from_totalsegmentator(case["moving_seg"])
+    return case
+
+
 def generated_case(index: int, split: str = "train", seed: int = 0, slab: bool = True) -> dict:
     """Case ``index`` of ``split``: :func:`scripts.synthesis.breathing.make_breathing_case`'s dict on a random
     phantom, composed with a rigid offset and cut to a random slab, plus ``fixed_label`` / ``moving_label``
@@ -139,8 +146,7 @@ def generated_case(index: int, split: str = "train", seed: int = 0, slab: bool =
         _compose_rigid(case, rotation, shift)
         if slab:
             _crop_slab(case, rng)
-        case["fixed_label"] = learn2reg_labels_from_totalsegmentator(case["fixed_seg"])
-        case["moving_label"] = learn2reg_labels_from_totalsegmentator(case["moving_seg"])
+        with_labels(case)
         case["info"]["drawn"] = {**drawn, "rotation": rotation.tolist(), "shift_mm": shift.tolist(), "tries": attempt}
         return case
     raise RuntimeError(f"generated case {index} of {split!r} (seed {seed}) folds in every one of its 5 draws")
