@@ -35,6 +35,7 @@ __all__ = [
     "CAVITY_CONTENTS",
     "bone_ids",
     "cavity_ids",
+    "thorax_ids",
     "cavity_mask",
     "wall_band",
     "make_breathing_case",
@@ -70,6 +71,12 @@ def cavity_ids() -> list[int]:
     return [table[n] for n in CAVITY_CONTENTS]
 
 
+def thorax_ids() -> list[int]:
+    """TotalSegmentator v2 ids of the cavity contents above the diaphragm (lung lobes, heart, pulmonary vein)."""
+    table = _table()
+    return [table[n] for n in CAVITY_CONTENTS if n.startswith(("lung_", "heart", "atrial_", "pulmonary_"))]
+
+
 def _ellipsoid(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     r = np.maximum(np.round(radius_mm / spacing).astype(int), 0)
     grids = np.meshgrid(*[np.arange(-k, k + 1) * s for k, s in zip(r, spacing)], indexing="ij")
@@ -89,6 +96,9 @@ def _cavity_parts(
     smooth_mm: float = 6.0,
     bone_gap: int = 1,
     whole_organs: bool = True,
+    muscles_in: bool = False,
+    split_diaphragm: bool = False,
+    shift_vox: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(smooth shape, cavity), bool (X, Y, Z): see :func:`cavity_mask`. The smooth shape (closed, opened, smoothed,
     without the bones) gives the wall's normals and the depth below it; the cavity adds the organ voxels back."""
@@ -96,15 +106,22 @@ def _cavity_parts(
     contents = np.isin(seg, cavity_ids())
     if not contents.any():
         raise ValueError("segmentation has no cavity contents (lungs, liver, ... by TotalSegmentator v2 ids)")
+    outside_names = _OUTSIDE[:3] if muscles_in else _OUTSIDE  # muscles_in: the psoas moves with the contents
+    if muscles_in:
+        contents |= np.isin(seg, [_table()[n] for n in _OUTSIDE[3:]])
     pad = int(np.ceil(closing_mm / spacing.min())) + 1
-    padded = np.pad(contents, pad, mode="edge")  # the cavity continues beyond the field of view
-    closed = ndi.binary_closing(padded, structure=_ellipsoid(closing_mm, spacing))
-    closed = closed[tuple(slice(pad, -pad) for _ in range(3))] | contents
+    ball = _ellipsoid(closing_mm, spacing)
+    # split_diaphragm: the thorax and the abdomen closed apart, the diaphragm between them outside the cavity
+    parts = [np.isin(seg, thorax_ids()), contents & ~np.isin(seg, thorax_ids())] if split_diaphragm else [contents]
+    closed = np.zeros(seg.shape, bool)
+    for part in parts:  # padded: the cavity continues beyond the field of view
+        closed |= ndi.binary_closing(np.pad(part, pad, mode="edge"), structure=ball)[(slice(pad, -pad),) * 3]
+    closed |= contents
     s = _s_axis(affine)
     closed = np.moveaxis(closed, s, 0)
     closed = np.stack([ndi.binary_fill_holes(sl) for sl in closed])
     closed = np.moveaxis(closed, 0, s)
-    outside = np.isin(seg, [_table()[n] for n in _OUTSIDE])
+    outside = np.isin(seg, [_table()[n] for n in outside_names])
     closed &= ~outside
     if opening_mm > 0:
         closed = ndi.binary_opening(closed, structure=_ellipsoid(opening_mm, spacing))
@@ -113,11 +130,15 @@ def _cavity_parts(
     if bone_gap > 0 and bones.any():
         bones = ndi.binary_dilation(bones, iterations=bone_gap)
     smooth &= ~bones
-    if not whole_organs:
-        return smooth, smooth
-    # put back the organ voxels that the opening and smoothing cut off the wall (not islands far from it)
-    near = ndi.distance_transform_edt(~smooth, sampling=spacing) <= max(opening_mm, smooth_mm)
-    return smooth, smooth | (contents & ~outside & ~bones & near)
+    if whole_organs:  # put back the organ voxels that the opening and smoothing cut off the wall (not islands)
+        near = ndi.distance_transform_edt(~smooth, sampling=spacing) <= max(opening_mm, smooth_mm)
+        cavity = smooth | (contents & ~outside & ~bones & near)
+    else:
+        cavity = smooth
+    if shift_vox:  # the parietal boundary |shift_vox| voxels out (> 0, never into a bone) or in (< 0)
+        grow = ndi.binary_dilation if shift_vox > 0 else ndi.binary_erosion
+        smooth, cavity = (grow(m, iterations=abs(shift_vox)) & ~bones for m in (smooth, cavity))
+    return smooth, cavity
 
 
 def cavity_mask(seg: np.ndarray, affine: np.ndarray, **kwargs) -> np.ndarray:
@@ -126,7 +147,10 @@ def cavity_mask(seg: np.ndarray, affine: np.ndarray, **kwargs) -> np.ndarray:
     and the back muscles / spinal cord; with ``whole_organs`` (default) the content voxels that the opening and
     smoothing cut off (within ``max(opening_mm, smooth_mm)`` of it, not beside a bone) are put back: an organ
     slides as a whole, its surface at the wall is the wall. Keywords: ``closing_mm`` (20), ``opening_mm`` (9),
-    ``smooth_mm`` (6), ``bone_gap`` (1), ``whole_organs`` (True)."""
+    ``smooth_mm`` (6), ``bone_gap`` (1), ``whole_organs`` (True); the wall variants of
+    :mod:`scripts.synthesis.walls`: ``muscles_in`` (False: the psoas stays out, the contents slide on it; True: it is
+    content; the back muscles and spinal cord stay out), ``split_diaphragm`` (False: one closing over thorax and
+    abdomen bridges the diaphragm) and ``shift_vox`` (0)."""
     return _cavity_parts(seg, affine, **kwargs)[1]
 
 
@@ -147,6 +171,11 @@ def jacobian_det_np(ddf_vox: np.ndarray) -> np.ndarray:
         - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
         + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0])
     )
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
 
 
 def _smooth_random(rng: np.random.Generator, shape: tuple, std_mm: float, nodes: int = 5) -> np.ndarray:
@@ -211,6 +240,7 @@ def make_breathing_case(
     blend_mm: float = 6.0,
     strength_frac: float = 0.2,
     cavity_kwargs: dict | None = None,
+    layer_mm: float = 0.0,
 ) -> dict:
     """A moving image with a known breathing-like motion of ``image`` (fixed), see the module docstring.
 
@@ -220,6 +250,8 @@ def make_breathing_case(
         from the low end at the bottom of the cavity to the high end at its top). wall_mm: bound on the wall/outside
         motion (bones included). anterior: anterior part relative to the S motion. normal_mm: Gaussian smoothing of
         the cavity for its normals. wall_decay_mm: depth over which the normal part of the motion is removed.
+        cavity_kwargs: options of :func:`cavity_mask` (the wall's definition). layer_mm: thickness of a sliding
+        layer inside the wall over which the jump builds up (smoothstep of the depth; 0: the jump lies at the wall).
 
     Returns a dict: ``fixed`` float32, ``moving`` float32, ``fixed_seg``, ``moving_seg`` (seg dtype), ``ddf``
     float32 (3, X, Y, Z) voxels, ``ddf_mm`` (3, X, Y, Z) mm (array-axis frame), ``cavity``, ``wall`` (band on both
@@ -262,6 +294,10 @@ def make_breathing_case(
     strength = np.clip(gnorm / (strength_frac * gnorm.max()), 0.0, 1.0)
     weight *= strength**2 * (3.0 - 2.0 * strength)  # no projection where the normal is ill-defined (deep inside)
     t = v - weight * (v * n_hat).sum(0) * n_hat
+    if layer_mm > 0:  # a sliding layer: the jump builds up over layer_mm of depth below the smooth wall, as a
+        # function of the smoothed indicator whose gradient is the normal: t is tangential, the ramp only shears
+        ramp = _smoothstep((s - 0.5) / np.maximum(gnorm, 1e-12) / layer_mm)
+        t = t * ramp
     u_in = u_out + t
 
     ddf_mm = np.where(cav, u_in, u_out)

@@ -1,0 +1,152 @@
+"""Sliding on walls nobody tuned on: the refinement over the wall variants and segmentation perturbations of
+:mod:`scripts.synthesis.walls`.
+
+Each case is a known breathing motion (:func:`scripts.synthesis.breathing.make_breathing_case`) on the held-out
+abdomen CT (``ct``: ``example_ct_sm``) or the CT phantom (``phantom``), its TRUE cavity wall drawn by one variant
+(``--walls``: names of :data:`scripts.synthesis.walls.WALL_VARIANTS`, or ``random``: one drawn per case by
+:func:`scripts.synthesis.walls.draw_wall`), ``--seeds`` seeds each. The refinement (``refine_full`` of
+:mod:`benchmarks.benchmark_ct_refine`, as ``configs/refine.json`` runs it: regions from the fixed segmentation by
+:func:`scripts.regions.cavity.cavity_regions`) gets the fixed segmentation clean or perturbed (``--perturbations``:
+names of :data:`scripts.synthesis.walls.SEG_PERTURBATIONS`, drawn with the case's seed); the evaluation always uses
+the truth (its wall, bones and labels).
+
+Printed and written (``--out``: results.md, results.json): per anatomy, wall variant and perturbation, the mean over
+the seeds of the slip recovered, the wall-band EPE (``--band-mm`` on both sides of the true wall), the body EPE,
+the bone rigidity error, the fold % off the true band and the seconds; and a row per case in the JSON.
+
+Run (from the bundle root)::
+
+    python -m benchmarks.benchmark_walls --anatomies ct --seeds 0,1,2 --perturbations clean,segmenter
+    python -m benchmarks.benchmark_walls --walls out2,layer --seeds 0 --wall-band-mm 3.0   # a refinement option
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from benchmarks.benchmark_ct_refine import DATA_DIR, case_regions, evaluate, run_method
+from scripts.synthesis.breathing import make_breathing_case
+from scripts.synthesis.phantom import make_ct_phantom
+from scripts.synthesis.walls import SEG_PERTURBATIONS, WALL_VARIANTS, draw_wall, perturb_segmentation, wall_kwargs
+
+ANATOMIES = ("ct", "phantom")
+KEYS = ("slip", "epe_band", "epe_body", "rigidity", "fold_pct_off_band", "seconds")
+
+
+def anatomy(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image HU, TotalSegmentator v2 label map, affine) of the held-out CT or of the phantom of that seed."""
+    if name == "ct":
+        ct, sg = (nib.load(str(DATA_DIR / f"{n}.nii.gz")) for n in ("example_ct_sm", "example_seg"))
+        return np.asanyarray(ct.dataobj).astype(np.float32), np.asanyarray(sg.dataobj).astype(np.uint8), ct.affine
+    if name == "phantom":
+        ph = make_ct_phantom((40, 36, 48), (3.0, 3.5, 3.5), "PLS", np.random.default_rng([seed, 10]))
+        return ph["image"].astype(np.float32), ph["seg"], ph["affine"]
+    raise ValueError(f"anatomy must be one of {ANATOMIES}, got {name!r}")
+
+
+def wall_case(name: str, seed: int, wall: str) -> dict:
+    """A known-motion case of anatomy ``name`` whose true wall is the variant ``wall`` (``random``: drawn)."""
+    image, seg, affine = anatomy(name, seed)
+    rng = np.random.default_rng([seed, 20])
+    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    variant = draw_wall(rng) if wall == "random" else wall
+    case = make_breathing_case(image, seg, affine, rng, **wall_kwargs(variant, spacing))
+    case["wall_variant"] = variant
+    return case
+
+
+def summarise(rows: list[dict]) -> dict[str, float]:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in KEYS}
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "| anatomy | wall | segmentation | slip | band EPE | body EPE | bone rigidity | fold % off band | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, wall, pert), m in summary.items():
+        lines.append(
+            f"| {name} | {wall} | {pert} | {100 * m['slip']:.0f} % | {m['epe_band']:.2f} | {m['epe_body']:.2f} | "
+            f"{m['rigidity']:.4f} | {m['fold_pct_off_band']:.3f} | {m['seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--anatomies", default="ct,phantom", help=f"comma-separated subset of {','.join(ANATOMIES)}")
+    p.add_argument("--walls", default=",".join(WALL_VARIANTS), help="wall variants, or random")
+    p.add_argument("--perturbations", default="clean,segmenter", help=f"of {','.join(SEG_PERTURBATIONS)}")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--band-mm", type=float, default=6.0, help="half width of the evaluation band around the wall")
+    p.add_argument("--wall-band-mm", type=float, default=None, help="cavity_regions band_mm (default: its own)")
+    p.add_argument("--bone-hu", default=None, help="cavity_regions bone_hu, or none (default: its own)")
+    p.add_argument("--iterations", default=None, help="refinement iterations per level, coarsest first")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--out", default="benchmark_walls", help="folder for results.md / results.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names, walls = args.anatomies.split(","), args.walls.split(",")
+    perts, seeds = args.perturbations.split(","), [int(s) for s in args.seeds.split(",")]
+    for given, allowed, what in (
+        (names, ANATOMIES, "anatomy"),
+        (walls, (*WALL_VARIANTS, "random"), "wall variant"),
+        (perts, tuple(SEG_PERTURBATIONS), "perturbation"),
+    ):
+        for g in given:
+            if g not in allowed:
+                raise SystemExit(f"error: unknown {what} {g!r}; choose from {', '.join(allowed)}")
+    refine_kwargs: dict = {"similarity": "lncc"}
+    if args.wall_band_mm is not None:
+        refine_kwargs["band_mm"] = args.wall_band_mm
+    if args.bone_hu is not None:
+        refine_kwargs["bone_hu"] = None if args.bone_hu.lower() == "none" else float(args.bone_hu)
+    if args.iterations:
+        refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
+        refine_kwargs["levels"] = len(refine_kwargs["iterations"])
+    cases, grouped = [], {}
+    for name in names:
+        for wall in walls:
+            for seed in seeds:
+                start = time.perf_counter()
+                case = wall_case(name, seed, wall)
+                regions = case_regions(case, args.band_mm)
+                built = time.perf_counter() - start
+                for pert in perts:
+                    rng = np.random.default_rng([seed, 30])
+                    seg, info = perturb_segmentation(case["fixed_seg"], rng, **SEG_PERTURBATIONS[pert])
+                    ddf, seconds, own = run_method("refine_full", {**case, "fixed_seg": seg}, refine_kwargs, {})
+                    row = evaluate(ddf, case, regions, own)
+                    row.update(seconds=seconds, anatomy=name, wall=wall, seed=seed, perturbation=pert)
+                    row["variant"] = case["wall_variant"]
+                    row["seg_changed_pct"] = float(100.0 * (seg != case["fixed_seg"]).mean())
+                    row["missing_label"] = info["missing"]
+                    cases.append(row)
+                    grouped.setdefault((name, wall, pert), []).append(row)
+                    print(
+                        f"{name} {wall} seed {seed} {pert}: slip {100 * row['slip']:.0f} %, band EPE "
+                        f"{row['epe_band']:.2f}, body EPE {row['epe_body']:.2f}, rigidity {row['rigidity']:.4f}, "
+                        f"fold off band {row['fold_pct_off_band']:.3f} %, {seconds:.1f} s (case {built:.1f} s)",
+                        flush=True,
+                    )
+    summary = {key: summarise(rows) for key, rows in grouped.items()}
+    table = markdown(summary)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(table)
+    settings = {"argv": argv, "refine_kwargs": refine_kwargs, "band_mm": args.band_mm}
+    payload = {"settings": settings, "summary": {" / ".join(k): v for k, v in summary.items()}, "cases": cases}
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    print(table)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
