@@ -51,6 +51,20 @@ def test_wall_band_both_sides_rigid_bones_and_pairs():
     assert np.allclose(norm[mask == SLIDING], 1.0, atol=1e-5) and (norm[mask != SLIDING] == 0).all()
 
 
+def test_a_segmented_rib_short_of_its_bright_rim_gets_it_back_from_the_ct():
+    seg, image = _phantom()
+    image[7:10, 12:28, 12:28] = 400  # the rib, as bright as bone
+    image[11, 12:28, 12:28] = 60  # soft tissue next to it (the cavity's side)
+    eroded = seg.copy()
+    eroded[7, 12:28, 12:28] = 0  # the segmenter lost the rib's outer voxel layer
+    clean_mask, _ = cavity_regions(seg, SP, image=image)
+    mask, _ = cavity_regions(eroded, SP, image=image)
+    as_labelled, _ = cavity_regions(eroded, SP, image=image, bone_hu=None)
+    assert (as_labelled[7, 12:28, 12:28] != RIGID).all()  # without the CT the rim is soft tissue
+    assert (mask[7:10, 12:28, 12:28] == RIGID).all() and (mask == RIGID).sum() == (clean_mask == RIGID).sum()
+    assert (mask[6, 12:28, 12:28] != RIGID).all() and (mask[10:12, 14:26, 14:26] != RIGID).all()  # dim: stays out
+
+
 def test_no_band_in_the_air_and_without_pairs():
     seg, image = _phantom()
     with_body, _ = cavity_regions(seg, SP, image=image, band_mm=3.0)
