@@ -1,7 +1,7 @@
 """Files in and out: the bottom room, which every other may use and which uses none.
 
 - ``errors``: the user-error class and the one-line ``error:`` printing;
-- ``options``: the true/false options of the configs, parsed once;
+- ``options``: the true/false options of the configs, parsed once; the torch threads from the free cores;
 - ``files``: temporary names that record their writer, atomic text writes, output-folder checks;
 - ``image_io``, ``image_formats``: NIfTI, NRRD/MHA/DICOM headers and voxels with their checks (which series of a DICOM
   folder is read, missing slices), atomic image writes;
