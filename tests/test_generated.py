@@ -80,6 +80,33 @@ def test_dataset_items_follow_the_ct_preprocessing_and_their_field_registers_the
     assert tuple(batch["true_ddf"].shape) == (2, 3, 40, 32, 24) and batch["fixed"].affine.shape == (2, 4, 4)
 
 
+def test_a_folder_of_real_cts_is_mixed_in_and_its_pairs_register(tmp_path, ct_example_dir):
+    from scripts.io.errors import InputError
+
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    (cts / "subject.nii.gz").symlink_to(ct_example_dir / "example_ct_sm.nii.gz")
+    (cts / "subject_seg.nii.gz").symlink_to(ct_example_dir / "example_seg.nii.gz")
+    (cts / "no_labels.nii.gz").symlink_to(ct_example_dir / "example_ct_sm.nii.gz")  # no <name>_seg: left out
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
+    parser["image_size"] = [40, 32, 24]
+    prep = parser.get_parsed_content("preprocessing")
+    data = GeneratedCTDataset("val", 2, prep, ct_dir=cts, real_every=2, cache="none")
+    assert data.items[0]["ct"].endswith("subject.nii.gz") and "ct" not in data.items[1]
+    real, generated = data[0], data[1]
+    assert real["fixed"].affine.shape == (4, 4) and not np.allclose(real["fixed"].affine, generated["fixed"].affine)
+    fixed, moving = real["fixed"][None].float(), real["moving"][None].float()
+    warped = Warp(mode="bilinear", padding_mode="border")(moving, real["true_ddf"][None].float())
+    inside = fixed > 0.3
+    before, after = (moving - fixed).abs()[inside].mean(), (warped - fixed).abs()[inside].mean()
+    assert after < 0.6 * before, (float(before), float(after))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no <name>.nii.gz with a <name>_seg.nii.gz"):
+        GeneratedCTDataset("val", 2, prep, ct_dir=empty, cache="none")
+
+
 def test_field_term_is_the_mean_endpoint_error_in_mm():
     ddf = torch.zeros(1, 3, 4, 4, 4)
     true = torch.zeros_like(ddf)
