@@ -169,6 +169,28 @@ def test_modality_mismatch_warns_in_one_line_naming_the_config(tmp_path, caplog)
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data (real CT) not present")
+def test_the_documented_ct_model_command_runs_and_the_refinement_from_identity_does_not_warn(tmp_path, caplog):
+    """inference.json + ct.json + ct_generated.json (the CT model): ct_generated.json names the training set in
+    ``dataset``, which once replaced the inference workflow's pair dataset and failed with a traceback."""
+    from scripts.inference.predict import run_inference_workflow
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for role in ("fixed", "moving"):
+        hu = np.where(rng.random((40, 36, 30)) > 0.5, 40.0, -1000.0) + 300 * (np.arange(30) > 20)
+        paths.append(str(tmp_path / f"{role}.nii.gz"))
+        nib.save(nib.Nifti1Image(hu.astype(np.int16), np.diag([3.0, 3.0, 3.0, 1.0])), paths[-1])
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        run_inference_workflow(BUNDLE_ROOT, ["inference.json", "ct.json", "ct_generated.json"],
+                               fixed=paths[0], moving=paths[1], output_dir=str(out))  # fmt: skip
+        assert (out / "summary.json").is_file() and "trained on" not in caplog.text
+        run_inference_workflow(BUNDLE_ROOT, ["inference.json", "refine.json"], fixed=paths[0], moving=paths[1],
+                               output_dir=str(tmp_path / "refined"), refine_iterations=[2, 2, 2])  # fmt: skip
+    assert (tmp_path / "refined" / "summary.json").is_file()
+    assert "synthetic bars" not in caplog.text  # no model ran: nothing to warn about
+
+
 def test_modality_check_on_the_real_ct():
     assert looks_like_ct(DATA / "example_ct_sm.nii.gz") is True
     assert looks_like_ct(DATA / "example_seg.nii.gz") is False  # a label map is no CT
