@@ -27,13 +27,11 @@ import json
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from benchmarks.benchmark_ct_refine import DATA_DIR, case_regions, evaluate, run_method
-from scripts.synthesis.breathing import make_breathing_case
-from scripts.synthesis.phantom import make_ct_phantom
+from scripts.synthesis.breathing import load_real_ct, make_breathing_case, phantom_anatomy
 from scripts.synthesis.walls import SEG_PERTURBATIONS, WALL_VARIANTS, draw_wall, perturb_segmentation, wall_kwargs
 
 ANATOMIES = ("ct", "phantom")
@@ -43,11 +41,9 @@ KEYS = ("slip", "epe_band", "epe_body", "rigidity", "fold_pct_off_band", "second
 def anatomy(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image HU, TotalSegmentator v2 label map, affine) of the held-out CT or of the phantom of that seed."""
     if name == "ct":
-        ct, sg = (nib.load(str(DATA_DIR / f"{n}.nii.gz")) for n in ("example_ct_sm", "example_seg"))
-        return np.asanyarray(ct.dataobj).astype(np.float32), np.asanyarray(sg.dataobj).astype(np.uint8), ct.affine
+        return load_real_ct(DATA_DIR)
     if name == "phantom":
-        ph = make_ct_phantom((40, 36, 48), (3.0, 3.5, 3.5), "PLS", np.random.default_rng([seed, 10]))
-        return ph["image"].astype(np.float32), ph["seg"], ph["affine"]
+        return phantom_anatomy(np.random.default_rng([seed, 10]))
     raise ValueError(f"anatomy must be one of {ANATOMIES}, got {name!r}")
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "cavity_mask",
     "wall_band",
     "make_breathing_case",
+    "load_real_ct",
+    "phantom_anatomy",
     "real_ct_case",
     "phantom_case",
     "jacobian_det_np",
@@ -53,7 +55,8 @@ CAVITY_CONTENTS = (
 ).split()
 _BONE_PREFIXES = ("vertebrae_", "rib_", "humerus_", "scapula_", "clavicula_", "femur_", "hip_")
 _BONE_NAMES = ("sacrum", "sternum", "costal_cartilages", "skull")
-_OUTSIDE = ("spinal_cord", "autochthon_left", "autochthon_right", "iliopsoas_left", "iliopsoas_right")
+_PSOAS = ("iliopsoas_left", "iliopsoas_right")
+_OUTSIDE = ("spinal_cord", "autochthon_left", "autochthon_right") + _PSOAS
 
 
 def _table() -> dict[str, int]:
@@ -106,9 +109,9 @@ def _cavity_parts(
     contents = np.isin(seg, cavity_ids())
     if not contents.any():
         raise ValueError("segmentation has no cavity contents (lungs, liver, ... by TotalSegmentator v2 ids)")
-    outside_names = _OUTSIDE[:3] if muscles_in else _OUTSIDE  # muscles_in: the psoas moves with the contents
-    if muscles_in:
-        contents |= np.isin(seg, [_table()[n] for n in _OUTSIDE[3:]])
+    outside_names = tuple(n for n in _OUTSIDE if n not in _PSOAS) if muscles_in else _OUTSIDE
+    if muscles_in:  # the psoas moves with the contents
+        contents |= np.isin(seg, [_table()[n] for n in _PSOAS])
     pad = int(np.ceil(closing_mm / spacing.min())) + 1
     ball = _ellipsoid(closing_mm, spacing)
     # split_diaphragm: the thorax and the abdomen closed apart, the diaphragm between them outside the cavity
@@ -350,9 +353,10 @@ def make_breathing_case(
     }
 
 
-def real_ct_case(data_dir: str | Path, seed: int = 0, name: str = "example_ct_sm", **kwargs) -> dict:
-    """:func:`make_breathing_case` on ``<data_dir>/<name>.nii.gz`` with its segmentation (``example_seg`` for
-    ``example_ct_sm``; ``example_seg_dicom`` needs the DICOM series, not handled here)."""
+def load_real_ct(data_dir: str | Path, name: str = "example_ct_sm") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image HU float32, TotalSegmentator v2 label map uint8, affine) of ``<data_dir>/<name>.nii.gz`` and its
+    segmentation on the same grid (``example_seg`` for ``example_ct_sm``; ``example_seg_dicom`` needs the DICOM
+    series, not handled here)."""
     import nibabel as nib
 
     data_dir = Path(data_dir)
@@ -364,11 +368,22 @@ def real_ct_case(data_dir: str | Path, seed: int = 0, name: str = "example_ct_sm
     seg = np.asanyarray(sg.dataobj).astype(np.uint8)
     if seg.shape != image.shape or not np.allclose(ct.affine, sg.affine, atol=1e-3):
         raise ValueError(f"{segs[name]} {seg.shape} is not on the grid of {name} {image.shape}")
-    return make_breathing_case(image, seg, ct.affine, np.random.default_rng(seed), **kwargs)
+    return image, seg, ct.affine
+
+
+def phantom_anatomy(rng: np.random.Generator, shape=(40, 36, 48), spacing=(3.0, 3.5, 3.5)):
+    """(image HU float32, label map, affine) of the CT phantom (:func:`scripts.synthesis.phantom.make_ct_phantom`,
+    PLS) drawn with ``rng``."""
+    ph = make_ct_phantom(shape, spacing, "PLS", rng)
+    return ph["image"].astype(np.float32), ph["seg"], ph["affine"]
+
+
+def real_ct_case(data_dir: str | Path, seed: int = 0, name: str = "example_ct_sm", **kwargs) -> dict:
+    """:func:`make_breathing_case` on ``<data_dir>/<name>.nii.gz`` with its segmentation (:func:`load_real_ct`)."""
+    return make_breathing_case(*load_real_ct(data_dir, name), np.random.default_rng(seed), **kwargs)
 
 
 def phantom_case(seed: int = 0, shape: Sequence[int] = (40, 36, 48), spacing=(3.0, 3.5, 3.5), **kwargs) -> dict:
-    """:func:`make_breathing_case` on the CT phantom (:func:`scripts.synthesis.phantom.make_ct_phantom`)."""
+    """:func:`make_breathing_case` on the CT phantom (:func:`phantom_anatomy`)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 10]))
-    ph = make_ct_phantom(shape, spacing, "PLS", rng)
-    return make_breathing_case(ph["image"].astype(np.float32), ph["seg"], ph["affine"], rng, **kwargs)
+    return make_breathing_case(*phantom_anatomy(rng, shape, spacing), rng, **kwargs)

@@ -119,7 +119,8 @@ def perturb_segmentation(
     out = seg.copy()
     info: dict = {"grown": {}, "shrunk": {}, "missing": None, "noisy_voxels": 0}
     ids = [int(i) for i in np.unique(seg) if i != 0]
-    bones = np.isin(seg, bone_ids())
+    bone_labels = bone_ids()
+    bones = np.isin(seg, bone_labels)
     choices = [r for r in range(lo, hi + 1) if r != 0] or [0]
     if choices != [0]:
         for label in rng.permutation(list(_present(seg, ids, min_voxels))):
@@ -130,7 +131,7 @@ def perturb_segmentation(
                 info["shrunk"][int(label)] = r
             else:
                 grow = ndi.binary_dilation(mask, iterations=r) & ~mask
-                if label not in bone_ids():
+                if label not in bone_labels:
                     grow &= ~bones
                 out[grow] = label
                 info["grown"][int(label)] = r
@@ -156,7 +157,7 @@ def perturb_segmentation(
                 if not boundary.any():
                     continue
                 threshold = np.quantile(field[boundary], 1.0 - noise / 6.0)
-                flip = boundary & (field >= threshold) & ~np.isin(neighbour, bone_ids()) & ~bones
+                flip = boundary & (field >= threshold) & ~np.isin(neighbour, bone_labels) & ~bones
                 out[flip] = neighbour[flip]
                 info["noisy_voxels"] += int(flip.sum())
     return out, info
