@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from scripts.evaluation.metrics import folding_percentage, rigidity_error
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.pyramid import resize_field, resize_regions, soft_band, working_shape
+from scripts.refinement.pyramid import resize_field, resize_regions, working_shape
 from scripts.regions.labels import RIGID, SLIDING
 
 N = 32  # small volumes: the whole file runs in a few seconds on one core
@@ -114,19 +114,6 @@ def test_regions_survive_coarse_levels():
     sliding = small[0, 0] == SLIDING
     assert sliding.any() and (small[0, 0] == RIGID).any()
     assert torch.allclose(n_small[0, 0][sliding], torch.ones(())) and (n_small[:, :, ~sliding] == 0).all()
-
-
-def test_soft_band_weights_fall_with_the_distance_and_carry_the_nearest_normal():
-    _, mask, normals = _sliding_case()
-    weights, n_soft = soft_band(mask, normals, (2.0, 2.0, 2.0), sigma_mm=2.0)
-    w = weights[0, 0, :, 4, 4]  # band x0 = 14..17, no rigid voxel on this line
-    assert torch.allclose(w[14:18], torch.ones(4))
-    assert float(w[18]) == pytest.approx(np.exp(-0.5), abs=1e-6) and float(w[13]) == pytest.approx(np.exp(-0.5))
-    assert float(w[19]) == pytest.approx(np.exp(-2.0), abs=1e-6) and float(w[21]) == 0.0  # 3 sigma: cut
-    assert float(weights[0, 0][mask[0, 0] == RIGID].max()) == 0.0
-    assert torch.allclose(n_soft[0, 0, 19, 4, 4], torch.ones(())) and torch.equal(n_soft[:, :, 15], normals[:, :, 15])
-    hard, same = soft_band(mask, normals, (2.0, 2.0, 2.0), sigma_mm=0.0)
-    assert torch.equal(hard[0, 0] > 0, mask[0, 0] == SLIDING) and same is normals
 
 
 def test_field_resize_keeps_the_physical_displacement():

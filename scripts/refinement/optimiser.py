@@ -63,14 +63,7 @@ from torch.nn import functional as F
 from scripts.losses.biomechanical import BiomechanicalLoss
 from scripts.losses.mechanics import jacobian_det
 from scripts.losses.mind import mind_ssc
-from scripts.refinement.pyramid import (
-    grid_spacing,
-    resize_field,
-    resize_image,
-    resize_regions,
-    soft_band,
-    working_shape,
-)
+from scripts.refinement.pyramid import grid_spacing, resize_field, resize_image, resize_regions, working_shape
 from scripts.regions.labels import SLIDING
 
 __all__ = [
@@ -106,10 +99,6 @@ def _forward_diffusion(
     weight is 1 for a pair in the interface's plane and 0 for one along its normal; on an oblique wall a pair along
     an axis crosses the wall about |n_a| of the time, and (1 - |n_a|)^2 lets such pairs carry the jump where
     (1 - n_a^2) kept half its cost at 45 degrees and dragged the wall's outer side along with the organs.
-
-    ``sliding``: the band (bool), or band weights s in [0, 1] (:func:`scripts.refinement.pyramid.soft_band`); a pair
-    (a, b) costs (1 - max(s_a, s_b)) of the full term and min(s_a, s_b) of the sliding one, which is the rule above
-    for a bool band.
     """
     u_mm = u_vox * spacing_t
     if sliding is None or normals is None or not bool(sliding.any()):
@@ -120,7 +109,7 @@ def _forward_diffusion(
     for axis, s in enumerate(spacing):
         n_pairs = u_mm.shape[2 + axis] - 1
         a, b = sliding.narrow(2 + axis, 0, n_pairs), sliding.narrow(2 + axis, 1, n_pairs)
-        outside, inside = 1.0 - torch.maximum(a, b).to(u_mm.dtype), torch.minimum(a, b).to(u_mm.dtype)
+        outside, inside = (~a & ~b).to(u_mm.dtype), (a & b).to(u_mm.dtype)
         full = torch.diff(u_mm, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True)
         normal = torch.diff(un, dim=2 + axis).div(s).square()
         weight = (1.0 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n_pairs).abs()).square()
@@ -148,22 +137,19 @@ def _forward_fold_barrier(u_vox: torch.Tensor, keep: torch.Tensor | None, tau: f
     return (term * k).sum() / k.sum().clamp_min(1.0)
 
 
-def level_terms(
-    param, weights, losses, source, target, spacing, reg_mask, normals, sliding, smooth_normals, band_weights=None
-):
+def level_terms(param, weights, losses, source, target, spacing, reg_mask, normals, sliding, smooth_normals):
     """The terms of a level's loss, ``{name: (weight, function computing the term)}`` in the order
     :func:`backward_terms` takes them: ``fold`` (barrier), ``smooth`` (the diffusion D), ``regulariser``,
     ``similarity``. ``weights``: (alpha, gamma, smooth, fold_barrier); ``losses``: (the :class:`_Similarity`, the
-    ``Warp``, the ``BiomechanicalLoss``); ``sliding``, ``smooth_normals``: the band (bool; the fold barrier spares
-    it) and the normals of D (None: plain diffusion); ``band_weights``: D's soft band (None: ``sliding``)."""
+    ``Warp``, the ``BiomechanicalLoss``); ``sliding``, ``smooth_normals``: the band and normals of D (None: plain
+    diffusion)."""
     alpha, gamma, smooth, fold_barrier = weights
     sim, warp, reg = losses
     spacing_t = torch.tensor(spacing).reshape(1, 3, 1, 1, 1)
     keep = None if sliding is None else ~sliding
-    band = sliding if band_weights is None else band_weights
     return {
         "fold": (fold_barrier, functools.partial(_forward_fold_barrier, param, keep)),
-        "smooth": (smooth, functools.partial(_forward_diffusion, param, spacing_t, spacing, band, smooth_normals)),
+        "smooth": (smooth, functools.partial(_forward_diffusion, param, spacing_t, spacing, sliding, smooth_normals)),
         "regulariser": (gamma, functools.partial(reg, param, reg_mask, normals, spacing=spacing)),
         "similarity": (alpha, functools.partial(sim.warped, warp, source, target, param)),
     }
@@ -260,7 +246,6 @@ def refine_pair(
     fold_penalty: float = 1.0,
     fold_barrier: float = 10.0,
     alpha: float | None = None,
-    soft_band_mm: float = 0.0,
     progress: bool = False,
 ) -> tuple[torch.Tensor, list[dict[str, float]]]:
     """Optimise the displacement of one pair (see the module docstring).
@@ -282,9 +267,6 @@ def refine_pair(
         grid_mm: working voxel size in mm (the input grid when ``None`` or when it is already coarser).
         fold_penalty: pushes folded voxels (det J <= 0) back (see :class:`scripts.losses.biomechanical.JacobianLoss`).
         fold_barrier: weight of mean relu(0.2 - det J_f)^2 outside the sliding band, J_f by forward differences.
-        soft_band_mm: > 0: the diffusion lets the tangential jump happen off the band too, at a cost that rises with
-            the distance d to it (weight exp(-d^2 / (2 soft_band_mm^2)), :func:`scripts.refinement.pyramid.soft_band`),
-            for a wall that the segmentation misplaces by a voxel or two; 0: on the band only.
         progress: show a tqdm bar.
 
     Returns:
@@ -334,9 +316,7 @@ def refine_pair(
         # the diffusion term frees the tangential jump only where the shearing term is used
         slides = regulariser == "rigidity_shearing_jacobian" and mask_l is not None
         sliding = (mask_l == SLIDING) if slides else None
-        n_smooth, band_weights = n_l if slides else None, None
-        if slides and soft_band_mm > 0 and n_l is not None:
-            band_weights, n_smooth = soft_band(mask_l, n_l, sp, soft_band_mm)
+        n_smooth = n_l if slides else None
         if u is None:
             param = torch.zeros((1, 3) + shape)
         else:
@@ -345,7 +325,7 @@ def refine_pair(
         opt = torch.optim.Adam([param], lr=rate)
         best_total, best = math.inf, param.detach().clone()
         weights, losses = (alpha, gamma, smooth, fold_barrier), (sim, warp, reg)
-        terms = level_terms(param, weights, losses, source, target, sp, mask_l, n_l, sliding, n_smooth, band_weights)
+        terms = level_terms(param, weights, losses, source, target, sp, mask_l, n_l, sliding, n_smooth)
         for _ in range(n_iter):
             opt.zero_grad(set_to_none=True)
             val = backward_terms(terms)

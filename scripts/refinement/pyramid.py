@@ -7,8 +7,7 @@ in voxels is rescaled by (m - 1) / (n - 1) along each axis when it moves from n 
 - :func:`working_shape`, :func:`grid_spacing`: the working grid of about ``grid_mm`` per voxel and its voxel size;
 - :func:`resize_image`: anti-aliased (Gaussian blur of half the shrink factor) then trilinear;
 - :func:`resize_field`: trilinear, in voxels of the new grid;
-- :func:`resize_regions`: the regularisation mask and its sliding normals, keeping a thin band alive;
-- :func:`soft_band`: the band's weight for the sliding-aware diffusion, falling with the distance to the band.
+- :func:`resize_regions`: the regularisation mask and its sliding normals, keeping a thin band alive.
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
-from scipy import ndimage
 from torch.nn import functional as F
 
 from scripts.regions.labels import RIGID, SLIDING
 
-__all__ = ["working_shape", "grid_spacing", "resize_image", "resize_field", "resize_regions", "soft_band"]
+__all__ = ["working_shape", "grid_spacing", "resize_image", "resize_field", "resize_regions"]
 
 
 def working_shape(shape: Sequence[int], spacing: Sequence[float], grid_mm: float | None) -> tuple[int, ...]:
@@ -115,23 +112,3 @@ def resize_regions(
     norm = n.norm(dim=1, keepdim=True)
     n = torch.where((out == SLIDING) & (norm > 1e-6), n / norm.clamp_min(1e-6), torch.zeros_like(n))
     return out, n.to(normals.dtype)
-
-
-def soft_band(
-    reg_mask: torch.Tensor, normals: torch.Tensor, spacing: Sequence[float], sigma_mm: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the tangential jump may happen, as a weight (1, 1, *S) in [0, 1], and the normals (1, 3, *S) there.
-
-    1 on the sliding band, exp(-d^2 / (2 sigma^2)) at the distance d (mm) from it elsewhere (0 beyond 3 sigma and on
-    rigid voxels), so that a jump one or two voxels off the segmented wall costs a part of the diffusion instead of
-    all of it. Off the band the normals are those of the nearest band voxel. ``sigma_mm`` <= 0: the band itself.
-    """
-    band = (reg_mask.round() == SLIDING)[0, 0]
-    if sigma_mm <= 0 or not bool(band.any()):
-        return band[None, None].to(torch.float32), normals
-    dist, nearest = ndimage.distance_transform_edt(~band.cpu().numpy(), sampling=spacing, return_indices=True)
-    weight = np.exp(-0.5 * (dist / sigma_mm) ** 2) * (dist <= 3.0 * sigma_mm)
-    weight[(reg_mask.round() == RIGID)[0, 0].cpu().numpy()] = 0.0
-    index = torch.as_tensor(np.ravel_multi_index(tuple(nearest), dist.shape), device=normals.device)
-    extended = normals.reshape(1, 3, -1)[:, :, index.reshape(-1)].reshape(normals.shape)
-    return torch.as_tensor(weight, dtype=torch.float32, device=reg_mask.device)[None, None], extended
