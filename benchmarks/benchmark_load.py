@@ -14,10 +14,13 @@ loop with 2 torch threads (``--load-threads``), started before ours and stopped 
 
 For each thread setting (``--settings``: ``auto``, the default of ``configs/inference.json``, and ``0``, torch's own
 one thread per core, the behaviour before ``auto``) it prints the idle and the loaded seconds and their ratio
-(goal: loaded <= 2x idle, and idle no slower with ``auto`` than with ``0``). Run it on an otherwise quiet machine::
+(goal: loaded <= 2x idle, and idle no slower with ``auto`` than with ``0``), and writes ``results.json`` (every run)
+and ``results.md`` (the table) to ``--out_dir``. Run it on an otherwise quiet machine::
 
     python -m benchmarks.benchmark_load --out_dir /tmp/bench_load
-    python -m benchmarks.benchmark_load --settings auto,0,1 --repeats 2
+    python -m benchmarks.benchmark_load --settings auto,0,1 --repeats 3 --timeout 300
+
+A run past ``--timeout`` seconds is stopped and shown as ``> T`` (no further repeats of it).
 """
 
 from __future__ import annotations
@@ -64,15 +67,23 @@ def command(configs: list[str], pair: dict[str, str], out: Path, threads: str | 
     return cmd
 
 
-def timed(configs: list[str], pair: dict[str, str], out: Path, threads: str | None, refine: bool) -> float:
-    """Seconds of the pair itself (summary.json) for one run of the product's command."""
+def timed(configs: list[str], pair: dict[str, str], out: Path, threads: str | None, refine: bool,
+          timeout: float) -> float:  # fmt: skip
+    """Seconds of the pair itself (summary.json) for one run of the product's command; ``inf`` past ``timeout``."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    result = subprocess.run(command(configs, pair, out, threads, refine), cwd=BUNDLE_ROOT, env=env,
-                            capture_output=True, text=True)  # fmt: skip
+    try:
+        result = subprocess.run(command(configs, pair, out, threads, refine), cwd=BUNDLE_ROOT, env=env,
+                                capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return float("inf")
     if result.returncode != 0:
         raise SystemExit(f"error: the measured command failed:\n{result.stderr[-2000:]}")
     entry = json.loads((out / "summary.json").read_text())["pairs"][0]
     return float(entry["refinement"]["seconds"]) if refine else float(entry["seconds"]["total"])
+
+
+def _seconds(value: float, timeout: float) -> str:
+    return f"{value:.1f}" if np.isfinite(value) else f"> {timeout:.0f}"
 
 
 class Load:
@@ -101,6 +112,7 @@ def main(argv=None) -> dict:
     p.add_argument("--load-threads", type=int, default=2, help="torch threads of the load job")
     p.add_argument("--repeats", type=int, default=1, help="runs per measurement (the median is printed)")
     p.add_argument("--skip-network", action="store_true", help="time the refinement only")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds after which a run is stopped (> T s)")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
     pair = write_pair(out / "pair")
@@ -113,25 +125,28 @@ def main(argv=None) -> dict:
         try:
             for kind, configs, refine in kinds:
                 for setting in args.settings.split(","):
-                    runs = [timed(configs, pair, out / f"run_{kind[:3]}_{setting}", setting, refine)
-                            for _ in range(args.repeats)]  # fmt: skip
-                    results.setdefault(kind, {}).setdefault(setting, {})["loaded" if loaded else "idle"] = float(
-                        np.median(runs)
-                    )
+                    runs = []
+                    while len(runs) < args.repeats and (not runs or np.isfinite(runs[-1])):  # a timeout ends it
+                        runs.append(timed(configs, pair, out / f"run_{kind[:3]}_{setting}", setting, refine,
+                                          args.timeout))  # fmt: skip
+                    results.setdefault(kind, {}).setdefault(setting, {})["loaded" if loaded else "idle"] = runs
                     print(f"{kind}, --torch_threads {setting}, {'loaded' if loaded else 'idle'}: "
-                          f"{np.median(runs):.1f} s", flush=True)  # fmt: skip
+                          f"{', '.join(_seconds(r, args.timeout) for r in runs)} s", flush=True)  # fmt: skip
         finally:
             if load is not None:
                 load.stop()
-    lines = ["| work | --torch_threads | idle s | loaded s | loaded / idle |", "|---|---|---|---|---|"]
+    lines = ["| work | --torch_threads | idle s (median) | loaded s (median) | loaded / idle |", "|" + "---|" * 5]
     for kind, rows in results.items():
         for setting, r in rows.items():
-            lines.append(
-                f"| {kind} | {setting} | {r['idle']:.1f} | {r['loaded']:.1f} | {r['loaded'] / r['idle']:.2f} |"
-            )
+            idle, busy = float(np.median(r["idle"])), float(np.median(r["loaded"]))
+            ratio = f"{busy / idle:.2f}" if np.isfinite(busy) else f"> {args.timeout / idle:.0f}"
+            cells = (kind, setting, _seconds(idle, args.timeout), _seconds(busy, args.timeout), ratio)
+            lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(f"load: the refinement in a loop with {args.load_threads} torch threads; {os.cpu_count()} cores\n{table}")
-    (out / "results.json").write_text(json.dumps({"load_threads": args.load_threads, "results": results}, indent=2))
+    record = {"load_threads": args.load_threads, "timeout": args.timeout, "results": results}
+    (out / "results.json").write_text(json.dumps(record, indent=2))  # a timeout is written as Infinity
+    (out / "results.md").write_text(table + "\n")
     return results
 
 
