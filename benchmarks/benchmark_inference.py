@@ -8,7 +8,8 @@ peak RSS; then the same through the command line ``python -m monai.bundle run ..
 included)::
 
     python -m benchmarks.benchmark_inference --out_dir /tmp/bench_inference
-    python -m benchmarks.benchmark_inference --image_size "[96, 80, 128]"   # the CT network grid
+    python -m benchmarks.benchmark_inference --image_size "[96, 80, 128]"   # the paper's CT network grid
+    python -m benchmarks.benchmark_inference --configs inference.json,ct.json,ct_generated.json   # the CT model
     python -m benchmarks.benchmark_inference --threads 1   # one torch thread (much faster on a busy machine)
     nice -n 10 python -m benchmarks.benchmark_inference --shape "[512, 512, 300]" --skip_cli --threads 2  # clinical
     nice -n 10 python -m benchmarks.benchmark_inference --shape "[512, 512, 600]" --skip_cli --threads 2
@@ -17,8 +18,9 @@ Grids over ``scripts.inference.writer.STREAM_VOXELS`` voxels are post-processed 
 (:mod:`scripts.inference.streaming`); the stage ``slabs`` then replaces ``field_to_fixed_grid`` ... ``writing`` in the
 per-stage times.
 
-Without ``models/model.pt`` (or with ``--random_weights``) the backbone keeps its random initialisation: the
-cost is the same.
+``--configs``: the files of ``configs/`` merged in order (default ``inference.json``, the synthetic model). Without
+the model's checkpoint (``models/model.pt``, ``models/model_ct.pt``; or with ``--random_weights``) the backbone keeps
+its random initialisation: the cost is the same.
 """
 
 from __future__ import annotations
@@ -73,15 +75,25 @@ def make_pair(out_dir: Path, shape: tuple[int, int, int] = (192, 160, 256), seed
     return paths[0], paths[1]
 
 
+def _checkpoint(configs: list[str]) -> Path:
+    return BUNDLE_ROOT / "models" / ("model_ct.pt" if "ct_generated.json" in configs else "model.pt")
+
+
 def _overrides(
-    fixed: str, moving: str, out_dir: Path, image_size: list[int] | None, random_weights: bool, threads: int = 0
+    fixed: str,
+    moving: str,
+    out_dir: Path,
+    image_size: list[int] | None,
+    random_weights: bool,
+    threads: int = 0,
+    configs: tuple[str, ...] = ("inference.json",),
 ) -> dict:
     over = {"fixed": fixed, "moving": moving, "output_dir": str(out_dir / "out")}
     if threads > 0:
         over["torch_threads"] = threads
     if image_size is not None:
         over["image_size"] = image_size
-    if random_weights or not (BUNDLE_ROOT / "models" / "model.pt").is_file():
+    if random_weights or not _checkpoint(list(configs)).is_file():
         over["handlers#0#_disabled_"] = True
     return over
 
@@ -92,16 +104,22 @@ def _cpu_seconds() -> float:
 
 
 def measure(
-    fixed: str, moving: str, out_dir: str, image_size: list[int] | None, random_weights: bool, threads: int = 0
+    fixed: str,
+    moving: str,
+    out_dir: str,
+    image_size: list[int] | None,
+    random_weights: bool,
+    threads: int = 0,
+    configs: tuple[str, ...] = ("inference.json",),
 ) -> dict:
     """The in-process run (call in a fresh process: ru_maxrss is the process's peak)."""
     t0 = time.perf_counter()
     import torch
 
     import_s = time.perf_counter() - t0
-    over = _overrides(fixed, moving, Path(out_dir), image_size, random_weights, threads)
+    over = _overrides(fixed, moving, Path(out_dir), image_size, random_weights, threads, configs)
     t1, cpu1 = time.perf_counter(), _cpu_seconds()
-    run_inference_workflow(BUNDLE_ROOT, **over)
+    run_inference_workflow(BUNDLE_ROOT, configs, **over)
     seconds, cpu = time.perf_counter() - t1, _cpu_seconds() - cpu1
     summary = json.loads((Path(over["output_dir"]) / "summary.json").read_text())
     return {
@@ -114,6 +132,7 @@ def measure(
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "random_weights": bool(over.get("handlers#0#_disabled_", False)),
         "image_size": image_size or "config default",
+        "configs": list(configs),
     }
 
 
@@ -125,13 +144,20 @@ def main() -> None:
     parser.add_argument("--random_weights", action="store_true", help="do not load models/model.pt")
     parser.add_argument("--skip_cli", action="store_true", help="skip the command-line timing")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (config key torch_threads; 0: default)")
+    parser.add_argument(
+        "--configs", default="inference.json", help="files of configs/ merged in order, comma-separated"
+    )
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args()
+    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip())
+    for name in configs:
+        if not (BUNDLE_ROOT / "configs" / name).is_file():
+            sys.exit(f"error: no configs/{name}; --configs takes file names of configs/, e.g. inference.json,ct.json")
     out_dir = Path(args.out_dir)
     image_size = json.loads(args.image_size) if args.image_size else None
     fixed, moving = str(out_dir / "bench_fixed.nii.gz"), str(out_dir / "bench_moving.nii.gz")
     if args.measure:
-        print(json.dumps(measure(fixed, moving, str(out_dir), image_size, args.random_weights, args.threads)))
+        print(json.dumps(measure(fixed, moving, str(out_dir), image_size, args.random_weights, args.threads, configs)))
         return
 
     shape = tuple(json.loads(args.shape))
@@ -149,14 +175,15 @@ def main() -> None:
     ]
     cmd += ["--image_size", json.dumps(image_size)] if image_size else []
     cmd += ["--random_weights"] if args.random_weights else []
-    cmd += ["--threads", str(args.threads)]
+    cmd += ["--threads", str(args.threads), "--configs", ",".join(configs)]
     child = subprocess.run(cmd, cwd=BUNDLE_ROOT, env=env, capture_output=True, text=True)
     if child.returncode != 0:
         sys.exit(f"benchmark run failed:\n{child.stderr[-4000:]}")
     result = json.loads(child.stdout.strip().splitlines()[-1])
     print(
-        f"pair {shape} int16, network grid {result['image_size']}, {os.cpu_count()} CPU cores, "
-        f"torch threads {result['torch_threads']}, random weights: {result['random_weights']}"
+        f"pair {shape} int16, configs {','.join(configs)}, network grid {result['image_size']}, "
+        f"{os.cpu_count()} CPU cores, torch threads {result['torch_threads']}, "
+        f"random weights: {result['random_weights']}"
     )
     print(
         f"in-process inference (ConfigWorkflow: parse, load, predict, resample, warp, det J, write): "
@@ -166,9 +193,10 @@ def main() -> None:
     )
     print("  per stage (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["stages"].items()))
     if not args.skip_cli:
-        over = _overrides(fixed, moving, out_dir, image_size, args.random_weights, args.threads)
+        over = _overrides(fixed, moving, out_dir, image_size, args.random_weights, args.threads, configs)
         cli = [sys.executable, "-W", "ignore", "-m", "monai.bundle", "run", "inference"]
-        cli += ["--config_file", str(BUNDLE_ROOT / "configs" / "inference.json"), "--bundle_root", str(BUNDLE_ROOT)]
+        files = [str(BUNDLE_ROOT / "configs" / name) for name in configs]
+        cli += ["--config_file", repr(files), "--bundle_root", str(BUNDLE_ROOT)]
         for key, value in over.items():
             cli += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
         start = time.perf_counter()
