@@ -85,7 +85,6 @@ def main(argv=None) -> dict:
     p.add_argument("--wall-band-mm", type=float, default=None, help="cavity_regions band_mm (default: its own)")
     p.add_argument("--bone-hu", default=None, help="cavity_regions bone_hu, or none (default: its own)")
     p.add_argument("--iterations", default=None, help="refinement iterations per level, coarsest first")
-    p.add_argument("--grow-hu", type=float, default=None, help="cavity_regions grow_hu (default: its own)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="benchmark_walls", help="folder for results.md / results.json")
     args = p.parse_args(argv)
@@ -105,8 +104,6 @@ def main(argv=None) -> dict:
         refine_kwargs["band_mm"] = args.wall_band_mm
     if args.bone_hu is not None:
         refine_kwargs["bone_hu"] = None if args.bone_hu.lower() == "none" else float(args.bone_hu)
-    if args.grow_hu is not None:
-        refine_kwargs["grow_hu"] = args.grow_hu
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])

@@ -187,7 +187,6 @@ def cavity_regions(
     body_threshold: float = -500.0,
     bone_gap: int = 1,
     bone_hu: float | None = 100.0,
-    grow_hu: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Regularisation mask and sliding normals with sliding along the whole cavity wall (module docstring).
 
@@ -240,8 +239,6 @@ def cavity_regions(
         normals = compute_normals(mask == SLIDING, spacing=sp, method="gaussian", sigma_mm=sigma_mm)
 
     cavity = cavity_mask(labels, cavity_labels(spec, table), sp, closing_mm)
-    if img is not None and grow_hu is not None:
-        cavity |= ndimage.binary_dilation(cavity) & (img >= grow_hu)
     bones = np.isin(labels, region_spec.rigid)
     if img is not None and bone_hu is not None and bones.any():
         bones = rigid_from_image(bones, img, bone_hu)
