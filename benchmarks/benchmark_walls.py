@@ -18,12 +18,14 @@ Run (from the bundle root)::
 
     python -m benchmarks.benchmark_walls --anatomies ct --seeds 0,1,2 --perturbations clean,segmenter
     python -m benchmarks.benchmark_walls --walls out2,layer --seeds 0 --wall-band-mm 3.0   # a refinement option
+    python -m benchmarks.benchmark_walls --walls default --seeds 0 --refine-option fold_barrier=0   # any other
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -85,6 +87,13 @@ def main(argv=None) -> dict:
     p.add_argument("--wall-band-mm", type=float, default=None, help="cavity_regions band_mm (default: its own)")
     p.add_argument("--bone-hu", default=None, help="cavity_regions bone_hu, or none (default: its own)")
     p.add_argument("--iterations", default=None, help="refinement iterations per level, coarsest first")
+    p.add_argument(
+        "--refine-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another refine_pair / cavity_regions keyword, VALUE as JSON (e.g. fold_barrier=0); repeatable",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="benchmark_walls", help="folder for results.md / results.json")
     args = p.parse_args(argv)
@@ -104,6 +113,14 @@ def main(argv=None) -> dict:
         refine_kwargs["band_mm"] = args.wall_band_mm
     if args.bone_hu is not None:
         refine_kwargs["bone_hu"] = None if args.bone_hu.lower() == "none" else float(args.bone_hu)
+    for option in args.refine_option:
+        key, sep, value = option.partition("=")
+        try:
+            refine_kwargs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep or not key.strip():
+            raise SystemExit(f"error: --refine-option takes KEY=VALUE with a JSON value, got {option!r}")
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])
@@ -137,7 +154,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table)
-    settings = {"argv": argv, "refine_kwargs": refine_kwargs, "band_mm": args.band_mm}
+    settings = {"argv": sys.argv[1:] if argv is None else argv, "refine_kwargs": refine_kwargs, "band_mm": args.band_mm}
     payload = {"settings": settings, "summary": {" / ".join(k): v for k, v in summary.items()}, "cases": cases}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     print(table)

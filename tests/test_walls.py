@@ -147,13 +147,22 @@ def test_segmentation_perturbations():
     assert (again == same).all() and 0.01 < (again != seg).mean() < 0.3
     with pytest.raises(ValueError, match="low <= high"):
         perturb_segmentation(seg, np.random.default_rng(0), radius=(2, 1))
+    # eroded split in two: the organs' part leaves the bones as they were, the bones' part the organs, and together
+    # they are eroded
+    organs, _ = perturb_segmentation(seg, np.random.default_rng(0), **SEG_PERTURBATIONS["eroded_organs"])
+    bone_part, _ = perturb_segmentation(seg, np.random.default_rng(0), **SEG_PERTURBATIONS["eroded_bones"])
+    assert (organs[bones] == seg[bones]).all() and (organs != seg).any()
+    assert (bone_part[~bones] == seg[~bones]).all() and (bone_part != seg).any()
+    assert (np.where(bones, bone_part, organs) == eroded).all()
+    with pytest.raises(ValueError, match="only"):
+        perturb_segmentation(seg, np.random.default_rng(0), radius=(-1, -1), only="lungs")
 
 
 def test_benchmark_walls_rows_and_files(tmp_path):
     from benchmarks import benchmark_walls as bench
 
     args = ["--anatomies", "phantom", "--walls", "out2", "--seeds", "0", "--perturbations", "clean,segmenter",
-            "--iterations", "40,30", "--out", str(tmp_path)]  # fmt: skip
+            "--iterations", "40,30", "--refine-option", "fold_barrier=10.0", "--out", str(tmp_path)]  # fmt: skip
     summary = bench.main(args)
     clean, pert = summary[("phantom", "out2", "clean")], summary[("phantom", "out2", "segmenter")]
     for row in (clean, pert):
@@ -162,5 +171,8 @@ def test_benchmark_walls_rows_and_files(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert {c["perturbation"] for c in saved["cases"]} == {"clean", "segmenter"}
     assert saved["cases"][1]["seg_changed_pct"] > 1.0
+    assert saved["settings"]["refine_kwargs"]["fold_barrier"] == 10.0  # passed through to refine_pair
     with pytest.raises(SystemExit, match="error: unknown wall variant 'thick'"):
         bench.main(["--walls", "thick", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="error: --refine-option takes KEY=VALUE"):
+        bench.main(["--refine-option", "fold_barrier", "--out", str(tmp_path)])

@@ -56,8 +56,11 @@ SEG_PERTURBATIONS: dict[str, dict] = {
     "missing": {"missing": True},
     "noisy": {"noise": 0.3},
     "segmenter": {"radius": (-1, 1), "missing": True, "noise": 0.2},
+    "eroded_organs": {"radius": (-1, -1), "only": "organs"},
+    "eroded_bones": {"radius": (-1, -1), "only": "bones"},
 }
-"""Named perturbations: keywords of :func:`perturb_segmentation` (``segmenter``: all of them, milder)."""
+"""Named perturbations: keywords of :func:`perturb_segmentation` (``segmenter``: all of them, milder;
+``eroded_organs`` / ``eroded_bones``: ``eroded`` split, to tell which labels cost what)."""
 
 
 def wall_kwargs(variant: str | dict, spacing: Sequence[float]) -> dict:
@@ -99,6 +102,7 @@ def perturb_segmentation(
     missing: bool = False,
     noise: float = 0.0,
     min_voxels: int = 50,
+    only: str | None = None,
 ) -> tuple[np.ndarray, dict]:
     """A label map (X, Y, Z) degraded as a segmenter's output would be; returns (perturbed copy, what was done).
 
@@ -106,7 +110,8 @@ def perturb_segmentation(
         seg: TotalSegmentator v2 ids. rng: the case's random generator.
         radius: each label present (>= ``min_voxels``) is grown (> 0, into background and organs, never into a bone)
             or shrunk (< 0, to background) by a radius drawn uniformly from this range, 0 excluded when the range
-            holds other values.
+            holds other values. ``only``: ``"bones"`` or ``"organs"`` (every other label) grow or shrink, the rest
+            stays (None: every label).
         missing: the smallest cavity organ present, or (1 in 2, when there are any) a random lung lobe, set to 0.
         noise: the share of boundary voxels (roughly) that take a 6-neighbour's label, where a smooth random field
             (sigma 2 voxels) is highest, so that the errors come in patches as a segmenter's do.
@@ -116,12 +121,16 @@ def perturb_segmentation(
     lo, hi = int(radius[0]), int(radius[1])
     if lo > hi:
         raise ValueError(f"radius must be (low, high) with low <= high, got {radius}")
+    if only not in (None, "bones", "organs"):
+        raise ValueError(f"only must be None, 'bones' or 'organs', got {only!r}")
     out = seg.copy()
     info: dict = {"grown": {}, "shrunk": {}, "missing": None, "noisy_voxels": 0}
     ids = [int(i) for i in np.unique(seg) if i != 0]
     bone_labels = bone_ids()
     bones = np.isin(seg, bone_labels)
     choices = [r for r in range(lo, hi + 1) if r != 0] or [0]
+    if only is not None:
+        ids = [i for i in ids if (i in bone_labels) == (only == "bones")]
     if choices != [0]:
         for label in rng.permutation(list(_present(seg, ids, min_voxels))):
             r = int(rng.choice(choices))
