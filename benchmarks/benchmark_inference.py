@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from monai.bundle import ConfigParser
 
 from scripts.inference.predict import run_inference_workflow
 
@@ -76,7 +77,12 @@ def make_pair(out_dir: Path, shape: tuple[int, int, int] = (192, 160, 256), seed
 
 
 def _checkpoint(configs: list[str]) -> Path:
-    return BUNDLE_ROOT / "models" / ("model_ct.pt" if "ct_generated.json" in configs else "model.pt")
+    """The ``ckpt_path`` of the merged configs, as the workflow resolves it."""
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_ROOT / "configs" / name) for name in configs])
+    parser["bundle_root"] = str(BUNDLE_ROOT)
+    parser.get_parsed_content("imports")
+    return Path(parser.get_parsed_content("ckpt_path"))
 
 
 def _overrides(
