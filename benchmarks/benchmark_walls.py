@@ -19,6 +19,9 @@ Run (from the bundle root)::
     python -m benchmarks.benchmark_walls --anatomies ct --seeds 0,1,2 --perturbations clean,segmenter
     python -m benchmarks.benchmark_walls --walls out2,layer --seeds 0 --wall-band-mm 3.0   # a refinement option
     python -m benchmarks.benchmark_walls --walls default --seeds 0 --refine-option fold_barrier=0   # any other
+    python -m benchmarks.benchmark_walls --walls default --seeds 0 --perturbations clean,eroded_organs --profile
+
+``--profile`` also prints where each refinement puts the slip across the true wall (:func:`jump_profile`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from benchmarks.benchmark_ct_refine import DATA_DIR, case_regions, evaluate, run_method
 from scripts.synthesis.breathing import load_real_ct, make_breathing_case, phantom_anatomy
@@ -58,6 +62,28 @@ def wall_case(name: str, seed: int, wall: str) -> dict:
     case = make_breathing_case(image, seg, affine, rng, **wall_kwargs(variant, spacing))
     case["wall_variant"] = variant
     return case
+
+
+def jump_profile(ddf: np.ndarray, case: dict, offsets_mm: np.ndarray, min_jump_mm: float = 2.0) -> list[float]:
+    """Where a field puts the slip: its displacement (mm) along the true jump's direction at ``offsets_mm`` along the
+    outward normal from the inner voxels of the true wall (trilinear), averaged over those whose true jump is at
+    least ``min_jump_mm``, minus the value at the last offset. The true field gives a step between 0 and one voxel
+    out; a field that smears the slip over the band gives a ramp, one whose band is off puts the ramp beside it."""
+    spacing = np.asarray(case["spacing"], dtype=float)
+    jump = case["jump"]
+    points = np.argwhere(case["wall"] & case["cavity"] & (np.linalg.norm(jump, axis=0) >= min_jump_mm))
+    if len(points) == 0:
+        return [float("nan")] * len(offsets_mm)
+    normals = case["normals"][:, points[:, 0], points[:, 1], points[:, 2]].T
+    direction = jump[:, points[:, 0], points[:, 1], points[:, 2]].T
+    direction = direction / np.linalg.norm(direction, axis=1, keepdims=True)
+    u_mm = np.asarray(ddf, dtype=np.float64) * spacing[:, None, None, None]
+    values = []
+    for offset in offsets_mm:
+        coords = (points + offset * normals / spacing).T
+        sampled = np.stack([ndi.map_coordinates(u_mm[k], coords, order=1, mode="nearest") for k in range(3)], axis=1)
+        values.append(float(np.mean((sampled * direction).sum(axis=1))))
+    return [v - values[-1] for v in values]
 
 
 def summarise(rows: list[dict]) -> dict[str, float]:
@@ -94,6 +120,7 @@ def main(argv=None) -> dict:
         metavar="KEY=VALUE",
         help="another refine_pair / cavity_regions keyword, VALUE as JSON (e.g. fold_barrier=0); repeatable",
     )
+    p.add_argument("--profile", action="store_true", help="also print where the slip lies (see jump_profile)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="benchmark_walls", help="folder for results.md / results.json")
     args = p.parse_args(argv)
@@ -125,6 +152,7 @@ def main(argv=None) -> dict:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])
     cases, grouped = [], {}
+    offsets = np.arange(-4, 5) * 1.5  # mm along the outward normal of the true wall, for --profile
     for name in names:
         for wall in walls:
             for seed in seeds:
@@ -141,6 +169,10 @@ def main(argv=None) -> dict:
                     row["variant"] = case["wall_variant"]
                     row["seg_changed_pct"] = float(100.0 * (seg != case["fixed_seg"]).mean())
                     row["missing_label"] = info["missing"]
+                    if args.profile:
+                        row["profile_offsets_mm"] = offsets.tolist()
+                        row["profile_mm"] = jump_profile(ddf, case, offsets)
+                        row["profile_true_mm"] = jump_profile(case["ddf"], case, offsets)
                     cases.append(row)
                     grouped.setdefault((name, wall, pert), []).append(row)
                     print(
@@ -149,6 +181,11 @@ def main(argv=None) -> dict:
                         f"fold off band {row['fold_pct_off_band']:.3f} %, {seconds:.1f} s (case {built:.1f} s)",
                         flush=True,
                     )
+                    if args.profile:
+                        print("  slip profile, mm along the normal " + " ".join(f"{o:+.1f}" for o in offsets))
+                        for label in ("true", "refined"):
+                            values = row["profile_true_mm" if label == "true" else "profile_mm"]
+                            print(f"  {label:>8s}: " + " ".join(f"{v:5.2f}" for v in values), flush=True)
     summary = {key: summarise(rows) for key, rows in grouped.items()}
     table = markdown(summary)
     out = Path(args.out)

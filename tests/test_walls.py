@@ -162,7 +162,7 @@ def test_benchmark_walls_rows_and_files(tmp_path):
     from benchmarks import benchmark_walls as bench
 
     args = ["--anatomies", "phantom", "--walls", "out2", "--seeds", "0", "--perturbations", "clean,segmenter",
-            "--iterations", "40,30", "--refine-option", "fold_barrier=10.0", "--out", str(tmp_path)]  # fmt: skip
+            "--iterations", "40,30", "--refine-option", "fold_barrier=10.0", "--profile", "--out", str(tmp_path)]  # fmt: skip
     summary = bench.main(args)
     clean, pert = summary[("phantom", "out2", "clean")], summary[("phantom", "out2", "segmenter")]
     for row in (clean, pert):
@@ -172,6 +172,13 @@ def test_benchmark_walls_rows_and_files(tmp_path):
     assert {c["perturbation"] for c in saved["cases"]} == {"clean", "segmenter"}
     assert saved["cases"][1]["seg_changed_pct"] > 1.0
     assert saved["settings"]["refine_kwargs"]["fold_barrier"] == 10.0  # passed through to refine_pair
+    # where the slip lies: the true field steps down between the wall's inner voxels and one voxel out, the
+    # refinement slides the same way (its contents move along the true jump relative to the outside)
+    true, refined = saved["cases"][0]["profile_true_mm"], saved["cases"][0]["profile_mm"]
+    offsets = saved["cases"][0]["profile_offsets_mm"]
+    assert len(true) == len(refined) == len(offsets) == 9 and offsets[4] == 0.0
+    assert true[0] > 2.0 and true[0] - true[4] < 0.2 * true[0] and true[7] < 0.2 * true[0]
+    assert refined[0] > 0.3 * true[0]
     with pytest.raises(SystemExit, match="error: unknown wall variant 'thick'"):
         bench.main(["--walls", "thick", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="error: --refine-option takes KEY=VALUE"):
