@@ -109,7 +109,7 @@ def _forward_diffusion(
     for axis, s in enumerate(spacing):
         n_pairs = u_mm.shape[2 + axis] - 1
         a, b = sliding.narrow(2 + axis, 0, n_pairs), sliding.narrow(2 + axis, 1, n_pairs)
-        outside, inside = (~(a & b)).to(u_mm.dtype), (a & b).to(u_mm.dtype)
+        outside, inside = (~a & ~b).to(u_mm.dtype), (a & b).to(u_mm.dtype)
         full = torch.diff(u_mm, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True)
         normal = torch.diff(un, dim=2 + axis).div(s).square()
         weight = (1.0 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n_pairs).abs()).square()
