@@ -81,7 +81,6 @@ DIVERGENCE_MARGIN = 1.0
 # default similarity weight ``alpha``: LNCC lies in [-1, 0], the MIND-SSC mean squared difference is ~10x smaller
 # (tuned on the deformed real CT of benchmarks/sweep_refine.py; the MSE value is a guess of the same order)
 DEFAULT_ALPHA = {"lncc": 1.0, "mind": 10.0, "mse": 10.0}
-STEP = [float(x) for x in __import__("os").environ.get("STEP", "0,1").split(",")]  # EXPERIMENT: weight, sigma mm
 
 
 def _forward_diffusion(
@@ -119,20 +118,6 @@ def _forward_diffusion(
     return total
 
 
-def _step_preference(u_vox: torch.Tensor, spacing_t: torch.Tensor, sliding: torch.Tensor, sigma_mm: float):
-    """Mean over the grid's pairs of log(1 + |Delta u|^2 / sigma^2) (u in mm) on the pairs where the diffusion lets
-    the field jump (at least one end in the band): concave in the jump, so one step costs less than the same jump
-    spread over the band's pairs as a ramp."""
-    u_mm = u_vox * spacing_t
-    total = u_mm.new_zeros(())
-    for axis in range(3):
-        n_pairs = u_mm.shape[2 + axis] - 1
-        a, b = sliding.narrow(2 + axis, 0, n_pairs), sliding.narrow(2 + axis, 1, n_pairs)
-        jump = torch.diff(u_mm, dim=2 + axis).square().sum(dim=1, keepdim=True)
-        total = total + ((a | b).to(u_mm.dtype) * (1.0 - torch.exp(-jump / sigma_mm**2))).mean()
-    return total
-
-
 def _forward_fold_barrier(u_vox: torch.Tensor, keep: torch.Tensor | None, tau: float = 0.2) -> torch.Tensor:
     """Mean of relu(tau - det J_f)^2 over the cells not in the sliding band, J_f the FORWARD-difference Jacobian
     (the central differences of the losses miss folds between voxels, which appear once the field is upsampled)."""
@@ -163,10 +148,6 @@ def level_terms(param, weights, losses, source, target, spacing, reg_mask, norma
     spacing_t = torch.tensor(spacing).reshape(1, 3, 1, 1, 1)
     keep = None if sliding is None else ~sliding
     return {
-        "sharpen": (
-            STEP[0] if sliding is not None else 0.0,
-            functools.partial(_step_preference, param, spacing_t, sliding, STEP[1]),
-        ),
         "fold": (fold_barrier, functools.partial(_forward_fold_barrier, param, keep)),
         "smooth": (smooth, functools.partial(_forward_diffusion, param, spacing_t, spacing, sliding, smooth_normals)),
         "regulariser": (gamma, functools.partial(reg, param, reg_mask, normals, spacing=spacing)),
@@ -345,19 +326,11 @@ def refine_pair(
         best_total, best = math.inf, param.detach().clone()
         weights, losses = (alpha, gamma, smooth, fold_barrier), (sim, warp, reg)
         terms = level_terms(param, weights, losses, source, target, sp, mask_l, n_l, sliding, n_smooth)
-        if level != levels - 1:
-            terms["sharpen"] = (0.0, terms["sharpen"][1])
         for _ in range(n_iter):
             opt.zero_grad(set_to_none=True)
             val = backward_terms(terms)
             s_val, r_val, d_val, f_val = (val[key] for key in ("similarity", "regulariser", "smooth", "fold"))
-            total = (
-                alpha * s_val
-                + gamma * r_val
-                + smooth * d_val
-                + fold_barrier * f_val
-                + terms["sharpen"][0] * val["sharpen"]
-            )
+            total = alpha * s_val + gamma * r_val + smooth * d_val + fold_barrier * f_val
             value = float(total)
             step = opt.param_groups[0]["lr"]
             curve.append(
