@@ -143,11 +143,11 @@ def main(argv=None) -> dict:
     for option in args.refine_option:
         key, sep, value = option.partition("=")
         try:
+            if not sep or not key.strip():
+                raise ValueError(option)
             refine_kwargs[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            sep = ""
-        if not sep or not key.strip():
-            raise SystemExit(f"error: --refine-option takes KEY=VALUE with a JSON value, got {option!r}")
+        except ValueError:  # json.JSONDecodeError is one
+            raise SystemExit(f"error: --refine-option takes KEY=VALUE with a JSON value, got {option!r}") from None
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])
@@ -160,6 +160,7 @@ def main(argv=None) -> dict:
                 case = wall_case(name, seed, wall)
                 regions = case_regions(case, args.band_mm)
                 built = time.perf_counter() - start
+                true_profile = jump_profile(case["ddf"], case, offsets) if args.profile else None
                 for pert in perts:
                     rng = np.random.default_rng([seed, 30])
                     seg, info = perturb_segmentation(case["fixed_seg"], rng, **SEG_PERTURBATIONS[pert])
@@ -172,7 +173,7 @@ def main(argv=None) -> dict:
                     if args.profile:
                         row["profile_offsets_mm"] = offsets.tolist()
                         row["profile_mm"] = jump_profile(ddf, case, offsets)
-                        row["profile_true_mm"] = jump_profile(case["ddf"], case, offsets)
+                        row["profile_true_mm"] = true_profile
                     cases.append(row)
                     grouped.setdefault((name, wall, pert), []).append(row)
                     print(
@@ -183,8 +184,7 @@ def main(argv=None) -> dict:
                     )
                     if args.profile:
                         print("  slip profile, mm along the normal " + " ".join(f"{o:+.1f}" for o in offsets))
-                        for label in ("true", "refined"):
-                            values = row["profile_true_mm" if label == "true" else "profile_mm"]
+                        for label, values in (("true", true_profile), ("refined", row["profile_mm"])):
                             print(f"  {label:>8s}: " + " ".join(f"{v:5.2f}" for v in values), flush=True)
     summary = {key: summarise(rows) for key, rows in grouped.items()}
     table = markdown(summary)

@@ -162,7 +162,8 @@ def test_benchmark_walls_rows_and_files(tmp_path):
     from benchmarks import benchmark_walls as bench
 
     args = ["--anatomies", "phantom", "--walls", "out2", "--seeds", "0", "--perturbations", "clean,segmenter",
-            "--iterations", "40,30", "--refine-option", "fold_barrier=10.0", "--profile", "--out", str(tmp_path)]  # fmt: skip
+            "--iterations", "40,30", "--refine-option", "fold_barrier=10.0", "--profile",
+            "--out", str(tmp_path)]  # fmt: skip
     summary = bench.main(args)
     clean, pert = summary[("phantom", "out2", "clean")], summary[("phantom", "out2", "segmenter")]
     for row in (clean, pert):
