@@ -9,7 +9,7 @@ included)::
 
     python -m benchmarks.benchmark_inference --out_dir /tmp/bench_inference
     python -m benchmarks.benchmark_inference --image_size "[96, 80, 128]"   # the paper's CT network grid
-    python -m benchmarks.benchmark_inference --configs inference.json,ct.json,ct_generated.json   # the CT model
+    python -m benchmarks.benchmark_inference --configs inference.json,synthetic.json   # the paper's synthetic model
     python -m benchmarks.benchmark_inference --threads 1   # one torch thread (much faster on a busy machine)
     nice -n 10 python -m benchmarks.benchmark_inference --shape "[512, 512, 300]" --skip_cli --threads 2  # clinical
     nice -n 10 python -m benchmarks.benchmark_inference --shape "[512, 512, 600]" --skip_cli --threads 2
@@ -18,7 +18,7 @@ Grids over ``scripts.inference.writer.STREAM_VOXELS`` voxels are post-processed 
 (:mod:`scripts.inference.streaming`); the stage ``slabs`` then replaces ``field_to_fixed_grid`` ... ``writing`` in the
 per-stage times.
 
-``--configs``: the files of ``configs/`` merged in order (default ``inference.json``, the synthetic model). Without
+``--configs``: the files of ``configs/`` merged in order (default ``inference.json``: the shipped CT model). Without
 the model's checkpoint (``models/model.pt``, ``models/model_ct.pt``; or with ``--random_weights``) the backbone keeps
 its random initialisation: the cost is the same.
 """

@@ -7,10 +7,10 @@ measurement is the product's command in a fresh process, as a user runs it::
     python -m monai.bundle run inference --config_file "['configs/inference.json','configs/refine.json']" \\
         --fixed F --moving M --fixed_seg S --output_dir OUT [--torch_threads T]
 
-(and the CT network, ``['configs/inference.json','configs/ct.json','configs/ct_generated.json']``, for the
-inference); the time read is the pair's own (``summary.json``: the refinement's ``seconds``, or the pair's
-``seconds.total``), Python's start-up excluded. The standard load is another user's job: the same refinement in a
-loop with 2 torch threads (``--load-threads``), started before ours and stopped after it.
+(and the CT network, ``configs/inference.json`` alone, for the inference); the time read is the pair's own
+(``summary.json``: the refinement's ``seconds``, or the pair's ``seconds.total``), Python's start-up excluded. The
+standard load is another user's job: the same refinement in a loop with 2 torch threads (``--load-threads``), started
+before ours and stopped after it.
 
 For each thread setting (``--settings``: ``auto``, the default of ``configs/inference.json``, and ``0``, torch's own
 one thread per core, the behaviour before ``auto``) it prints the idle and the loaded seconds and their ratio
@@ -41,7 +41,7 @@ from scripts.synthesis.breathing import real_ct_case
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
 REFINE = ["configs/inference.json", "configs/refine.json"]
-NETWORK = ["configs/inference.json", "configs/ct.json", "configs/ct_generated.json"]
+NETWORK = ["configs/inference.json"]
 
 
 def write_pair(out_dir: Path) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The trained CT network as a method of the known-motion benchmark: the product's own inference path on one case.
 
-:class:`NetworkMethod` builds the model and its preprocessing from the bundle's configs (``inference.json`` +
-``ct.json`` + ``ct_generated.json``: the shipped CT model, ``models/model_ct.pt``, or another checkpoint), writes the
+:class:`NetworkMethod` builds the model and its preprocessing from the bundle's configs (``inference.json`` alone:
+the shipped CT model, ``models/model_ct.pt``, or another checkpoint of its grid), writes the
 case's fixed and moving images as NIfTI files, and runs what ``run inference`` runs on them:
 :func:`scripts.inference.predict.load_pair` (the model's own preprocessing), :func:`scripts.inference.predict.predict`
 and :func:`scripts.io.resampling.field_to_fixed_grid`. The field comes back in voxels of the fixed grid, the
@@ -24,7 +24,7 @@ from scripts.io.resampling import field_to_fixed_grid
 from scripts.io.weights import check_checkpoint, read_checkpoint
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("inference.json", "ct.json", "ct_generated.json")
+CONFIGS = ("inference.json",)
 
 
 class NetworkMethod:

@@ -4,7 +4,9 @@ the CT network on a held-out generated pair, and the model/modality mismatch war
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -162,17 +164,19 @@ def test_modality_mismatch_warns_in_one_line_naming_the_config(tmp_path, caplog)
     assert looks_like_ct(ct) is True and looks_like_ct(mr) is False and looks_like_ct(tmp_path) is None
     with caplog.at_level(logging.WARNING):
         lines = check_modality([{"fixed": str(ct), "moving": str(ct)}], "synthetic")
-    assert len(lines) == 1 and "ct_generated.json" in lines[0] and str(ct) in lines[0]
-    assert sum("ct_generated.json" in r.getMessage() for r in caplog.records) == 1
+    assert len(lines) == 1 and "configs/inference.json alone" in lines[0] and str(ct) in lines[0]
+    assert sum("configs/inference.json alone" in r.getMessage() for r in caplog.records) == 1
     assert check_modality([{"fixed": str(ct), "moving": str(ct)}], "ct") == []
     lines = check_modality([{"fixed": str(ct), "moving": str(mr)}], "ct")
     assert len(lines) == 1 and str(mr) in lines[0] and "configs/train.json" in lines[0]
+    assert "configs/synthetic.json" in lines[0]
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data (real CT) not present")
-def test_the_documented_ct_model_command_runs_and_the_refinement_from_identity_does_not_warn(tmp_path, caplog):
-    """inference.json + ct.json + ct_generated.json (the CT model): ct_generated.json names the training set in
-    ``dataset``, which once replaced the inference workflow's pair dataset and failed with a traceback."""
+def test_the_documented_ct_model_commands_run_and_the_refinement_from_identity_does_not_warn(tmp_path, caplog):
+    """inference.json alone (the default: the CT model) and inference.json + ct.json + ct_generated.json (the same
+    model; ct_generated.json names the training set in ``dataset``, which once replaced the inference workflow's pair
+    dataset and failed with a traceback) register a CT pair without a modality warning."""
     from scripts.inference.predict import run_inference_workflow
 
     rng = np.random.default_rng(0)
@@ -183,9 +187,10 @@ def test_the_documented_ct_model_command_runs_and_the_refinement_from_identity_d
         nib.save(nib.Nifti1Image(hu.astype(np.int16), np.diag([3.0, 3.0, 3.0, 1.0])), paths[-1])
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING):
-        run_inference_workflow(BUNDLE_ROOT, ["inference.json", "ct.json", "ct_generated.json"],
-                               fixed=paths[0], moving=paths[1], output_dir=str(out))  # fmt: skip
-        assert (out / "summary.json").is_file() and "trained on" not in caplog.text
+        for configs in (["inference.json"], ["inference.json", "ct.json", "ct_generated.json"]):
+            run_inference_workflow(BUNDLE_ROOT, configs, fixed=paths[0], moving=paths[1], output_dir=str(out))
+            assert json.loads((out / "summary.json").read_text())["num_pairs"] == 1 and "trained on" not in caplog.text
+            shutil.rmtree(out)
         run_inference_workflow(BUNDLE_ROOT, ["inference.json", "refine.json"], fixed=paths[0], moving=paths[1],
                                output_dir=str(tmp_path / "refined"), refine_iterations=[2, 2, 2])  # fmt: skip
     assert (tmp_path / "refined" / "summary.json").is_file()
@@ -216,7 +221,7 @@ def test_the_ct_generated_presets_build_a_network_that_fits_their_grid(presets):
 def test_shipped_ct_model_exports_to_torchscript(tmp_path):
     from monai.bundle import ckpt_export
 
-    configs = [str(BUNDLE_ROOT / "configs" / c) for c in ("inference.json", "ct.json", "ct_generated.json")]
+    configs = [str(BUNDLE_ROOT / "configs" / "inference.json")]  # the default model
     ts = tmp_path / "model_ct.ts"
     ckpt_export("network_def", filepath=str(ts), ckpt_file=str(CT_MODEL), meta_file=str(BUNDLE_ROOT / "configs" /
                 "metadata.json"), config_file=configs)  # fmt: skip
@@ -227,3 +232,26 @@ def test_shipped_ct_model_exports_to_torchscript(tmp_path):
     x = torch.rand(1, 2, *parser.get_parsed_content("image_size"), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(ts)).eval()(x), eager(x), atol=1e-5, rtol=0)
+
+
+def test_inference_json_alone_is_the_shipped_ct_model(tmp_path):
+    """The default of configs/inference.json is the model that configs/ct_generated.json trains and describes, and
+    its preprocessing is the chain of configs/ct.json (read from the bundle root, so from any working directory)."""
+    from scripts.data.preprocessing import declared_preprocessing
+
+    def parsed(*names):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLE_ROOT / "configs" / n) for n in names])
+        parser["bundle_root"] = str(BUNDLE_ROOT)
+        return {
+            k: parser.get_parsed_content(k) for k in ("image_size", "channels", "strides", "ckpt_path", "trained_on")
+        }
+
+    default, trained = parsed("inference.json"), parsed("inference.json", "ct.json", "ct_generated.json")
+    assert default == trained and default["trained_on"] == "ct" and default["ckpt_path"].endswith("model_ct.pt")
+    assert parsed("inference.json", "synthetic.json")["ckpt_path"].endswith("model.pt")
+    chain = declared_preprocessing(BUNDLE_ROOT, image_size=[24, 20, 16])
+    assert [type(t).__name__ for t in chain.transforms][-5:] == [
+        "ScaleIntensityRanged", "Resized", "Resized", "ResampleRegionsd", "CastToTyped"]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="set --bundle_root"):
+        declared_preprocessing(tmp_path)

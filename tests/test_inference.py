@@ -33,6 +33,7 @@ from scripts.losses.mechanics import jacobian_map
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = BUNDLE_ROOT / "configs" / "inference.json"
+SYNTHETIC = ("inference.json", "synthetic.json")  # the paper's synthetic-bars model, which these tests register with
 META = BUNDLE_ROOT / "configs" / "metadata.json"
 NET = {"spatial_dims": 3, "in_channels": 2, "out_channels": 3, "channels": (8, 16, 32, 64), "strides": (2, 2, 2)}
 
@@ -58,14 +59,14 @@ def registration_net(net: torch.nn.Module) -> torch.nn.Module:
     return RegistrationNet(net, integration_steps=7).eval()
 
 
-def run_workflow(config_files=("inference.json",), **overrides):
+def run_workflow(config_files=SYNTHETIC, **overrides):
     """The bundle's inference workflow, in process (as the Model Zoo tests run it)."""
     from scripts.inference.predict import run_inference_workflow
 
     return run_inference_workflow(BUNDLE_ROOT, config_files, **overrides)
 
 
-def preprocessing(image_size, configs=("inference.json",)):
+def preprocessing(image_size, configs=SYNTHETIC):
     """The ``preprocessing`` chain declared in the configs (the model's own), for a network grid ``image_size``."""
     from monai.bundle import ConfigParser
 
@@ -76,7 +77,7 @@ def preprocessing(image_size, configs=("inference.json",)):
     return parser.get_parsed_content("preprocessing")
 
 
-def load(fixed, moving, image_size, configs=("inference.json",), **labels) -> inf.PairData:
+def load(fixed, moving, image_size, configs=SYNTHETIC, **labels) -> inf.PairData:
     return inf.load_pair({"fixed": fixed, "moving": moving, **labels}, preprocessing(image_size, configs))
 
 

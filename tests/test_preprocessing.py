@@ -1,4 +1,5 @@
-"""One preprocessing for training, evaluation and inference (configs/ct.json declares the CT chain once).
+"""One preprocessing for training, evaluation and inference (configs/ct.json declares the CT chain once; the
+default of configs/inference.json reads it from there).
 
 On a real CT stored on a non-RAS (flipped, LPS-like), anisotropic grid:
 - the training/evaluation dataset (``registration_dataset("pairs", ...)`` with ``dataset_options``) and the inference
@@ -60,19 +61,24 @@ def evaluator_side(pairs_json: Path) -> tuple[dict, ConfigParser]:
     return p.get_parsed_content("test#dataset")[0], p
 
 
-def inference_side(pairs_json: Path) -> tuple[dict, ConfigParser]:
+def inference_side(
+    pairs_json: Path, configs: tuple[str, ...] = ("inference.json", "ct.json")
+) -> tuple[dict, ConfigParser]:
     folder = pairs_json.parent
     p = parser(
-        ("inference.json", "ct.json"),
+        configs,
         fixed=str(folder / "fixed_0001.nii.gz"),
         moving=str(folder / "moving_0002.nii.gz"),
     )
     return p.get_parsed_content("dataset")[0], p
 
 
-def test_training_and_inference_give_the_network_the_same_input(ct_pair):
+@pytest.mark.parametrize("configs", [("inference.json", "ct.json"), ("inference.json",)])
+def test_training_and_inference_give_the_network_the_same_input(ct_pair, configs):
+    """With the CT override, and with inference.json alone (its default model is the CT model: the chain declared
+    in ct.json, read through scripts.data.preprocessing)."""
     train_item, _ = evaluator_side(ct_pair)
-    infer_item, _ = inference_side(ct_pair)
+    infer_item, _ = inference_side(ct_pair, configs)
     train_input = torch.cat([train_item["fixed"].as_tensor(), train_item["moving"].as_tensor()], dim=0).float()
     assert tuple(train_input.shape) == (2, *SMALL["image_size"])
     assert float(train_input.std()) > 0.1  # a real CT, windowed

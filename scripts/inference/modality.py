@@ -1,10 +1,10 @@
 """Is the model applied to images like the ones it was trained on? One warning line when it is not.
 
 A registration network only knows the intensities it was trained on. The configs say which: ``trained_on`` is
-``"synthetic"`` for the shipped synthetic-bars model (``configs/inference.json`` alone) and ``"ct"`` for the CT
-model (``configs/ct.json``, with ``configs/ct_generated.json`` for the shipped CT weights). Before the first pair is
-registered, :func:`check_modality` samples a few slices of each input image and warns, in one line naming the file
-and the config to use, when
+``"ct"`` for the shipped CT model (``configs/inference.json`` alone, the default; ``configs/ct.json`` for a model of
+the AbdomenCTCT grid) and ``"synthetic"`` for the paper's synthetic-bars model (``configs/synthetic.json``). Before
+the first pair is registered, :func:`check_modality` samples a few slices of each input image and warns, in one line
+naming the file and the config to use, when
 
 - a CT (Hounsfield units: air at about -1000) goes to the synthetic model, or
 - an image that is no CT in HU (MR-like intensities, or a CT already rescaled) goes to the CT model.
@@ -29,7 +29,8 @@ __all__ = ["TRAINED_ON", "looks_like_ct", "check_modality"]
 logger = logging.getLogger(__name__)
 
 TRAINED_ON = ("synthetic", "ct")
-CT_CONFIGS = "--config_file \"['configs/inference.json','configs/ct.json','configs/ct_generated.json']\""
+CT_CONFIGS = "--config_file configs/inference.json alone (the default)"
+SYNTHETIC_CONFIGS = "--config_file \"['configs/inference.json','configs/synthetic.json']\""
 
 
 def looks_like_ct(path: str | Path, slices: int = 5) -> bool | None:
@@ -76,13 +77,13 @@ def check_modality(dataset: Any, trained_on: str, max_images: int = 8) -> list[s
         if trained_on == "synthetic" and ct:
             lines.append(
                 f"{path} is a CT (Hounsfield units) but this model was trained on the synthetic bars of the paper: "
-                f"register CT with the CT model, {CT_CONFIGS}"
+                f"register CT with the CT model: {CT_CONFIGS}"
             )
         elif trained_on == "ct" and ct is False:
             lines.append(
                 f"{path} does not look like a CT in Hounsfield units (air at -1000) but this model was trained on CT: "
                 "for another modality train on your own pairs (configs/train.json with --dataset pairs) or register "
-                "without a model (configs/refine.json)"
+                f"without a model (configs/refine.json); the paper's synthetic bars: {SYNTHETIC_CONFIGS}"
             )
     for line in lines:
         logger.warning("warning: %s", line)
