@@ -252,6 +252,6 @@ def test_inference_json_alone_is_the_shipped_ct_model(tmp_path):
     assert parsed("inference.json", "synthetic.json")["ckpt_path"].endswith("model.pt")
     chain = declared_preprocessing(BUNDLE_ROOT, image_size=[24, 20, 16])
     assert [type(t).__name__ for t in chain.transforms][-5:] == [
-        "ScaleIntensityRanged", "Resized", "Resized", "ResampleRegionsd", "CastToTyped"]  # fmt: skip
+        "ScaleIntensityRanged", "AntiAliasedResized", "Resized", "ResampleRegionsd", "CastToTyped"]  # fmt: skip
     with pytest.raises(FileNotFoundError, match="set --bundle_root"):
         declared_preprocessing(tmp_path)

@@ -129,3 +129,26 @@ def test_ct_checkpoint_gives_the_same_field_in_evaluation_and_inference(ct_pair,
     summary = json.loads((out / "summary.json").read_text())
     written = nib.load(summary["pairs"][0]["outputs"]["learn2reg"]).get_fdata()  # fixed-grid voxels (X, Y, Z, 3)
     np.testing.assert_allclose(written, expected.permute(1, 2, 3, 0).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("buffer_voxels", [3000, 2**24])  # many chunks per axis; one
+def test_anti_aliased_resize_gives_monais_values_and_affine(buffer_voxels):
+    """The CT chain's AntiAliasedResized = MONAI's Resized(anti_aliasing=True): same values to float rounding, same
+    affine and recorded operation; axis 0 shrinks 4x, axis 1 2.5x, axis 2 keeps its size, axis 3 of the output grows
+    (no smoothing where nothing shrinks)."""
+    from monai.data import MetaTensor
+    from monai.transforms import Resized
+
+    from scripts.data.transforms import AntiAliasedResized
+
+    affine = torch.tensor([[-2.0, 0.1, 0, 10], [0, 1.5, 0, -3], [0, 0, 3, 4], [0, 0, 0, 1]])
+    img = MetaTensor(torch.rand(2, 64, 50, 17, generator=torch.Generator().manual_seed(0)) * 1000, affine=affine)
+    for size in ([16, 20, 17], [16, 20, 30]):
+        ref = Resized("image", size, mode="trilinear", anti_aliasing=True)({"image": img.clone()})["image"]
+        ours = AntiAliasedResized("image", size, buffer_voxels=buffer_voxels)({"image": img.clone()})["image"]
+        assert tuple(ours.shape) == (2, *size) and float((ref - img.mean()).abs().max()) > 100  # not a constant
+        torch.testing.assert_close(ours.as_tensor(), ref.as_tensor(), atol=1e-3, rtol=1e-5)  # of values up to 1000
+        torch.testing.assert_close(ours.affine, ref.affine)
+        assert [op["class"] for op in ours.applied_operations] == [op["class"] for op in ref.applied_operations]
+    with pytest.raises(ValueError, match=r"shape \(64, 50, 17\) is not \(C, \*S\)"):
+        AntiAliasedResized("image", [16, 20, 17])({"image": img[0]})

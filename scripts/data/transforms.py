@@ -9,6 +9,9 @@ not provide.
   folder as the header checks see it (:func:`scripts.io.image_formats.series_files`: the largest series of the folder,
   checked for missing slices; MONAI's own ``ITKReader`` reads the first series GDCM lists and stretches a series with
   a missing slice over a uniform grid), every other input as ``LoadImaged`` does;
+- :class:`AntiAliasedResized`: MONAI's ``Resized`` with ``anti_aliasing``, the same numbers, its Gaussian filter run
+  line by line in bounded chunks (MONAI's ``conv3d`` buffer holds one copy of the volume per kernel tap: 9.7 GiB for
+  a 512 x 512 x 300 CT);
 - :class:`ReorientVectorsd`: vector components of a field loaded from a file (e.g. precomputed normals) re-expressed
   along the current array axes after ``Orientationd`` permuted/flipped those axes (``Orientationd`` moves the voxels
   but leaves each voxel's vector components untouched).
@@ -26,9 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import ITKReader, MetaTensor
-from monai.transforms import LoadImaged, MapTransform
+from monai.networks.layers import gaussian_1d
+from monai.transforms import LoadImaged, MapTransform, Resize
 from monai.utils import convert_to_dst_type, ensure_tuple, optional_import
 
 from scripts.io.image_formats import series_files
@@ -269,3 +274,62 @@ class LoadImageSeriesd(LoadImaged):
         super().__init__(*args, **kwargs)
         if self._loader.auto_select:  # readers chosen by the file name: ours is asked first and only takes folders
             self.register(DicomSeriesReader())
+
+
+class AntiAliasedResized(MapTransform):
+    """``Resized(keys, spatial_size, mode, anti_aliasing=True)`` of MONAI with its Gaussian filter run row by row.
+    Images (C, *S).
+
+    MONAI smooths before it shrinks (sigma = max(0, (in / out - 1) / 2) per axis, as skimage; an axis that does not
+    shrink is not smoothed) with ``GaussianFilter``: a separable convolution, ``conv3d`` along each axis in turn over
+    the whole volume, whose CPU buffer holds one copy of the volume per kernel tap: 9.7 GiB and 30 s for one
+    512 x 512 x 300 CT going to 80 x 64 x 48 (1.0 GiB loaded). The same filter (MONAI's ``gaussian_1d`` kernels,
+    zero padding, axis 0 first) is run here as ``conv1d`` over the image's lines along each axis, in chunks whose
+    buffer holds at most ``buffer_voxels`` floats (64 MB by default): 1.6 GiB and about 4 s for that CT, the same
+    values to float rounding (tested against MONAI's ``Resized``). MONAI's ``Resize`` without anti-aliasing then
+    shrinks the image and records the operation and the affine as before.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int],
+        mode: str = "trilinear",
+        buffer_voxels: int = 2**24,
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.spatial_size = [int(n) for n in spatial_size]
+        self.buffer_voxels = int(buffer_voxels)
+        self.resize = Resize(self.spatial_size, mode=mode, anti_aliasing=False)
+
+    def kernels(self, shape: Sequence[int]) -> list[torch.Tensor | None]:
+        """MONAI's anti-aliasing kernel along each axis of ``shape`` (None: the axis does not shrink)."""
+        sigmas = [max(0.0, (n / size - 1.0) / 2.0) for n, size in zip(shape, self.spatial_size)]
+        return [gaussian_1d(torch.tensor(s), truncated=4.0, approx="erf") if s > 0 else None for s in sigmas]
+
+    def smooth(self, img: Any) -> Any:
+        """``img`` (C, *S) filtered along each shrinking axis in turn, line by line; a new tensor."""
+        out = torch.as_tensor(img, dtype=torch.float).clone()
+        for axis, kernel in enumerate(self.kernels(img.shape[1:])):
+            if kernel is None:
+                continue
+            moved = out.movedim(axis + 1, -1)
+            lines = moved.reshape(-1, moved.shape[-1])  # a copy unless the axis is the last
+            pad, weight = kernel.numel() // 2, kernel.view(1, 1, -1).to(lines)
+            step = max(1, self.buffer_voxels // (kernel.numel() * lines.shape[1]))
+            for start in range(0, lines.shape[0], step):
+                chunk = lines[start : start + step, None]
+                lines[start : start + step] = F.conv1d(F.pad(chunk, (pad, pad)), weight)[:, 0]
+            out = lines.view(moved.shape).movedim(-1, axis + 1)
+        smoothed, *_ = convert_to_dst_type(out.contiguous(), dst=img, dtype=torch.float)
+        return smoothed
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.ndim != len(self.spatial_size) + 1:
+                raise ValueError(f"{key}: shape {tuple(img.shape)} is not (C, *S) with {len(self.spatial_size)} axes")
+            d[key] = self.resize(self.smooth(img))
+        return d
