@@ -181,7 +181,11 @@ def case_regions(case: dict, band_mm: float) -> dict[str, np.ndarray]:
     d_out = ndi.distance_transform_edt(~cav, sampling=spacing)
     band = ((cav & (d_in <= band_mm)) | (~cav & (d_out <= band_mm))) & body
     organs = np.isin(case["fixed_seg"], cavity_ids()) & cav
-    return {"body": body, "organs": organs, "bones": case["bones"], "band": band}
+    # body_seen: the body voxels whose true correspondence x + u(x) lies inside the moving image (no method can
+    # recover the rest: what moved in from outside the field of view, a slab as deep as the motion at its ends)
+    target = np.stack(np.meshgrid(*[np.arange(n) for n in cav.shape], indexing="ij")) + case["ddf"]
+    inside = np.all((target >= 0) & (target <= np.array(cav.shape)[:, None, None, None] - 1), axis=0)
+    return {"body": body, "organs": organs, "bones": case["bones"], "band": band, "body_seen": body & inside}
 
 
 def evaluate(
@@ -205,6 +209,9 @@ def evaluate(
     out["rigidity"] = float(rigidity_error(pred, _t(case["bones"].astype(np.float32))[None], spacing)[0])
     slip = sliding_jump_ratio(pred, true, _t(case["wall"])[None], _t(case["normals"]), spacing)
     out["slip"] = float(slip["slip_ratio"][0])
+    if "body_seen" in regions:
+        seen = _t(case["wall"] & regions["body_seen"])[None]
+        out["slip_seen"] = float(sliding_jump_ratio(pred, true, seen, _t(case["normals"]), spacing)["slip_ratio"][0])
     det = jacobian_determinant(pred)[0].numpy()
     out["fold_pct"] = float(100.0 * (det <= 0).mean())
     off = ~ndi.binary_dilation(case["wall"])

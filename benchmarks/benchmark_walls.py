@@ -20,6 +20,7 @@ Run (from the bundle root)::
     python -m benchmarks.benchmark_walls --walls out2,layer --seeds 0 --wall-band-mm 3.0   # a refinement option
     python -m benchmarks.benchmark_walls --walls default --seeds 0 --refine-option fold_barrier=0   # any other
     python -m benchmarks.benchmark_walls --walls default --seeds 0 --perturbations clean,eroded_organs --profile
+    python -m benchmarks.benchmark_walls --walls default --amplitude-mm 15,30 --flow-steps 7   # deep breathing
 
 ``--profile`` also prints where each refinement puts the slip across the true wall (:func:`jump_profile`).
 """
@@ -41,7 +42,7 @@ from scripts.synthesis.breathing import load_real_ct, make_breathing_case, phant
 from scripts.synthesis.walls import SEG_PERTURBATIONS, WALL_VARIANTS, draw_wall, perturb_segmentation, wall_kwargs
 
 ANATOMIES = ("ct", "phantom")
-KEYS = ("slip", "epe_band", "epe_body", "rigidity", "fold_pct_off_band", "seconds")
+KEYS = ("slip", "epe_band", "epe_body", "rigidity", "fold_pct_off_band", "seconds", "slip_seen", "epe_body_seen")
 
 
 def anatomy(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,13 +54,14 @@ def anatomy(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     raise ValueError(f"anatomy must be one of {ANATOMIES}, got {name!r}")
 
 
-def wall_case(name: str, seed: int, wall: str) -> dict:
-    """A known-motion case of anatomy ``name`` whose true wall is the variant ``wall`` (``random``: drawn)."""
+def wall_case(name: str, seed: int, wall: str, **motion) -> dict:
+    """A known-motion case of anatomy ``name`` whose true wall is the variant ``wall`` (``random``: drawn); ``motion``:
+    further keywords of :func:`make_breathing_case` (``amplitude_mm``, ``flow_steps``)."""
     image, seg, affine = anatomy(name, seed)
     rng = np.random.default_rng([seed, 20])
     spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     variant = draw_wall(rng) if wall == "random" else wall
-    case = make_breathing_case(image, seg, affine, rng, **wall_kwargs(variant, spacing))
+    case = make_breathing_case(image, seg, affine, rng, **wall_kwargs(variant, spacing), **motion)
     case["wall_variant"] = variant
     return case
 
@@ -92,13 +94,15 @@ def summarise(rows: list[dict]) -> dict[str, float]:
 
 def markdown(summary: dict) -> str:
     lines = [
-        "| anatomy | wall | segmentation | slip | band EPE | body EPE | bone rigidity | fold % off band | s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| anatomy | wall | segmentation | slip | band EPE | body EPE | bone rigidity | fold % off band | s "
+        "| slip, seen | body EPE, seen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, wall, pert), m in summary.items():
         lines.append(
             f"| {name} | {wall} | {pert} | {100 * m['slip']:.0f} % | {m['epe_band']:.2f} | {m['epe_body']:.2f} | "
-            f"{m['rigidity']:.4f} | {m['fold_pct_off_band']:.3f} | {m['seconds']:.1f} |"
+            f"{m['rigidity']:.4f} | {m['fold_pct_off_band']:.3f} | {m['seconds']:.1f} | {100 * m['slip_seen']:.0f} % | "
+            f"{m['epe_body_seen']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -120,6 +124,8 @@ def main(argv=None) -> dict:
         metavar="KEY=VALUE",
         help="another refine_pair / cavity_regions keyword, VALUE as JSON (e.g. fold_barrier=0); repeatable",
     )
+    p.add_argument("--amplitude-mm", default=None, help="LO,HI range of the contents' motion (default: generator's)")
+    p.add_argument("--flow-steps", type=int, default=0, help="generate the motion as a flow (deep breathing), 7")
     p.add_argument("--profile", action="store_true", help="also print where the slip lies (see jump_profile)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="benchmark_walls", help="folder for results.md / results.json")
@@ -151,13 +157,24 @@ def main(argv=None) -> dict:
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])
+    motion: dict = {"flow_steps": args.flow_steps} if args.flow_steps else {}
+    if args.amplitude_mm:
+        try:
+            lo, hi = (float(a) for a in args.amplitude_mm.split(","))
+            if not 0 <= lo < hi:
+                raise ValueError(args.amplitude_mm)
+        except ValueError:
+            raise SystemExit(
+                f"error: --amplitude-mm takes LO,HI with 0 <= LO < HI, got {args.amplitude_mm!r}"
+            ) from None
+        motion["amplitude_mm"] = (lo, hi)
     cases, grouped = [], {}
     offsets = np.arange(-4, 5) * 1.5  # mm along the outward normal of the true wall, for --profile
     for name in names:
         for wall in walls:
             for seed in seeds:
                 start = time.perf_counter()
-                case = wall_case(name, seed, wall)
+                case = wall_case(name, seed, wall, **motion)
                 regions = case_regions(case, args.band_mm)
                 built = time.perf_counter() - start
                 true_profile = jump_profile(case["ddf"], case, offsets) if args.profile else None
@@ -168,6 +185,10 @@ def main(argv=None) -> dict:
                     row = evaluate(ddf, case, regions, own)
                     row.update(seconds=seconds, anatomy=name, wall=wall, seed=seed, perturbation=pert)
                     row["variant"] = case["wall_variant"]
+                    row["motion"] = {k: case["info"][k] for k in ("organ_motion_mm_p5_p50_p95", "jump_mm_mean")}
+                    row["motion"]["det_min_inside"] = case["info"]["det_min_inside"]
+                    squeezed = case["det_in"][case["cavity"]] < 0.5  # the true field compresses these to < half
+                    row["motion"]["cavity_det_below_half_pct"] = float(100.0 * squeezed.mean())
                     row["seg_changed_pct"] = float(100.0 * (seg != case["fixed_seg"]).mean())
                     row["missing_label"] = info["missing"]
                     if args.profile:
@@ -192,6 +213,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table)
     settings = {"argv": sys.argv[1:] if argv is None else argv, "refine_kwargs": refine_kwargs, "band_mm": args.band_mm}
+    settings["motion"] = motion
     payload = {"settings": settings, "summary": {" / ".join(k): v for k, v in summary.items()}, "cases": cases}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     print(table)

@@ -39,3 +39,20 @@ def test_network_rows_on_a_held_out_generated_case(tmp_path):
     assert net["epe_body"] < none["epe_body"]  # measured: 4.42 of 5.46 mm
     assert both["epe_body"] < 0.8 * net["epe_body"] and both["seconds"] > net["seconds"] > 0  # refined from the network
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["refine_kwargs"]["network_refine_iterations"]
+
+
+def test_seen_region_and_metrics_leave_out_what_moved_in_from_outside_the_image():
+    """body_seen: the body voxels whose true correspondence lies inside the moving grid; on it the true field has no
+    error and its full slip; a field that is wrong only where nothing can be seen has no error there."""
+    import numpy as np
+
+    case = bench.build_case("phantom0")
+    regions = bench.case_regions(case, 6.0)
+    seen, body = regions["body_seen"], regions["body"]
+    target = np.stack(np.meshgrid(*[np.arange(n) for n in seen.shape], indexing="ij")) + case["ddf"]
+    outside = np.any((target < 0) | (target > np.array(seen.shape)[:, None, None, None] - 1), axis=0)
+    assert (seen == (body & ~outside)).all() and 0 < (body & outside).sum() < 0.2 * body.sum()
+    wrong_unseen = np.where(outside[None], case["ddf"] + 5.0, case["ddf"])  # off by 5 voxels where unseen
+    row = bench.evaluate(wrong_unseen, case, regions)
+    assert row["epe_body_seen"] == pytest.approx(0.0, abs=1e-6) and row["epe_body"] > 0.1
+    assert bench.evaluate(case["ddf"], case, regions)["slip_seen"] == pytest.approx(1.0, abs=1e-4)

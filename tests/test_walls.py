@@ -184,3 +184,8 @@ def test_benchmark_walls_rows_and_files(tmp_path):
         bench.main(["--walls", "thick", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="error: --refine-option takes KEY=VALUE"):
         bench.main(["--refine-option", "fold_barrier", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="error: --amplitude-mm takes LO,HI with 0 <= LO < HI, got '30,15'"):
+        bench.main(["--amplitude-mm", "30,15", "--out", str(tmp_path)])
+    motion = saved["cases"][0]["motion"]  # the case's own motion, beside the refinement's figures
+    assert 6.0 <= motion["organ_motion_mm_p5_p50_p95"][1] <= 10.0 and motion["jump_mm_mean"] > 2.0
+    assert motion["cavity_det_below_half_pct"] < 5.0 and 0 < saved["cases"][0]["epe_body_seen"] < 3.0  # 2.6 %

@@ -17,7 +17,8 @@ inverting x -> x + u(x), so warping it with the true u gives back the fixed imag
   bounded by ``wall_mm``), blended into the smooth field by truncated inverse-distance weights.
 
 The field is smooth on each side of the wall (u_in = u_out + t inside the cavity, u_out outside, both smooth over
-the whole grid), so det J > 0 is checked on each side. Everything is in NumPy/SciPy; shapes are (X, Y, Z) grids.
+the whole grid), so det J > 0 is checked on each side; with ``flow_steps`` (deep breathing) the contents follow the
+flow of t, then u_out. Everything is in NumPy/SciPy (the flow: MONAI's ``DVF2DDF``); shapes are (X, Y, Z) grids.
 """
 
 from __future__ import annotations
@@ -229,6 +230,17 @@ def _outside_field(seg, spacing, grid_mm, rng, wall_mm, rotation_deg, blend_mm):
     return u, bones, motions
 
 
+def _flow(velocity_vox: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The displacements (voxels, (3, *S)) of the flows of ``velocity_vox`` and of its opposite (MONAI ``DVF2DDF``)."""
+    import torch  # deferred: only the flow option needs torch here
+    from monai.networks.blocks import DVF2DDF  # deferred: as above
+
+    integrate = DVF2DDF(num_steps=steps)
+    vel = torch.from_numpy(np.ascontiguousarray(velocity_vox, dtype=np.float32))[None]
+    with torch.no_grad():
+        return tuple(integrate(v)[0].double().numpy() for v in (vel, -vel))
+
+
 def make_breathing_case(
     image: np.ndarray,
     seg: np.ndarray,
@@ -244,6 +256,7 @@ def make_breathing_case(
     strength_frac: float = 0.2,
     cavity_kwargs: dict | None = None,
     layer_mm: float = 0.0,
+    flow_steps: int = 0,
 ) -> dict:
     """A moving image with a known breathing-like motion of ``image`` (fixed), see the module docstring.
 
@@ -255,6 +268,11 @@ def make_breathing_case(
         the cavity for its normals. wall_decay_mm: depth over which the normal part of the motion is removed.
         cavity_kwargs: options of :func:`cavity_mask` (the wall's definition). layer_mm: thickness of a sliding
         layer inside the wall over which the jump builds up (smoothstep of the depth; 0: the jump lies at the wall).
+        flow_steps: 0 (default): the contents move by t, the breathing motion with its normal part removed near the
+        wall; > 0: they move along the flow of t taken as a stationary velocity (MONAI's ``DVF2DDF``, that many
+        scaling-and-squaring steps), a diffeomorphism, the moving image sampled through the flow of -t, its exact
+        inverse. Deep breathing (15-30 mm) folds the additive field where the normal part is removed; the flow
+        carries the contents along the wall instead (the velocity is tangential at the wall).
 
     Returns a dict: ``fixed`` float32, ``moving`` float32, ``fixed_seg``, ``moving_seg`` (seg dtype), ``ddf``
     float32 (3, X, Y, Z) voxels, ``ddf_mm`` (3, X, Y, Z) mm (array-axis frame), ``cavity``, ``wall`` (band on both
@@ -301,14 +319,23 @@ def make_breathing_case(
         # function of the smoothed indicator whose gradient is the normal: t is tangential, the ramp only shears
         ramp = _smoothstep((s - 0.5) / np.maximum(gnorm, 1e-12) / layer_mm)
         t = t * ramp
-    u_in = u_out + t
+    to_vox = spacing[:, None, None, None]
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
+    if flow_steps > 0:  # x -> flow of t -> the outside motion: u_in(x) = t(x) + u_out(x + t(x))
+        t_vox, back_vox = _flow(t / to_vox, flow_steps)
+        t = t_vox * to_vox
+        u_in = t + np.stack([ndi.map_coordinates(c, grid + t_vox, order=1, mode="nearest") for c in u_out])
+    else:
+        u_in = u_out + t
 
     ddf_mm = np.where(cav, u_in, u_out)
-    to_vox = spacing[:, None, None, None]
     wall = wall_band(cav)
     # invert each smooth side (points z(y) with z + u(z) = y), then pick the side the fixed point falls on
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
-    z_in, z_out = (grid + inverse_ddf(side / to_vox, iterations=30) for side in (u_in, u_out))
+    z_out = grid + inverse_ddf(u_out / to_vox, iterations=30)
+    if flow_steps > 0:  # the outside motion inverted by iteration, then the flow of -t: the flow of t's inverse
+        z_in = z_out + np.stack([ndi.map_coordinates(c, z_out, order=1, mode="nearest") for c in back_vox])
+    else:
+        z_in = grid + inverse_ddf(u_in / to_vox, iterations=30)
     in_cav = ndi.map_coordinates(cav.astype(np.float32), z_in, order=1, mode="nearest") >= 0.5
     z = np.where(in_cav, z_in, z_out)
     fixed = image.astype(np.float32)
@@ -322,7 +349,7 @@ def make_breathing_case(
             "cavity): use another seed or a smaller amplitude / larger normal_mm"
         )
     normals = np.where(wall, n_hat, 0.0).astype(np.float32)
-    jump = np.where(wall, t, 0.0).astype(np.float32)
+    jump = np.where(wall, u_in - u_out, 0.0).astype(np.float32)
     contents = np.isin(seg, cavity_ids()) & cav
     mag = np.sqrt((ddf_mm**2).sum(0))
     return {
@@ -346,7 +373,7 @@ def make_breathing_case(
             "organ_motion_mm_p5_p50_p95": [float(np.percentile(mag[contents], q)) for q in (5, 50, 95)],
             "outside_max_mm": float(np.sqrt((u_out**2).sum(0))[~cav].max()),
             "bone_groups": motions,
-            "jump_mm_mean": float(np.sqrt((t**2).sum(0))[wall & cav].mean()),
+            "jump_mm_mean": float(np.sqrt(((u_in - u_out) ** 2).sum(0))[wall & cav].mean()),
             "det_min_inside": float(det_in[cav].min()),
             "det_min_outside": float(det_out[~cav].min()),
         },
