@@ -236,9 +236,12 @@ def _flow(velocity_vox: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]
     from monai.networks.blocks import DVF2DDF  # deferred: as above
 
     integrate = DVF2DDF(num_steps=steps)
-    vel = torch.from_numpy(np.ascontiguousarray(velocity_vox, dtype=np.float32))[None]
+    pad = int(np.ceil(np.abs(velocity_vox).max())) + 2  # the velocity continued beyond the grid: no point stops there
+    padded = np.pad(velocity_vox, [(0, 0)] + [(pad, pad)] * 3, mode="edge")
+    vel = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))[None]
+    crop = (slice(None), *[slice(pad, -pad)] * 3)
     with torch.no_grad():
-        return tuple(integrate(v)[0].double().numpy() for v in (vel, -vel))
+        return tuple(integrate(v)[0].double().numpy()[crop] for v in (vel, -vel))
 
 
 def make_breathing_case(
