@@ -21,6 +21,7 @@ Run (from the bundle root)::
     python -m benchmarks.benchmark_walls --walls default --seeds 0 --refine-option fold_barrier=0   # any other
     python -m benchmarks.benchmark_walls --walls default --seeds 0 --perturbations clean,eroded_organs --profile
     python -m benchmarks.benchmark_walls --walls default --amplitude-mm 15,30 --flow-steps 7   # deep breathing
+    python -m benchmarks.benchmark_walls --walls default --perturbations clean --method refine_true_wall
 
 ``--profile`` also prints where each refinement puts the slip across the true wall (:func:`jump_profile`).
 """
@@ -126,6 +127,12 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--amplitude-mm", default=None, help="LO,HI range of the contents' motion (default: generator's)")
     p.add_argument("--flow-steps", type=int, default=0, help="generate the motion as a flow (deep breathing), 7")
+    p.add_argument(
+        "--method",
+        default="refine_full",
+        choices=("refine_full", "refine_true_wall"),
+        help="the refinement as configs/refine.json runs it, or given the TRUE wall band, bones and normals",
+    )
     p.add_argument("--profile", action="store_true", help="also print where the slip lies (see jump_profile)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="benchmark_walls", help="folder for results.md / results.json")
@@ -181,7 +188,7 @@ def main(argv=None) -> dict:
                 for pert in perts:
                     rng = np.random.default_rng([seed, 30])
                     seg, info = perturb_segmentation(case["fixed_seg"], rng, **SEG_PERTURBATIONS[pert])
-                    ddf, seconds, own = run_method("refine_full", {**case, "fixed_seg": seg}, refine_kwargs, {})
+                    ddf, seconds, own = run_method(args.method, {**case, "fixed_seg": seg}, refine_kwargs, {})
                     row = evaluate(ddf, case, regions, own)
                     row.update(seconds=seconds, anatomy=name, wall=wall, seed=seed, perturbation=pert)
                     row["variant"] = case["wall_variant"]
@@ -213,7 +220,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table)
     settings = {"argv": sys.argv[1:] if argv is None else argv, "refine_kwargs": refine_kwargs, "band_mm": args.band_mm}
-    settings["motion"] = motion
+    settings["motion"], settings["method"] = motion, args.method
     payload = {"settings": settings, "summary": {" / ".join(k): v for k, v in summary.items()}, "cases": cases}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     print(table)
