@@ -21,6 +21,7 @@ from scipy import ndimage as ndi
 
 from scripts.data.generated import GeneratedCTDataset
 from scripts.inference.modality import check_modality, looks_like_ct
+from scripts.io.errors import InputError
 from scripts.losses.biomechanical import RegistrationLoss
 from scripts.synthesis.anatomy import generated_case
 
@@ -253,5 +254,5 @@ def test_inference_json_alone_is_the_shipped_ct_model(tmp_path):
     chain = declared_preprocessing(BUNDLE_ROOT, image_size=[24, 20, 16])
     assert [type(t).__name__ for t in chain.transforms][-5:] == [
         "ScaleIntensityRanged", "AntiAliasedResized", "Resized", "ResampleRegionsd", "CastToTyped"]  # fmt: skip
-    with pytest.raises(FileNotFoundError, match="set --bundle_root"):
+    with pytest.raises(InputError, match=r"configs/ct\.json: no such file; .* set --bundle_root"):
         declared_preprocessing(tmp_path)

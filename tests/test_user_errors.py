@@ -407,6 +407,11 @@ def test_evaluation_and_inference_command_lines(tmp_path):
                    cwd=tmp_path)  # fmt: skip
     assert_one_error_line(proc, "option --progress: 'no'", "--progress true or --progress false")
     assert not (tmp_path / "o").exists()
+    # a wrong --bundle_root: the default model's preprocessing is read from <bundle_root>/configs/ct.json
+    proc = command("inference", ["inference.json"], "--bundle_root", str(tmp_path), "--fixed", pair["fixed"],
+                   "--moving", pair["moving"], "--output_dir", str(tmp_path / "o"), cwd=BUNDLE_ROOT)  # fmt: skip
+    assert_one_error_line(proc, str(tmp_path / "configs" / "ct.json"), "set --bundle_root")
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_errors_are_one_line(tmp_path):

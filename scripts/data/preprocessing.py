@@ -16,6 +16,8 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
+from scripts.io.errors import InputError
+
 __all__ = ["declared_preprocessing"]
 
 
@@ -23,14 +25,14 @@ def declared_preprocessing(bundle_root: str | Path, config: str = "ct.json", **v
     """The ``preprocessing`` of ``<bundle_root>/configs/<config>``, instantiated with that file's values, ``values``
     (e.g. ``image_size``, ``hu_window``) overriding them; ``bundle_root`` is set too, for paths inside the chain.
 
-    Raises FileNotFoundError naming the file and the ``bundle_root`` to set when the config is not there, and
-    KeyError when it declares no ``preprocessing``.
+    Raises InputError (one ``error:`` line on the command line) naming the file and the option to set when the
+    config is not there (a wrong ``--bundle_root``), and KeyError when it declares no ``preprocessing``.
     """
     path = Path(bundle_root) / "configs" / config
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no such config, the preprocessing of the model is declared there; "
-            "set --bundle_root to the bundle's folder"
+        raise InputError(
+            f"{path}: no such file; the model's preprocessing is declared there: set --bundle_root to the bundle's "
+            "folder (the one holding configs/ and models/)"
         )
     parser = ConfigParser(ConfigParser.load_config_file(str(path)))
     if "preprocessing" not in parser.get():

@@ -10,8 +10,7 @@ not provide.
   checked for missing slices; MONAI's own ``ITKReader`` reads the first series GDCM lists and stretches a series with
   a missing slice over a uniform grid), every other input as ``LoadImaged`` does;
 - :class:`AntiAliasedResized`: MONAI's ``Resized`` with ``anti_aliasing``, the same numbers, its Gaussian filter run
-  line by line in bounded chunks (MONAI's ``conv3d`` buffer holds one copy of the volume per kernel tap: 9.7 GiB for
-  a 512 x 512 x 300 CT);
+  line by line in bounded chunks (MONAI's ``conv3d`` buffer holds one copy of the volume per kernel tap);
 - :class:`ReorientVectorsd`: vector components of a field loaded from a file (e.g. precomputed normals) re-expressed
   along the current array axes after ``Orientationd`` permuted/flipped those axes (``Orientationd`` moves the voxels
   but leaves each voxel's vector components untouched).
@@ -282,12 +281,12 @@ class AntiAliasedResized(MapTransform):
 
     MONAI smooths before it shrinks (sigma = max(0, (in / out - 1) / 2) per axis, as skimage; an axis that does not
     shrink is not smoothed) with ``GaussianFilter``: a separable convolution, ``conv3d`` along each axis in turn over
-    the whole volume, whose CPU buffer holds one copy of the volume per kernel tap: 9.7 GiB and 30 s for one
-    512 x 512 x 300 CT going to 80 x 64 x 48 (1.0 GiB loaded). The same filter (MONAI's ``gaussian_1d`` kernels,
-    zero padding, axis 0 first) is run here as ``conv1d`` over the image's lines along each axis, in chunks whose
-    buffer holds at most ``buffer_voxels`` floats (64 MB by default): 1.6 GiB and about 4 s for that CT, the same
-    values to float rounding (tested against MONAI's ``Resized``). MONAI's ``Resize`` without anti-aliasing then
-    shrinks the image and records the operation and the affine as before.
+    the whole volume, whose CPU buffer holds one copy of the volume per kernel tap. The same filter (MONAI's
+    ``gaussian_1d`` kernels, zero padding, axis 0 first) is run here as ``conv1d`` over the image's lines along each
+    axis, in chunks whose buffer holds at most ``buffer_voxels`` floats (64 MB by default), the same values to float
+    rounding (tested against MONAI's ``Resized``). A 512 x 512 x 300 pair through the CT model: 10.0 GiB with
+    MONAI's filter, 1.9 GiB with this one (``benchmarks/benchmark_memory.py``). MONAI's ``Resize`` without
+    anti-aliasing then shrinks the image and records the operation and the affine as before.
     """
 
     def __init__(

@@ -352,7 +352,8 @@ def make_breathing_case(
             "cavity): use another seed or a smaller amplitude / larger normal_mm"
         )
     normals = np.where(wall, n_hat, 0.0).astype(np.float32)
-    jump = np.where(wall, u_in - u_out, 0.0).astype(np.float32)
+    jump_mm = u_in - u_out  # tangential at the wall: t (the flow's chord along a curved wall with flow_steps)
+    jump = np.where(wall, jump_mm, 0.0).astype(np.float32)
     contents = np.isin(seg, cavity_ids()) & cav
     mag = np.sqrt((ddf_mm**2).sum(0))
     return {
@@ -376,7 +377,7 @@ def make_breathing_case(
             "organ_motion_mm_p5_p50_p95": [float(np.percentile(mag[contents], q)) for q in (5, 50, 95)],
             "outside_max_mm": float(np.sqrt((u_out**2).sum(0))[~cav].max()),
             "bone_groups": motions,
-            "jump_mm_mean": float(np.sqrt(((u_in - u_out) ** 2).sum(0))[wall & cav].mean()),
+            "jump_mm_mean": float(np.sqrt((jump_mm**2).sum(0))[wall & cav].mean()),
             "det_min_inside": float(det_in[cav].min()),
             "det_min_outside": float(det_out[~cav].min()),
         },
