@@ -185,6 +185,10 @@ def main(argv=None) -> dict:
                 regions = case_regions(case, args.band_mm)
                 built = time.perf_counter() - start
                 true_profile = jump_profile(case["ddf"], case, offsets) if args.profile else None
+                motion_info = {k: case["info"][k] for k in ("organ_motion_mm_p5_p50_p95", "jump_mm_mean")}
+                motion_info["det_min_inside"] = case["info"]["det_min_inside"]
+                squeezed = case["det_in"][case["cavity"]] < 0.5  # the true field compresses these to < half
+                motion_info["cavity_det_below_half_pct"] = float(100.0 * squeezed.mean())
                 for pert in perts:
                     rng = np.random.default_rng([seed, 30])
                     seg, info = perturb_segmentation(case["fixed_seg"], rng, **SEG_PERTURBATIONS[pert])
@@ -192,10 +196,7 @@ def main(argv=None) -> dict:
                     row = evaluate(ddf, case, regions, own)
                     row.update(seconds=seconds, anatomy=name, wall=wall, seed=seed, perturbation=pert)
                     row["variant"] = case["wall_variant"]
-                    row["motion"] = {k: case["info"][k] for k in ("organ_motion_mm_p5_p50_p95", "jump_mm_mean")}
-                    row["motion"]["det_min_inside"] = case["info"]["det_min_inside"]
-                    squeezed = case["det_in"][case["cavity"]] < 0.5  # the true field compresses these to < half
-                    row["motion"]["cavity_det_below_half_pct"] = float(100.0 * squeezed.mean())
+                    row["motion"] = dict(motion_info)
                     row["seg_changed_pct"] = float(100.0 * (seg != case["fixed_seg"]).mean())
                     row["missing_label"] = info["missing"]
                     if args.profile:
