@@ -235,7 +235,7 @@ def refine_pair(
     similarity: str = "lncc",
     regulariser: str = "rigidity_shearing_jacobian",
     gamma: float = 0.5,
-    smooth: float = 0.5,
+    smooth: float = 1.0,
     levels: int = 3,
     iterations: int | Sequence[int] = (150, 100, 60),
     lr: float | Sequence[float] = 0.3,
