@@ -8,7 +8,8 @@ from monai.networks.blocks import Warp
 from scipy import ndimage
 
 from scripts.evaluation.metrics import folding_percentage, rigidity_error
-from scripts.refinement.optimiser import refine_pair
+from scripts.losses.biomechanical import REGULARISERS
+from scripts.refinement.optimiser import DEFAULT_SMOOTH, refine_pair
 from scripts.refinement.pyramid import resize_field, resize_regions, working_shape
 from scripts.regions.labels import RIGID, SLIDING
 
@@ -105,6 +106,19 @@ def test_rigidity_term_keeps_the_block_rigid(sliding_results):
     rig = float(rigidity_error(out["rigidity_shearing_jacobian"], mask, 2.0))
     jac = float(rigidity_error(out["jacobian"], mask, 2.0))
     assert rig < 0.3 * jac, (rig, jac)
+
+
+@pytest.mark.parametrize("regulariser, expected", [("rigidity_shearing_jacobian", 1.0), ("jacobian", 0.5)])
+def test_the_diffusion_weight_defaults_to_the_value_of_the_prior(regulariser, expected):
+    """smooth=None is DEFAULT_SMOOTH of the regulariser (1.0 with the sliding band, 0.5 without): the same field bit
+    for bit as that weight given, another field than the other weight."""
+    assert set(DEFAULT_SMOOTH) == set(REGULARISERS) and DEFAULT_SMOOTH[regulariser] == expected
+    v_true, mask, normals = _sliding_case()
+    fixed, moving = _pair(v_true, seed=2, blank=2)
+    kwargs = dict(reg_mask=mask, normals=normals, regulariser=regulariser, levels=1, iterations=15)
+    fields = {w: refine_pair(fixed, moving, (2.0, 2.0, 2.0), smooth=w, **kwargs)[0] for w in (None, 0.5, 1.0)}
+    assert torch.equal(fields[None], fields[expected])
+    assert not torch.allclose(fields[None], fields[1.5 - expected], atol=1e-4)
 
 
 def test_regions_survive_coarse_levels():

@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.bundle import ConfigParser
 
 from scripts.inference.predict import run_inference_workflow
 from scripts.io.errors import find_input_error
@@ -156,3 +157,15 @@ def test_segmentation_on_the_fly(known_motion, tmp_path, monkeypatch):
         run_inference_workflow(None, CONFIGS, output_dir=str(tmp_path / "always"), segment_fixed="always", **common)
     err = find_input_error(info.value)
     assert err is not None and "TotalSegmentator" in str(err) and "case_fixed.nii.gz" in str(err)
+
+
+def test_the_config_leaves_the_diffusion_weight_to_the_prior():
+    """configs/refine.json's ``refine_smooth`` null reaches refine_pair as its default (DEFAULT_SMOOTH: 1.0 with the
+    sliding band, 0.5 on the log-Jacobian path without a segmentation); a number on the command line fixes it."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for override, expected in (({}, None), ({"refine_smooth": 0.7}, 0.7)):
+        parser = ConfigParser()
+        parser.read_config([str(root / name) for name in CONFIGS])
+        parser.update({"bundle_root": str(root.parent), **override})
+        inferer = parser.get_parsed_content("inferer")
+        assert inferer.options.get("smooth") == expected

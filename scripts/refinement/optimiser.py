@@ -68,6 +68,7 @@ from scripts.regions.labels import SLIDING
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "DEFAULT_SMOOTH",
     "backward_terms",
     "level_terms",
     "refine_pair",
@@ -81,6 +82,12 @@ DIVERGENCE_MARGIN = 1.0
 # default similarity weight ``alpha``: LNCC lies in [-1, 0], the MIND-SSC mean squared difference is ~10x smaller
 # (tuned on the deformed real CT of benchmarks/sweep_refine.py; the MSE value is a guess of the same order)
 DEFAULT_ALPHA = {"lncc": 1.0, "mind": 10.0, "mse": 10.0}
+# default diffusion weight ``smooth`` per prior. With the sliding band, the diffusion is what carries the image's pull
+# from textured tissue into the homogeneous contents next to the wall, whose tangential jump the band leaves free:
+# 1.0 recovers more of the slip than 0.5 on every breathing case measured (held-out CT 83 against 80 %, deep breathing
+# 62 against 50 %). Without a band it only over-smooths: 0.5 is the better value there (held-out CT 1.14 against
+# 1.19 mm, the smooth field of benchmarks/benchmark_refine.py 2.89 against 3.45 mm). docs/README.md, issue 20.
+DEFAULT_SMOOTH = {"rigidity_shearing_jacobian": 1.0, "rigidity_jacobian": 0.5, "jacobian": 0.5}
 
 
 def _forward_diffusion(
@@ -235,7 +242,7 @@ def refine_pair(
     similarity: str = "lncc",
     regulariser: str = "rigidity_shearing_jacobian",
     gamma: float = 0.5,
-    smooth: float = 1.0,
+    smooth: float | None = None,
     levels: int = 3,
     iterations: int | Sequence[int] = (150, 100, 60),
     lr: float | Sequence[float] = 0.3,
@@ -260,7 +267,9 @@ def refine_pair(
             MIND-SSC descriptors, :mod:`scripts.losses.mind`) or ``"mse"``.
         alpha: weight of the similarity (``None``: :data:`DEFAULT_ALPHA` of the similarity, 1 for LNCC).
         regulariser: ``"rigidity_shearing_jacobian"`` or ``"jacobian"`` (or ``"rigidity_jacobian"``).
-        gamma: weight of the biomechanical loss; smooth: weight of the sliding-aware forward-difference diffusion.
+        gamma: weight of the biomechanical loss.
+        smooth: weight of the sliding-aware forward-difference diffusion (``None``: :data:`DEFAULT_SMOOTH` of the
+            regulariser, 1.0 with the sliding band, 0.5 without).
         levels: number of grids (the finest is the working grid, each coarser one half as fine).
         iterations: Adam iterations per level, coarsest first (one int: the same on every level).
         lr: Adam learning rate, voxels of the level's grid per step (one per level, coarsest first, or one).
@@ -289,7 +298,8 @@ def refine_pair(
     fixed, moving = fixed.detach().float(), moving.detach().float()
     sim = _Similarity(similarity, lncc_kernel, mind_radius, mind_dilation)
     alpha = DEFAULT_ALPHA[similarity] if alpha is None else float(alpha)
-    reg = BiomechanicalLoss(mode=regulariser, fold_penalty=fold_penalty)
+    reg = BiomechanicalLoss(mode=regulariser, fold_penalty=fold_penalty)  # checks the regulariser's name
+    smooth = DEFAULT_SMOOTH[regulariser] if smooth is None else float(smooth)
     warp = Warp(mode="bilinear", padding_mode="border")
     masks = None if reg_mask is None else reg_mask.detach().float()
     nrm = None if normals is None else normals.detach().float()
