@@ -174,6 +174,42 @@ def rigid_from_image(bones: np.ndarray, image: np.ndarray, bone_hu: float = 100.
     return bones | (ndimage.binary_dilation(bones, iterations=grow) & (image >= bone_hu))
 
 
+def snap_to_edge(cavity: np.ndarray, image: np.ndarray, spacing: np.ndarray, snap_mm: float) -> np.ndarray:
+    """The cavity (bool (X, Y, Z)) with its wall moved by up to ``snap_mm`` (whole voxels of the finest axis) to the
+    strongest intensity edge of ``image`` (HU, same grid) next to it. Candidates: the cavity eroded or dilated by k
+    voxels (6-neighbours), |k| <= snap_mm / min spacing; the strength of a candidate's wall is the mean of
+    |grad I . n| (n the labels' wall normal) over the two voxel layers that touch it, averaged along the wall
+    (Gaussian, 2 voxels); each voxel near the wall takes the candidate with the strongest wall nearby (5 % weaker per
+    voxel of shift, so that a flat image moves nothing)."""
+    h = float(spacing.min())
+    steps = int(np.floor(snap_mm / h + 1e-6))
+    if steps < 1:
+        return cavity
+    smooth = ndimage.gaussian_filter(cavity.astype(np.float32), 2.0 * h / spacing, mode="nearest")
+    grad_c = np.stack(np.gradient(smooth, *spacing))
+    normal = -grad_c / np.maximum(np.linalg.norm(grad_c, axis=0), 1e-6)
+    grad_i = np.stack(np.gradient(ndimage.gaussian_filter(image.astype(np.float32), 0.7), *spacing))
+    edge = np.abs((grad_i * normal).sum(0))
+    shifts = range(-steps, steps + 1)
+    candidates = [
+        ndimage.binary_dilation(cavity, iterations=k) if k > 0 else
+        ndimage.binary_erosion(cavity, iterations=-k, border_value=1) if k < 0 else cavity
+        for k in shifts
+    ]
+    sigma = 2.0 * h / spacing
+    scores = []
+    for k, cand in zip(shifts, candidates):
+        layers = (cand & ~ndimage.binary_erosion(cand, border_value=1)) | (ndimage.binary_dilation(cand) & ~cand)
+        level = layers.astype(np.float32)
+        num = ndimage.gaussian_filter(edge * level, sigma, mode="nearest")
+        den = ndimage.gaussian_filter(level, sigma, mode="nearest")
+        scores.append(num / np.maximum(den, 1e-3) * (1.0 - 0.05 * abs(k)) - 1e-6 * abs(k))
+    best = np.argmax(np.stack(scores), axis=0)
+    out = np.take_along_axis(np.stack(candidates), best[None], axis=0)[0]
+    near = candidates[-1] & ~candidates[0]  # where the candidates differ
+    return np.where(near, out, cavity)
+
+
 def cavity_regions(
     seg: Any,
     spacing: Sequence[float],
@@ -187,6 +223,7 @@ def cavity_regions(
     body_threshold: float = -500.0,
     bone_gap: int = 1,
     bone_hu: float | None = 100.0,
+    snap_mm: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Regularisation mask and sliding normals with sliding along the whole cavity wall (module docstring).
 
@@ -207,6 +244,8 @@ def cavity_regions(
         bone_hu: with ``image``, the bones grow by the voxels of at least ``bone_hu`` HU next to them
             (:func:`rigid_from_image`): a segmenter's bone boundary is off by a voxel or two, and on thin bones (ribs)
             that is much of the bone. ``None``: the segmentation's bones as they are.
+        snap_mm: with ``image``, move the wall within this distance to the strongest intensity edge
+            (:func:`snap_to_edge`); 0: the wall of the labels.
 
     Returns:
         ``(mask, normals)``: uint8 (X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; float32 (3, X, Y, Z) unit normals
@@ -242,6 +281,8 @@ def cavity_regions(
     bones = np.isin(labels, region_spec.rigid)
     if img is not None and bone_hu is not None and bones.any():
         bones = rigid_from_image(bones, img, bone_hu)
+    if img is not None and snap_mm > 0 and cavity.any() and not cavity.all():
+        cavity = snap_to_edge(cavity, img, sp, snap_mm)
     if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
         cavity &= ~ndimage.binary_dilation(bones, iterations=bone_gap)
     if cavity.any() and not cavity.all():
