@@ -71,7 +71,8 @@ NETWORK_METHODS = ("network", "network_refine")
 # ceiling of what a better wall estimate could give
 EXTRA_METHODS = ("refine_true_wall",) + NETWORK_METHODS
 HU_WINDOW = (-1200.0, 400.0)
-REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm")  # options of cavity_regions, not of refine_pair
+# options of cavity_regions, not of refine_pair
+REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm")
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:

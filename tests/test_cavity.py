@@ -4,7 +4,7 @@ segmentations."""
 import numpy as np
 import pytest
 
-from scripts.regions.cavity import body_mask, cavity_labels, cavity_regions
+from scripts.regions.cavity import body_mask, cavity_labels, cavity_regions, snap_to_edge
 from scripts.regions.labels import JACOBIAN, RIGID, SLIDING, TOTALSEG_V2_TOTAL
 from scripts.regions.masks import build_regularisation_mask, load_region_spec
 
@@ -124,6 +124,21 @@ def test_band_touches_the_wall_on_both_sides_on_an_anisotropic_grid():
     assert mask[20, 20, 7] == SLIDING and mask[20, 20, 8] == SLIDING and mask[20, 20, 9] == JACOBIAN
     assert mask[10, 20, 14] == SLIDING and mask[9, 20, 14] == RIGID
     assert normals[1, 20, 9, 14] < -0.9 and normals[2, 20, 20, 7] < -0.9  # outward: towards low y, low z
+
+
+def test_snap_moves_a_wall_a_voxel_off_to_the_image_edge_and_leaves_a_flat_image_alone():
+    """A bright ball of radius 10 voxels; labels one voxel inside or outside it are moved onto it (within the
+    6-neighbour shape of a dilation: under a fifth of the ball's surface voxels differ, against all of them before);
+    on a flat image, or with snap_mm below a voxel, nothing moves."""
+    r = np.sqrt(((np.indices((40, 40, 40)) - 19.5) ** 2).sum(0))
+    image = np.where(r < 10, 40.0, -100.0) + np.random.default_rng(0).normal(0.0, 5.0, r.shape)
+    truth, spacing = r < 10, np.ones(3)
+    surface = int((truth & (r >= 9)).sum())
+    for labels in (r < 9, r < 11):
+        before, after = int((labels ^ truth).sum()), int((snap_to_edge(labels, image, spacing, 2.0) ^ truth).sum())
+        assert before > 0.9 * surface and after < 0.2 * surface, (before, after, surface)
+    assert (snap_to_edge(r < 9, np.zeros_like(image), spacing, 2.0) == (r < 9)).all()
+    assert (snap_to_edge(r < 9, image, spacing, 0.9) == (r < 9)).all()
 
 
 def test_cavity_group_of_the_default_spec():

@@ -34,6 +34,11 @@ rigidity term then misses a rib's rim (with each label perturbed by ±1 voxel, a
 the bones' rigidity error on the real CT fell from 0.0282 to 0.0219 with it, 0.0218 to 0.0156 with every label
 eroded by one voxel; 0.0022 / 0.0024 with the clean labels: ``benchmarks/benchmark_walls.py``).
 
+With the CT and ``snap_mm`` > 0 (off by default), the wall first moves to the strongest intensity edge within that
+distance (:func:`snap_to_edge`): a lead for labels a voxel off the organs' boundary, measured in docs/README.md (*Walls
+nobody tuned on*): it recovers most of the slip that eroded organ labels lose, and costs a little where the labels
+are right.
+
 Mask: 1 on the rigid labels of the spec (bones), 2 on the wall band and on the organ-organ pair bands of the spec
 (their normals from :func:`scripts.regions.normals.compute_normals`, ``method="gaussian"``), 0 elsewhere; the wall
 normal wins where the two bands overlap, and bones stay rigid everywhere (unlike the training regions, where a pair band
@@ -61,6 +66,7 @@ __all__ = [
     "body_mask",
     "cavity_mask",
     "rigid_from_image",
+    "snap_to_edge",
     "cavity_regions",
 ]
 
@@ -192,8 +198,11 @@ def snap_to_edge(cavity: np.ndarray, image: np.ndarray, spacing: np.ndarray, sna
     edge = np.abs((grad_i * normal).sum(0))
     shifts = range(-steps, steps + 1)
     candidates = [
-        ndimage.binary_dilation(cavity, iterations=k) if k > 0 else
-        ndimage.binary_erosion(cavity, iterations=-k, border_value=1) if k < 0 else cavity
+        (
+            ndimage.binary_dilation(cavity, iterations=k)
+            if k > 0
+            else ndimage.binary_erosion(cavity, iterations=-k, border_value=1) if k < 0 else cavity
+        )
         for k in shifts
     ]
     sigma = 2.0 * h / spacing
