@@ -180,6 +180,25 @@ def rigid_from_image(bones: np.ndarray, image: np.ndarray, bone_hu: float = 100.
     return bones | (ndimage.binary_dilation(bones, iterations=grow) & (image >= bone_hu))
 
 
+def _smoothed_gradient(mask: np.ndarray, sigma_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """(3, X, Y, Z) gradient per mm of the mask's indicator smoothed by a Gaussian of ``sigma_mm``: minus its
+    direction is the outward normal of the mask's boundary."""
+    smooth = ndimage.gaussian_filter(mask.astype(np.float32), sigma_mm / spacing, mode="nearest")
+    return np.stack(np.gradient(smooth, *spacing))
+
+
+def _wall_layers(mask: np.ndarray) -> np.ndarray:
+    """The voxels that touch the mask's boundary (6-neighbours across it), on both sides."""
+    return (mask & ~ndimage.binary_erosion(mask, border_value=1)) | (ndimage.binary_dilation(mask) & ~mask)
+
+
+def _shifted(mask: np.ndarray, k: int) -> np.ndarray:
+    """The mask dilated (k > 0) or eroded (k < 0) by |k| voxels (6-neighbours)."""
+    if k > 0:
+        return ndimage.binary_dilation(mask, iterations=k)
+    return ndimage.binary_erosion(mask, iterations=-k, border_value=1) if k < 0 else mask
+
+
 def snap_to_edge(cavity: np.ndarray, image: np.ndarray, spacing: np.ndarray, snap_mm: float) -> np.ndarray:
     """The cavity (bool (X, Y, Z)) with its wall moved by up to ``snap_mm`` (whole voxels of the finest axis) to the
     strongest intensity edge of ``image`` (HU, same grid) next to it. Candidates: the cavity eroded or dilated by k
@@ -191,25 +210,16 @@ def snap_to_edge(cavity: np.ndarray, image: np.ndarray, spacing: np.ndarray, sna
     steps = int(np.floor(snap_mm / h + 1e-6))
     if steps < 1:
         return cavity
-    smooth = ndimage.gaussian_filter(cavity.astype(np.float32), 2.0 * h / spacing, mode="nearest")
-    grad_c = np.stack(np.gradient(smooth, *spacing))
+    grad_c = _smoothed_gradient(cavity, 2.0 * h, spacing)
     normal = -grad_c / np.maximum(np.linalg.norm(grad_c, axis=0), 1e-6)
     grad_i = np.stack(np.gradient(ndimage.gaussian_filter(image.astype(np.float32), 0.7), *spacing))
     edge = np.abs((grad_i * normal).sum(0))
     shifts = range(-steps, steps + 1)
-    candidates = [
-        (
-            ndimage.binary_dilation(cavity, iterations=k)
-            if k > 0
-            else ndimage.binary_erosion(cavity, iterations=-k, border_value=1) if k < 0 else cavity
-        )
-        for k in shifts
-    ]
+    candidates = [_shifted(cavity, k) for k in shifts]
     sigma = 2.0 * h / spacing
     scores = []
     for k, cand in zip(shifts, candidates):
-        layers = (cand & ~ndimage.binary_erosion(cand, border_value=1)) | (ndimage.binary_dilation(cand) & ~cand)
-        level = layers.astype(np.float32)
+        level = _wall_layers(cand).astype(np.float32)
         num = ndimage.gaussian_filter(edge * level, sigma, mode="nearest")
         den = ndimage.gaussian_filter(level, sigma, mode="nearest")
         scores.append(num / np.maximum(den, 1e-3) * (1.0 - 0.05 * abs(k)) - 1e-6 * abs(k))
@@ -300,12 +310,11 @@ def cavity_regions(
         # the wall lies half a voxel beyond the centres of the boundary voxels; the voxels touching it (6-neighbours
         # across it) are always in the band, also along a coarse axis of an anisotropic grid
         band = np.where(cavity, d_in, d_out) - 0.5 * float(sp.min()) <= band_mm + 1e-6
-        band |= (cavity & ~ndimage.binary_erosion(cavity, border_value=1)) | (ndimage.binary_dilation(cavity) & ~cavity)
+        band |= _wall_layers(cavity)
         if body is not None:
             band &= body
         sigma = float(sigma_mm) if sigma_mm is not None else max(2.0 * band_mm, 2.0 * float(sp.max()))
-        smooth = ndimage.gaussian_filter(cavity.astype(np.float32), sigma / sp, mode="nearest")
-        grad = np.stack(np.gradient(smooth, *sp))  # (3, X, Y, Z) per mm
+        grad = _smoothed_gradient(cavity, sigma, sp)
         norm = np.linalg.norm(grad, axis=0)
         band &= norm > 1e-3 * float(norm.max())
         wall_normals = np.divide(-grad, norm, out=np.zeros_like(grad), where=band[None])
