@@ -185,8 +185,9 @@ def main(argv=None) -> dict:
                 regions = case_regions(case, args.band_mm)
                 built = time.perf_counter() - start
                 true_profile = jump_profile(case["ddf"], case, offsets) if args.profile else None
-                motion_info = {k: case["info"][k] for k in ("organ_motion_mm_p5_p50_p95", "jump_mm_mean")}
-                motion_info["det_min_inside"] = case["info"]["det_min_inside"]
+                motion_info = {
+                    k: case["info"][k] for k in ("organ_motion_mm_p5_p50_p95", "jump_mm_mean", "det_min_inside")
+                }
                 squeezed = case["det_in"][case["cavity"]] < 0.5  # the true field compresses these to < half
                 motion_info["cavity_det_below_half_pct"] = float(100.0 * squeezed.mean())
                 for pert in perts:
