@@ -169,3 +169,11 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior():
         parser.update({"bundle_root": str(root.parent), **override})
         inferer = parser.get_parsed_content("inferer")
         assert inferer.options.get("smooth") == expected
+    for bad in ("abc", -1.0):  # a weight that is no number >= 0: one error line naming the option
+        parser = ConfigParser()
+        parser.read_config([str(root / name) for name in CONFIGS])
+        parser.update({"bundle_root": str(root.parent), "refine_smooth": bad})
+        with pytest.raises(Exception) as info:
+            parser.get_parsed_content("inferer")
+        err = find_input_error(info.value)
+        assert err is not None and "--refine_smooth must be a number >= 0" in str(err), repr(info.value)

@@ -159,6 +159,11 @@ class RefinementInferer(Inferer):
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
+        for name, weight in (("gamma", gamma), ("smooth", smooth)):
+            if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+                raise InputError(
+                    f"--refine_{name} must be a number >= 0 (or null: the default of the prior in use), got {weight!r}"
+                )
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
 
