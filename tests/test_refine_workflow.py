@@ -159,7 +159,7 @@ def test_segmentation_on_the_fly(known_motion, tmp_path, monkeypatch):
     assert err is not None and "TotalSegmentator" in str(err) and "case_fixed.nii.gz" in str(err)
 
 
-def test_the_config_leaves_the_diffusion_weight_to_the_prior():
+def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_option():
     """configs/refine.json's ``refine_smooth`` null reaches refine_pair as its default (DEFAULT_SMOOTH: 1.0 with the
     sliding band, 0.5 on the log-Jacobian path without a segmentation); a number on the command line fixes it."""
     root = Path(__file__).resolve().parents[1] / "configs"
@@ -169,11 +169,19 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior():
         parser.update({"bundle_root": str(root.parent), **override})
         inferer = parser.get_parsed_content("inferer")
         assert inferer.options.get("smooth") == expected
-    for bad in ("abc", -1.0):  # a weight that is no number >= 0: one error line naming the option
+    bad_values = [  # one error line naming the option
+        ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
+        ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),
+        ("refine_gamma", "0.5x", "--refine_gamma must be a number >= 0"),
+        ("refine_similarity", "ssim", "--refine_similarity must be one of"),
+        ("refine_intensity", "hu", "--refine_intensity must be one of"),
+        ("segment_fixed", "maybe", "--segment_fixed must be one of"),
+    ]
+    for key, bad, message in bad_values:
         parser = ConfigParser()
         parser.read_config([str(root / name) for name in CONFIGS])
-        parser.update({"bundle_root": str(root.parent), "refine_smooth": bad})
+        parser.update({"bundle_root": str(root.parent), key: bad})
         with pytest.raises(Exception) as info:
             parser.get_parsed_content("inferer")
         err = find_input_error(info.value)
-        assert err is not None and "--refine_smooth must be a number >= 0" in str(err), repr(info.value)
+        assert err is not None and message in str(err), (key, repr(info.value))

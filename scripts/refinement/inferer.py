@@ -146,13 +146,13 @@ class RefinementInferer(Inferer):
     ):
         super().__init__()
         if intensity not in INTENSITIES:
-            raise ValueError(f"intensity must be one of {INTENSITIES}, got {intensity!r}")
+            raise InputError(f"--refine_intensity must be one of {INTENSITIES}, got {intensity!r}")
         if similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+            raise InputError(f"--refine_similarity must be one of {SIMILARITIES}, got {similarity!r}")
         if use_network and network_inferer is None:
             raise ValueError("use_network needs the network_inferer")
         if segment not in SEGMENT_CHOICES:
-            raise ValueError(f"segment must be one of {SEGMENT_CHOICES}, got {segment!r}")
+            raise InputError(f"--segment_fixed must be one of {SEGMENT_CHOICES}, got {segment!r}")
         self.segment = segment
         self.network_inferer, self.use_network = network_inferer, bool(use_network)
         self.grid_mm = None if grid_mm is None else float(grid_mm)
