@@ -72,7 +72,7 @@ NETWORK_METHODS = ("network", "network_refine")
 EXTRA_METHODS = ("refine_true_wall",) + NETWORK_METHODS
 HU_WINDOW = (-1200.0, 400.0)
 # options of cavity_regions, not of refine_pair
-REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm")
+REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm", "unlabelled_bone_hu")
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:

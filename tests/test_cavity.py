@@ -59,10 +59,30 @@ def test_a_segmented_rib_short_of_its_bright_rim_gets_it_back_from_the_ct():
     eroded[7, 12:28, 12:28] = 0  # the segmenter lost the rib's outer voxel layer
     clean_mask, _ = cavity_regions(seg, SP, image=image)
     mask, _ = cavity_regions(eroded, SP, image=image)
-    as_labelled, _ = cavity_regions(eroded, SP, image=image, bone_hu=None)
+    as_labelled, _ = cavity_regions(eroded, SP, image=image, bone_hu=None, unlabelled_bone_hu=None)
     assert (as_labelled[7, 12:28, 12:28] != RIGID).all()  # without the CT the rim is soft tissue
     assert (mask[7:10, 12:28, 12:28] == RIGID).all() and (mask == RIGID).sum() == (clean_mask == RIGID).sum()
     assert (mask[6, 12:28, 12:28] != RIGID).all() and (mask[10:12, 14:26, 14:26] != RIGID).all()  # dim: stays out
+
+
+def test_a_rib_the_segmenter_lost_is_rigid_from_its_brightness_and_contrast_in_the_cavity_is_not():
+    seg, image = _phantom()
+    image[7:10, 12:28, 12:28] = 400  # the rib, as bright as bone
+    image[20, 18:22, 10:14] = 300  # contrast in the liver, unlabelled (a vessel the segmenter left out)
+    image[3, 20, 20] = 150  # a dim unlabelled voxel in the wall
+    lost = seg.copy()
+    lost[7:10, 12:28, 12:28] = 0  # the whole rib is gone (eroded away): no label left to grow from
+    lost[20, 18:22, 10:14] = 0
+    clean_mask, _ = cavity_regions(seg, SP, image=image)
+    mask, _ = cavity_regions(lost, SP, image=image)
+    labels_only, _ = cavity_regions(lost, SP, image=image, unlabelled_bone_hu=None)
+    assert (labels_only[7:10, 12:28, 12:28] != RIGID).all()
+    assert (mask[7:10, 12:28, 12:28] == RIGID).all() and (mask == RIGID).sum() == (clean_mask == RIGID).sum()
+    assert (mask[20, 18:22, 10:14] != RIGID).all() and mask[3, 20, 20] != RIGID
+    # the band keeps its voxel off the found rib, as off a labelled one
+    assert (mask[10, 14:26, 14:26] == SLIDING).all() and (mask[10] == clean_mask[10]).all()
+    labels_only_no_ct, _ = cavity_regions(lost, SP)  # without the CT nothing is found
+    assert (labels_only_no_ct[7:10, 12:28, 12:28] != RIGID).all()
 
 
 def test_no_band_in_the_air_and_without_pairs():
