@@ -136,16 +136,18 @@ def run_method(
         band = None
         if method in ("refine_full", "refine_pairs"):
             options = {k: v for k, v in refine_kwargs.items() if k in REGION_KEYS}
-            mask, normals = cavity_regions(
-                case["fixed_seg"], spacing, image=fixed, pairs=method == "refine_pairs", **options
+            mask, normals, side = cavity_regions(
+                case["fixed_seg"], spacing, image=fixed, pairs=method == "refine_pairs", return_side=True, **options
             )
             kwargs.update(reg_mask=_t(mask.astype(np.float32))[None], normals=_t(normals))
+            kwargs["wall_side"] = _t(side.astype(np.float32))[None]
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
             band = mask == 2
         elif method == "refine_true_wall":
             mask = np.where(case["bones"], 1, 0).astype(np.float32)
             mask[case["wall"] & ~case["bones"]] = 2
             kwargs.update(reg_mask=_t(mask)[None], normals=_t(case["normals"]))
+            kwargs["wall_side"] = _t(case["cavity"].astype(np.float32))[None]
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
             band = mask == 2
         else:

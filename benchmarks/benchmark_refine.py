@@ -38,7 +38,7 @@ from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example" / "example_ct.nii.gz"
-CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "biomech_refine_case.npz"
+CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "biomech_refine_case_side.npz"  # with the wall side (0.5.0)
 SHAPE_MM = (192, 160, 256)
 
 
@@ -64,7 +64,7 @@ def build_case(path: Path = CACHE, seed: int = 0) -> Path:
     seg[inside & (fixed_hu < -400)] = TOTALSEG_V2_TOTAL["lung_lower_lobe_left"]
     seg[fixed_hu > 200] = TOTALSEG_V2_TOTAL["vertebrae_L1"]
     out = deform_ct(fixed_hu, seg, (1.0, 1.0, 1.0), np.random.default_rng(seed), smooth_mm=6.0)
-    mask, normals = cavity_regions(seg, (1.0, 1.0, 1.0), image=fixed_hu)
+    mask, normals, side = cavity_regions(seg, (1.0, 1.0, 1.0), image=fixed_hu, return_side=True)
 
     def norm(a):
         return np.clip((a + 200.0) / 450.0, 0.0, 1.0).astype(np.float32)
@@ -78,6 +78,7 @@ def build_case(path: Path = CACHE, seed: int = 0) -> Path:
         v=v[0].numpy(),
         mask=mask,
         normals=normals,
+        side=side,
         body=inside,
     )
     return path
@@ -92,11 +93,14 @@ def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
     fixed, moving = (torch.from_numpy(case[k])[None, None] for k in ("fixed", "moving"))
     mask = torch.from_numpy(case["mask"])[None, None].float()
     normals = torch.from_numpy(case["normals"])[None]
+    side = torch.from_numpy(case["side"])[None, None].float()
     v = torch.from_numpy(case["v"])[None]
     body = torch.from_numpy(case["body"])
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start, cpu0 = time.perf_counter(), time.process_time()
-    ddf, curve = refine_pair(fixed, moving, (1.0, 1.0, 1.0), reg_mask=mask, normals=normals, regulariser=config)
+    ddf, curve = refine_pair(
+        fixed, moving, (1.0, 1.0, 1.0), reg_mask=mask, normals=normals, wall_side=side, regulariser=config
+    )
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0
 
     def epe(u):

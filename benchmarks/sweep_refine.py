@@ -44,7 +44,7 @@ def load_case() -> dict:
         return torch.from_numpy(np.clip((a + 200) / 450, 0, 1))[None, None].float()
 
     true = torch.from_numpy(inverse_ddf(out["ddf"]))[None]
-    mask, normals = cavity_regions(seg, (3, 3, 3), image=ct)
+    mask, normals, side = cavity_regions(seg, (3, 3, 3), image=ct, return_side=True)
     fixed = norm(ct)
     return dict(
         fixed=fixed,
@@ -53,6 +53,7 @@ def load_case() -> dict:
         body=fixed > 0.05,
         mask=torch.from_numpy(mask)[None, None].float(),
         normals=torch.from_numpy(normals)[None],
+        side=torch.from_numpy(side)[None, None].float(),
     )
 
 
@@ -83,7 +84,13 @@ def main(argv: list[str]) -> None:
     for kwargs in [json.loads(a) for a in argv] or [{}]:
         start = time.perf_counter()
         ddf, _ = refine_pair(
-            case["fixed"], case["moving"], (3, 3, 3), reg_mask=case["mask"], normals=case["normals"], **kwargs
+            case["fixed"],
+            case["moving"],
+            (3, 3, 3),
+            reg_mask=case["mask"],
+            normals=case["normals"],
+            wall_side=case["side"],
+            **kwargs,
         )
         result = {"config": kwargs, "seconds": round(time.perf_counter() - start, 1), **evaluate(case, ddf)}
         print(json.dumps(result), flush=True)

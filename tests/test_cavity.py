@@ -85,6 +85,18 @@ def test_a_rib_the_segmenter_lost_is_rigid_from_its_brightness_and_contrast_in_t
     assert (labels_only_no_ct[7:10, 12:28, 12:28] != RIGID).all()
 
 
+def test_the_wall_side_is_the_cavity_and_unknown_on_the_pair_bands_off_the_wall():
+    seg, image = _phantom()
+    mask, normals, side = cavity_regions(seg, SP, image=image, return_side=True)
+    plain, _ = cavity_regions(seg, SP, image=image)
+    assert (mask == plain).all() and side.dtype == np.int8 and side.shape == seg.shape
+    assert side[20, 20, 14] == 1 and side[3, 20, 20] == 0 and side[35, 20, 20] == 0  # liver inside; wall, vertebra out
+    # the wall beside the rib (the cavity keeps a voxel off it): its band's two voxels, one on each side
+    assert (mask[10:12, 20, 14] == SLIDING).all() and side[10, 20, 14] == 0 and side[11, 20, 14] == 1
+    assert mask[20, 20, 19] == SLIDING and side[20, 20, 19] == -1  # lung-liver pair band: both sides are inside
+    assert set(np.unique(side[mask != SLIDING]).tolist()) <= {0, 1}
+
+
 def test_no_band_in_the_air_and_without_pairs():
     seg, image = _phantom()
     with_body, _ = cavity_regions(seg, SP, image=image, band_mm=3.0)

@@ -168,8 +168,8 @@ class RefinementInferer(Inferer):
         self.options = {key: value for key, value in options.items() if value is not None}
 
     def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
-        """(regulariser, reg_mask, normals) on the refinement grid: from the fixed segmentation, or the log-Jacobian
-        prior alone (with a notice) without one."""
+        """(regulariser, reg_mask, normals, wall side) on the refinement grid: from the fixed segmentation, or the
+        log-Jacobian prior alone (with a notice) without one."""
         if pair.fixed_seg is None:
             pair.fixed_seg = self.segment_on_the_fly(pair)
         if pair.fixed_seg is None:
@@ -178,11 +178,17 @@ class RefinementInferer(Inferer):
                 "(no rigid bones, no sliding)",
                 pair.name,
             )
-            return "jacobian", None, None
+            return "jacobian", None, None, None
         seg = _nearest_on_grid(np.asarray(pair.fixed_seg), shape)
         body = fixed_hu.numpy() if self.intensity == "ct" else None
-        mask, normals = cavity_regions(
-            seg, spacing, image=body, band_mm=self.band_mm, closing_mm=self.closing_mm, pairs=self.organ_pairs
+        mask, normals, side = cavity_regions(
+            seg,
+            spacing,
+            image=body,
+            band_mm=self.band_mm,
+            closing_mm=self.closing_mm,
+            pairs=self.organ_pairs,
+            return_side=True,
         )
         logger.info(
             "%s: regions on the %s grid: %d rigid, %d sliding voxels",
@@ -191,7 +197,12 @@ class RefinementInferer(Inferer):
             int((mask == RIGID).sum()),
             int((mask == SLIDING).sum()),
         )
-        return self.regulariser, torch.from_numpy(mask)[None, None], torch.from_numpy(normals)[None]
+        regions = (
+            torch.from_numpy(mask)[None, None],
+            torch.from_numpy(normals)[None],
+            torch.from_numpy(side)[None, None],
+        )
+        return (self.regulariser, *regions)
 
     def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
         """The TotalSegmentator ``total`` label map of the fixed image (:func:`scripts.regions.segment.run`, fast
@@ -234,7 +245,7 @@ class RefinementInferer(Inferer):
         moving_hu, _ = warp_to_fixed(moving_coarse, m_affine, affine, shape, None, fill=float(moving_coarse.min()))
         fixed = _normalise(fixed_hu, self.intensity, self.hu_window)
         moving = _normalise(moving_hu, self.intensity, self.hu_window)
-        regulariser, reg_mask, normals = self.regions(pair, shape, spacing, fixed_hu)
+        regulariser, reg_mask, normals, side = self.regions(pair, shape, spacing, fixed_hu)
         with torch.enable_grad():  # evaluators run the inferer under no_grad
             ddf, curve = refine_pair(
                 fixed[None, None],
@@ -242,6 +253,7 @@ class RefinementInferer(Inferer):
                 spacing.tolist(),
                 reg_mask=reg_mask,
                 normals=normals,
+                wall_side=side,
                 init_ddf=init,
                 similarity=self.similarity,
                 regulariser=regulariser,

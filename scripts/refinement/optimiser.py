@@ -25,8 +25,8 @@ Parameterisation: a dense displacement on a working grid of about ``grid_mm`` (2
 A dense field has one weakness: the central differences of :mod:`scripts.losses.mechanics` do not see a checkerboard
 (their null space at the Nyquist frequency), so the similarity could write voxel-scale noise into the field
 unopposed. ``D`` closes that gap: the mean squared FORWARD difference of the field (mm / mm) on the Jacobian
-and rigid regions; on the sliding band that of the normal component u . n along every axis and of the tangential
-part only along the interface's own plane, so the tangential jump across the wall stays free.
+and rigid regions; across the sliding wall that of the normal component u . n only, so the tangential jump stays
+free (:mod:`scripts.refinement.terms`; given the wall's side, exactly on the pairs that cross it).
 
 Coarse to fine: ``levels`` grids, each half the resolution of the next, the finest being the working grid; the
 field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling; each level's
@@ -61,9 +61,16 @@ from monai.networks.blocks import Warp
 from torch.nn import functional as F
 
 from scripts.losses.biomechanical import BiomechanicalLoss
-from scripts.losses.mechanics import jacobian_det
 from scripts.losses.mind import mind_ssc
-from scripts.refinement.pyramid import grid_spacing, resize_field, resize_image, resize_regions, working_shape
+from scripts.refinement.pyramid import (
+    grid_spacing,
+    resize_field,
+    resize_image,
+    resize_regions,
+    resize_side,
+    working_shape,
+)
+from scripts.refinement.terms import forward_diffusion, forward_fold_barrier
 from scripts.regions.labels import SLIDING
 
 __all__ = [
@@ -90,73 +97,22 @@ DEFAULT_ALPHA = {"lncc": 1.0, "mind": 10.0, "mse": 10.0}
 DEFAULT_SMOOTH = {"rigidity_shearing_jacobian": 1.0, "rigidity_jacobian": 0.5, "jacobian": 0.5}
 
 
-def _forward_diffusion(
-    u_vox: torch.Tensor,
-    spacing_t: torch.Tensor,
-    spacing: Sequence[float],
-    sliding: torch.Tensor | None,
-    normals: torch.Tensor | None,
-) -> torch.Tensor:
-    """Mean squared forward difference (mm / mm) of the field u = ``u_vox * spacing_t`` (voxels times the voxel size,
-    (1, 3, 1, 1, 1)), sliding-aware.
-
-    Outside the sliding band: |Delta_a u|^2 along every axis a. Between two band voxels: |Delta_a (u . n)|^2 +
-    (1 - |n_a|)^2 |Delta_a u_t|^2, u_t = u - (u . n) n: the tangential displacement may change freely ACROSS the
-    interface (along n), not along it. Pairs with one end in the band and one outside are not penalised. The
-    weight is 1 for a pair in the interface's plane and 0 for one along its normal; on an oblique wall a pair along
-    an axis crosses the wall about |n_a| of the time, and (1 - |n_a|)^2 lets such pairs carry the jump where
-    (1 - n_a^2) kept half its cost at 45 degrees and dragged the wall's outer side along with the organs.
-    """
-    u_mm = u_vox * spacing_t
-    if sliding is None or normals is None or not bool(sliding.any()):
-        return sum(torch.diff(u_mm, dim=2 + a).div(s).square().sum(dim=1).mean() for a, s in enumerate(spacing))
-    un = (u_mm * normals).sum(dim=1, keepdim=True)
-    ut = u_mm - un * normals
-    total = u_mm.new_zeros(())
-    for axis, s in enumerate(spacing):
-        n_pairs = u_mm.shape[2 + axis] - 1
-        a, b = sliding.narrow(2 + axis, 0, n_pairs), sliding.narrow(2 + axis, 1, n_pairs)
-        outside, inside = (~a & ~b).to(u_mm.dtype), (a & b).to(u_mm.dtype)
-        full = torch.diff(u_mm, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True)
-        normal = torch.diff(un, dim=2 + axis).div(s).square()
-        weight = (1.0 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n_pairs).abs()).square()
-        tangential = torch.diff(ut, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True) * weight
-        total = total + (outside * full + inside * (normal + tangential)).mean()
-    return total
-
-
-def _forward_fold_barrier(u_vox: torch.Tensor, keep: torch.Tensor | None, tau: float = 0.2) -> torch.Tensor:
-    """Mean of relu(tau - det J_f)^2 over the cells not in the sliding band, J_f the FORWARD-difference Jacobian
-    (the central differences of the losses miss folds between voxels, which appear once the field is upsampled)."""
-    n = [m - 1 for m in u_vox.shape[2:]]
-    base = u_vox[:, :, : n[0], : n[1], : n[2]]
-    cols = []
-    for axis in range(3):
-        idx = [slice(None), slice(None), slice(0, n[0]), slice(0, n[1]), slice(0, n[2])]
-        idx[2 + axis] = slice(1, n[axis] + 1)
-        cols.append(u_vox[tuple(idx)] - base)  # (B, 3, ...) d u / d i_axis
-    g = [[cols[axis][:, k] for axis in range(3)] for k in range(3)]
-    det = jacobian_det(g)
-    term = F.relu(tau - det).square()
-    if keep is None:
-        return term.mean()
-    k = keep[:, 0, : n[0], : n[1], : n[2]].to(term.dtype)
-    return (term * k).sum() / k.sum().clamp_min(1.0)
-
-
-def level_terms(param, weights, losses, source, target, spacing, reg_mask, normals, sliding, smooth_normals):
+def level_terms(param, weights, losses, source, target, spacing, reg_mask, normals, sliding, smooth_normals, side=None):
     """The terms of a level's loss, ``{name: (weight, function computing the term)}`` in the order
     :func:`backward_terms` takes them: ``fold`` (barrier), ``smooth`` (the diffusion D), ``regulariser``,
     ``similarity``. ``weights``: (alpha, gamma, smooth, fold_barrier); ``losses``: (the :class:`_Similarity`, the
-    ``Warp``, the ``BiomechanicalLoss``); ``sliding``, ``smooth_normals``: the band and normals of D (None: plain
-    diffusion)."""
+    ``Warp``, the ``BiomechanicalLoss``); ``sliding``, ``smooth_normals``, ``side``: the band, normals and wall side
+    of D (:mod:`scripts.refinement.terms`; None: plain diffusion, or the side guessed from the normals)."""
     alpha, gamma, smooth, fold_barrier = weights
     sim, warp, reg = losses
     spacing_t = torch.tensor(spacing).reshape(1, 3, 1, 1, 1)
     keep = None if sliding is None else ~sliding
     return {
-        "fold": (fold_barrier, functools.partial(_forward_fold_barrier, param, keep)),
-        "smooth": (smooth, functools.partial(_forward_diffusion, param, spacing_t, spacing, sliding, smooth_normals)),
+        "fold": (fold_barrier, functools.partial(forward_fold_barrier, param, keep)),
+        "smooth": (
+            smooth,
+            functools.partial(forward_diffusion, param, spacing_t, spacing, sliding, smooth_normals, side),
+        ),
         "regulariser": (gamma, functools.partial(reg, param, reg_mask, normals, spacing=spacing)),
         "similarity": (alpha, functools.partial(sim.warped, warp, source, target, param)),
     }
@@ -214,7 +170,7 @@ class _Similarity:
         return self(warp(source, ddf), target)
 
 
-def _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf):
+def _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf, wall_side=None):
     if fixed.ndim != 5 or fixed.shape[:2] != (1, 1):
         raise ValueError(f"fixed must be (1, 1, X, Y, Z), got shape {tuple(fixed.shape)}")
     if moving.shape != fixed.shape:
@@ -229,6 +185,12 @@ def _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf):
         raise ValueError(f"normals must be (1, 3, *S) = {(1, 3) + grid}, got {tuple(normals.shape)}")
     if init_ddf is not None and tuple(init_ddf.shape) != (1, 3) + grid:
         raise ValueError(f"init_ddf must be (1, 3, *S) = {(1, 3) + grid}, got {tuple(init_ddf.shape)}")
+    if wall_side is not None:
+        if tuple(wall_side.shape) != (1, 1) + grid:
+            raise ValueError(f"wall_side must be (1, 1, *S) = {(1, 1) + grid}, got {tuple(wall_side.shape)}")
+        values = torch.unique(wall_side).tolist()
+        if any(v not in (-1, 0, 1) for v in values):
+            raise ValueError(f"wall_side holds 1 (inside the wall), 0 (outside) or -1 (unknown), got values {values}")
     return spacing
 
 
@@ -238,6 +200,7 @@ def refine_pair(
     spacing: Sequence[float],
     reg_mask: torch.Tensor | None = None,
     normals: torch.Tensor | None = None,
+    wall_side: torch.Tensor | None = None,
     init_ddf: torch.Tensor | None = None,
     similarity: str = "lncc",
     regulariser: str = "rigidity_shearing_jacobian",
@@ -262,6 +225,9 @@ def refine_pair(
         spacing: (3,) voxel size of that grid, mm.
         reg_mask: (1, 1, X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; needed unless ``regulariser="jacobian"``.
         normals: (1, 3, X, Y, Z) unit sliding normals (mm frame, channel k along axis k), needed with sliding voxels.
+        wall_side: (1, 1, X, Y, Z) 1 inside the sliding wall (the cavity), 0 outside, -1 unknown (e.g.
+            ``cavity_regions(..., return_side=True)``): the diffusion then frees the slip exactly on the pairs that
+            cross the wall (:mod:`scripts.refinement.terms`); None: it guesses from the normals.
         init_ddf: (1, 3, X, Y, Z) initial displacement in voxels of the grid (e.g. a network's prediction).
         similarity: ``"lncc"`` (MONAI LNCC, window ``lncc_kernel`` voxels of each level), ``"mind"`` (MSE of
             MIND-SSC descriptors, :mod:`scripts.losses.mind`) or ``"mse"``.
@@ -283,7 +249,7 @@ def refine_pair(
         iteration with ``level``, ``similarity``, ``regulariser``, ``smooth``, ``fold``, ``total``, ``lr`` (the
         step then, halved after a divergence) and ``seconds``.
     """
-    spacing = _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf)
+    spacing = _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf, wall_side)
     if regulariser != "jacobian" and reg_mask is None:
         raise ValueError(f"regulariser {regulariser!r} needs reg_mask; use regulariser='jacobian' without regions")
     if levels < 1:
@@ -314,14 +280,17 @@ def refine_pair(
     # image / region pyramid, finest first, each level from the next finer one (small kernels, cheap at 1 mm)
     pyramid: list[tuple] = [None] * levels
     f_l, m_l, mask_l, n_l = fixed, moving, masks, nrm
+    side_l = None if wall_side is None else wall_side.detach().float()
     for level in reversed(range(levels)):
         f_l, m_l = resize_image(f_l, shapes[level]), resize_image(m_l, shapes[level])
         if mask_l is not None:
             mask_l, n_l = resize_regions(mask_l, n_l, shapes[level])
-        pyramid[level] = (f_l, m_l, mask_l, n_l)
+        if side_l is not None:
+            side_l = resize_side(side_l, shapes[level])
+        pyramid[level] = (f_l, m_l, mask_l, n_l, side_l)
     for level, (shape, n_iter, rate) in enumerate(zip(shapes, iters, rates)):
         sp = grid_spacing(in_shape, spacing, shape)
-        f_l, m_l, mask_l, n_l = pyramid[level]
+        f_l, m_l, mask_l, n_l, side_l = pyramid[level]
         source, target = sim.prepare(f_l, m_l, sp)
         # the diffusion term frees the tangential jump only where the shearing term is used
         slides = regulariser == "rigidity_shearing_jacobian" and mask_l is not None
@@ -335,7 +304,8 @@ def refine_pair(
         opt = torch.optim.Adam([param], lr=rate)
         best_total, best = math.inf, param.detach().clone()
         weights, losses = (alpha, gamma, smooth, fold_barrier), (sim, warp, reg)
-        terms = level_terms(param, weights, losses, source, target, sp, mask_l, n_l, sliding, n_smooth)
+        side = side_l if slides else None
+        terms = level_terms(param, weights, losses, source, target, sp, mask_l, n_l, sliding, n_smooth, side)
         for _ in range(n_iter):
             opt.zero_grad(set_to_none=True)
             val = backward_terms(terms)

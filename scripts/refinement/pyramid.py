@@ -7,7 +7,8 @@ in voxels is rescaled by (m - 1) / (n - 1) along each axis when it moves from n 
 - :func:`working_shape`, :func:`grid_spacing`: the working grid of about ``grid_mm`` per voxel and its voxel size;
 - :func:`resize_image`: anti-aliased (Gaussian blur of half the shrink factor) then trilinear;
 - :func:`resize_field`: trilinear, in voxels of the new grid;
-- :func:`resize_regions`: the regularisation mask and its sliding normals, keeping a thin band alive.
+- :func:`resize_regions`: the regularisation mask and its sliding normals, keeping a thin band alive;
+- :func:`resize_side`: the wall's side (1 inside, 0 outside, -1 unknown), nearest sample.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.nn import functional as F
 
 from scripts.regions.labels import RIGID, SLIDING
 
-__all__ = ["working_shape", "grid_spacing", "resize_image", "resize_field", "resize_regions"]
+__all__ = ["working_shape", "grid_spacing", "resize_image", "resize_field", "resize_regions", "resize_side"]
 
 
 def working_shape(shape: Sequence[int], spacing: Sequence[float], grid_mm: float | None) -> tuple[int, ...]:
@@ -112,3 +113,14 @@ def resize_regions(
     norm = n.norm(dim=1, keepdim=True)
     n = torch.where((out == SLIDING) & (norm > 1e-6), n / norm.clamp_min(1e-6), torch.zeros_like(n))
     return out, n.to(normals.dtype)
+
+
+def resize_side(side: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The wall's side (1, 1, *S) (1 inside the cavity, 0 outside, -1 unknown) on a grid of ``shape``: nearest sample,
+    so that a coarse voxel keeps the side of the fine voxel at its centre (the coarse band, dilated by
+    :func:`resize_regions`, lies on both sides of the wall, and each of its voxels gets one)."""
+    shape = tuple(int(n) for n in shape)
+    if tuple(side.shape[2:]) == shape:
+        return side
+    idx = [_nearest_index(n, m, side.device) for n, m in zip(side.shape[2:], shape)]
+    return side[:, :, idx[0]][:, :, :, idx[1]][:, :, :, :, idx[2]]

@@ -46,6 +46,10 @@ distance (:func:`snap_to_edge`): a lead for labels a voxel off the organs' bound
 nobody tuned on*): it recovers most of the slip that eroded organ labels lose, and costs a little where the labels
 are right.
 
+With ``return_side``, the cavity also comes back as the wall's side (1 inside, 0 outside, -1 on the organ-organ pair
+bands off the wall): the refinement's diffusion then frees the slip exactly on the voxel pairs that cross the wall
+(:mod:`scripts.refinement.terms`).
+
 Mask: 1 on the rigid labels of the spec (bones), 2 on the wall band and on the organ-organ pair bands of the spec
 (their normals from :func:`scripts.regions.normals.compute_normals`, ``method="gaussian"``), 0 elsewhere; the wall
 normal wins where the two bands overlap, and bones stay rigid everywhere (unlike the training regions, where a pair band
@@ -251,7 +255,8 @@ def cavity_regions(
     bone_hu: float | None = 100.0,
     snap_mm: float = 0.0,
     unlabelled_bone_hu: float | None = 200.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_side: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Regularisation mask and sliding normals with sliding along the whole cavity wall (module docstring).
 
     Args:
@@ -275,10 +280,12 @@ def cavity_regions(
             (:func:`snap_to_edge`); 0: the wall of the labels.
         unlabelled_bone_hu: with ``image``, the unlabelled voxels (label 0) of at least this many HU outside the
             cavity are bones too (module docstring: a rib the segmenter eroded away); ``None``: only labelled bones.
+        return_side: also return the wall's side for ``refine_pair(wall_side=...)``.
 
     Returns:
         ``(mask, normals)``: uint8 (X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; float32 (3, X, Y, Z) unit normals
-        (mm frame, channel k along array axis k) on sliding voxels, 0 elsewhere.
+        (mm frame, channel k along array axis k) on sliding voxels, 0 elsewhere; with ``return_side`` also int8
+        (X, Y, Z): 1 inside the cavity, 0 outside, -1 on the organ-organ pair bands off the wall (no side there).
 
     Raises:
         ValueError: non-integer or non-3D label map, an image of another shape, bad spacing, unknown label names.
@@ -307,6 +314,7 @@ def cavity_regions(
         normals = compute_normals(mask == SLIDING, spacing=sp, method="gaussian", sigma_mm=sigma_mm)
 
     cavity = cavity_mask(labels, cavity_labels(spec, table), sp, closing_mm)
+    band = np.zeros(labels.shape, dtype=bool)
     bones = np.isin(labels, region_spec.rigid)
     if img is not None and bone_hu is not None and bones.any():
         bones = rigid_from_image(bones, img, bone_hu)
@@ -336,4 +344,8 @@ def cavity_regions(
     # the soft tissue beside it (with the bands overriding them, ribs got the shearing term: 3.9x the rigidity error)
     mask[bones] = RIGID
     normals[:, mask != SLIDING] = 0.0
-    return mask.astype(np.uint8), normals.astype(np.float32)
+    if not return_side:
+        return mask.astype(np.uint8), normals.astype(np.float32)
+    side = cavity.astype(np.int8)
+    side[(mask == SLIDING) & ~band] = -1
+    return mask.astype(np.uint8), normals.astype(np.float32), side
