@@ -185,3 +185,34 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
             parser.get_parsed_content("inferer")
         err = find_input_error(info.value)
         assert err is not None and message in str(err), (key, repr(info.value))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"refine_levels": 0}, "--refine_levels must be a whole number >= 1"),
+        ({"refine_levels": "two"}, "--refine_levels must be a whole number >= 1"),
+        ({"refine_iterations": [150, 100]}, "--refine_iterations must be a whole number >= 0, or a list of 3"),
+        (
+            {"refine_levels": 2, "refine_iterations": [1, 2, 3]},
+            "--refine_iterations must be a whole number >= 0, or a list of 2",
+        ),
+        ({"refine_iterations": -5}, "--refine_iterations must be a whole number >= 0"),
+        ({"refine_lr": 0}, "--refine_lr must be a number > 0"),
+        ({"refine_lr": [0.3, "x", 0.1]}, "--refine_lr must be a number > 0"),
+    ],
+)
+def test_a_bad_schedule_stops_with_one_error_line_naming_the_option(override, message):
+    root = Path(__file__).resolve().parents[1] / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(root / name) for name in CONFIGS])
+    parser.update({"bundle_root": str(root.parent), **override})
+    with pytest.raises(Exception) as info:
+        parser.get_parsed_content("inferer")
+    err = find_input_error(info.value)
+    assert err is not None and message in str(err), repr(info.value)
+    good = ConfigParser()
+    good.read_config([str(root / name) for name in CONFIGS])
+    good.update({"bundle_root": str(root.parent), "refine_levels": 2, "refine_iterations": [3, 4], "refine_lr": 0.2})
+    options = good.get_parsed_content("inferer").options
+    assert (options["levels"], options["iterations"], options["lr"]) == (2, [3, 4], 0.2)

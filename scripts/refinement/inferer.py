@@ -23,6 +23,7 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -100,6 +101,31 @@ def _nearest_on_grid(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return labels[np.ix_(*index)]
 
 
+DEFAULT_LEVELS = inspect.signature(refine_pair).parameters["levels"].default
+
+
+def _is_number(value: Any, integer: bool = False) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+
+
+def _check_schedule(levels: Any, iterations: Any, lr: Any) -> None:
+    """--refine_levels / --refine_iterations / --refine_lr as refine_pair takes them, checked before any work: a
+    bad value there would stop the first pair with a ValueError traceback, after the network and the regions ran."""
+    if levels is not None and not (_is_number(levels, integer=True) and levels >= 1):
+        raise InputError(f"--refine_levels must be a whole number >= 1 (or null: {DEFAULT_LEVELS}), got {levels!r}")
+    n = DEFAULT_LEVELS if levels is None else levels
+    for name, value, integer, low in (("iterations", iterations, True, 0), ("lr", lr, False, 0)):
+        if value is None:
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        bad = any(not _is_number(v, integer) or (v < low if integer else v <= low) for v in values)
+        if bad or (isinstance(value, (list, tuple)) and len(values) != n):
+            what = "a whole number >= 0" if integer else "a number > 0"
+            raise InputError(
+                f"--refine_{name} must be {what}, or a list of {n} (one per level, coarsest first), got {value!r}"
+            )
+
+
 class RefinementInferer(Inferer):
     """Inferer of ``configs/refine.json`` (module docstring). Returns ``{"ddf": (1, 3, *G)}`` in voxels of G and
     sets the pair's ``net_affine`` / ``net_shape`` to G, so the writer brings the field back to the fixed grid.
@@ -164,6 +190,7 @@ class RefinementInferer(Inferer):
                 raise InputError(
                     f"--refine_{name} must be a number >= 0 (or null: the default of the prior in use), got {weight!r}"
                 )
+        _check_schedule(levels, iterations, lr)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
 
