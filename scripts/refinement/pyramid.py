@@ -77,8 +77,13 @@ def resize_field(ddf: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return out * scale.reshape(1, 3, 1, 1, 1)
 
 
-def _nearest_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    return torch.round(torch.arange(n_out, device=device, dtype=torch.float64) * (n_in - 1) / max(n_out - 1, 1)).long()
+def _nearest_sample(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """(B, C, *S) -> (B, C, *shape): the value of the voxel nearest each new voxel centre (same extent)."""
+    idx = [
+        torch.round(torch.arange(m, device=t.device, dtype=torch.float64) * (n - 1) / max(m - 1, 1)).long()
+        for n, m in zip(t.shape[2:], shape)
+    ]
+    return t[:, :, idx[0]][:, :, :, idx[1]][:, :, :, :, idx[2]]
 
 
 def resize_regions(
@@ -99,17 +104,12 @@ def resize_regions(
     labels = reg_mask.round()
     sliding = (labels == SLIDING).float()
     dilated = F.max_pool3d(sliding, kernel, stride=1, padding=padding)
-    idx = [_nearest_index(n, m, reg_mask.device) for n, m in zip(reg_mask.shape[2:], shape)]
-
-    def sample(t: torch.Tensor) -> torch.Tensor:
-        return t[:, :, idx[0]][:, :, :, idx[1]][:, :, :, :, idx[2]]
-
-    out = torch.where(sample(labels) == RIGID, float(RIGID), 0.0)
-    out = torch.where(sample(dilated) > 0, float(SLIDING), out).to(reg_mask.dtype)
+    out = torch.where(_nearest_sample(labels, shape) == RIGID, float(RIGID), 0.0)
+    out = torch.where(_nearest_sample(dilated, shape) > 0, float(SLIDING), out).to(reg_mask.dtype)
     if normals is None:
         return out, None
     summed = F.avg_pool3d(normals.float() * sliding, kernel, stride=1, padding=padding, count_include_pad=False)
-    n = sample(summed)
+    n = _nearest_sample(summed, shape)
     norm = n.norm(dim=1, keepdim=True)
     n = torch.where((out == SLIDING) & (norm > 1e-6), n / norm.clamp_min(1e-6), torch.zeros_like(n))
     return out, n.to(normals.dtype)
@@ -122,5 +122,4 @@ def resize_side(side: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     shape = tuple(int(n) for n in shape)
     if tuple(side.shape[2:]) == shape:
         return side
-    idx = [_nearest_index(n, m, side.device) for n, m in zip(side.shape[2:], shape)]
-    return side[:, :, idx[0]][:, :, :, idx[1]][:, :, :, :, idx[2]]
+    return _nearest_sample(side, shape)
