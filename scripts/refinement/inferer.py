@@ -186,7 +186,7 @@ class RefinementInferer(Inferer):
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
-            if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+            if weight is not None and not (_is_number(weight) and weight >= 0):
                 raise InputError(
                     f"--refine_{name} must be a number >= 0 (or null: the default of the prior in use), got {weight!r}"
                 )
@@ -224,12 +224,8 @@ class RefinementInferer(Inferer):
             int((mask == RIGID).sum()),
             int((mask == SLIDING).sum()),
         )
-        regions = (
-            torch.from_numpy(mask)[None, None],
-            torch.from_numpy(normals)[None],
-            torch.from_numpy(side)[None, None],
-        )
-        return (self.regulariser, *regions)
+        mask, normals, side = torch.from_numpy(mask), torch.from_numpy(normals), torch.from_numpy(side)
+        return self.regulariser, mask[None, None], normals[None], side[None, None]
 
     def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
         """The TotalSegmentator ``total`` label map of the fixed image (:func:`scripts.regions.segment.run`, fast
