@@ -56,7 +56,7 @@ def forward_diffusion(
     if sliding is None or normals is None or not bool(sliding.any()):
         return sum(torch.diff(u_mm, dim=2 + a).div(s).square().sum(dim=1).mean() for a, s in enumerate(spacing))
     un = (u_mm * normals).sum(dim=1, keepdim=True)
-    ut = u_mm - un * normals
+    ut = None  # the tangential part, computed once if some pair's side must be guessed
     total = u_mm.new_zeros(())
     for axis, s in enumerate(spacing):
         n_pairs = u_mm.shape[2 + axis] - 1
@@ -64,17 +64,19 @@ def forward_diffusion(
         outside, inside = ~a & ~b, a & b
         full = torch.diff(u_mm, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True)
         normal = torch.diff(un, dim=2 + axis).div(s).square()
-        weight = (1.0 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n_pairs).abs()).square()
-        tangential = torch.diff(ut, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True) * weight
-        if side is None:
-            guessed, crossing, same = inside, None, None
-        else:
+        charge = outside.to(u_mm.dtype) * full
+        guessed = inside
+        if side is not None:
             sa, sb = side.narrow(2 + axis, 0, n_pairs), side.narrow(2 + axis, 1, n_pairs)
             known = inside & (sa >= 0) & (sb >= 0)
-            crossing, same, guessed = known & (sa != sb), known & (sa == sb), inside & ~known
-        charge = outside.to(u_mm.dtype) * full + guessed.to(u_mm.dtype) * (normal + tangential)
-        if side is not None:
-            charge = charge + same.to(u_mm.dtype) * full + crossing.to(u_mm.dtype) * normal
+            crossing = known & (sa != sb)
+            charge = charge + (known & ~crossing).to(u_mm.dtype) * full + crossing.to(u_mm.dtype) * normal
+            guessed = inside & ~known
+        if side is None or bool(guessed.any()):  # the tangential part only where the side must be guessed
+            ut = u_mm - un * normals if ut is None else ut
+            weight = (1.0 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n_pairs).abs()).square()
+            tangential = torch.diff(ut, dim=2 + axis).div(s).square().sum(dim=1, keepdim=True) * weight
+            charge = charge + guessed.to(u_mm.dtype) * (normal + tangential)
         total = total + charge.mean()
     return total
 
