@@ -10,6 +10,7 @@ from scipy import ndimage
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.pyramid import resize_side
 from scripts.refinement.terms import forward_diffusion
+from scripts.regions.cavity import wall_layers
 from scripts.regions.labels import SLIDING
 
 N = 24
@@ -22,7 +23,7 @@ def _oblique_wall(n: int = N):
     x0, x1 = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     inside2d = x0 + x1 < n
     inside = np.repeat(inside2d[:, :, None], n, axis=2)
-    band = inside & ~ndimage.binary_erosion(inside, border_value=1) | ndimage.binary_dilation(inside) & ~inside
+    band = wall_layers(inside)
     normal = np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)
     tangent = np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0)
     normals = np.zeros((3, n, n, n), np.float32)

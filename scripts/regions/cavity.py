@@ -80,6 +80,7 @@ __all__ = [
     "cavity_mask",
     "rigid_from_image",
     "snap_to_edge",
+    "wall_layers",
     "cavity_regions",
 ]
 
@@ -200,8 +201,9 @@ def _smoothed_gradient(mask: np.ndarray, sigma_mm: float, spacing: np.ndarray) -
     return np.stack(np.gradient(smooth, *spacing))
 
 
-def _wall_layers(mask: np.ndarray) -> np.ndarray:
-    """The voxels that touch the mask's boundary (6-neighbours across it), on both sides."""
+def wall_layers(mask: np.ndarray) -> np.ndarray:
+    """The voxels that touch the mask's boundary (6-neighbours across it), on both sides, bool (X, Y, Z); the grid
+    border is no boundary."""
     return (mask & ~ndimage.binary_erosion(mask, border_value=1)) | (ndimage.binary_dilation(mask) & ~mask)
 
 
@@ -232,7 +234,7 @@ def snap_to_edge(cavity: np.ndarray, image: np.ndarray, spacing: np.ndarray, sna
     sigma = 2.0 * h / spacing
     scores = []
     for k, cand in zip(shifts, candidates):
-        level = _wall_layers(cand).astype(np.float32)
+        level = wall_layers(cand).astype(np.float32)
         num = ndimage.gaussian_filter(edge * level, sigma, mode="nearest")
         den = ndimage.gaussian_filter(level, sigma, mode="nearest")
         scores.append(num / np.maximum(den, 1e-3) * (1.0 - 0.05 * abs(k)) - 1e-6 * abs(k))
@@ -333,7 +335,7 @@ def cavity_regions(
         # the wall lies half a voxel beyond the centres of the boundary voxels; the voxels touching it (6-neighbours
         # across it) are always in the band, also along a coarse axis of an anisotropic grid
         band = np.where(cavity, d_in, d_out) - 0.5 * float(sp.min()) <= band_mm + 1e-6
-        band |= _wall_layers(cavity)
+        band |= wall_layers(cavity)
         if body is not None:
             band &= body
         sigma = float(sigma_mm) if sigma_mm is not None else max(2.0 * band_mm, 2.0 * float(sp.max()))

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from scripts.regions.cavity import wall_layers
 from scripts.regions.labels import TOTALSEG_V2_TOTAL
 from scripts.synthesis.phantom import inverse_ddf, make_ct_phantom
 
@@ -160,10 +161,7 @@ def cavity_mask(seg: np.ndarray, affine: np.ndarray, **kwargs) -> np.ndarray:
 
 def wall_band(cavity: np.ndarray) -> np.ndarray:
     """Voxels on both sides of the cavity wall (6-neighbours across it), bool (X, Y, Z); the grid border is no wall."""
-    cav = cavity.astype(bool)
-    inner = cav & ~ndi.binary_erosion(cav, border_value=1)
-    outer = ndi.binary_dilation(cav) & ~cav
-    return inner | outer
+    return wall_layers(cavity.astype(bool))
 
 
 def jacobian_det_np(ddf_vox: np.ndarray) -> np.ndarray:
