@@ -27,9 +27,11 @@ with the true one:
 
 Our refinement gets only what a user has at test time: the two images and the FIXED segmentation, from which
 :func:`scripts.regions.cavity.cavity_regions` builds the regions (bones rigid, also where they touch the wall; sliding
-band along the cavity wall, normals: ``refine_full``, as ``configs/refine.json`` does by default; ``refine_pairs`` also
-the organ-organ pair bands of ``configs/regions.json``, ``--organ_pairs true``). The Jacobian-only refinement
-gets no regions at all (``regulariser="jacobian"``, plain diffusion).
+band along the cavity wall, normals: ``refine_full``, as ``configs/refine.json`` does by default;
+``--second-iterations 30`` adds its second pass, :mod:`scripts.refinement.second_pass`, as
+``--refine_second_iterations 30`` does; ``refine_pairs`` also the organ-organ pair bands of
+``configs/regions.json``, ``--organ_pairs true``). The Jacobian-only refinement gets no regions at all
+(``regulariser="jacobian"``, plain diffusion).
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference
 path, :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from
@@ -59,6 +61,7 @@ from scripts.evaluation.metrics import rigidity_error
 from scripts.evaluation.motion_metrics import endpoint_error, sliding_jump_ratio
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.second_pass import SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
 from scripts.regions.cavity import cavity_regions
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
@@ -73,6 +76,8 @@ EXTRA_METHODS = ("refine_true_wall",) + NETWORK_METHODS
 HU_WINDOW = (-1200.0, 400.0)
 # options of cavity_regions, not of refine_pair
 REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm", "unlabelled_bone_hu")
+# the second pass of the refinement (scripts/refinement/second_pass.py), as configs/refine.json runs it
+SECOND_KEYS = ("second_iterations", "second_snap_mm", "second_lr")
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
@@ -128,7 +133,9 @@ def run_method(
     if method.startswith("refine"):
         start = time.perf_counter()
         kwargs = {
-            k: v for k, v in refine_kwargs.items() if k not in REGION_KEYS + ("network", "network_refine_iterations")
+            k: v
+            for k, v in refine_kwargs.items()
+            if k not in REGION_KEYS + SECOND_KEYS + ("network", "network_refine_iterations")
         }
         if init is not None:
             kwargs["init_ddf"] = init[0]
@@ -153,7 +160,23 @@ def run_method(
         else:
             kwargs["regulariser"] = "jacobian"
         f, m = _t(normalise(fixed))[None], _t(normalise(moving))[None]
+        second = int(refine_kwargs.get("second_iterations", 0))  # configs/refine.json's default: none
         ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
+        if method in ("refine_full", "refine_pairs") and second > 0:
+            ddf, _, (mask, _, _) = second_pass(
+                f,
+                m,
+                list(spacing),
+                ddf,
+                case["fixed_seg"],
+                image=fixed,
+                region_options=dict(options, pairs=method == "refine_pairs"),
+                refine_options=kwargs,
+                snap_mm=float(refine_kwargs.get("second_snap_mm", SECOND_PASS_SNAP_MM)),
+                iterations=second,
+                lr=float(refine_kwargs.get("second_lr", SECOND_PASS_LR)),
+            )
+            band = mask == 2
         return ddf[0].numpy(), time.perf_counter() - start, band
     if method.startswith("elastix"):
         rigidity = case["bones"].astype(np.float32) if method == "elastix_rigidity" else None
@@ -295,6 +318,13 @@ def main(argv=None) -> dict:
     p.add_argument("--wall-band-mm", type=float, default=None, help="cavity_regions band_mm (default: its own)")
     p.add_argument("--closing-mm", type=float, default=None, help="cavity_regions closing_mm (default: its own)")
     p.add_argument("--bone-gap", type=int, default=None, help="cavity_regions bone_gap (default: its own)")
+    p.add_argument(
+        "--second-iterations",
+        type=int,
+        default=None,
+        help="iterations of the second pass (default 0: none, as configs/refine.json)",
+    )
+    p.add_argument("--second-snap-mm", type=float, default=None, help="how far the second pass may move the wall")
     p.add_argument("--elastix-iterations", type=int, default=300)
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
     p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
@@ -308,7 +338,7 @@ def main(argv=None) -> dict:
         if m not in METHODS + EXTRA_METHODS:
             raise SystemExit(f"error: unknown method {m!r}; choose from {METHODS + EXTRA_METHODS}")
     refine_kwargs = {"similarity": args.similarity}
-    for key in ("gamma", "smooth", "lr", "grid_mm", "lncc_kernel"):
+    for key in ("gamma", "smooth", "lr", "grid_mm", "lncc_kernel", "second_iterations", "second_snap_mm"):
         if getattr(args, key) is not None:
             refine_kwargs[key] = getattr(args, key)
     if args.wall_band_mm is not None:

@@ -1,4 +1,5 @@
-"""Benchmark of the per-pair refinement (scripts/refinement/optimiser.py): time, peak memory, accuracy on a known
+"""Benchmark of the per-pair refinement (scripts/refinement/optimiser.py, and with the sliding prior its second pass,
+scripts/refinement/second_pass.py, as ``configs/refine.json`` runs them): time, peak memory, accuracy on a known
 motion.
 
 The case: a 192 x 160 x 256 mm crop of the real abdomen CT ``../shared/data/totalsegmentator_example/example_ct``
@@ -14,6 +15,7 @@ Usage::
 
     python benchmarks/benchmark_refine.py                         # both regularisers, 2 threads
     python benchmarks/benchmark_refine.py --threads 1 --configs '["jacobian"]'
+    python benchmarks/benchmark_refine.py --second_iterations 30   # with the second pass (off by default)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +35,14 @@ from scripts.evaluation.metrics import folding_percentage
 from scripts.losses.biomechanical import RIGID, SLIDING
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.second_pass import second_pass
 from scripts.regions.cavity import body_mask, cavity_regions
 from scripts.regions.labels import TOTALSEG_V2_TOTAL
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example" / "example_ct.nii.gz"
-CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "biomech_refine_case_side.npz"  # with the wall side (0.5.0)
+CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "biomech_refine_case_seg.npz"  # with the labels (0.6.0)
 SHAPE_MM = (192, 160, 256)
 
 
@@ -80,12 +84,22 @@ def build_case(path: Path = CACHE, seed: int = 0) -> Path:
         normals=normals,
         side=side,
         body=inside,
+        seg=seg,
+        fixed_hu=fixed_hu.astype(np.float32),
     )
     return path
 
 
-def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
-    """One refinement in this process: seconds, peak RSS and accuracy figures."""
+def run_one(
+    config: str,
+    threads: int,
+    path: Path = CACHE,
+    second_iterations: int = 0,
+    iterations: Sequence[int] | None = None,
+) -> dict:
+    """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
+    seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
+    as configs/refine.json runs it)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -98,9 +112,16 @@ def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
     body = torch.from_numpy(case["body"])
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start, cpu0 = time.perf_counter(), time.process_time()
+    two_passes = config == "rigidity_shearing_jacobian" and second_iterations > 0
+    schedule = {} if iterations is None else {"iterations": [int(i) for i in iterations], "levels": len(iterations)}
     ddf, curve = refine_pair(
-        fixed, moving, (1.0, 1.0, 1.0), reg_mask=mask, normals=normals, wall_side=side, regulariser=config
+        fixed, moving, (1.0, 1.0, 1.0), reg_mask=mask, normals=normals, wall_side=side, regulariser=config, **schedule
     )
+    if two_passes:
+        ddf, more, regions = second_pass(
+            fixed, moving, (1.0, 1.0, 1.0), ddf, case["seg"], case["fixed_hu"], iterations=second_iterations
+        )
+        curve, mask = curve + more, torch.from_numpy(regions[0])[None, None].float()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0
 
     def epe(u):
@@ -118,6 +139,8 @@ def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
         seconds=round(seconds, 1),
         cpu_seconds=round(cpu_seconds, 1),
         iterations=len(curve),
+        schedule=schedule.get("iterations", "default"),
+        second_iterations=second_iterations if two_passes else 0,
         peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         rss_before_mib=round(rss0),
         epe_identity_mm=round(epe(torch.zeros_like(v)), 3),
@@ -128,16 +151,24 @@ def run_one(config: str, threads: int, path: Path = CACHE) -> dict:
     )
 
 
-def main(configs=("rigidity_shearing_jacobian", "jacobian"), threads: int = 2, run: str | None = None) -> None:
+def main(
+    configs=("rigidity_shearing_jacobian", "jacobian"),
+    threads: int = 2,
+    run: str | None = None,
+    second_iterations: int = 0,
+    iterations: Sequence[int] | None = None,
+) -> None:
     if run is not None:
-        print(json.dumps(run_one(run, threads)))
+        print(json.dumps(run_one(run, threads, second_iterations=second_iterations, iterations=iterations)))
         return
     build_case()
     results = []
     for config in configs:
         load_before = os.getloadavg()
         proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.benchmark_refine", "--run", config, "--threads", str(threads)],
+            [sys.executable, "-m", "benchmarks.benchmark_refine", "--run", config, "--threads", str(threads)]
+            + ["--second_iterations", str(second_iterations)]
+            + ([] if iterations is None else ["--iterations", ",".join(str(int(i)) for i in iterations)]),
             cwd=BUNDLE_ROOT,
             capture_output=True,
             text=True,

@@ -173,6 +173,23 @@ def test_snap_moves_a_wall_a_voxel_off_to_the_image_edge_and_leaves_a_flat_image
     assert (snap_to_edge(r < 9, image, spacing, 0.9) == (r < 9)).all()
 
 
+def test_snap_moves_a_wall_a_voxel_off_to_where_a_field_shears_and_a_field_without_slip_moves_nothing():
+    """A ball of radius 10 voxels turning about the z axis inside a still surrounding (a slip tangent to its surface
+    everywhere): labels one voxel inside or outside it are moved onto it by the field's shear alone (the image is
+    not used); a translation of everything (no slip) moves nothing."""
+    x = np.indices((40, 40, 40)) - 19.5
+    r = np.sqrt((x**2).sum(0))
+    truth, spacing = r < 10, np.ones(3)
+    turn = 0.2 * np.stack([-x[1], x[0], np.zeros_like(x[0])]) * truth  # mm, tangent to every sphere about the centre
+    surface = int((truth & (r >= 9)).sum())
+    for labels in (r < 9, r < 11):
+        moved = snap_to_edge(labels, None, spacing, 2.0, field=turn)
+        before, after = int((labels ^ truth).sum()), int((moved ^ truth).sum())
+        assert before > 0.9 * surface and after < 0.2 * surface, (before, after, surface)
+    still = np.broadcast_to(np.array([1.0, -2.0, 0.5])[:, None, None, None], x.shape)
+    assert (snap_to_edge(r < 9, None, spacing, 2.0, field=still) == (r < 9)).all()
+
+
 def test_cavity_group_of_the_default_spec():
     ids = cavity_labels()
     names = {TOTALSEG_V2_TOTAL[n] for n in ("liver", "spleen", "lung_upper_lobe_left", "heart", "colon")}

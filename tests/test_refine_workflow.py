@@ -17,7 +17,7 @@ from scripts.io.errors import find_input_error
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
 CONFIGS = ("inference.json", "refine.json")
-FAST = {"refine_iterations": [40, 30, 20], "progress": False}
+FAST = {"refine_iterations": [40, 30, 20], "refine_second_iterations": 20, "progress": False}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,7 +59,9 @@ def test_refinement_recovers_a_known_motion(known_motion, tmp_path, caplog):
     refinement = entry["refinement"]
     assert refinement["start"] == "identity" and refinement["regulariser"] == "rigidity_shearing_jacobian"
     curve = refinement["loss_curve"]
-    assert len(curve) == 90 and {row["level"] for row in curve} == {0, 1, 2}
+    # three levels, then the second pass (one level past them: the wall moved to where the field shears)
+    assert len(curve) == 110 and {row["level"] for row in curve} == {0, 1, 2, 3}
+    assert sum(row["level"] == 3 for row in curve) == 20
     for level in range(3):  # the loss goes down on every level of the coarse-to-fine schedule
         totals = [row["total"] for row in curve if row["level"] == level]
         assert totals[-1] < totals[0]
@@ -100,7 +102,7 @@ def test_a_diverging_refinement_is_reported(known_motion, tmp_path, caplog, monk
     out = tmp_path / "out"
     run_inference_workflow(None, CONFIGS, fixed=known_motion["fixed"], moving=known_motion["moving"],
                            fixed_seg=known_motion["seg"], output_dir=str(out), refine_iterations=[5, 5, 5],
-                           refine_lr=20.0, progress=False)  # fmt: skip
+                           refine_second_iterations=0, refine_lr=20.0, progress=False)  # fmt: skip
     entry = json.loads((out / "summary.json").read_text())["pairs"][0]
     assert entry["refinement"]["fold_percent_off_band"] > 0.1
     assert "the refinement diverged" in caplog.text and "lower --refine_lr (now 20.0)" in caplog.text
@@ -146,7 +148,7 @@ def test_segmentation_on_the_fly(known_motion, tmp_path, monkeypatch):
         return [str(out)]
 
     common = dict(fixed=known_motion["fixed"], moving=known_motion["moving"], refine_iterations=[3, 3, 3],
-                  progress=False)  # fmt: skip
+                  refine_second_iterations=3, progress=False)  # fmt: skip
     with monkeypatch.context() as patch:
         patch.setattr(segment, "run", fake_run)
         run_inference_workflow(None, CONFIGS, output_dir=str(tmp_path / "auto"), **common)
@@ -169,6 +171,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         parser.update({"bundle_root": str(root.parent), **override})
         inferer = parser.get_parsed_content("inferer")
         assert inferer.options.get("smooth") == expected
+        assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (0, 3.0, 0.1)  # off
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
         ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),
@@ -176,6 +179,10 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_similarity", "ssim", "--refine_similarity must be one of"),
         ("refine_intensity", "hu", "--refine_intensity must be one of"),
         ("segment_fixed", "maybe", "--segment_fixed must be one of"),
+        ("refine_second_iterations", -1, "--refine_second_iterations must be a whole number >= 0"),
+        ("refine_second_iterations", 2.5, "--refine_second_iterations must be a whole number >= 0"),
+        ("refine_second_snap_mm", "one voxel", "--refine_second_snap_mm must be a number >= 0"),
+        ("refine_second_lr", 0, "--refine_second_lr must be a number > 0"),
     ]
     for key, bad, message in bad_values:
         parser = ConfigParser()

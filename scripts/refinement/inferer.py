@@ -13,12 +13,13 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
    Without a segmentation: the log-Jacobian prior alone, with a notice.
-4. :func:`scripts.refinement.optimiser.refine_pair`; the field (voxels of G) goes to the writer with G as its grid,
-  and the loss
-   curve to the pair's entry of ``summary.json`` (``refinement``), with the share of G's voxels outside the sliding
-   band that fold (det J <= 0). Where the prior holds none should; above :data:`FOLD_WARNING_PERCENT` (or when the
-   similarity ends the finest level worse than it started it) the run warns: the optimisation diverged (e.g. too
-   large a ``lr``).
+4. :func:`scripts.refinement.optimiser.refine_pair`; with the sliding band and ``second_iterations`` > 0 (off by
+   default), then the second pass (:mod:`scripts.refinement.second_pass`: the wall moved to where that field shears,
+   ``second_iterations`` more iterations on G). The field (voxels of G) goes to the writer with G as its grid, and
+   the loss curve (the second pass's rows one level past the first's) to the pair's entry of ``summary.json``
+   (``refinement``), with the share of G's voxels outside the sliding band that fold (det J <= 0). Where the prior
+   holds none should; above :data:`FOLD_WARNING_PERCENT` (or when the similarity ends the finest level worse than it
+   started it) the run warns: the optimisation diverged (e.g. too large a ``lr``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from scripts.io.image_io import inspect_image, read_label_on_grid
 from scripts.io.resampling import field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import SIMILARITIES, refine_pair
+from scripts.refinement.second_pass import SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
 from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import RIGID, SLIDING
@@ -142,6 +144,10 @@ class RefinementInferer(Inferer):
         gamma, smooth, levels, iterations, lr: see :func:`scripts.refinement.optimiser.refine_pair` (None: its default).
         band_mm: half width of the sliding band along the cavity wall, mm.
         closing_mm: radius of the closing that merges the cavity contents into one cavity, mm.
+        second_iterations: iterations of the second pass (:mod:`scripts.refinement.second_pass`; 0, the default: none;
+            30 as measured), run when the prior slides (``rigidity_shearing_jacobian`` with a segmentation).
+        second_snap_mm: how far the second pass may move the wall, mm.
+        second_lr: the step of the second pass's Adam iterations.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
             in breathing the cavity contents move together and slide along the wall (docs/README.md, the CT
             benchmark: the pair bands let textureless organs lag behind).
@@ -169,6 +175,9 @@ class RefinementInferer(Inferer):
         organ_pairs: bool = False,
         segment: str = "if_available",
         progress: bool = True,
+        second_iterations: int = 0,
+        second_snap_mm: float = SECOND_PASS_SNAP_MM,
+        second_lr: float = SECOND_PASS_LR,
     ):
         super().__init__()
         if intensity not in INTENSITIES:
@@ -191,12 +200,22 @@ class RefinementInferer(Inferer):
                     f"--refine_{name} must be a number >= 0 (or null: the default of the prior in use), got {weight!r}"
                 )
         _check_schedule(levels, iterations, lr)
+        if not (_is_number(second_iterations, integer=True) and second_iterations >= 0):
+            raise InputError(
+                f"--refine_second_iterations must be a whole number >= 0 (0: no second pass), got {second_iterations!r}"
+            )
+        if not (_is_number(second_snap_mm) and second_snap_mm >= 0):
+            raise InputError(f"--refine_second_snap_mm must be a number >= 0 (mm), got {second_snap_mm!r}")
+        if not (_is_number(second_lr) and second_lr > 0):
+            raise InputError(f"--refine_second_lr must be a number > 0, got {second_lr!r}")
+        self.second_iterations, self.second_snap_mm = int(second_iterations), float(second_snap_mm)
+        self.second_lr = float(second_lr)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
 
     def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
-        """(regulariser, reg_mask, normals, wall side) on the refinement grid: from the fixed segmentation, or the
-        log-Jacobian prior alone (with a notice) without one."""
+        """(regulariser, reg_mask, normals, wall side, label map) on the refinement grid: from the fixed segmentation,
+        or the log-Jacobian prior alone (with a notice; the rest None) without one."""
         if pair.fixed_seg is None:
             pair.fixed_seg = self.segment_on_the_fly(pair)
         if pair.fixed_seg is None:
@@ -205,18 +224,10 @@ class RefinementInferer(Inferer):
                 "(no rigid bones, no sliding)",
                 pair.name,
             )
-            return "jacobian", None, None, None
+            return "jacobian", None, None, None, None
         seg = _nearest_on_grid(np.asarray(pair.fixed_seg), shape)
         body = fixed_hu.numpy() if self.intensity == "ct" else None
-        mask, normals, side = cavity_regions(
-            seg,
-            spacing,
-            image=body,
-            band_mm=self.band_mm,
-            closing_mm=self.closing_mm,
-            pairs=self.organ_pairs,
-            return_side=True,
-        )
+        mask, normals, side = cavity_regions(seg, spacing, image=body, return_side=True, **self.region_options)
         logger.info(
             "%s: regions on the %s grid: %d rigid, %d sliding voxels",
             pair.name,
@@ -225,7 +236,11 @@ class RefinementInferer(Inferer):
             int((mask == SLIDING).sum()),
         )
         mask, normals, side = torch.from_numpy(mask), torch.from_numpy(normals), torch.from_numpy(side)
-        return self.regulariser, mask[None, None], normals[None], side[None, None]
+        return self.regulariser, mask[None, None], normals[None], side[None, None], seg
+
+    @property
+    def region_options(self) -> dict[str, Any]:
+        return {"band_mm": self.band_mm, "closing_mm": self.closing_mm, "pairs": self.organ_pairs}
 
     def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
         """The TotalSegmentator ``total`` label map of the fixed image (:func:`scripts.regions.segment.run`, fast
@@ -268,22 +283,38 @@ class RefinementInferer(Inferer):
         moving_hu, _ = warp_to_fixed(moving_coarse, m_affine, affine, shape, None, fill=float(moving_coarse.min()))
         fixed = _normalise(fixed_hu, self.intensity, self.hu_window)
         moving = _normalise(moving_hu, self.intensity, self.hu_window)
-        regulariser, reg_mask, normals, side = self.regions(pair, shape, spacing, fixed_hu)
+        regulariser, reg_mask, normals, side, seg = self.regions(pair, shape, spacing, fixed_hu)
+        options = dict(self.options, similarity=self.similarity, regulariser=regulariser, grid_mm=None)
+        fixed, moving = fixed[None, None], moving[None, None]
         with torch.enable_grad():  # evaluators run the inferer under no_grad
             ddf, curve = refine_pair(
-                fixed[None, None],
-                moving[None, None],
+                fixed,
+                moving,
                 spacing.tolist(),
                 reg_mask=reg_mask,
                 normals=normals,
                 wall_side=side,
                 init_ddf=init,
-                similarity=self.similarity,
-                regulariser=regulariser,
-                grid_mm=None,
                 progress=self.progress,
-                **self.options,
+                **options,
             )
+            if self.second_iterations > 0 and regulariser == "rigidity_shearing_jacobian" and seg is not None:
+                ddf, more, regions = second_pass(
+                    fixed,
+                    moving,
+                    spacing.tolist(),
+                    ddf,
+                    seg,
+                    image=fixed_hu.numpy() if self.intensity == "ct" else None,
+                    region_options=self.region_options,
+                    refine_options=dict(options, progress=self.progress),
+                    snap_mm=self.second_snap_mm,
+                    iterations=self.second_iterations,
+                    lr=self.second_lr,
+                )
+                level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
+                curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]
+                reg_mask = torch.from_numpy(regions[0])[None, None]
         folds = fold_percent_off_band(ddf, reg_mask)
         # the similarity at the start of the finest level and at its end, the level's best state (lowest total loss)
         rows = [row for row in curve if row["level"] == curve[-1]["level"]] if curve else []

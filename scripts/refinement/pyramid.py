@@ -8,7 +8,8 @@ in voxels is rescaled by (m - 1) / (n - 1) along each axis when it moves from n 
 - :func:`resize_image`: anti-aliased (Gaussian blur of half the shrink factor) then trilinear;
 - :func:`resize_field`: trilinear, in voxels of the new grid;
 - :func:`resize_regions`: the regularisation mask and its sliding normals, keeping a thin band alive;
-- :func:`resize_side`: the wall's side (1 inside, 0 outside, -1 unknown), nearest sample.
+- :func:`resize_side`: the wall's side (1 inside, 0 outside, -1 unknown), nearest sample;
+- :func:`resize_labels`: a label map (or any map of classes), nearest sample.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from torch.nn import functional as F
 
 from scripts.regions.labels import RIGID, SLIDING
 
-__all__ = ["working_shape", "grid_spacing", "resize_image", "resize_field", "resize_regions", "resize_side"]
+__all__ = [
+    "working_shape",
+    "grid_spacing",
+    "resize_image",
+    "resize_field",
+    "resize_regions",
+    "resize_side",
+    "resize_labels",
+]
 
 
 def working_shape(shape: Sequence[int], spacing: Sequence[float], grid_mm: float | None) -> tuple[int, ...]:
@@ -119,7 +128,12 @@ def resize_side(side: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """The wall's side (1, 1, *S) (1 inside the cavity, 0 outside, -1 unknown) on a grid of ``shape``: nearest sample,
     so that a coarse voxel keeps the side of the fine voxel at its centre (the coarse band, dilated by
     :func:`resize_regions`, lies on both sides of the wall, and each of its voxels gets one)."""
+    return resize_labels(side, shape)
+
+
+def resize_labels(labels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """A map of classes (B, C, *S) (labels, a mask) on a grid of ``shape`` (same extent): nearest sample."""
     shape = tuple(int(n) for n in shape)
-    if tuple(side.shape[2:]) == shape:
-        return side
-    return _nearest_sample(side, shape)
+    if tuple(labels.shape[2:]) == shape:
+        return labels
+    return _nearest_sample(labels, shape)

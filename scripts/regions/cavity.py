@@ -46,7 +46,8 @@ only), with the bones eroded by one voxel from 0.0303 to 0.0043 (0.0022 with the
 With the CT and ``snap_mm`` > 0 (off by default), the wall first moves to the strongest intensity edge within that
 distance (:func:`snap_to_edge`): a lead for labels a voxel off the organs' boundary, measured in docs/README.md (*Walls
 nobody tuned on*): it recovers most of the slip that eroded organ labels lose, and costs a little where the labels
-are right.
+are right. Given a first refinement's field (``shear_field``), the wall moves instead to where that field shears
+most: the refinement's second pass (:mod:`scripts.refinement.second_pass`), on by default in ``configs/refine.json``.
 
 With ``return_side``, the cavity also comes back as the wall's side (1 inside, 0 outside, -1 on the organ-organ pair
 bands off the wall): the refinement's diffusion then frees the slip exactly on the voxel pairs that cross the wall
@@ -214,21 +215,37 @@ def _shifted(mask: np.ndarray, k: int) -> np.ndarray:
     return ndimage.binary_erosion(mask, iterations=-k, border_value=1) if k < 0 else mask
 
 
-def snap_to_edge(cavity: np.ndarray, image: np.ndarray, spacing: np.ndarray, snap_mm: float) -> np.ndarray:
+def _edge(image: np.ndarray, normal: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """|grad I . n| per voxel: the intensity edge across the wall (I blurred by 0.7 voxel)."""
+    grad_i = np.stack(np.gradient(ndimage.gaussian_filter(image.astype(np.float32), 0.7), *spacing))
+    return np.abs((grad_i * normal).sum(0))
+
+
+def _shear(field: np.ndarray, normal: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """|(grad u) n - ((grad u) n . n) n| per voxel: how fast the TANGENTIAL displacement changes across the wall,
+    u (3, X, Y, Z) in mm (the slip of a refined field; its normal part is no slip)."""
+    along_n = np.stack([(np.stack(np.gradient(c.astype(np.float32), *spacing)) * normal).sum(0) for c in field])
+    return np.linalg.norm(along_n - (along_n * normal).sum(0, keepdims=True) * normal, axis=0)
+
+
+def snap_to_edge(
+    cavity: np.ndarray, image: np.ndarray | None, spacing: np.ndarray, snap_mm: float, field: np.ndarray | None = None
+) -> np.ndarray:
     """The cavity (bool (X, Y, Z)) with its wall moved by up to ``snap_mm`` (whole voxels of the finest axis) to the
-    strongest intensity edge of ``image`` (HU, same grid) next to it. Candidates: the cavity eroded or dilated by k
-    voxels (6-neighbours), |k| <= snap_mm / min spacing; the strength of a candidate's wall is the mean of
-    |grad I . n| (n the labels' wall normal) over the two voxel layers that touch it, averaged along the wall
-    (Gaussian, 2 voxels); each voxel near the wall takes the candidate with the strongest wall nearby (5 % weaker per
-    voxel of shift, so that a flat image moves nothing)."""
+    strongest intensity edge of ``image`` (HU, same grid) next to it, or, given a displacement ``field`` (3, X, Y, Z)
+    in mm on the same grid (a first refinement's), to where that field shears most (:func:`_shear`; ``image`` is then
+    not used). Candidates: the cavity eroded or dilated by k voxels (6-neighbours), |k| <= snap_mm / min spacing; the
+    strength of a candidate's wall is the mean of the edge |grad I . n| (or the shear; n the given wall's normal)
+    over the two voxel layers that touch it, averaged along the wall (Gaussian, 2 voxels); each voxel near the wall
+    takes the candidate with the strongest wall nearby (5 % weaker per voxel of shift, so that a flat image or a
+    field without slip moves nothing)."""
     h = float(spacing.min())
     steps = int(np.floor(snap_mm / h + 1e-6))
     if steps < 1:
         return cavity
     grad_c = _smoothed_gradient(cavity, 2.0 * h, spacing)
     normal = -grad_c / np.maximum(np.linalg.norm(grad_c, axis=0), 1e-6)
-    grad_i = np.stack(np.gradient(ndimage.gaussian_filter(image.astype(np.float32), 0.7), *spacing))
-    edge = np.abs((grad_i * normal).sum(0))
+    edge = _edge(image, normal, spacing) if field is None else _shear(field, normal, spacing)
     shifts = range(-steps, steps + 1)
     candidates = [_shifted(cavity, k) for k in shifts]
     sigma = 2.0 * h / spacing
@@ -260,6 +277,7 @@ def cavity_regions(
     snap_mm: float = 0.0,
     unlabelled_bone_hu: float | None = 200.0,
     return_side: bool = False,
+    shear_field: Any | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Regularisation mask and sliding normals with sliding along the whole cavity wall (module docstring).
 
@@ -280,12 +298,15 @@ def cavity_regions(
         bone_hu: with ``image``, the bones grow by the voxels of at least ``bone_hu`` HU next to them
             (:func:`rigid_from_image`): a segmenter's bone boundary is off by a voxel or two, and on thin bones (ribs)
             that is much of the bone. ``None``: the segmentation's bones as they are.
-        snap_mm: with ``image``, move the wall within this distance to the strongest intensity edge
-            (:func:`snap_to_edge`); 0: the wall of the labels.
+        snap_mm: with ``image`` (or ``shear_field``), move the wall within this distance to the strongest intensity
+            edge (or shear, :func:`snap_to_edge`); 0: the wall of the labels.
         unlabelled_bone_hu: with ``image``, the unlabelled voxels (label 0) of at least this many HU that are not
             two voxels or more inside the cavity are bones too (module docstring: a rib the segmenter eroded away);
             ``None``: only labelled bones.
         return_side: also return the wall's side for ``refine_pair(wall_side=...)``.
+        shear_field: a displacement field (3, X, Y, Z) in mm on the same grid, a first refinement's: with ``snap_mm``
+            the wall moves to where that field shears most instead of to the strongest edge
+            (:mod:`scripts.refinement.second_pass`).
 
     Returns:
         ``(mask, normals)``: uint8 (X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; float32 (3, X, Y, Z) unit normals
@@ -325,8 +346,11 @@ def cavity_regions(
         bones = rigid_from_image(bones, img, bone_hu)
     if img is not None and unlabelled_bone_hu is not None:
         bones |= (labels == 0) & (img >= unlabelled_bone_hu) & ~_shifted(cavity, -2)
-    if img is not None and snap_mm > 0 and cavity.any() and not cavity.all():
-        cavity = snap_to_edge(cavity, img, sp, snap_mm)
+    field = None if shear_field is None else np.asarray(shear_field, dtype=np.float32)
+    if field is not None and field.shape != (3,) + labels.shape:
+        raise ValueError(f"shear_field must be (3, *S) = {(3,) + labels.shape} in mm, got {field.shape}")
+    if (img is not None or field is not None) and snap_mm > 0 and cavity.any() and not cavity.all():
+        cavity = snap_to_edge(cavity, img, sp, snap_mm, field=field)
     if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
         cavity &= ~ndimage.binary_dilation(bones, iterations=bone_gap)
     if cavity.any() and not cavity.all():

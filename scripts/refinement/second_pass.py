@@ -1,0 +1,139 @@
+"""The second pass of the sliding refinement: the wall moved to where the first field shears, then more iterations.
+
+The sliding band comes from a segmentation (:func:`scripts.regions.cavity.cavity_regions`), and a segmenter's wall
+is a voxel off the true one here and there. The refinement frees the slip on the voxel pairs that cross the band's
+wall and on the pairs beside it (:mod:`scripts.refinement.terms`), so a first pass from a wall a voxel off still
+draws most of the slip, as a shear spread over the pairs next to the true wall. That shear is evidence of where the
+wall is that the labels do not have and that the image shows only where the wall is an edge. The second pass:
+
+1. the field of the first pass, in mm;
+2. the regions again, from the same segmentation, with the wall moved by up to ``snap_mm`` to where that field
+   shears most (``cavity_regions(..., snap_mm=..., shear_field=...)``, :func:`scripts.regions.cavity.snap_to_edge`:
+   candidates a voxel in or out, scored by the tangential shear |(grad u) n|_t on their two voxel layers, averaged
+   along the wall);
+3. ``iterations`` more Adam iterations on the working grid only (one level), from the first field, with the new
+   band, normals and side.
+
+All three on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
+mm): the images, the label map and the first field are brought there first (the regions of a 1 mm CT of
+192 x 160 x 256 take 12 s at 1 mm, under 2 s at 2 mm), and the field goes back to the input grid at the end.
+
+Measured on known-motion cases whose wall is drawn in other ways than the estimate's (docs/README.md, *Walls nobody
+tuned on*): it gains most where the labels are a voxel off (organs eroded, a segmenter's labels), and the extra
+iterations alone do not (the same pass with ``snap_mm=0``).
+
+Conventions are those of :func:`scripts.refinement.optimiser.refine_pair`: images (1, 1, X, Y, Z) normalised, the
+field (1, 3, X, Y, Z) in voxels of that grid, ``spacing`` (3,) mm.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.pyramid import grid_spacing, resize_field, resize_image, resize_labels, working_shape
+from scripts.regions.cavity import cavity_regions
+
+__all__ = ["SECOND_PASS_ITERATIONS", "SECOND_PASS_LR", "SECOND_PASS_SNAP_MM", "second_pass"]
+
+# the second pass as measured (docs/README.md, *Walls nobody tuned on*): 30 iterations after refine_pair's default
+# schedule (150, 100, 60); its smaller step keeps the bones rigid while the band moves. Off by default in
+# configs/refine.json (refine_second_iterations 0): it adds half the finest level's time (48 -> 71 s at 192 x 160 x 256,
+# above the 60 s budget), and splitting the 60 finest iterations 30 + 30 instead costs slip where the labels are right
+SECOND_PASS_ITERATIONS = 30
+SECOND_PASS_LR = 0.1
+SECOND_PASS_SNAP_MM = 3.0
+DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
+
+
+def second_pass(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    spacing: Sequence[float],
+    ddf: torch.Tensor,
+    seg: np.ndarray,
+    image: np.ndarray | None = None,
+    region_options: Mapping[str, Any] | None = None,
+    refine_options: Mapping[str, Any] | None = None,
+    snap_mm: float = SECOND_PASS_SNAP_MM,
+    iterations: int = SECOND_PASS_ITERATIONS,
+    lr: float | None = SECOND_PASS_LR,
+) -> tuple[torch.Tensor, list[dict[str, float]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Move the wall to where ``ddf`` shears and refine on (module docstring).
+
+    Args:
+        fixed, moving: (1, 1, X, Y, Z) the normalised images the first pass registered.
+        spacing: (3,) voxel size of that grid, mm.
+        ddf: (1, 3, X, Y, Z) the first pass's field, voxels of the grid.
+        seg: (X, Y, Z) the label map the first pass's regions came from; ``image``: the CT (HU) on the grid, or None.
+        region_options: the other keywords of :func:`scripts.regions.cavity.cavity_regions` the first pass used
+            (``band_mm``, ``closing_mm``, ``pairs``, ...), except ``snap_mm`` and ``shear_field``.
+        refine_options: the keywords of :func:`scripts.refinement.optimiser.refine_pair` the first pass used; its
+            ``levels`` and ``iterations`` are replaced (one level, ``iterations``), a per-level ``lr`` becomes the
+            finest level's.
+        snap_mm: how far the wall may move, mm (whole voxels of the finest axis).
+        iterations: Adam iterations of the second pass.
+        lr: their step (None: the first pass's finest level's).
+
+    Returns:
+        ``(ddf, curve, (mask, normals, side))``: the field (1, 3, X, Y, Z) voxels, the second pass's loss curve
+        (:func:`refine_pair`'s rows), and the regions it used (those of ``cavity_regions(..., return_side=True)``),
+        nearest-sampled back to the input grid when the working grid is coarser.
+    """
+    if snap_mm < 0 or iterations < 0:
+        raise ValueError(f"need snap_mm >= 0 and iterations >= 0, got {snap_mm} and {iterations}")
+    region_options = dict(region_options or {})
+    refine_options = dict(refine_options or {})
+    for key in ("snap_mm", "shear_field", "return_side"):
+        region_options.pop(key, None)
+    for key in ("reg_mask", "normals", "wall_side", "init_ddf", "levels", "iterations"):
+        refine_options.pop(key, None)
+    if lr is not None:
+        refine_options["lr"] = float(lr)
+    elif isinstance(refine_options.get("lr"), (list, tuple)):
+        refine_options["lr"] = float(refine_options["lr"][-1])
+    in_shape = tuple(fixed.shape[2:])
+    work = working_shape(in_shape, spacing, refine_options.pop("grid_mm", DEFAULT_GRID_MM))
+    sp = grid_spacing(in_shape, spacing, work) if work != in_shape else [float(s) for s in spacing]
+    ddf_w = resize_field(ddf.detach().float(), work)
+    seg_w = resize_labels(torch.from_numpy(np.asarray(seg).astype(np.int32))[None, None], work)[0, 0].numpy()
+    image_w = None if image is None else resize_image(_volume(image), work)[0, 0].numpy()
+    field_mm = ddf_w[0].numpy() * np.asarray(sp, dtype=np.float32).reshape(3, 1, 1, 1)
+    mask, normals, side = cavity_regions(
+        seg_w, sp, image=image_w, snap_mm=snap_mm, shear_field=field_mm, return_side=True, **region_options
+    )
+    regions = (
+        torch.from_numpy(mask.astype(np.float32))[None, None],
+        torch.from_numpy(normals)[None],
+        torch.from_numpy(side.astype(np.float32))[None, None],
+    )
+    if iterations == 0:
+        out, curve = ddf, []
+    else:
+        out, curve = refine_pair(
+            resize_image(fixed.float(), work),
+            resize_image(moving.float(), work),
+            sp,
+            reg_mask=regions[0],
+            normals=regions[1],
+            wall_side=regions[2],
+            init_ddf=ddf_w,
+            levels=1,
+            iterations=int(iterations),
+            grid_mm=None,
+            **refine_options,
+        )
+        out = resize_field(out, in_shape)
+    back = [resize_labels(r, in_shape)[0] for r in regions]  # nearest: the band's normals stay unit vectors
+    return out, curve, (back[0][0].numpy().astype(np.uint8), back[1].numpy(), back[2][0].numpy().astype(np.int8))
+
+
+def _volume(image: Any) -> torch.Tensor:
+    """(X, Y, Z) array or tensor -> (1, 1, X, Y, Z) float32 tensor."""
+    volume = image.detach().float() if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
+    return volume.float().reshape((1, 1) + tuple(volume.shape[-3:]))
