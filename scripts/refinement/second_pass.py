@@ -15,8 +15,9 @@ wall is that the labels do not have and that the image shows only where the wall
    band, normals and side.
 
 All three on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
-mm): the images, the label map and the first field are brought there first (the regions of a 1 mm CT of
-192 x 160 x 256 take 12 s at 1 mm, 2.4 s at 2 mm), and the field goes back to the input grid at the end.
+mm): the images, the label map and the first field are brought there first (the regions' distance transforms and
+filters cost about their voxel count: eight times less at 2 mm than at 1 mm), and the field goes back to the input
+grid at the end.
 
 Measured on known-motion cases whose wall is drawn in other ways than the estimate's (docs/README.md, *Walls nobody
 tuned on*): it gains most where the labels are a voxel off (organs eroded, a segmenter's labels), and the extra
