@@ -176,16 +176,16 @@ def test_a_refinement_prints_no_torch_warning():
     [("rigidity_shearing_jacobian", "lncc"), ("rigidity_jacobian", "lncc"), ("jacobian", "lncc"),
      ("rigidity_shearing_jacobian", "mind"), ("rigidity_shearing_jacobian", "mse")],
 )  # fmt: skip
-def test_terms_back_propagated_one_at_a_time_give_the_gradient_of_their_sum_bit_for_bit(regulariser, similarity):
-    """backward_terms frees each term's graph before building the next (memory); the gradient must be exactly that
-    of one backward pass of the sum built as before (similarity, regulariser, diffusion, fold barrier), so that the
-    refinement's result does not change."""
+def test_terms_back_propagated_one_at_a_time_give_the_gradient_of_their_sum(regulariser, similarity):
+    """backward_terms frees each term's graph before building the next (memory); the gradient must be that of one
+    backward pass of the sum (similarity, regulariser, diffusion, fold barrier), to float rounding."""
     from scripts.losses.biomechanical import BiomechanicalLoss
-    from scripts.refinement.optimiser import _Similarity, backward_terms, level_terms
+    from scripts.refinement.optimiser import backward_terms, level_terms
+    from scripts.refinement.similarity import Similarity
 
     v_true, mask, normals = _sliding_case()
     fixed, moving = _pair(v_true, seed=4)
-    sim = _Similarity(similarity, 3, 1, 2)
+    sim = Similarity(similarity, 3, 1, 2)
     source, target = sim.prepare(fixed, moving, [2.0, 2.0, 2.0])
     losses = (sim, Warp(mode="bilinear", padding_mode="border"), BiomechanicalLoss(mode=regulariser, fold_penalty=1.0))
     sliding = (mask == SLIDING) if regulariser == "rigidity_shearing_jacobian" else None
@@ -198,6 +198,8 @@ def test_terms_back_propagated_one_at_a_time_give_the_gradient_of_their_sum_bit_
     alpha, gamma, smooth, fold = weights
     total = alpha * built["similarity"] + gamma * built["regulariser"] + smooth * built["smooth"] + fold * built["fold"]
     total.backward()
-    assert torch.equal(one_at_a_time, param.grad)
+    # the same gradient to float rounding: the engine adds the contributions of the differences' own backward nodes
+    # (scripts/losses/differences.py) in another order than a single pass does (measured: <= 6e-8 of the largest)
+    assert float((one_at_a_time - param.grad).abs().max()) <= 1e-6 * float(param.grad.abs().max())
     assert all(torch.equal(values[key], built[key].detach()) for key in built)
     assert all(float(value) != 0.0 for value in values.values())

@@ -10,7 +10,8 @@ Conventions (shared by the losses and the metrics):
   a sequence of D floats, or a tensor of shape (D,) or (B, D) (one spacing per batch item).
 - Every derivative is physical: the gradient G has shape (B, D, D, *S) with
   ``G[:, k, l] = d u_k / d x_l`` (u and x in mm), by central differences inside the grid and
-  one-sided differences at its border (``torch.gradient`` with ``edge_order=1``).
+  one-sided differences at its border (``torch.gradient`` with ``edge_order=1``; computed by
+  :func:`scripts.losses.differences.central_difference`, same values, a cheaper backward pass).
 - Normal fields (B, D, *S) are unit vectors in physical (mm) space, channel k along array axis
   k, and zero outside the sliding region.
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from scripts.losses.differences import central_difference
 
 __all__ = [
     "as_spacing",
@@ -93,12 +96,12 @@ def gradient_components(ddf: torch.Tensor, spacing: SpacingLike = None, units: s
     unit_spacing = spacing is None or bool(torch.all(sp == 1))
     comps: Components = []
     for k in range(ndim):
-        row = list(torch.gradient(ddf[:, k], dim=list(range(1, ndim + 1)), edge_order=1))
+        scales = [None] * ndim
         if not unit_spacing:
             # voxel units: d(u_k s_k)/d(i_l s_l) = (s_k / s_l) du_k/di_l; mm units: (1 / s_l) du_k/di_l
             numerator = sp[:, k] if units == "voxel" else torch.ones_like(sp[:, k])
-            row = [d * (numerator / sp[:, l]).reshape(-1, *([1] * ndim)) for l, d in enumerate(row)]
-        comps.append(row)
+            scales = [(numerator / sp[:, l]).reshape(-1, *([1] * ndim)) for l in range(ndim)]
+        comps.append([central_difference(ddf[:, k], 1 + l, scales[l]) for l in range(ndim)])
     return comps
 
 

@@ -40,8 +40,9 @@ from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
 from scripts.io.resampling import field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
-from scripts.refinement.optimiser import SIMILARITIES, refine_pair
+from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
+from scripts.refinement.similarity import SIMILARITIES
 from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import RIGID, SLIDING

@@ -34,8 +34,8 @@ images and regions are resampled from the next finer level (factor ~2: small ker
 :mod:`scripts.refinement.pyramid`).
 
 Memory: the terms of an iteration are back-propagated one at a time (:func:`backward_terms`), each term's
-intermediates freed before the next term is built, with the same gradient bit for bit as one backward pass of their
-sum: on the 192 x 192 x 150 grid of a 256 x 256 x 200 CT at 1.5 mm the whole pair's peak fell from 4.2 to 2.7 GiB
+intermediates freed before the next term is built, with the gradient of one backward pass of their sum (to float
+rounding): on the 192 x 192 x 150 grid of a 256 x 256 x 200 CT at 1.5 mm the whole pair's peak fell from 4.2 to 2.7 GiB
 (2 iterations per level; 3.1 GiB with the default 310: ``python -m benchmarks.benchmark_memory --cases refine``).
 
 Step control: Adam's step is ``lr`` voxels per iteration in every voxel at once, and the barrier terms are stiff, so
@@ -44,7 +44,7 @@ total loss rises more than :data:`DIVERGENCE_MARGIN` above it (or is not finite)
 and Adam restarts with half the step (the curve's ``lr`` column shows it). A level ends at its best state.
 
 Conventions: tensors (1, C, X, Y, Z); displacement channel k along array axis k, in voxels of the grid it lives
-on, ``warped(x) = moving(x + u(x))`` (MONAI ``Warp``, align_corners=True geometry: voxel centres 0..n-1 span the
+on, ``warped(x) = moving(x + u(x))`` (as MONAI's ``Warp``, align_corners=True geometry: voxel centres 0..n-1 span the
 same extent on every grid).
 """
 
@@ -56,12 +56,8 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-from monai.losses import LocalNormalizedCrossCorrelationLoss
-from monai.networks.blocks import Warp
-from torch.nn import functional as F
 
 from scripts.losses.biomechanical import BiomechanicalLoss
-from scripts.losses.mind import mind_ssc
 from scripts.refinement.pyramid import (
     grid_spacing,
     resize_field,
@@ -70,7 +66,8 @@ from scripts.refinement.pyramid import (
     resize_side,
     working_shape,
 )
-from scripts.refinement.terms import forward_diffusion, forward_fold_barrier
+from scripts.refinement.similarity import GridWarp, Similarity
+from scripts.refinement.terms import diffusion_weights, fold_weights, forward_fold_barrier, weighted_diffusion
 from scripts.regions.labels import SLIDING
 
 __all__ = [
@@ -79,10 +76,8 @@ __all__ = [
     "backward_terms",
     "level_terms",
     "refine_pair",
-    "SIMILARITIES",
 ]
 
-SIMILARITIES = ("lncc", "mind", "mse")
 # a level whose total loss rises this far above its best so far is diverging (more than LNCC's whole range, [-1, 0]):
 # its field goes back to that best state and Adam restarts with half the step
 DIVERGENCE_MARGIN = 1.0
@@ -100,19 +95,20 @@ DEFAULT_SMOOTH = {"rigidity_shearing_jacobian": 1.0, "rigidity_jacobian": 0.5, "
 def level_terms(param, weights, losses, source, target, spacing, reg_mask, normals, sliding, smooth_normals, side=None):
     """The terms of a level's loss, ``{name: (weight, function computing the term)}`` in the order
     :func:`backward_terms` takes them: ``fold`` (barrier), ``smooth`` (the diffusion D), ``regulariser``,
-    ``similarity``. ``weights``: (alpha, gamma, smooth, fold_barrier); ``losses``: (the :class:`_Similarity`, the
-    ``Warp``, the ``BiomechanicalLoss``); ``sliding``, ``smooth_normals``, ``side``: the band, normals and wall side
-    of D (:mod:`scripts.refinement.terms`; None: plain diffusion, or the side guessed from the normals)."""
+    ``similarity``. ``weights``: (alpha, gamma, smooth, fold_barrier); ``losses``: (the ``Similarity``, the warp
+    (:mod:`scripts.refinement.similarity`), the ``BiomechanicalLoss``); ``sliding``, ``smooth_normals``, ``side``: the
+    band, normals and wall side of D (:mod:`scripts.refinement.terms`; None: plain diffusion, or the side guessed
+    from the normals). What does not change within the level (the diffusion's and the barrier's weights) is computed
+    here, once."""
     alpha, gamma, smooth, fold_barrier = weights
     sim, warp, reg = losses
     spacing_t = torch.tensor(spacing).reshape(1, 3, 1, 1, 1)
-    keep = None if sliding is None else ~sliding
+    shape = tuple(param.shape[2:])
+    cells = fold_weights(shape, None if sliding is None else ~sliding)
+    pairs = diffusion_weights(spacing, shape, sliding, smooth_normals, side)
     return {
-        "fold": (fold_barrier, functools.partial(forward_fold_barrier, param, keep)),
-        "smooth": (
-            smooth,
-            functools.partial(forward_diffusion, param, spacing_t, spacing, sliding, smooth_normals, side),
-        ),
+        "fold": (fold_barrier, functools.partial(forward_fold_barrier, param, None, weights=cells)),
+        "smooth": (smooth, lambda: weighted_diffusion(param * spacing_t, pairs, smooth_normals)),
         "regulariser": (gamma, functools.partial(reg, param, reg_mask, normals, spacing=spacing)),
         "similarity": (alpha, functools.partial(sim.warped, warp, source, target, param)),
     }
@@ -124,11 +120,9 @@ def backward_terms(terms: dict[str, tuple[float, Callable[[], torch.Tensor]]]) -
 
     Memory: each term's autograd graph is built, back-propagated with its weight and freed before the next term is
     built, so an iteration holds the largest term's intermediates (on a 192 x 192 x 150 grid the diffusion's,
-    0.7 GiB) instead of all of them (1.9 GiB). Numerics: one backward pass of the sum of terms built in the order
-    similarity, regulariser, diffusion, fold barrier (as this module did before) runs their graphs one after the
-    other, the last built first, and adds each term's contribution to the field's gradient in that order; taken in
-    that order here (the order of :func:`level_terms`), the terms give the same gradient bit for bit, hence the same
-    field (tests/test_refine.py checks it for every regulariser and similarity). A term whose weight is <= 0 is not
+    0.7 GiB) instead of all of them (1.9 GiB). Numerics: the gradient is that of one backward pass of the weighted
+    sum to float rounding (the engine adds the terms' contributions in another order; tests/test_refine.py checks it
+    for every regulariser and similarity: within 1e-6 of the largest component). A term whose weight is <= 0 is not
     computed (its value is 0), except the similarity, which the loss curve always reports.
     """
     values: dict[str, torch.Tensor] = {}
@@ -141,33 +135,6 @@ def backward_terms(terms: dict[str, tuple[float, Callable[[], torch.Tensor]]]) -
         values[name] = value.detach()
         del value
     return values
-
-
-class _Similarity:
-    def __init__(self, name: str, lncc_kernel: int, mind_radius: int, mind_dilation: int):
-        if name not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {name!r}")
-        self.name = name
-        if name == "lncc":
-            self.loss = LocalNormalizedCrossCorrelationLoss(spatial_dims=3, kernel_size=lncc_kernel)
-        elif name == "mind":
-            self.mind = lambda x, sp: mind_ssc(x, radius=mind_radius, dilation=mind_dilation, spacing=sp)
-
-    def prepare(self, fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float]):
-        """What is warped (moving image or its MIND descriptor) and the fixed target."""
-        if self.name == "mind":
-            with torch.no_grad():
-                return self.mind(moving, spacing), self.mind(fixed, spacing)
-        return moving, fixed
-
-    def __call__(self, warped: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.name == "lncc":
-            return self.loss(warped, target)
-        return F.mse_loss(warped, target)
-
-    def warped(self, warp: Warp, source: torch.Tensor, target: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
-        """The similarity of ``source`` warped by ``ddf`` to ``target``."""
-        return self(warp(source, ddf), target)
 
 
 def _check_inputs(fixed, moving, spacing, reg_mask, normals, init_ddf, wall_side=None):
@@ -229,7 +196,7 @@ def refine_pair(
             ``cavity_regions(..., return_side=True)``): the diffusion then frees the slip exactly on the pairs that
             cross the wall (:mod:`scripts.refinement.terms`); None: it guesses from the normals.
         init_ddf: (1, 3, X, Y, Z) initial displacement in voxels of the grid (e.g. a network's prediction).
-        similarity: ``"lncc"`` (MONAI LNCC, window ``lncc_kernel`` voxels of each level), ``"mind"`` (MSE of
+        similarity: ``"lncc"`` (MONAI's LNCC, window ``lncc_kernel`` voxels of each level), ``"mind"`` (MSE of
             MIND-SSC descriptors, :mod:`scripts.losses.mind`) or ``"mse"``.
         alpha: weight of the similarity (``None``: :data:`DEFAULT_ALPHA` of the similarity, 1 for LNCC).
         regulariser: ``"rigidity_shearing_jacobian"`` or ``"jacobian"`` (or ``"rigidity_jacobian"``).
@@ -262,11 +229,11 @@ def refine_pair(
     work = working_shape(in_shape, spacing, grid_mm)
     shapes = [tuple(max(4, (n - 1) // 2 ** (levels - 1 - i) + 1) for n in work) for i in range(levels)]
     fixed, moving = fixed.detach().float(), moving.detach().float()
-    sim = _Similarity(similarity, lncc_kernel, mind_radius, mind_dilation)
+    sim = Similarity(similarity, lncc_kernel, mind_radius, mind_dilation)
     alpha = DEFAULT_ALPHA[similarity] if alpha is None else float(alpha)
     reg = BiomechanicalLoss(mode=regulariser, fold_penalty=fold_penalty)  # checks the regulariser's name
     smooth = DEFAULT_SMOOTH[regulariser] if smooth is None else float(smooth)
-    warp = Warp(mode="bilinear", padding_mode="border")
+    warp = GridWarp()
     masks = None if reg_mask is None else reg_mask.detach().float()
     nrm = None if normals is None else normals.detach().float()
     u = None if init_ddf is None else init_ddf.detach().float()

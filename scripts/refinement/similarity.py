@@ -1,0 +1,150 @@
+"""The refinement's image term: the moving image (or its MIND-SSC descriptor) warped by the field, against the fixed.
+
+The values are MONAI's: :class:`GridWarp` samples as ``monai.networks.blocks.Warp(mode="bilinear",
+padding_mode="border")`` does, :class:`FixedLNCC` is ``monai.losses.LocalNormalizedCrossCorrelationLoss`` (rectangular
+window, its default smoothing constants) with the fixed image as its target; tests/test_refine_similarity.py checks
+both against MONAI. They exist because the refinement calls them hundreds of times on the same grid and the same fixed
+image, which the general versions cannot know (one iteration at 97 x 81 x 129 on one thread,
+``python -m benchmarks.profile_refine``):
+
+* MONAI's ``Warp`` adds the field to its cached voxel grid, then normalises each coordinate to [-1, 1] by writing into
+  a permuted view of the sum, and reorders the coordinates by indexing; autograd copies the whole grid for each of
+  those writes and again in the backward pass (168 ms forward and backward against 86 ms here, of which
+  ``grid_sample`` itself takes 64). :class:`GridWarp` keeps the normalised grid of each shape and adds the field
+  scaled and reordered in one expression;
+* MONAI's LNCC filters five local sums per call, two of them of the fixed image, which does not change, by
+  ``conv3d`` with a 1-channel kernel, a slow path on the CPU (81 ms; 48 by slices). :class:`FixedLNCC` computes the
+  fixed image's sums once per level, and the moving image's three by a box filter whose backward pass is itself
+  (:func:`box_sum`: a zero-padded symmetric window is self-adjoint).
+
+Conventions: images (1, C, X, Y, Z), fields (1, 3, X, Y, Z) in voxels, channel k along array axis k,
+``warped(x) = moving(x + u(x))`` with voxel centres 0..n-1 (``align_corners=True``), border padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from scripts.losses.mind import mind_ssc
+
+__all__ = ["SIMILARITIES", "FixedLNCC", "GridWarp", "Similarity", "box_sum"]
+
+SIMILARITIES = ("lncc", "mind", "mse")
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """The sum over the (2 radius + 1)^3 window around each voxel of (B, C, X, Y, Z) ``x``, zeros beyond the grid."""
+    for dim in (2, 3, 4):
+        out = x.clone()
+        n = x.shape[dim]
+        for shift in range(1, min(radius, n - 1) + 1):
+            out.narrow(dim, shift, n - shift).add_(x.narrow(dim, 0, n - shift))
+            out.narrow(dim, 0, n - shift).add_(x.narrow(dim, shift, n - shift))
+        x = out
+    return x
+
+
+class _BoxSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, radius):
+        ctx.radius = radius
+        return _box(x, radius)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _box(grad, ctx.radius), None
+
+
+def box_sum(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The sum of (B, C, X, Y, Z) ``x`` over the ``kernel_size``^3 window around each voxel (odd size, zero padding):
+    MONAI's ``separable_filtering`` with a kernel of ones, differentiable (its own adjoint)."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"the LNCC window must be an odd number of voxels, got {kernel_size}")
+    if x.ndim != 5:
+        raise ValueError(f"box_sum takes (B, C, X, Y, Z) images, got shape {tuple(x.shape)}")
+    return _BoxSum.apply(x, kernel_size // 2)
+
+
+class FixedLNCC:
+    """MONAI's LNCC loss (-mean of the squared local NCC over ``kernel_size``^3 windows) against a fixed ``target``
+    (1, 1, X, Y, Z), whose local sums are computed once. ``smooth_nr``, ``smooth_dr``: MONAI's defaults."""
+
+    def __init__(self, target: torch.Tensor, kernel_size: int = 3, smooth_nr: float = 0.0, smooth_dr: float = 1e-5):
+        self.kernel_size, self.smooth_nr, self.smooth_dr = kernel_size, float(smooth_nr), float(smooth_dr)
+        self.volume = float(kernel_size**3)
+        with torch.no_grad():
+            sums = box_sum(torch.cat([target, target * target]), kernel_size)
+            self.target = target
+            self.t_sum = sums[:1]
+            self.t_avg = self.t_sum / self.volume
+            self.t_var = torch.clamp(sums[1:] - self.t_avg * self.t_sum, min=self.smooth_dr)
+
+    def __call__(self, pred: torch.Tensor) -> torch.Tensor:
+        """pred (1, 1, X, Y, Z) on the target's grid: the scalar loss, in [-1, 0]."""
+        if pred.shape != self.target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} must have the fixed image's shape {tuple(self.target.shape)}")
+        sums = box_sum(torch.cat([pred, pred * pred, self.target * pred], dim=1), self.kernel_size)
+        p_sum, p2_sum, tp_sum = sums[:, :1], sums[:, 1:2], sums[:, 2:]
+        p_avg = p_sum / self.volume
+        cross = tp_sum - p_avg * self.t_sum
+        p_var = torch.clamp(p2_sum - p_avg * p_sum, min=self.smooth_dr)
+        return ((cross * cross + self.smooth_nr) / (self.t_var * p_var)).mean().neg()
+
+
+class GridWarp:
+    """``moving(x + u(x))`` by trilinear ``grid_sample`` with border padding, as MONAI's ``Warp(mode="bilinear",
+    padding_mode="border")``; the normalised voxel grid of the last shape is kept."""
+
+    def __init__(self):
+        self._shape: tuple[int, ...] | None = None
+
+    def _grid(self, shape: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._shape != shape:
+            axes = [torch.linspace(-1.0, 1.0, n, dtype=like.dtype, device=like.device) for n in shape]
+            # grid_sample reads the coordinates of the last array axis first
+            self._ref = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], dim=-1)[None]
+            scale = [2.0 / max(n - 1, 1) for n in reversed(shape)]
+            self._scale = torch.tensor(scale, dtype=like.dtype, device=like.device).reshape(1, 3, 1, 1, 1)
+            self._shape = shape
+        return self._ref, self._scale
+
+    def __call__(self, image: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
+        """image (1, C, X, Y, Z), ddf (1, 3, X, Y, Z) in voxels: the warped image (1, C, X, Y, Z)."""
+        shape = tuple(image.shape[2:])
+        if ddf.ndim != 5 or tuple(ddf.shape[1:]) != (3,) + shape:
+            raise ValueError(f"ddf must be (B, 3, *S) with S = {shape} (the image's grid), got {tuple(ddf.shape)}")
+        ref, scale = self._grid(shape, ddf)
+        grid = ref + (ddf.flip(1) * scale).permute(0, 2, 3, 4, 1)
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+class Similarity:
+    """One of :data:`SIMILARITIES`: ``"lncc"`` (:class:`FixedLNCC`, window ``lncc_kernel`` voxels), ``"mind"`` (MSE of
+    MIND-SSC descriptors, :mod:`scripts.losses.mind`) or ``"mse"``."""
+
+    def __init__(self, name: str, lncc_kernel: int = 3, mind_radius: int = 1, mind_dilation: int = 2):
+        if name not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {name!r}")
+        self.name, self.lncc_kernel = name, lncc_kernel
+        self.mind = lambda x, sp: mind_ssc(x, radius=mind_radius, dilation=mind_dilation, spacing=sp)
+
+    def prepare(self, fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float]):
+        """What is warped (moving image or its MIND descriptor) and the target: the fixed image (``"mse"``), its
+        descriptor (``"mind"``) or its :class:`FixedLNCC` (``"lncc"``)."""
+        if self.name == "mind":
+            with torch.no_grad():
+                return self.mind(moving, spacing), self.mind(fixed, spacing)
+        if self.name == "lncc":
+            return moving, FixedLNCC(fixed, self.lncc_kernel)
+        return moving, fixed
+
+    def warped(self, warp, source: torch.Tensor, target, ddf: torch.Tensor) -> torch.Tensor:
+        """The similarity of ``source`` warped by ``ddf`` (``warp(source, ddf)``: a :class:`GridWarp` or MONAI's
+        ``Warp``) to the ``target`` of :meth:`prepare`."""
+        moved = warp(source, ddf)
+        if isinstance(target, FixedLNCC):
+            return target(moved)
+        return F.mse_loss(moved, target)
