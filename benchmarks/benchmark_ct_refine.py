@@ -28,9 +28,9 @@ with the true one:
 Our refinement gets only what a user has at test time: the two images and the FIXED segmentation, from which
 :func:`scripts.regions.cavity.cavity_regions` builds the regions (bones rigid, also where they touch the wall; sliding
 band along the cavity wall, normals: ``refine_full``, as ``configs/refine.json`` does by default;
-``--second-iterations 30`` adds its second pass, :mod:`scripts.refinement.second_pass`, as
-``--refine_second_iterations 30`` does; ``refine_pairs`` also the organ-organ pair bands of
-``configs/regions.json``, ``--organ_pairs true``). The Jacobian-only refinement gets no regions at all
+then its second pass, :mod:`scripts.refinement.second_pass`, as ``configs/refine.json`` runs it by default
+(``--second-iterations 0``: one pass, as ``--refine_second_iterations 0``); ``refine_pairs`` also the organ-organ
+pair bands of ``configs/regions.json``, ``--organ_pairs true``). The Jacobian-only refinement gets no regions at all
 (``regulariser="jacobian"``, plain diffusion).
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference
@@ -61,7 +61,7 @@ from scripts.evaluation.metrics import rigidity_error
 from scripts.evaluation.motion_metrics import endpoint_error, sliding_jump_ratio
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.second_pass import SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
+from scripts.refinement.second_pass import SECOND_PASS_ITERATIONS, SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
 from scripts.regions.cavity import cavity_regions
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
@@ -160,7 +160,7 @@ def run_method(
         else:
             kwargs["regulariser"] = "jacobian"
         f, m = _t(normalise(fixed))[None], _t(normalise(moving))[None]
-        second = int(refine_kwargs.get("second_iterations", 0))  # configs/refine.json's default: none
+        second = int(refine_kwargs.get("second_iterations", SECOND_PASS_ITERATIONS))  # configs/refine.json's default
         ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
         if method in ("refine_full", "refine_pairs") and second > 0:
             ddf, _, (mask, _, _) = second_pass(
@@ -322,7 +322,7 @@ def main(argv=None) -> dict:
         "--second-iterations",
         type=int,
         default=None,
-        help="iterations of the second pass (default 0: none, as configs/refine.json)",
+        help=f"iterations of the second pass (default {SECOND_PASS_ITERATIONS}, as configs/refine.json; 0: none)",
     )
     p.add_argument("--second-snap-mm", type=float, default=None, help="how far the second pass may move the wall")
     p.add_argument("--elastix-iterations", type=int, default=300)

@@ -171,7 +171,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         parser.update({"bundle_root": str(root.parent), **override})
         inferer = parser.get_parsed_content("inferer")
         assert inferer.options.get("smooth") == expected
-        assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (0, 3.0, 0.1)  # off
+        assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)  # on
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
         ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),

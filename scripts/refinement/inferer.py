@@ -13,7 +13,7 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
    Without a segmentation: the log-Jacobian prior alone, with a notice.
-4. :func:`scripts.refinement.optimiser.refine_pair`; with the sliding band and ``second_iterations`` > 0 (off by
+4. :func:`scripts.refinement.optimiser.refine_pair`; with the sliding band and ``second_iterations`` > 0 (30 by
    default), then the second pass (:mod:`scripts.refinement.second_pass`: the wall moved to where that field shears,
    ``second_iterations`` more iterations on G). The field (voxels of G) goes to the writer with G as its grid, and
    the loss curve (the second pass's rows one level past the first's) to the pair's entry of ``summary.json``
@@ -41,7 +41,7 @@ from scripts.io.image_io import inspect_image, read_label_on_grid
 from scripts.io.resampling import field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.second_pass import SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
+from scripts.refinement.second_pass import SECOND_PASS_ITERATIONS, SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
 from scripts.refinement.similarity import SIMILARITIES
 from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import cavity_regions
@@ -145,8 +145,9 @@ class RefinementInferer(Inferer):
         gamma, smooth, levels, iterations, lr: see :func:`scripts.refinement.optimiser.refine_pair` (None: its default).
         band_mm: half width of the sliding band along the cavity wall, mm.
         closing_mm: radius of the closing that merges the cavity contents into one cavity, mm.
-        second_iterations: iterations of the second pass (:mod:`scripts.refinement.second_pass`; 0, the default: none;
-            30 as measured), run when the prior slides (``rigidity_shearing_jacobian`` with a segmentation).
+        second_iterations: iterations of the second pass (:mod:`scripts.refinement.second_pass`; default
+            :data:`~scripts.refinement.second_pass.SECOND_PASS_ITERATIONS`, 30; 0: none), run when the prior slides
+            (``rigidity_shearing_jacobian`` with a segmentation).
         second_snap_mm: how far the second pass may move the wall, mm.
         second_lr: the step of the second pass's Adam iterations.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -176,7 +177,7 @@ class RefinementInferer(Inferer):
         organ_pairs: bool = False,
         segment: str = "if_available",
         progress: bool = True,
-        second_iterations: int = 0,
+        second_iterations: int = SECOND_PASS_ITERATIONS,
         second_snap_mm: float = SECOND_PASS_SNAP_MM,
         second_lr: float = SECOND_PASS_LR,
     ):
