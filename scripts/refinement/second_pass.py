@@ -43,9 +43,10 @@ from scripts.regions.cavity import cavity_regions
 __all__ = ["SECOND_PASS_ITERATIONS", "SECOND_PASS_LR", "SECOND_PASS_SNAP_MM", "second_pass"]
 
 # the second pass as measured (docs/README.md, *Walls nobody tuned on*): 30 iterations after refine_pair's default
-# schedule (150, 100, 60); its smaller step keeps the bones rigid while the band moves. Off by default in
-# configs/refine.json (refine_second_iterations 0): it adds half the finest level's time (48 -> 71 s at 192 x 160 x 256,
-# above the 60 s budget), and splitting the 60 finest iterations 30 + 30 instead costs slip where the labels are right
+# schedule (150, 100, 60); its smaller step keeps the bones rigid while the band moves. On by default in
+# configs/refine.json since bundle 0.7.0 (refine_second_iterations 30): it adds half the finest level's time (26.7 ->
+# 39.3 s at 192 x 160 x 256 on 2 cores), and splitting the 60 finest iterations 30 + 30 instead costs slip where the
+# labels are right
 SECOND_PASS_ITERATIONS = 30
 SECOND_PASS_LR = 0.1
 SECOND_PASS_SNAP_MM = 3.0
