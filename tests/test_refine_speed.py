@@ -10,7 +10,13 @@ from monai.networks.blocks import Warp
 
 from scripts.losses.differences import central_difference, forward_difference
 from scripts.refinement.similarity import FixedLNCC, GridWarp, Similarity, box_sum
-from scripts.refinement.terms import diffusion_weights, forward_diffusion, weighted_diffusion
+from scripts.refinement.terms import (
+    diffusion_weights,
+    fold_weights,
+    forward_diffusion,
+    forward_fold_barrier,
+    weighted_diffusion,
+)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5), (1, 2, 3, 4), (1, 7, 2, 3)])
@@ -96,8 +102,6 @@ def test_per_level_weights_give_the_diffusion_of_the_masks():
 def test_fold_barrier_is_the_mean_over_the_kept_cells():
     """A field compressing axis 0 to det J = 0.1 on the cells x0 < 5 of 8 (and not at all beyond): the barrier
     relu(0.2 - det)^2 = 0.01 there, 0 elsewhere, averaged over the cells whose base voxel is kept."""
-    from scripts.refinement.terms import fold_weights, forward_fold_barrier
-
     n = 9
     x0 = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1).expand(n, n, n)
     u_vox = torch.zeros(1, 3, n, n, n)
