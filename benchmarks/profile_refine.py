@@ -24,7 +24,14 @@ import torch
 from benchmarks.benchmark_refine import build_case
 from scripts.losses.biomechanical import BiomechanicalLoss
 from scripts.refinement.optimiser import backward_terms, level_terms
-from scripts.refinement.pyramid import resize_field, resize_image, resize_regions, resize_side, working_shape
+from scripts.refinement.pyramid import (
+    grid_spacing,
+    resize_field,
+    resize_image,
+    resize_regions,
+    resize_side,
+    working_shape,
+)
 from scripts.refinement.similarity import GridWarp, Similarity
 from scripts.regions.labels import SLIDING
 
@@ -34,7 +41,7 @@ def finest_level(case: dict, grid_mm: float = 2.0) -> dict:
     fixed, moving = (torch.from_numpy(case[k])[None, None] for k in ("fixed", "moving"))
     in_shape = tuple(fixed.shape[2:])
     shape = working_shape(in_shape, (1.0, 1.0, 1.0), grid_mm)
-    spacing = [(n - 1) / (m - 1) for n, m in zip(in_shape, shape)]
+    spacing = grid_spacing(in_shape, (1.0, 1.0, 1.0), shape)
     mask, normals = resize_regions(
         torch.from_numpy(case["mask"])[None, None].float(), torch.from_numpy(case["normals"])[None], shape
     )
