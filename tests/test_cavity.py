@@ -85,6 +85,21 @@ def test_a_rib_the_segmenter_lost_is_rigid_from_its_brightness_and_contrast_in_t
     assert (labels_only_no_ct[7:10, 12:28, 12:28] != RIGID).all()
 
 
+def test_a_lost_rib_found_from_its_bright_core_gets_its_dim_rim_too():
+    """A rib that lost its label, with a bright core (400 HU) and a dim rim (150 HU, partial volume): the core is found
+    from its brightness, and the rim is grown onto it as onto a labelled bone (before the rim growth ran first and
+    the found core stayed bare: on the real CT with a segmenter's labels, 2.8 % of the true bone voxels)."""
+    seg, image = _phantom()
+    image[7:10, 12:28, 12:28] = 150  # the rib's rim
+    image[8, 12:28, 12:28] = 400  # its core
+    lost = seg.copy()
+    lost[7:10, 12:28, 12:28] = 0
+    mask, _ = cavity_regions(lost, SP, image=image)
+    assert (mask[7:10, 12:28, 12:28] == RIGID).all()
+    no_rim, _ = cavity_regions(lost, SP, image=image, bone_hu=None)
+    assert (no_rim[8, 12:28, 12:28] == RIGID).all() and (no_rim[7, 12:28, 12:28] != RIGID).all()
+
+
 def test_the_wall_side_is_the_cavity_and_unknown_on_the_pair_bands_off_the_wall():
     seg, image = _phantom()
     mask, normals, side = cavity_regions(seg, SP, image=image, return_side=True)
