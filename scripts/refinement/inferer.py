@@ -150,6 +150,8 @@ class RefinementInferer(Inferer):
             (``rigidity_shearing_jacobian`` with a segmentation).
         second_snap_mm: how far the second pass may move the wall, mm.
         second_lr: the step of the second pass's Adam iterations.
+        sided_upsampling: carry the field between levels with each side of the wall from its own side (see
+            :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
             in breathing the cavity contents move together and slide along the wall (docs/README.md, the CT
             benchmark: the pair bands let textureless organs lag behind).
@@ -180,6 +182,7 @@ class RefinementInferer(Inferer):
         second_iterations: int = SECOND_PASS_ITERATIONS,
         second_snap_mm: float = SECOND_PASS_SNAP_MM,
         second_lr: float = SECOND_PASS_LR,
+        sided_upsampling: bool = False,
     ):
         super().__init__()
         if intensity not in INTENSITIES:
@@ -212,8 +215,11 @@ class RefinementInferer(Inferer):
             raise InputError(f"--refine_second_lr must be a number > 0, got {second_lr!r}")
         self.second_iterations, self.second_snap_mm = int(second_iterations), float(second_snap_mm)
         self.second_lr = float(second_lr)
+        if not isinstance(sided_upsampling, bool):
+            raise InputError(f"--refine_sided_upsampling must be true or false, got {sided_upsampling!r}")
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
+        self.options["sided_upsampling"] = sided_upsampling
 
     def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
         """(regulariser, reg_mask, normals, wall side, label map) on the refinement grid: from the fixed segmentation,

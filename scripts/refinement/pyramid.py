@@ -7,6 +7,7 @@ in voxels is rescaled by (m - 1) / (n - 1) along each axis when it moves from n 
 - :func:`working_shape`, :func:`grid_spacing`: the working grid of about ``grid_mm`` per voxel and its voxel size;
 - :func:`resize_image`: anti-aliased (Gaussian blur of half the shrink factor) then trilinear;
 - :func:`resize_field`: trilinear, in voxels of the new grid;
+- :func:`resize_field_sided`: the same, each side of the sliding wall interpolated from its own side only;
 - :func:`resize_regions`: the regularisation mask and its sliding normals, keeping a thin band alive;
 - :func:`resize_side`: the wall's side (1 inside, 0 outside, -1 unknown), nearest sample;
 - :func:`resize_labels`: a label map (or any map of classes), nearest sample.
@@ -27,6 +28,7 @@ __all__ = [
     "grid_spacing",
     "resize_image",
     "resize_field",
+    "resize_field_sided",
     "resize_regions",
     "resize_side",
     "resize_labels",
@@ -84,6 +86,31 @@ def resize_field(ddf: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     )
     out = F.interpolate(ddf, size=shape, mode="trilinear", align_corners=True)
     return out * scale.reshape(1, 3, 1, 1, 1)
+
+
+def resize_field_sided(
+    ddf: torch.Tensor, shape: Sequence[int], side_from: torch.Tensor | None, side_to: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`resize_field`, with the sliding wall kept sharp: a voxel of the new grid on a known side of the wall
+    (``side_to`` 1 inside, 0 outside, (1, 1, *shape)) takes the trilinear weights of the old voxels on its own side
+    only (``side_from``, (1, 1, *S)), renormalised; voxels of unknown side (-1), and those with no old voxel of their
+    side among their 8 neighbours, take plain trilinear interpolation.
+
+    WHY: the field of a coarse level slides at the wall, but plain trilinear upsampling blends the cavity's motion
+    with the wall's at every fine voxel within a coarse voxel of the wall, so the next level starts with the contents
+    next to the wall lagging, in tissue too homogeneous for the similarity to pull it back.
+    """
+    plain = resize_field(ddf, shape)
+    if side_from is None or side_to is None:
+        return plain
+    shape = tuple(int(n) for n in shape)
+    out = plain
+    for value in (0.0, 1.0):
+        weight = (side_from == value).to(ddf.dtype)
+        cover = F.interpolate(weight, size=shape, mode="trilinear", align_corners=True)
+        sided = resize_field(ddf * weight, shape) / cover.clamp_min(1e-6)
+        out = torch.where((side_to == value) & (cover > 1e-3), sided, out)
+    return out
 
 
 def _nearest_sample(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
