@@ -29,7 +29,9 @@ and rigid regions; across the sliding wall that of the normal component u . n on
 free (:mod:`scripts.refinement.terms`; given the wall's side, exactly on the pairs that cross it).
 
 Coarse to fine: ``levels`` grids, each half the resolution of the next, the finest being the working grid; the
-field is upsampled (trilinear) from level to level. Images are Gaussian-smoothed before downsampling; each level's
+field is upsampled (trilinear) from level to level, or with ``sided_upsampling`` each side of the wall from its own
+side (the slip arrives as a step, not as a ramp the homogeneous tissue next to the wall cannot sharpen; an option,
+measured in docs/README.md). Images are Gaussian-smoothed before downsampling; each level's
 images and regions are resampled from the next finer level (factor ~2: small kernels, even from a 1 mm input;
 :mod:`scripts.refinement.pyramid`).
 
