@@ -165,7 +165,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
     """configs/refine.json's ``refine_smooth`` null reaches refine_pair as its default (DEFAULT_SMOOTH: 1.0 with the
     sliding band, 0.5 on the log-Jacobian path without a segmentation); a number on the command line fixes it."""
     root = Path(__file__).resolve().parents[1] / "configs"
-    for override, expected in (({}, None), ({"refine_smooth": 0.7, "refine_sided_upsampling": True}, 0.7)):
+    for override, expected in (({}, None), ({"refine_smooth": 0.7, "refine_sided_upsampling": "true"}, 0.7)):
         parser = ConfigParser()
         parser.read_config([str(root / name) for name in CONFIGS])
         parser.update({"bundle_root": str(root.parent), **override})
@@ -184,7 +184,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_second_iterations", 2.5, "--refine_second_iterations must be a whole number >= 0"),
         ("refine_second_snap_mm", "one voxel", "--refine_second_snap_mm must be a number >= 0"),
         ("refine_second_lr", 0, "--refine_second_lr must be a number > 0"),
-        ("refine_sided_upsampling", "yes", "--refine_sided_upsampling must be true or false"),
+        ("refine_sided_upsampling", "yes", "option --refine_sided_upsampling: 'yes' is not one of"),
     ]
     for key, bad, message in bad_values:
         parser = ConfigParser()
