@@ -8,7 +8,9 @@ import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 from monai.networks.blocks import Warp
 
+from scripts.losses.biomechanical import BiomechanicalLoss
 from scripts.losses.differences import central_difference, forward_difference
+from scripts.refinement.optimiser import BAND_FOLD_WEIGHT, level_terms
 from scripts.refinement.similarity import FixedLNCC, GridWarp, Similarity, box_sum
 from scripts.refinement.terms import (
     diffusion_weights,
@@ -112,3 +114,28 @@ def test_fold_barrier_is_the_mean_over_the_kept_cells():
     assert float(forward_fold_barrier(u_vox, ~keep)) == pytest.approx(0.01, rel=1e-5)
     weights = fold_weights((n, n, n), ~keep)
     assert float(forward_fold_barrier(u_vox, None, weights=weights)) == pytest.approx(0.01, rel=1e-5)
+    # a weight per voxel: the 5 folding slices of cells weigh 0.1 each, the 3 others 1 -> 0.5 * 0.01 / (0.5 + 3)
+    weights = fold_weights((n, n, n), torch.where(~keep, 0.1, 1.0))
+    assert float(forward_fold_barrier(u_vox, None, weights=weights)) == pytest.approx(0.005 / 3.5, rel=1e-5)
+
+
+def test_the_refinement_charges_a_fold_on_the_band_a_tenth():
+    """level_terms weighs the fold barrier's cells on the sliding band BAND_FOLD_WEIGHT (0.1) of those off it: a
+    field folding only on the band costs a tenth of the same fold off it, and nothing with band_fold_weight=0."""
+    assert BAND_FOLD_WEIGHT == 0.1
+    n = 9
+    x0 = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1).expand(n, n, n)
+    u_vox = torch.zeros(1, 3, n, n, n)
+    u_vox[0, 0] = -0.9 * x0.clamp(max=5)  # det J = 0.1 on the cells x0 < 5
+    band = (x0 < 5)[None, None]
+    sim, reg = Similarity("lncc"), BiomechanicalLoss(mode="jacobian")
+    image = torch.rand(1, 1, n, n, n)
+    args = ((1.0, 0.0, 0.0, 1.0), (sim, GridWarp(), reg), image, image, [1.0] * 3, None, None)
+    folds = {}
+    for weight in (0.0, 0.1, 1.0):
+        fold = level_terms(u_vox, *args, band, torch.zeros(1, 3, n, n, n), band_fold_weight=weight)["fold"][1]
+        folds[weight] = float(fold())
+    assert folds[0.0] == 0.0 and folds[1.0] == pytest.approx(5 / 8 * 0.01, rel=1e-5)
+    assert folds[0.1] == pytest.approx(0.005 / 3.5, rel=1e-5)
+    default = level_terms(u_vox, *args, band, torch.zeros(1, 3, n, n, n))["fold"][1]
+    assert float(default()) == pytest.approx(folds[0.1], rel=1e-6)

@@ -19,8 +19,9 @@ Parameterisation: a dense displacement on a working grid of about ``grid_mm`` (2
   scaling-and-squaring (a velocity integration costs 7 warps per iteration);
 * invertibility is enforced where it is wanted: the log-Jacobian term is a barrier against det J -> 0 on the
   Jacobian region (with ``fold_penalty`` pushing back any fold that Adam's step jumps into); inside the thin
-  sliding band folding is allowed in principle (a slip is not a diffeomorphism of the whole domain), the
-  returned ``stats`` report the fraction of folded voxels per region.
+  sliding band folding is allowed in principle (a slip is not a diffeomorphism of the whole domain), and the fold
+  barrier charges it a tenth as much (:data:`BAND_FOLD_WEIGHT`): a band estimated from labels a voxel off the true
+  wall lies partly off it, and folds there are folds off the true band.
 
 A dense field has one weakness: the central differences of :mod:`scripts.losses.mechanics` do not see a checkerboard
 (their null space at the Nyquist frequency), so the similarity could write voxel-scale noise into the field
@@ -74,6 +75,7 @@ from scripts.refinement.terms import diffusion_weights, fold_weights, forward_fo
 from scripts.regions.labels import SLIDING
 
 __all__ = [
+    "BAND_FOLD_WEIGHT",
     "DEFAULT_ALPHA",
     "DEFAULT_SMOOTH",
     "backward_terms",
@@ -93,21 +95,39 @@ DEFAULT_ALPHA = {"lncc": 1.0, "mind": 10.0, "mse": 10.0}
 # 62 against 50 %). Without a band it only over-smooths: 0.5 is the better value there (held-out CT 1.14 against
 # 1.19 mm, the smooth field of benchmarks/benchmark_refine.py 2.89 against 3.45 mm). docs/README.md, issue 20.
 DEFAULT_SMOOTH = {"rigidity_shearing_jacobian": 1.0, "rigidity_jacobian": 0.5, "jacobian": 0.5}
+# weight of the fold barrier's cells on the sliding band, relative to those off it (1). 0 let the band fold freely: with
+# a segmenter's labels the band lies partly off the true wall, and 0.003-0.022 % of the body folded off the true band;
+# 0.1 cut that 3-10x (out2 0.012 -> 0.003 %, deep breathing 0.022 -> 0.008 %) for half a point of slip (deep breathing
+# one point); 1.0 cost 2-3 points at deep breathing. docs/README.md, *Walls nobody tuned on*.
+BAND_FOLD_WEIGHT = 0.1
 
 
-def level_terms(param, weights, losses, source, target, spacing, reg_mask, normals, sliding, smooth_normals, side=None):
+def level_terms(
+    param,
+    weights,
+    losses,
+    source,
+    target,
+    spacing,
+    reg_mask,
+    normals,
+    sliding,
+    smooth_normals,
+    side=None,
+    band_fold_weight=BAND_FOLD_WEIGHT,
+):
     """The terms of a level's loss, ``{name: (weight, function computing the term)}`` in the order
     :func:`backward_terms` takes them: ``fold`` (barrier), ``smooth`` (the diffusion D), ``regulariser``,
     ``similarity``. ``weights``: (alpha, gamma, smooth, fold_barrier); ``losses``: (the ``Similarity``, the warp
     (:mod:`scripts.refinement.similarity`), the ``BiomechanicalLoss``); ``sliding``, ``smooth_normals``, ``side``: the
     band, normals and wall side of D (:mod:`scripts.refinement.terms`; None: plain diffusion, or the side guessed
-    from the normals). What does not change within the level (the diffusion's and the barrier's weights) is computed
-    here, once."""
+    from the normals); ``band_fold_weight``: the fold barrier's weight on the band's cells (1 off it). What does not
+    change within the level (the diffusion's and the barrier's weights) is computed here, once."""
     alpha, gamma, smooth, fold_barrier = weights
     sim, warp, reg = losses
     spacing_t = torch.tensor(spacing).reshape(1, 3, 1, 1, 1)
     shape = tuple(param.shape[2:])
-    cells = fold_weights(shape, None if sliding is None else ~sliding)
+    cells = fold_weights(shape, None if sliding is None else torch.where(sliding, band_fold_weight, 1.0))
     pairs = diffusion_weights(spacing, shape, sliding, smooth_normals, side)
     return {
         "fold": (fold_barrier, functools.partial(forward_fold_barrier, param, None, weights=cells)),
@@ -187,6 +207,7 @@ def refine_pair(
     fold_barrier: float = 10.0,
     alpha: float | None = None,
     sided_upsampling: bool = False,
+    band_fold_weight: float = BAND_FOLD_WEIGHT,
     progress: bool = False,
 ) -> tuple[torch.Tensor, list[dict[str, float]]]:
     """Optimise the displacement of one pair (see the module docstring).
@@ -213,6 +234,8 @@ def refine_pair(
         grid_mm: working voxel size in mm (the input grid when ``None`` or when it is already coarser).
         fold_penalty: pushes folded voxels (det J <= 0) back (see :class:`scripts.losses.biomechanical.JacobianLoss`).
         fold_barrier: weight of mean relu(0.2 - det J_f)^2 outside the sliding band, J_f by forward differences.
+        band_fold_weight: the barrier's weight on the band's cells, relative to those off it (0: the band folds
+            freely; :data:`BAND_FOLD_WEIGHT`).
         sided_upsampling: with ``wall_side`` and the sliding band, carry the field from level to level (and back to
             the input grid) with each side of the wall interpolated from its own side
             (:func:`scripts.refinement.pyramid.resize_field_sided`): the slip reaches the next level as a step at the
@@ -285,7 +308,9 @@ def refine_pair(
         opt = torch.optim.Adam([param], lr=rate)
         best_total, best = math.inf, param.detach().clone()
         weights, losses = (alpha, gamma, smooth, fold_barrier), (sim, warp, reg)
-        terms = level_terms(param, weights, losses, source, target, sp, mask_l, n_l, sliding, n_smooth, side)
+        terms = level_terms(
+            param, weights, losses, source, target, sp, mask_l, n_l, sliding, n_smooth, side, band_fold_weight
+        )
         for _ in range(n_iter):
             opt.zero_grad(set_to_none=True)
             val = backward_terms(terms)

@@ -24,8 +24,9 @@ labels) the refined field's D was 0.037, and 0.075 once its tangential part on t
 interior field (a step at the wall): the guess made the step dearer than the ramp. Charged by the side, a step at
 the wall costs nothing (docs/README.md, *Walls nobody tuned on*).
 
-**The fold barrier** (:func:`forward_fold_barrier`): mean of relu(tau - det J_f)^2 over the cells not in the band, J_f
-the forward-difference Jacobian (the central differences of the losses miss folds between voxels, which appear once
+**The fold barrier** (:func:`forward_fold_barrier`): weighted mean of relu(tau - det J_f)^2 over the cells (the
+refinement weighs the band's cells a tenth of the others: it may slide, a band estimated a voxel off the wall should
+not fold off it), J_f the forward-difference Jacobian (the central differences of the losses miss folds between voxels, which appear once
 the field is upsampled).
 
 Speed: what decides how a pair or a cell is charged (the band, the sides, the normals) is fixed for a level, so it is
@@ -124,8 +125,9 @@ def forward_diffusion(
 
 
 def fold_weights(shape: Sequence[int], keep: torch.Tensor | None) -> torch.Tensor:
-    """The fold barrier's weight per cell, (1, 1, X, Y, Z): the cells whose base voxel is in ``keep`` (all if None) and
-    whose forward neighbours exist (not on the last slice of an axis), each 1 / their count."""
+    """The fold barrier's weight per cell, (1, 1, X, Y, Z): the cells whose forward neighbours exist (not on the last
+    slice of an axis), each weighing what ``keep`` holds at its base voxel (bool: 1 or 0; or a weight per voxel; None:
+    1 everywhere), divided by the sum of those weights."""
     weights = torch.zeros((1, 1) + tuple(shape))
     cells = tuple(slice(0, m - 1) for m in shape)
     weights[(0, 0) + cells] = 1.0 if keep is None else keep[(0, 0) + cells].float()
