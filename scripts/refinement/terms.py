@@ -26,8 +26,8 @@ the wall costs nothing (docs/README.md, *Walls nobody tuned on*).
 
 **The fold barrier** (:func:`forward_fold_barrier`): weighted mean of relu(tau - det J_f)^2 over the cells (the
 refinement weighs the band's cells a tenth of the others: it may slide, a band estimated a voxel off the wall should
-not fold off it), J_f the forward-difference Jacobian (the central differences of the losses miss folds between voxels, which appear once
-the field is upsampled).
+not fold off it), J_f the forward-difference Jacobian (the central differences of the losses miss folds between
+voxels, which appear once the field is upsampled).
 
 Speed: what decides how a pair or a cell is charged (the band, the sides, the normals) is fixed for a level, so it is
 computed once per level as weights (:func:`diffusion_weights`, :func:`fold_weights`, the pair counts and voxel sizes
