@@ -97,7 +97,7 @@ DEFAULT_ALPHA = {"lncc": 1.0, "mind": 10.0, "mse": 10.0}
 DEFAULT_SMOOTH = {"rigidity_shearing_jacobian": 1.0, "rigidity_jacobian": 0.5, "jacobian": 0.5}
 # weight of the fold barrier's cells on the sliding band, relative to those off it (1). 0 let the band fold freely: with
 # a segmenter's labels the band lies partly off the true wall, and 0.003-0.022 % of the body folded off the true band;
-# 0.1 cut that 3-10x (out2 0.012 -> 0.003 %, deep breathing 0.022 -> 0.008 %) for half a point of slip (deep breathing
+# 0.1 cut that 3-7x (out2 0.012 -> 0.003 %, deep breathing 0.022 -> 0.008 %) for half a point of slip (deep breathing
 # one point); 1.0 cost 2-3 points at deep breathing. docs/README.md, *Walls nobody tuned on*.
 BAND_FOLD_WEIGHT = 0.1
 
