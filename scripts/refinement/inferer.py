@@ -38,6 +38,7 @@ from monai.inferers import Inferer
 from scripts.evaluation.metrics import folding_from_det
 from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
+from scripts.io.options import parse_flag
 from scripts.io.resampling import field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
@@ -215,11 +216,9 @@ class RefinementInferer(Inferer):
             raise InputError(f"--refine_second_lr must be a number > 0, got {second_lr!r}")
         self.second_iterations, self.second_snap_mm = int(second_iterations), float(second_snap_mm)
         self.second_lr = float(second_lr)
-        if not isinstance(sided_upsampling, bool):
-            raise InputError(f"--refine_sided_upsampling must be true or false, got {sided_upsampling!r}")
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
-        self.options["sided_upsampling"] = sided_upsampling
+        self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
 
     def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
         """(regulariser, reg_mask, normals, wall side, label map) on the refinement grid: from the fixed segmentation,
