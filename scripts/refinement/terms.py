@@ -137,9 +137,9 @@ def fold_weights(shape: Sequence[int], keep: torch.Tensor | None) -> torch.Tenso
 def forward_fold_barrier(
     u_vox: torch.Tensor, keep: torch.Tensor | None, tau: float = 0.2, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean of relu(tau - det J_f)^2 over the cells whose base voxel is in ``keep`` ((1, 1, X, Y, Z) bool, the
-    voxels off the band; None: every cell), J_f by forward differences of ``u_vox`` (voxels). ``weights``: those of
-    :func:`fold_weights` (then ``keep`` is not read)."""
+    """Mean of relu(tau - det J_f)^2 over the cells whose base voxel is in ``keep`` ((1, 1, X, Y, Z) bool, e.g. the
+    voxels off the band, or a weight per voxel as :func:`fold_weights` takes it; None: every cell), J_f by forward
+    differences of ``u_vox`` (voxels). ``weights``: those of :func:`fold_weights` (then ``keep`` is not read)."""
     weights = fold_weights(u_vox.shape[2:], keep) if weights is None else weights
     # forward differences padded to the grid (0 on the last slice): the cells off the grid's far faces weigh 0
     cols = [forward_difference(u_vox, 2 + axis, pad=True) for axis in range(3)]  # (B, 3, ...) d u / d i_axis
