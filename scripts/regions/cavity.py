@@ -43,9 +43,9 @@ boundaries) the bones' rigidity error on the real CT fell from 0.0123 to 0.0039 
 only), with the bones eroded by one voxel from 0.0303 to 0.0043 (0.0022 with the clean labels, unchanged; seeds
 0-2, ``benchmarks/benchmark_walls.py``); on the phantom the outer layers took it from 0.0226 to 0.0105. The bones
 found this way grow their dim rim afterwards, as the labelled ones do (at 3 mm a rib's rim is partial volume, below
-the 200 HU that finds the rib): with a segmenter's labels that took the bones' rigidity error from 0.0047 to 0.0034 on the real CT (default
-wall), from 0.0189 to 0.0085 at deep breathing, from 0.0109 to 0.0064 on the phantom, nothing else changing
-(docs/README.md, *Walls nobody tuned on*).
+the 200 HU that finds the rib): with a segmenter's labels that took the bones' rigidity error from 0.0047 to 0.0034
+on the real CT (default wall), from 0.0189 to 0.0085 at deep breathing, from 0.0109 to 0.0064 on the phantom,
+nothing else changing (docs/README.md, *Walls nobody tuned on*).
 
 With the CT and ``snap_mm`` > 0 (off by default), the wall first moves to the strongest intensity edge within that
 distance (:func:`snap_to_edge`): a lead for labels a voxel off the organs' boundary, measured in docs/README.md (*Walls
