@@ -256,3 +256,19 @@ def test_inference_json_alone_is_the_shipped_ct_model(tmp_path):
         "ScaleIntensityRanged", "AntiAliasedResized", "Resized", "ResampleRegionsd", "CastToTyped"]  # fmt: skip
     with pytest.raises(InputError, match=r"configs/ct\.json: no such file; .* set --bundle_root"):
         declared_preprocessing(tmp_path)
+
+
+def test_training_plan_fits_its_budget():
+    """benchmarks.benchmark_training_step.plan: the planned run (start-up, a first epoch generating the pairs, the
+    epochs after it, the validation's pairs) fits the budget and one more epoch would not."""
+    from benchmarks.benchmark_training_step import plan
+
+    figures = {"generation_s_per_item": 1.2, "ms_per_iteration": 90.0, "batch_size": 4, "max_pairs": 2000}
+    figures["val_pairs"] = 32
+    for budget, workers in ((420, 14), (1800, 14), (400, 2)):
+        pairs, epochs = plan(figures, budget, workers)
+        rate = 0.5 * workers / 1.2
+        epoch_s = pairs / 4 * 0.09
+        total = 30 + max(pairs / rate, epoch_s) + (epochs - 1) * epoch_s + 2 * 32 / rate
+        assert pairs % 4 == 0 and 32 <= pairs <= 2000
+        assert total <= budget < total + epoch_s or epochs == 1, (budget, workers, pairs, epochs, total)

@@ -4,7 +4,7 @@
 fixed and moving; D channels out, a stationary velocity field in voxels), so that
 ``verify_net_in_out`` and ``ckpt_export`` (TorchScript) work on it. :class:`RegistrationNet`
 wraps it for the workflows: velocity -> scaling-and-squaring (``DVF2DDF``) -> displacement ->
-``Warp`` of the moving image (and of its one-hot labels).
+``Warp`` of the moving image (and of its one-hot labels), each through :class:`CachedGridWarp`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,34 @@ from monai.networks import one_hot
 from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
 
-__all__ = ["RegistrationNet", "PrepareRegistrationBatch", "spacing_of"]
+__all__ = ["RegistrationNet", "CachedGridWarp", "PrepareRegistrationBatch", "spacing_of"]
+
+
+class CachedGridWarp(Warp):
+    """MONAI's ``Warp`` whose reference grid is built once per field shape, device and dtype, on the field's device.
+
+    MONAI 1.6.1's ``Warp.get_reference_grid`` compares the cached grid's ``shape[1:]`` with the field's ``shape[2:]``,
+    which never match (MONAI pull request 9082), so it builds the grid again on the CPU at every call and copies it
+    to the field's device: nine times per training step here (seven scaling-and-squaring steps, the image, the
+    labels). On a GPU that was 3/4 of a training step (``python -m benchmarks.benchmark_training_step``, docs). The
+    grid here is (1, D, *S), broadcast over the batch by ``Warp.forward``'s ``grid + ddf``; the values are MONAI's
+    (voxel indices along each array axis). ``jitter`` keeps MONAI's own path.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._grid_key: tuple | None = None
+        self._grid: torch.Tensor | None = None
+
+    def get_reference_grid(self, ddf: torch.Tensor, jitter: bool = False, seed: int = 0) -> torch.Tensor:
+        if jitter:
+            return super().get_reference_grid(ddf, jitter=jitter, seed=seed)
+        key = (tuple(ddf.shape[2:]), ddf.device, ddf.dtype)
+        if self._grid is None or self._grid_key != key:
+            axes = [torch.arange(size, device=ddf.device, dtype=ddf.dtype) for size in ddf.shape[2:]]
+            self._grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)[None]
+            self._grid_key = key
+        return self._grid
 
 
 class RegistrationNet(nn.Module):
@@ -40,8 +67,10 @@ class RegistrationNet(nn.Module):
             raise ValueError(f"integration_steps must be >= 0, got {integration_steps}")
         self.backbone = backbone
         self.integrate = DVF2DDF(num_steps=integration_steps, mode="bilinear") if integration_steps > 0 else None
-        self.warp = Warp(mode="bilinear", padding_mode=padding_mode)
-        self.warp_label = Warp(mode="bilinear", padding_mode="zeros")
+        if self.integrate is not None:  # DVF2DDF's own Warp (bilinear, zeros), with the grid built once
+            self.integrate.warp_layer = CachedGridWarp(mode="bilinear", padding_mode="zeros")
+        self.warp = CachedGridWarp(mode="bilinear", padding_mode=padding_mode)
+        self.warp_label = CachedGridWarp(mode="bilinear", padding_mode="zeros")
 
     def forward(self, pair: torch.Tensor, moving_label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if pair.ndim not in (4, 5) or pair.shape[1] != 2:
