@@ -218,6 +218,25 @@ def test_the_ct_generated_presets_build_a_network_that_fits_their_grid(presets):
     assert tuple(out.shape) == (1, 3, *small)
 
 
+def test_the_gpu_preset_serves_training_and_inference():
+    """configs/ct_generated_gpu.json merges after the training configs (cuDNN's fastest convolutions there) and after
+    the inference configs (its grid and channels, nothing that only training defines)."""
+    base = ["ct.json", "ct_generated.json", "ct_generated_gpu.json"]
+    for head, benchmark in (("train.json", True), ("inference.json", None)):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in [head] + base])
+        parser["bundle_root"] = str(BUNDLE_ROOT)
+        before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+        try:
+            parser.get_parsed_content("initialize")
+            if benchmark is not None:
+                assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (True, False)
+        finally:
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+        net = parser.get_parsed_content("network_def")
+        assert net.model[0].conv[0].conv.out_channels == 16 and parser.get_parsed_content("image_size") == [96, 80, 64]
+
+
 @pytest.mark.skipif(not CT_MODEL.is_file(), reason="no shipped CT model (models/model_ct.pt)")
 def test_shipped_ct_model_exports_to_torchscript(tmp_path):
     from monai.bundle import ckpt_export
