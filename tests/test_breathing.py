@@ -185,3 +185,44 @@ def test_deep_breathing_as_a_flow_does_not_fold_and_its_true_field_warps_moving_
     err, raw = np.abs(warped - image)[keep], np.abs(case["moving"] - image)[keep]
     # resampling twice costs about 1 (the ordinary additive case here: median 0.91, p95 3.1 of raw 92)
     assert np.median(err) < 1.5 and np.percentile(err, 95) < 0.05 * np.percentile(raw, 95)  # 0.96; 4.1 of 188
+
+
+def test_smooth_random_field_is_scipys_cubic_zoom():
+    """phantom.smooth_random_field zooms one axis at a time: the values of one 3-D ``scipy.ndimage.zoom``."""
+    from scipy import ndimage
+
+    from scripts.synthesis.phantom import smooth_random_field
+
+    for shape in ((31, 24, 17), (3, 9, 40)):
+        field = smooth_random_field(np.random.default_rng(3), shape, 2.0)
+        coarse = np.random.default_rng(3).normal(0.0, 2.0, size=(3, *[max(3, min(5, n // 4 + 2)) for n in shape]))
+        zoom = [np.asarray(shape) / np.asarray(c.shape) for c in coarse]
+        ref = np.stack([ndimage.zoom(c, z, order=3, mode="nearest") for c, z in zip(coarse, zoom)])
+        assert field.shape == (3, *shape) and np.abs(field).max() > 0.5
+        np.testing.assert_allclose(field, ref, rtol=0, atol=1e-10)
+
+
+def test_inverse_ddf_stops_once_converged():
+    """phantom.inverse_ddf: v(x) = -u(x + v(x)) to 1e-4 voxel on a smooth field, in fewer iterations than allowed."""
+    from scipy import ndimage as ndi
+
+    from scripts.synthesis import phantom
+
+    u = 0.4 * phantom.smooth_random_field(np.random.default_rng(0), (24, 20, 16), 1.0).astype(np.float32)
+    calls = []
+    original = torch.nn.functional.grid_sample
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    torch.nn.functional.grid_sample = counted
+    try:
+        v = phantom.inverse_ddf(u, iterations=60)
+    finally:
+        torch.nn.functional.grid_sample = original
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in u.shape[1:]], indexing="ij")).astype(np.float64)
+    u_at = np.stack([ndi.map_coordinates(c, grid + v, order=1, mode="nearest") for c in u])
+    inner = (slice(None),) + (slice(3, -3),) * 3
+    assert np.abs(v + u_at)[inner].max() < 1e-4 and np.abs(v).max() > 0.5
+    assert 3 <= len(calls) < 60, len(calls)

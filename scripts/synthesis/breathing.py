@@ -31,7 +31,7 @@ from scipy import ndimage as ndi
 
 from scripts.regions.cavity import wall_layers
 from scripts.regions.labels import TOTALSEG_V2_TOTAL
-from scripts.synthesis.phantom import inverse_ddf, make_ct_phantom
+from scripts.synthesis.phantom import inverse_ddf, make_ct_phantom, smooth_random_field
 
 __all__ = [
     "CAVITY_CONTENTS",
@@ -180,20 +180,6 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
-def _smooth_random(rng: np.random.Generator, shape: tuple, std_mm: float, nodes: int = 5) -> np.ndarray:
-    """(3, *shape): random normal nodes (std ``std_mm``) zoomed to ``shape`` by cubic splines (``ndi.zoom``,
-    ``order=3``, ``"nearest"``), one axis at a time: the spline is a tensor product, so the zoom is the product of
-    each axis's (shape, nodes) zoom matrix, the same values (to 1e-14) for a thirtieth of the time."""
-    coarse = rng.normal(0.0, std_mm, size=(3, *[max(3, min(nodes, n // 4 + 2)) for n in shape]))
-    zooms = [_zoom_matrix(n, m) for n, m in zip(coarse.shape[1:], shape)]
-    return np.einsum("ai,bj,ck,dijk->dabc", *zooms, coarse, optimize=True)
-
-
-def _zoom_matrix(n: int, m: int) -> np.ndarray:
-    """(m, n): ``ndi.zoom(x, m / n, order=3, mode="nearest")`` of any length-n vector x as a matrix product."""
-    return np.stack([ndi.zoom(unit, m / n, order=3, mode="nearest") for unit in np.eye(n)], axis=1)
-
-
 def _rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
@@ -205,7 +191,7 @@ def _rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
 def _outside_field(seg, spacing, grid_mm, rng, wall_mm, rotation_deg, blend_mm):
     """Smooth field (mm, (3, *S)) <= ``wall_mm`` with one rigid motion per group of touching bones (+1 voxel)."""
     shape = seg.shape
-    smooth = _smooth_random(rng, shape, 0.4 * wall_mm)
+    smooth = smooth_random_field(rng, shape, 0.4 * wall_mm)
     norm = np.sqrt((smooth**2).sum(0))
     smooth *= np.minimum(1.0, 0.75 * wall_mm / np.maximum(norm, 1e-9))
     bones = np.isin(seg, bone_ids())
@@ -313,7 +299,7 @@ def make_breathing_case(
     hi = rng.uniform(amplitude_mm[0] + 0.75 * (amplitude_mm[1] - amplitude_mm[0]), amplitude_mm[1])
     amp = (lo + (hi - lo) * zeta) / np.sqrt(1.0 + anterior**2)
     v = -amp * e_s[:, None, None, None] + anterior * amp * e_a[:, None, None, None]
-    v += _smooth_random(rng, shape, 0.3)
+    v += smooth_random_field(rng, shape, 0.3)
 
     # outward normals of the smoothed cavity; remove the normal part of v near the wall (continuous normal motion)
     s = ndi.gaussian_filter(shape_cav.astype(np.float64), normal_mm / spacing, mode="nearest")
