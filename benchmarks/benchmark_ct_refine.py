@@ -61,7 +61,13 @@ from scripts.evaluation.metrics import rigidity_error
 from scripts.evaluation.motion_metrics import endpoint_error, sliding_jump_ratio
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.second_pass import SECOND_PASS_ITERATIONS, SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
+from scripts.refinement.second_pass import (
+    SECOND_PASS_BAND_FOLD_WEIGHT,
+    SECOND_PASS_ITERATIONS,
+    SECOND_PASS_LR,
+    SECOND_PASS_SNAP_MM,
+    second_pass,
+)
 from scripts.regions.cavity import cavity_regions
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
@@ -77,7 +83,7 @@ HU_WINDOW = (-1200.0, 400.0)
 # options of cavity_regions, not of refine_pair
 REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm", "unlabelled_bone_hu")
 # the second pass of the refinement (scripts/refinement/second_pass.py), as configs/refine.json runs it
-SECOND_KEYS = ("second_iterations", "second_snap_mm", "second_lr")
+SECOND_KEYS = ("second_iterations", "second_snap_mm", "second_lr", "second_band_fold_weight")
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
@@ -175,6 +181,7 @@ def run_method(
                 snap_mm=float(refine_kwargs.get("second_snap_mm", SECOND_PASS_SNAP_MM)),
                 iterations=second,
                 lr=float(refine_kwargs.get("second_lr", SECOND_PASS_LR)),
+                band_fold_weight=float(refine_kwargs.get("second_band_fold_weight", SECOND_PASS_BAND_FOLD_WEIGHT)),
             )
             band = mask == 2
         return ddf[0].numpy(), time.perf_counter() - start, band

@@ -173,6 +173,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.options.get("smooth") == expected
         assert inferer.options["sided_upsampling"] is bool(override)  # off unless asked for
         assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)  # on
+        assert inferer.second_band_fold_weight == 1.0
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
         ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),
@@ -184,6 +185,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_second_iterations", 2.5, "--refine_second_iterations must be a whole number >= 0"),
         ("refine_second_snap_mm", "one voxel", "--refine_second_snap_mm must be a number >= 0"),
         ("refine_second_lr", 0, "--refine_second_lr must be a number > 0"),
+        ("refine_second_band_fold_weight", -0.5, "--refine_second_band_fold_weight must be a number >= 0"),
         ("refine_sided_upsampling", "yes", "option --refine_sided_upsampling: 'yes' is not one of"),
     ]
     for key, bad, message in bad_values:

@@ -8,7 +8,7 @@ from monai.networks.blocks import Warp
 from scipy import ndimage
 
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.second_pass import second_pass
+from scripts.refinement.second_pass import SECOND_PASS_BAND_FOLD_WEIGHT, second_pass
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import SLIDING, TOTALSEG_V2_TOTAL
 
@@ -96,3 +96,22 @@ def test_without_iterations_only_the_regions_move_and_bad_values_are_refused(cas
     assert out is ddf and curve == [] and len(regions) == 3
     with pytest.raises(ValueError, match="snap_mm >= 0 and iterations >= 0"):
         second_pass(fixed, moving, SP, ddf, seg, iterations=-1)
+
+
+def test_the_second_pass_charges_its_band_as_set(case):
+    """``band_fold_weight`` reaches the second pass's iterations (default 1.0, SECOND_PASS_BAND_FOLD_WEIGHT); None
+    keeps the first pass's (``refine_options``)."""
+    truth, fixed, moving = case
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[8:20, 8:20, :] = TOTALSEG_V2_TOTAL["liver"]
+    mask, normals, side = cavity_regions(seg, SP, return_side=True)
+    regions = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
+    first, _ = refine_pair(fixed, moving, SP, levels=2, iterations=(20, 20), **regions)
+
+    def run(**kwargs):
+        return second_pass(fixed, moving, SP, first, seg, iterations=20, **kwargs)[0]
+
+    default, charged, free = run(), run(band_fold_weight=1.0), run(band_fold_weight=0.0)
+    assert SECOND_PASS_BAND_FOLD_WEIGHT == 1.0 and torch.equal(default, charged) and not torch.equal(charged, free)
+    first_pass_weight = run(band_fold_weight=None, refine_options={"band_fold_weight": 0.0})
+    assert torch.equal(first_pass_weight, free)

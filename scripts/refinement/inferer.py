@@ -42,7 +42,13 @@ from scripts.io.options import parse_flag
 from scripts.io.resampling import field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.second_pass import SECOND_PASS_ITERATIONS, SECOND_PASS_LR, SECOND_PASS_SNAP_MM, second_pass
+from scripts.refinement.second_pass import (
+    SECOND_PASS_BAND_FOLD_WEIGHT,
+    SECOND_PASS_ITERATIONS,
+    SECOND_PASS_LR,
+    SECOND_PASS_SNAP_MM,
+    second_pass,
+)
 from scripts.refinement.similarity import SIMILARITIES
 from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import cavity_regions
@@ -151,6 +157,8 @@ class RefinementInferer(Inferer):
             (``rigidity_shearing_jacobian`` with a segmentation).
         second_snap_mm: how far the second pass may move the wall, mm.
         second_lr: the step of the second pass's Adam iterations.
+        second_band_fold_weight: the fold barrier's weight on the second pass's band, relative to the rest (1.0:
+            :data:`~scripts.refinement.second_pass.SECOND_PASS_BAND_FOLD_WEIGHT`).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -183,6 +191,7 @@ class RefinementInferer(Inferer):
         second_iterations: int = SECOND_PASS_ITERATIONS,
         second_snap_mm: float = SECOND_PASS_SNAP_MM,
         second_lr: float = SECOND_PASS_LR,
+        second_band_fold_weight: float = SECOND_PASS_BAND_FOLD_WEIGHT,
         sided_upsampling: bool = False,
     ):
         super().__init__()
@@ -215,7 +224,12 @@ class RefinementInferer(Inferer):
         if not (_is_number(second_lr) and second_lr > 0):
             raise InputError(f"--refine_second_lr must be a number > 0, got {second_lr!r}")
         self.second_iterations, self.second_snap_mm = int(second_iterations), float(second_snap_mm)
-        self.second_lr = float(second_lr)
+        if not (_is_number(second_band_fold_weight) and second_band_fold_weight >= 0):
+            raise InputError(
+                f"--refine_second_band_fold_weight must be a number >= 0 (0: the band folds freely), "
+                f"got {second_band_fold_weight!r}"
+            )
+        self.second_lr, self.second_band_fold_weight = float(second_lr), float(second_band_fold_weight)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
@@ -318,6 +332,7 @@ class RefinementInferer(Inferer):
                     snap_mm=self.second_snap_mm,
                     iterations=self.second_iterations,
                     lr=self.second_lr,
+                    band_fold_weight=self.second_band_fold_weight,
                 )
                 level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
                 curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]
