@@ -56,9 +56,8 @@ def measure(configs: str, overrides: dict, items: int = 2, iterations: int = 20,
             parser["dataset_options"]["cache"] = "none"  # time the generation, not a cache left by an earlier run
         if "initialize" in parser:
             parser.get_parsed_content("initialize")  # determinism, as the training run has it
-        for index, expression in enumerate(parser.get("run", [])):
-            if "cudnn" in str(expression):  # cuDNN's settings, which the run sets after parsing its flags
-                parser.get_parsed_content(f"run#{index}")
+        if "cudnn_setup" in parser:
+            parser.get_parsed_content("cudnn_setup")  # cuDNN's settings, which the run sets after parsing its flags
         dataset = parser.get_parsed_content("train#dataset")
         seconds = []
         for index in range(items):
