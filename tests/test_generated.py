@@ -237,6 +237,7 @@ def test_the_gpu_preset_serves_training_and_inference():
             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
         net = parser.get_parsed_content("network_def")
         assert net.model[0].conv[0].conv.out_channels == 16 and parser.get_parsed_content("image_size") == [96, 80, 64]
+        assert 1.46e6 < sum(p.numel() for p in net.parameters()) < 1.48e6  # about 6 MB of float32 weights
 
 
 @pytest.mark.skipif(not CT_MODEL.is_file(), reason="no shipped CT model (models/model_ct.pt)")
