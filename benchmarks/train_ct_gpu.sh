@@ -39,14 +39,15 @@ echo "training rc=$? after $(( $(date +%s) - start )) s"
 grep -E "Epoch\[[0-9]+\] Metrics|Key metric|best|rror" "$OUT/train.log" | tail -40
 $PY - "$RUN" "$OUT" <<'PY'
 import glob, os, shutil, sys, torch
+from scripts.io.checkpoints import latest_checkpoint
 run, out = sys.argv[1:]
 for path in glob.glob(os.path.join(run, "events.out.tfevents.*")):
     shutil.copy(path, out)
-last = sorted(glob.glob(os.path.join(run, "last_checkpoint_epoch=*.pt")), key=os.path.getmtime)
-if last:
-    ckpt = torch.load(last[-1], map_location="cpu", weights_only=False)
+last = latest_checkpoint(run)  # the highest epoch's last_checkpoint_epoch=N.pt, as --resume finds it
+if last is not None:
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
     torch.save(ckpt["model"], os.path.join(out, "model_last.pt"))
-    print("exported", last[-1])
+    print("exported", last)
 if os.path.exists(os.path.join(run, "model.pt")):
     shutil.copy(os.path.join(run, "model.pt"), os.path.join(out, "model_best.pt"))
     print("exported", os.path.join(run, "model.pt"))
