@@ -8,9 +8,9 @@ Rows: ``none`` (no registration) and ``true`` (the true field: its Dice is the c
 Cases (:mod:`scripts.synthesis.breathing`): ``ct<seed>`` = the TotalSegmentator example CT (``example_ct_sm``,
 122x101x30, 3 mm) with a breathing-like known motion drawn with that seed; ``phantom<seed>`` = the CT phantom;
 ``gen<index>`` = a held-out generated case (:func:`scripts.synthesis.anatomy.generated_case`, split ``test``: seeds
-no training set draws). Every
-method registers moving -> fixed on the fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared
-with the true one:
+no training set draws); ``<case>-cranial``: the same case breathing the other way (the fixed image the deeper
+breath); the tables start with the means over the cases of each kind. Every method registers moving -> fixed on the
+fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared with the true one:
 
 - endpoint error (mm, mean and 95th percentile) over the body, the organs (cavity contents), the bones and a band
   of ``--band-mm`` on both sides of the true cavity wall;
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -87,16 +88,21 @@ SECOND_KEYS = ("second_iterations", "second_snap_mm", "second_lr", "second_band_
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
-    """``ct<seed>`` or ``phantom<seed>``: a :func:`scripts.synthesis.breathing.make_breathing_case` dict."""
-    if name.startswith("ct") and name[2:].isdigit():
+    """``ct<seed>``, ``phantom<seed>`` or ``gen<index>``: a :func:`scripts.synthesis.breathing.make_breathing_case`
+    dict; ``<case>-cranial``: the same anatomy breathing the other way (the contents move cranially)."""
+    base, _, direction = name.partition("-")
+    if direction not in ("", "cranial"):
+        raise ValueError(f"case must be ct<seed>, phantom<seed> or gen<index>, optionally -cranial, got {name!r}")
+    cranial = direction == "cranial"
+    if base.startswith("ct") and base[2:].isdigit():
         if not data_dir.is_dir():
             raise FileNotFoundError(f"real CT data not found at {data_dir} (case {name})")
-        return real_ct_case(data_dir, int(name[2:]))
-    if name.startswith("phantom") and name[7:].isdigit():
-        return phantom_case(int(name[7:]))
-    if name.startswith("gen") and name[3:].isdigit():
-        return generated_case(int(name[3:]), "test")
-    raise ValueError(f"case must be ct<seed>, phantom<seed> or gen<index>, got {name!r}")
+        return real_ct_case(data_dir, int(base[2:]), cranial=cranial)
+    if base.startswith("phantom") and base[7:].isdigit():
+        return phantom_case(int(base[7:]), cranial=cranial)
+    if base.startswith("gen") and base[3:].isdigit():
+        return generated_case(int(base[3:]), "test", cranial_fraction=float(cranial))
+    raise ValueError(f"case must be ct<seed>, phantom<seed> or gen<index>, optionally -cranial, got {name!r}")
 
 
 def body_mask(image: np.ndarray, threshold: float = -500.0) -> np.ndarray:
@@ -292,6 +298,21 @@ def _fmt(key: str, value: float) -> str:
     return f"{value:.2f}"
 
 
+def case_means(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """The mean of every metric over the cases of one kind (the name without its seed: ct0, ct1 -> ct), >= 2 cases."""
+    kinds: dict[str, list] = {}
+    for name, rows in results.items():
+        kinds.setdefault(re.sub(r"\d+", "", name), []).append(rows)
+    mean = lambda rows: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}  # noqa: E731
+    return {
+        f"mean of {len(cases)} {kind} cases": {
+            m: mean([c[m] for c in cases]) for m in cases[0] if all(m in c for c in cases)
+        }
+        for kind, cases in kinds.items()
+        if len(cases) > 1
+    }
+
+
 def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """One table per case: methods as rows, metrics as columns (EPE in mm)."""
     lines = []
@@ -325,12 +346,8 @@ def main(argv=None) -> dict:
     p.add_argument("--wall-band-mm", type=float, default=None, help="cavity_regions band_mm (default: its own)")
     p.add_argument("--closing-mm", type=float, default=None, help="cavity_regions closing_mm (default: its own)")
     p.add_argument("--bone-gap", type=int, default=None, help="cavity_regions bone_gap (default: its own)")
-    p.add_argument(
-        "--second-iterations",
-        type=int,
-        default=None,
-        help=f"iterations of the second pass (default {SECOND_PASS_ITERATIONS}, as configs/refine.json; 0: none)",
-    )
+    second_help = f"iterations of the second pass (default {SECOND_PASS_ITERATIONS}, as configs/refine.json; 0: none)"
+    p.add_argument("--second-iterations", type=int, default=None, help=second_help)
     p.add_argument("--second-snap-mm", type=float, default=None, help="how far the second pass may move the wall")
     p.add_argument("--elastix-iterations", type=int, default=300)
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
@@ -388,11 +405,12 @@ def main(argv=None) -> dict:
             figure(case, fields, Path(args.figure) / f"ct_refine_{name}.png", regions["body"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown(results)
+    means = case_means(results)
+    table = markdown({**means, **results})
     (out / "results.md").write_text(table)
     settings = {k: v for k, v in refine_kwargs.items() if k != "network"}
     meta = {"argv": argv, "refine_kwargs": settings, "elastix": elastix_kwargs, "band_mm": args.band_mm}
-    (out / "results.json").write_text(json.dumps({"settings": meta, "results": results}, indent=2))
+    (out / "results.json").write_text(json.dumps({"settings": meta, "means": means, "results": results}, indent=2))
     print(table)
     return results
 

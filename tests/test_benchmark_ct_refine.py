@@ -56,3 +56,30 @@ def test_seen_region_and_metrics_leave_out_what_moved_in_from_outside_the_image(
     row = bench.evaluate(wrong_unseen, case, regions)
     assert row["epe_body_seen"] == pytest.approx(0.0, abs=1e-6) and row["epe_body"] > 0.1
     assert bench.evaluate(case["ddf"], case, regions)["slip_seen"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_cranial_case_is_the_same_case_breathing_the_other_way():
+    import numpy as np
+
+    caudal, cranial = bench.build_case("phantom0"), bench.build_case("phantom0-cranial")
+    np.testing.assert_array_equal(caudal["fixed"], cranial["fixed"])
+    e_s = (caudal["affine"][:3, :3] / caudal["spacing"]).T @ np.array([0.0, 0.0, 1.0])  # S in the array frame
+    s_motion = [float(np.einsum("i,i...->...", e_s, c["ddf_mm"])[c["cavity"]].mean()) for c in (caudal, cranial)]
+    assert s_motion[0] < -2.0 and s_motion[1] > 2.0, s_motion  # mm; amplitudes 6-10 mm at the top of the cavity
+    with pytest.raises(ValueError, match="optionally -cranial"):
+        bench.build_case("phantom0-up")
+
+
+def test_case_means_average_the_cases_of_one_kind():
+    rows = {
+        "ct0": {"none": {"epe_body": 4.0}, "network": {"epe_body": 3.0}},
+        "ct1": {"none": {"epe_body": 2.0}, "network": {"epe_body": 1.0}},
+        "ct0-cranial": {"none": {"epe_body": 5.0}},
+        "ct1-cranial": {"none": {"epe_body": 7.0}},
+        "phantom0": {"none": {"epe_body": 9.0}},  # one case of its kind: no mean
+    }
+    means = bench.case_means(rows)
+    assert means == {
+        "mean of 2 ct cases": {"none": {"epe_body": 3.0}, "network": {"epe_body": 2.0}},
+        "mean of 2 ct-cranial cases": {"none": {"epe_body": 6.0}},
+    }

@@ -23,7 +23,7 @@ from scripts.data.generated import GeneratedCTDataset
 from scripts.inference.modality import check_modality, looks_like_ct
 from scripts.io.errors import InputError
 from scripts.losses.biomechanical import RegistrationLoss
-from scripts.synthesis.anatomy import generated_case
+from scripts.synthesis.anatomy import draw_cranial, generated_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
@@ -62,6 +62,47 @@ def test_generated_cases_vary_and_splits_differ():
     np.testing.assert_array_equal(again["fixed"], a["fixed"])  # deterministic per (seed, split, index)
 
 
+def _s_motion_mm(case: dict) -> float:
+    """Mean motion of the cavity contents along the patient's S axis (mm, + cranial) of a generated case."""
+    lin = case["affine"][:3, :3]
+    e_s = (lin / case["spacing"]).T @ np.array([0.0, 0.0, 1.0])  # S in the array frame
+    contents = case["cavity"] & (case["fixed"] > -500)
+    return float(np.einsum("i,i...->...", e_s, case["ddf_mm"])[contents].mean())
+
+
+def test_a_cranial_case_is_the_same_anatomy_breathing_the_other_way_and_its_field_registers_it():
+    caudal, cranial = generated_case(3, "train"), generated_case(3, "train", cranial_fraction=1.0)
+    assert not caudal["info"]["drawn"]["cranial"] and cranial["info"]["drawn"]["cranial"]
+    np.testing.assert_array_equal(cranial["fixed"], caudal["fixed"])  # the direction draws from its own stream
+    assert _s_motion_mm(caudal) < -2.0 and _s_motion_mm(cranial) > 2.0, (_s_motion_mm(caudal), _s_motion_mm(cranial))
+    fixed, moving = cranial["fixed"], cranial["moving"]
+    body = ndi.binary_erosion(fixed > -500, iterations=2)
+    smooth = lambda x: ndi.gaussian_filter(x, 1.0)  # noqa: E731
+    before = np.abs(smooth(moving) - smooth(fixed))[body].mean()
+    after = np.abs(smooth(_warp_np(moving, cranial["ddf"])) - smooth(fixed))[body].mean()
+    assert before > 8.0 and after < 0.6 * before, (before, after)
+    draws = [draw_cranial(i, "train", 0, 0.5) for i in range(200)]
+    assert 80 < sum(draws) < 120 and draws == [draw_cranial(i, "train", 0, 0.5) for i in range(200)]
+    assert not any(draw_cranial(i, "train", 0, 0.0) for i in range(50))
+    with pytest.raises(ValueError, match="cranial_fraction"):
+        draw_cranial(0, "train", 0, 1.5)
+
+
+def test_the_texture_changes_the_tissue_values_only_and_moves_with_the_true_field():
+    plain, textured = generated_case(2, "train"), generated_case(2, "train", texture_hu=40.0)
+    amplitude = textured["info"]["drawn"]["texture_hu"]
+    assert 0.0 < amplitude <= 40.0 and plain["info"]["drawn"]["texture_hu"] == 0.0
+    np.testing.assert_array_equal(plain["ddf"], textured["ddf"])  # the texture draws from its own stream
+    air = plain["fixed"] < -950
+    change = np.abs(textured["fixed"] - plain["fixed"])
+    assert change[air].max() == 0 and 0.5 * amplitude < change[~air].mean() < 2.0 * amplitude + 30.0, amplitude
+    body = ndi.binary_erosion(textured["fixed"] > -500, iterations=2)
+    smooth = lambda x: ndi.gaussian_filter(x, 1.0)  # noqa: E731
+    before = np.abs(smooth(textured["moving"]) - smooth(textured["fixed"]))[body].mean()
+    after = np.abs(smooth(_warp_np(textured["moving"], textured["ddf"])) - smooth(textured["fixed"]))[body].mean()
+    assert after < 0.6 * before, (before, after)  # the texture is part of the anatomy: it moves with the organs
+
+
 def test_dataset_items_follow_the_ct_preprocessing_and_their_field_registers_them(tmp_path):
     parser = ConfigParser()
     parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
@@ -81,6 +122,18 @@ def test_dataset_items_follow_the_ct_preprocessing_and_their_field_registers_the
     assert torch.equal(cached["fixed"], item["fixed"]) and torch.equal(cached["true_ddf"], item["true_ddf"])
     batch = list_data_collate([item, cached])  # a batch of a fresh and a cached item (every key a MetaTensor)
     assert tuple(batch["true_ddf"].shape) == (2, 3, 40, 32, 24) and batch["fixed"].affine.shape == (2, 4, 4)
+    # the preset's cranial_fraction and texture reach the items, hence the cache's key: their pairs are cached apart
+    options = {key: parser[key] for key in ("cranial_fraction", "texture_hu")}
+    both = GeneratedCTDataset("val", 2, parser.get_parsed_content("preprocessing"), cache="disk", cache_dir=tmp_path,
+                              **options)  # fmt: skip
+    assert options == {"cranial_fraction": 0.5, "texture_hu": 40.0}
+    assert all(i["cranial_fraction"] == 0.5 and i["texture_hu"] == 40.0 for i in both.items)
+    both[0]
+    assert len(list(Path(tmp_path).glob("*.pt"))) == 2
+    with pytest.raises(ValueError, match="cranial_fraction"):
+        GeneratedCTDataset("val", 2, parser.get_parsed_content("preprocessing"), cranial_fraction=-0.1)
+    with pytest.raises(ValueError, match="texture_hu"):
+        GeneratedCTDataset("val", 2, parser.get_parsed_content("preprocessing"), texture_hu=-1.0)
 
 
 def test_a_folder_of_real_cts_is_mixed_in_and_its_pairs_register(tmp_path, ct_example_dir):

@@ -9,7 +9,8 @@ Names (the ``dataset`` override of ``configs/train.json``):
 - ``pairs``: a plain list of (fixed, moving) NIfTI pairs in a JSON or CSV file;
 - ``ct_generated``: CT pairs generated on the fly with a known breathing motion (:mod:`scripts.data.generated`),
   through the CT model's preprocessing; options ``transform``, ``cache``, ``cache_dir``, ``ct_dir`` (real CTs to mix
-  in); the training split gets intensity augmentation.
+  in), ``cranial_fraction`` (the share of pairs breathing the other way), ``texture_hu`` (the phantoms' organ
+  texture); the training split gets intensity augmentation.
 
 The two file-based datasets need the per-image preprocessing transform and the other ``options`` of
 ``configs/ct.json`` (``dataset_options``): merge it after train.json.
@@ -317,7 +318,7 @@ def registration_dataset(
     if name in GENERATED:
         if transform is not None:
             options.setdefault("transform", transform)
-        unknown = set(options) - {"transform", "cache", "cache_dir", "ct_dir"}
+        unknown = set(options) - {"transform", "cache", "cache_dir", "ct_dir", "cranial_fraction", "texture_hu"}
         if unknown or "transform" not in options:
             raise ValueError(f"dataset {name!r}: unknown option(s) {sorted(unknown)} or no transform; {CT_CONFIG_HINT}")
         num_pairs = SPLIT_SIZES[split] if num_pairs is None else int(num_pairs)

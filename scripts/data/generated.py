@@ -18,6 +18,10 @@ Generation is deterministic per (seed, split, index) and cached (``cache``: ``"d
 independent intensity changes of the fixed and moving image (contrast gamma, scale and shift, blur, noise) after the
 cache. Several real CTs with TotalSegmentator labels can be mixed in (``ct_dir``: ``<name>.nii.gz`` beside
 ``<name>_seg.nii.gz``), moved by the same breathing motion; keep the held-out test subject out of that folder.
+``cranial_fraction`` of the pairs breathe the other way (the contents move cranially: the fixed image is the deeper
+breath): with every pair breathing one way, the direction and much of the field can be read off the fixed image
+alone, and a network learns that mean motion instead of comparing the two images. ``texture_hu`` gives the
+phantom's organs a texture (:func:`scripts.synthesis.anatomy.tissue_texture`) of up to that amplitude.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from torch.utils.data import Dataset
 from scripts.data.cache import cached_dataset
 from scripts.io.errors import InputError
 from scripts.io.resampling import resample_to_grid
-from scripts.synthesis.anatomy import SPLIT_IDS, generated_case, with_labels
+from scripts.synthesis.anatomy import SPLIT_IDS, draw_cranial, generated_case, with_labels
 from scripts.synthesis.breathing import make_breathing_case
 
 __all__ = ["GeneratedCTDataset", "GenerateCase", "intensity_augmentation", "field_on_network_grid"]
@@ -118,13 +122,17 @@ class GenerateCase(Transform):
 
     @staticmethod
     def _case(item: dict[str, Any]) -> dict:
+        fraction = item.get("cranial_fraction", 0.0)
         if "ct" not in item:
-            return generated_case(item["index"], item["split"], item["seed"])
+            texture = item.get("texture_hu", 0.0)
+            return generated_case(item["index"], item["split"], item["seed"], cranial_fraction=fraction,
+                                  texture_hu=texture)  # fmt: skip
         ct, seg = nib.load(item["ct"]), nib.load(item["seg"])
+        cranial = draw_cranial(item["index"], item["split"], item["seed"], fraction)
         rng = np.random.default_rng(np.random.SeedSequence([item["seed"], SPLIT_IDS[item["split"]], item["index"], 7]))
         case = make_breathing_case(
             np.asanyarray(ct.dataobj).astype(np.float32), np.asanyarray(seg.dataobj).astype(np.uint8), ct.affine, rng,
-            amplitude_mm=tuple(sorted(rng.uniform(3.0, 14.0, size=2))),
+            amplitude_mm=tuple(sorted(rng.uniform(3.0, 14.0, size=2))), cranial=cranial,
         )  # fmt: skip
         return with_labels(case)
 
@@ -154,6 +162,8 @@ class GeneratedCTDataset(Dataset):
         ct_dir: optional folder of real CTs ``<name>.nii.gz`` with ``<name>_seg.nii.gz`` (TotalSegmentator v2 ids on
             the CT's grid); every ``real_every``-th pair is a breathing motion of one of them.
         augment: random intensity augmentation on every read (training).
+        cranial_fraction: the probability that a pair breathes cranially (module docstring); 0: all caudally.
+        texture_hu: the phantoms' largest texture amplitude (HU std; 0: none).
         cache, cache_dir: see :func:`scripts.data.cache.cached_dataset`.
     """
 
@@ -166,6 +176,8 @@ class GeneratedCTDataset(Dataset):
         ct_dir: str | os.PathLike | None = None,
         real_every: int = 4,
         augment: bool = False,
+        cranial_fraction: float = 0.0,
+        texture_hu: float = 0.0,
         cache: str = "disk",
         cache_dir: str | os.PathLike | None = None,
     ):
@@ -173,7 +185,15 @@ class GeneratedCTDataset(Dataset):
             raise ValueError(f"split must be one of {tuple(SPLIT_IDS)}, got {split!r}")
         if int(num_pairs) < 1:
             raise ValueError(f"num_pairs must be >= 1, got {num_pairs!r}")
+        if not 0.0 <= float(cranial_fraction) <= 1.0:
+            raise ValueError(f"cranial_fraction must lie in [0, 1], got {cranial_fraction!r}")
         items = [{"index": i, "split": split, "seed": int(seed)} for i in range(int(num_pairs))]
+        if float(texture_hu) < 0:
+            raise ValueError(f"texture_hu must be >= 0, got {texture_hu!r}")
+        for item in items:  # in the item, hence in the disk cache's key (0: left out, the keys of before 0.8.2)
+            for key, value in (("cranial_fraction", cranial_fraction), ("texture_hu", texture_hu)):
+                if float(value) > 0:
+                    item[key] = float(value)
         cts = self._real_cts(ct_dir)
         for j, item in enumerate(items[:: max(1, int(real_every))] if cts else []):
             ct, seg = cts[j % len(cts)]

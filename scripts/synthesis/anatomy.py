@@ -6,11 +6,14 @@
   random field of view (width 330-420 mm, depth 260-340 mm, height 200-320 mm: body size against the field of
   view), random voxel size (4.5-5.5 mm in-plane, 4.5-6 mm across slices), a random storage orientation, organ
   sizes and positions jittered, tissue HU values jittered (soft tissue +-25 HU, lung +-60 HU, bone +-150 HU), image
-  blur 0.4-1.0 voxel and noise 5-25 HU;
+  blur 0.4-1.0 voxel and noise 5-25 HU; with ``texture_hu`` > 0 a tissue texture (:func:`tissue_texture`: smooth
+  HU variations in the body, vessel-like spots in the lungs), so that a network finds something to match inside the
+  organs, as in a real CT, and not only at their edges;
 - **motion**: breathing (:func:`scripts.synthesis.breathing.make_breathing_case`: the cavity contents slide along
   the wall, each bone group moves rigidly, a smooth wall motion) whose amplitude (3-14 mm), anterior part, wall motion
   and whose cavity wall definition (closing, opening and smoothing radii) are drawn per case, then a small rigid
-  offset of the whole moving scan (rotation <= 2 degrees, translation <= 4 mm);
+  offset of the whole moving scan (rotation <= 2 degrees, translation <= 4 mm); with ``cranial_fraction`` > 0 that
+  share of the cases breathes the other way (the contents move cranially: the fixed image is the deeper breath);
 - **field of view along the body axis**: a random slab (90 mm to the whole height) of the moved pair, so that
   organs move in and out of the scan as in a real breath-hold pair.
 
@@ -19,7 +22,10 @@ grid, ``fixed(x) = moving(x + ddf(x))``. Composition with the rigid offset s (mm
 spacing): the moving scan is ``moving'(p) = moving(s^-1(p))``, so ``fixed(x) = moving'(x + u(x) + s(x + u(x)))``.
 
 Seeds: case ``i`` of split ``k`` draws from ``np.random.SeedSequence([seed, k, i, 19])``; a case whose drawn field
-folds is drawn again from the next sub-stream (at most 5 tries). Everything is NumPy/SciPy.
+folds is drawn again from the next sub-stream (at most 5 tries); the direction alone draws from
+``SeedSequence([seed, k, i, 23])`` and the texture from ``SeedSequence([seed, k, i, 29, try])``, so that a case's
+anatomy and motion are the same in either direction and with or without texture.
+Everything is NumPy/SciPy.
 """
 
 from __future__ import annotations
@@ -29,11 +35,19 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from scripts.regions.labels import learn2reg_labels_from_totalsegmentator
+from scripts.regions.labels import TOTALSEG_V2_TOTAL, learn2reg_labels_from_totalsegmentator
 from scripts.synthesis.breathing import make_breathing_case
 from scripts.synthesis.phantom import PHANTOM_HU, make_ct_phantom
 
-__all__ = ["SPLIT_IDS", "random_phantom", "rigid_offset", "with_labels", "generated_case"]
+__all__ = [
+    "SPLIT_IDS",
+    "random_phantom",
+    "rigid_offset",
+    "with_labels",
+    "draw_cranial",
+    "tissue_texture",
+    "generated_case",
+]
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 AXCODES = ("RAS", "LPS", "PLS", "LAS", "RPI")
@@ -56,6 +70,26 @@ def random_phantom(rng: np.random.Generator, height_mm: Sequence[float] = (200.0
         tissue_hu=hu,
         blur_voxels=float(rng.uniform(0.4, 1.0)),
     )
+
+
+def tissue_texture(rng: np.random.Generator, phantom: dict, amplitude_hu: float) -> np.ndarray:
+    """The phantom's ``image`` (int16 HU) with a texture of ``amplitude_hu`` (HU std) drawn from ``rng``: in the body a
+    smooth random field (two Gaussian-correlated scales, 4 and 10 mm), in the lungs vessel-like spots (+200-500 HU
+    where a 3-mm field exceeds 1.5 std). The phantom's organs are homogeneous otherwise: a real CT's are not."""
+    image = phantom["image"].astype(np.float32)
+    if amplitude_hu <= 0:
+        return phantom["image"]
+    spacing = np.sqrt((np.asarray(phantom["affine"])[:3, :3] ** 2).sum(axis=0))
+
+    def field(sigma_mm: float) -> np.ndarray:
+        f = ndi.gaussian_filter(rng.normal(size=image.shape).astype(np.float32), sigma_mm / spacing)
+        return f / max(float(f.std()), 1e-6)
+
+    texture = amplitude_hu * (0.6 * field(4.0) + 0.8 * field(10.0))
+    lungs = np.isin(phantom["seg"], [i for n, i in TOTALSEG_V2_TOTAL.items() if n.startswith("lung_")])
+    vessels = lungs & (field(3.0) > 1.5)
+    image = np.where(image > -900, image + texture, image) + vessels * rng.uniform(200.0, 500.0)
+    return np.clip(np.round(image), -1024, 3071).astype(np.int16)
 
 
 def rigid_offset(rng: np.random.Generator, max_deg: float = 2.0, max_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
@@ -115,16 +149,39 @@ def with_labels(case: dict) -> dict:
     return case
 
 
-def generated_case(index: int, split: str = "train", seed: int = 0, slab: bool = True) -> dict:
+def draw_cranial(index: int, split: str, seed: int, cranial_fraction: float) -> bool:
+    """Whether case ``index`` of ``split`` breathes cranially: with probability ``cranial_fraction``, own stream."""
+    if not 0.0 <= float(cranial_fraction) <= 1.0:
+        raise ValueError(f"cranial_fraction must lie in [0, 1], got {cranial_fraction!r}")
+    stream = np.random.SeedSequence([int(seed), SPLIT_IDS[split], int(index), 23])
+    return bool(np.random.default_rng(stream).random() < float(cranial_fraction))
+
+
+def generated_case(
+    index: int,
+    split: str = "train",
+    seed: int = 0,
+    slab: bool = True,
+    cranial_fraction: float = 0.0,
+    texture_hu: float = 0.0,
+) -> dict:
     """Case ``index`` of ``split``: :func:`scripts.synthesis.breathing.make_breathing_case`'s dict on a random
     phantom, composed with a rigid offset and cut to a random slab, plus ``fixed_label`` / ``moving_label``
-    (Learn2Reg AbdomenCTCT ids, for Dice) and ``info["drawn"]`` (the drawn parameters)."""
+    (Learn2Reg AbdomenCTCT ids, for Dice) and ``info["drawn"]`` (the drawn parameters). ``cranial_fraction``: the
+    probability that the case breathes cranially (:func:`draw_cranial`; 0: every case caudally, as before 0.8.2);
+    ``texture_hu``: the largest texture amplitude (:func:`tissue_texture`, drawn in [0, texture_hu] per case)."""
     if split not in SPLIT_IDS:
         raise ValueError(f"split must be one of {tuple(SPLIT_IDS)}, got {split!r}")
+    cranial = draw_cranial(index, split, seed, cranial_fraction)
     streams = np.random.SeedSequence([int(seed), SPLIT_IDS[split], int(index), 19]).spawn(5)
     for attempt, stream in enumerate(streams):
         rng = np.random.default_rng(stream)
         phantom = random_phantom(rng)
+        texture = 0.0
+        if texture_hu > 0:
+            texture_rng = np.random.default_rng([int(seed), SPLIT_IDS[split], int(index), 29, attempt])
+            texture = float(texture_rng.uniform(0.0, float(texture_hu)))
+            phantom["image"] = tissue_texture(texture_rng, phantom, texture)
         low = rng.uniform(3.0, 8.0)
         drawn = {
             "amplitude_mm": (low, low + rng.uniform(2.0, 6.0)),
@@ -136,6 +193,7 @@ def generated_case(index: int, split: str = "train", seed: int = 0, slab: bool =
                 "opening_mm": rng.uniform(5.0, 10.0),
                 "smooth_mm": rng.uniform(4.0, 8.0),
             },
+            "cranial": cranial,
         }
         try:
             case = make_breathing_case(phantom["image"].astype(np.float32), phantom["seg"], phantom["affine"], rng,
@@ -147,6 +205,12 @@ def generated_case(index: int, split: str = "train", seed: int = 0, slab: bool =
         if slab:
             _crop_slab(case, rng)
         with_labels(case)
-        case["info"]["drawn"] = {**drawn, "rotation": rotation.tolist(), "shift_mm": shift.tolist(), "tries": attempt}
+        case["info"]["drawn"] = {
+            **drawn,
+            "texture_hu": texture,
+            "rotation": rotation.tolist(),
+            "shift_mm": shift.tolist(),
+            "tries": attempt,
+        }
         return case
     raise RuntimeError(f"generated case {index} of {split!r} (seed {seed}) folds in every one of its 5 draws")

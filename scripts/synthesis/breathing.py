@@ -9,7 +9,8 @@ inverting x -> x + u(x), so warping it with the true u gives back the fixed imag
   the aorta and vena cava, fixed to the spine; the cavity is their closed, hole-filled, opened, smoothed union,
   away from the bones, the back muscles and the psoas, with the organ voxels the opening cut off the wall put
   back, so that the organs slide whole) move ``amplitude_mm`` (6-10 mm) mostly along the
-  patient's S axis (taken from the affine), caudally, with a smooth cranio-caudal profile and a small anterior part;
+  patient's S axis (taken from the affine), caudally (``cranial``: cranially, the fixed image in the deeper breath),
+  with a smooth cranio-caudal profile and a small anterior part;
 - at the cavity wall the contents SLIDE: u jumps across the wall by a tangential vector (the breathing motion with
   its normal part removed near the wall), the normal component is continuous;
 - outside the cavity a smooth field of at most ``wall_mm`` (2 mm); every bone (each connected group of touching
@@ -253,6 +254,7 @@ def make_breathing_case(
     cavity_kwargs: dict | None = None,
     layer_mm: float = 0.0,
     flow_steps: int = 0,
+    cranial: bool = False,
 ) -> dict:
     """A moving image with a known breathing-like motion of ``image`` (fixed), see the module docstring.
 
@@ -269,6 +271,9 @@ def make_breathing_case(
         scaling-and-squaring steps), a diffeomorphism, the moving image sampled through the flow of -t, its exact
         inverse. Deep breathing (15-30 mm) folds the additive field where the normal part is removed; the flow
         carries the contents along the wall instead (the velocity is tangential at the wall).
+        cranial: the contents move cranially and posteriorly instead (the breathing motion reversed: the fixed image
+        is the deeper breath). A real pair comes in either order; a network trained on one sees the direction in the
+        fixed image alone and need not look at the moving one.
 
     Returns a dict: ``fixed`` float32, ``moving`` float32, ``fixed_seg``, ``moving_seg`` (seg dtype), ``ddf``
     float32 (3, X, Y, Z) voxels, ``ddf_mm`` (3, X, Y, Z) mm (array-axis frame), ``cavity``, ``wall`` (band on both
@@ -299,6 +304,8 @@ def make_breathing_case(
     hi = rng.uniform(amplitude_mm[0] + 0.75 * (amplitude_mm[1] - amplitude_mm[0]), amplitude_mm[1])
     amp = (lo + (hi - lo) * zeta) / np.sqrt(1.0 + anterior**2)
     v = -amp * e_s[:, None, None, None] + anterior * amp * e_a[:, None, None, None]
+    if cranial:
+        v = -v
     v += smooth_random_field(rng, shape, 0.3)
 
     # outward normals of the smoothed cavity; remove the normal part of v near the wall (continuous normal motion)
