@@ -42,6 +42,7 @@ from monai.utils import CommonKeys as Keys
 
 from scripts.evaluation.learn2reg import L2R_ABDOMEN_LABELS, grid_mismatch, score_field, submission_names
 from scripts.evaluation.metrics import det_map_statistics, dice_per_label
+from scripts.inference.alignment import check_alignment
 from scripts.inference.batch import gather_rows, write_record
 from scripts.inference.pairs import output_paths, pair_name
 from scripts.inference.predict import InferencePairDataset, PairData
@@ -370,6 +371,9 @@ class RegistrationWriter:
             learn2reg_naming=self.learn2reg_naming,
             learn2reg_labels=self.learn2reg_labels,
         )
+        network_field = "refinement" not in pair.report  # the refinement's field lies on a grid of its own
+        if network_field and (alignment := check_alignment(pair.name, pair.image, ddf)) is not None:
+            row["alignment"] = alignment
         now = time.perf_counter()
         if "loaded" in self._marks:
             row["seconds"]["predict"] = predicted - self._marks["loaded"]

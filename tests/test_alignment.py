@@ -1,0 +1,70 @@
+"""The inference's check that the network's field makes the pair more alike (scripts/inference/alignment.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from scripts.inference.alignment import alignment_change, check_alignment
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _blob_pair(shift: int = 2) -> torch.Tensor:
+    """(2, 24, 20, 16): a bright ball in a dim body (fixed) and the same ``shift`` voxels further along axis 0."""
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in (24, 20, 16)], indexing="ij"))
+
+    def ball(centre: float, radius: float) -> torch.Tensor:
+        return (((grid - torch.tensor([centre, 10.0, 8.0])[:, None, None, None]) ** 2).sum(0) < radius**2).float()
+
+    return torch.stack([0.4 * ball(c, 7.0) + 0.5 * ball(c - 1.0, 3.0) for c in (11.0, 11.0 + shift)])
+
+
+def test_a_field_that_moves_the_pair_the_wrong_way_warns_in_one_line_naming_the_fix(caplog):
+    image = _blob_pair()
+    right = torch.zeros(1, 3, 24, 20, 16)
+    right[:, 0] = 2.0  # fixed(x) = moving(x + 2 e0)
+    with caplog.at_level(logging.WARNING):
+        good = check_alignment("pair_a", image, right)
+    assert good["mse_after"] < 0.2 * good["mse_before"] and not caplog.records
+    with caplog.at_level(logging.WARNING):
+        bad = check_alignment("pair_b", image, -right)
+    assert bad["mse_after"] > good["mse_before"] == bad["mse_before"]
+    (record,) = caplog.records
+    assert "pair_b" in record.getMessage() and "configs/refine.json" in record.getMessage()
+    assert alignment_change(image, torch.zeros(1, 3, 12, 10, 8)) is None  # a field on another grid: not checked
+    assert alignment_change(torch.zeros(2, 24, 20, 16), right) is None  # a constant fixed image: nothing to compare
+
+
+@pytest.mark.skipif(not (BUNDLE_ROOT / "models" / "model_ct.pt").is_file(), reason="no shipped CT model")
+def test_the_ct_model_on_a_real_ct_pair_reports_its_alignment_and_warns_when_it_worsens(
+    tmp_path, ct_example_dir, caplog
+):
+    from benchmarks.benchmark_ct_refine import build_case
+    from scripts.inference.predict import run_inference_workflow
+
+    rows = {}
+    for name in ("ct0", "ct0-cranial"):
+        case = build_case(name, ct_example_dir)
+        for role in ("fixed", "moving"):
+            image = nib.Nifti1Image(np.round(case[role]).astype(np.int16), case["affine"])
+            nib.save(image, tmp_path / f"{name}_{role}.nii.gz")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            run_inference_workflow(
+                fixed=str(tmp_path / f"{name}_fixed.nii.gz"),
+                moving=str(tmp_path / f"{name}_moving.nii.gz"),
+                output_dir=str(tmp_path / name),
+            )
+        (entry,) = json.loads((tmp_path / name / "summary.json").read_text())["pairs"]
+        warned = [r for r in caplog.records if "less alike" in r.getMessage()]
+        assert len(warned) == (entry["alignment"]["mse_after"] > entry["alignment"]["mse_before"]), entry
+        rows[name] = entry["alignment"]
+    # bundle 0.8.1's model (the mean caudal motion of its training pairs): 0.0061 -> 0.0031 / 0.0056 -> 0.0061
+    assert rows["ct0"]["mse_after"] < 0.7 * rows["ct0"]["mse_before"], rows
