@@ -40,7 +40,6 @@ the network's field (``--network-refine-iterations``, default 40,30,20: fewer th
 Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``)::
 
     python -m benchmarks.benchmark_ct_refine --cases ct0,ct1,phantom0 --out benchmark_ct_refine --figure
-    python -m benchmarks.benchmark_ct_refine --methods none,refine_full,refine_jacobian --cases ct0
 """
 
 from __future__ import annotations
@@ -398,6 +397,8 @@ def main(argv=None) -> dict:
             cpu = time.process_time() - cpu
             row = evaluate(ddf, case, regions, own_band)
             row["seconds"], row["cpu_seconds"] = seconds, cpu
+            if method == "network":  # the inference's alignment check (scripts/inference/alignment.py)
+                row.update({f"alignment_{k}": v for k, v in refine_kwargs["network"].alignment.items()})
             results[name][method] = row
             fields[method] = ddf
             print(f"{name} {method}: " + ", ".join(f"{k} {_fmt(k, v)}" for k, v in row.items()), flush=True)

@@ -5,7 +5,8 @@ the shipped CT model, ``models/model_ct.pt``, or another checkpoint of its grid)
 case's fixed and moving images as NIfTI files, and runs what ``run inference`` runs on them:
 :func:`scripts.inference.predict.load_pair` (the model's own preprocessing), :func:`scripts.inference.predict.predict`
 and :func:`scripts.io.resampling.field_to_fixed_grid`. The field comes back in voxels of the fixed grid, the
-benchmark's convention. Seconds count the whole path (writing the two files excepted).
+benchmark's convention. Seconds count the whole path (writing the two files excepted). ``alignment`` holds the
+last pair's :func:`scripts.inference.alignment.alignment_change` (``mse_before``, ``mse_after``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
+from scripts.inference.alignment import alignment_change
 from scripts.inference.predict import load_pair, predict
 from scripts.io.resampling import field_to_fixed_grid
 from scripts.io.weights import check_checkpoint, read_checkpoint
@@ -53,5 +55,6 @@ class NetworkMethod:
             pair = load_pair({"fixed": paths["fixed"], "moving": paths["moving"]}, self.preprocessing)
             with torch.no_grad():
                 ddf_net = predict(pair, self.net)
+                self.alignment = alignment_change(pair.image, ddf_net)  # what run inference checks and reports
             ddf = field_to_fixed_grid(ddf_net, pair.net_affine, pair.fixed_affine, pair.fixed_shape)
             return ddf.numpy().astype(np.float32), time.perf_counter() - start

@@ -37,6 +37,7 @@ def test_network_rows_on_a_held_out_generated_case(tmp_path):
     rows = bench.main(args)["gen1"]
     none, net, both = rows["none"], rows["network"], rows["network_refine"]
     assert net["epe_body"] < none["epe_body"]  # measured: 4.42 of 5.46 mm
+    assert net["alignment_mse_after"] < net["alignment_mse_before"]  # the inference's check passes this pair
     assert both["epe_body"] < 0.8 * net["epe_body"] and both["seconds"] > net["seconds"] > 0  # refined from the network
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["refine_kwargs"]["network_refine_iterations"]
 
