@@ -397,7 +397,7 @@ def main(argv=None) -> dict:
             cpu = time.process_time() - cpu
             row = evaluate(ddf, case, regions, own_band)
             row["seconds"], row["cpu_seconds"] = seconds, cpu
-            if method == "network":  # the inference's alignment check (scripts/inference/alignment.py)
+            if method == "network":  # the inference's alignment check (scripts/inference/modality.py)
                 row.update({f"alignment_{k}": v for k, v in refine_kwargs["network"].alignment.items()})
             results[name][method] = row
             fields[method] = ddf

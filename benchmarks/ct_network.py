@@ -6,7 +6,7 @@ case's fixed and moving images as NIfTI files, and runs what ``run inference`` r
 :func:`scripts.inference.predict.load_pair` (the model's own preprocessing), :func:`scripts.inference.predict.predict`
 and :func:`scripts.io.resampling.field_to_fixed_grid`. The field comes back in voxels of the fixed grid, the
 benchmark's convention. Seconds count the whole path (writing the two files excepted). ``alignment`` holds the
-last pair's :func:`scripts.inference.alignment.alignment_change` (``mse_before``, ``mse_after``).
+last pair's :func:`scripts.inference.modality.alignment_change` (``mse_before``, ``mse_after``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.inference.alignment import alignment_change
+from scripts.inference.modality import alignment_change
 from scripts.inference.predict import load_pair, predict
 from scripts.io.resampling import field_to_fixed_grid
 from scripts.io.weights import check_checkpoint, read_checkpoint

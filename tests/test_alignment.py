@@ -1,4 +1,4 @@
-"""The inference's check that the network's field makes the pair more alike (scripts/inference/alignment.py)."""
+"""The inference's check that the network's field makes the pair more alike (scripts/inference/modality.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.inference.alignment import alignment_change, check_alignment
+from scripts.inference.modality import alignment_change, check_alignment
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 

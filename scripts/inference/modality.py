@@ -1,10 +1,11 @@
-"""Is the model applied to images like the ones it was trained on? One warning line when it is not.
+"""Does the model fit the images it is given? One warning line when it does not: before the first pair, when the
+inputs are unlike its training data; after each pair, when its field leaves the two images less alike.
 
-A registration network only knows the intensities it was trained on. The configs say which: ``trained_on`` is
-``"ct"`` for the shipped CT model (``configs/inference.json`` alone, the default; ``configs/ct.json`` for a model of
-the AbdomenCTCT grid) and ``"synthetic"`` for the paper's synthetic-bars model (``configs/synthetic.json``). Before
-the first pair is registered, :func:`check_modality` samples a few slices of each input image and warns, in one line
-naming the file and the config to use, when
+**The inputs.** A registration network only knows the intensities it was trained on. The configs say which:
+``trained_on`` is ``"ct"`` for the shipped CT model (``configs/inference.json`` alone, the default;
+``configs/ct.json`` for a model of the AbdomenCTCT grid) and ``"synthetic"`` for the paper's synthetic-bars model
+(``configs/synthetic.json``). Before the first pair is registered, :func:`check_modality` samples a few slices of each
+input image and warns, in one line naming the file and the config to use, when
 
 - a CT (Hounsfield units: air at about -1000) goes to the synthetic model, or
 - an image that is no CT in HU (MR-like intensities, or a CT already rescaled) goes to the CT model.
@@ -12,6 +13,17 @@ naming the file and the config to use, when
 Only NIfTI inputs are sampled (other formats are not judged); the check reads at most ``slices`` slices per image
 and at most ``max_images`` images, so it costs little against the registration itself. It warns, never stops: the
 user may know better.
+
+**The field.** A trained network can be confidently wrong on a pair unlike its training pairs, and nothing in its
+field says so (no fold, a plausible size). The CT model of bundle 0.8.1 learnt the mean motion of its generated
+pairs, which all breathed one way: it reads that motion off the fixed image, hardly looking at the moving one, and
+moves every pair breathing the other way by the wrong sign (body endpoint error 4.00 -> 5.25 mm on the held-out CT,
+docs/benchmark_results/ct_network_directions_shipped/). :func:`check_alignment` sees that on those pairs: the mean
+squared difference of the two network inputs over the fixed image's foreground rises (0.0034 -> 0.0039 on average),
+where it falls by half on the pairs breathing the trained way (0.0035 -> 0.0016). It is measured on the network grid,
+in the model's own intensity scale, the moving input warped by the predicted field as the network warps it
+(bilinear, border): cheap next to the writing. Foreground: the fixed input above a tenth of its range (body and lungs
+on a CT, not the air around it). A field that lowers the difference passes; that does not prove it right.
 """
 
 from __future__ import annotations
@@ -23,8 +35,11 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import torch
 
-__all__ = ["TRAINED_ON", "looks_like_ct", "check_modality"]
+from scripts.networks.registration import CachedGridWarp
+
+__all__ = ["TRAINED_ON", "looks_like_ct", "check_modality", "alignment_change", "check_alignment"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +103,36 @@ def check_modality(dataset: Any, trained_on: str, max_images: int = 8) -> list[s
     for line in lines:
         logger.warning("warning: %s", line)
     return lines
+
+
+def alignment_change(image: torch.Tensor, ddf: torch.Tensor) -> dict[str, float] | None:
+    """``{"mse_before", "mse_after"}`` of a network input ``image`` (2, *S) (fixed, moving) and a field ``ddf``
+    (1, 3, *S) in voxels of that grid; None when the field lies on another grid (the refinement's) or the fixed input
+    is constant."""
+    if image.ndim != 4 or image.shape[0] != 2 or tuple(ddf.shape[2:]) != tuple(image.shape[1:]):
+        return None
+    fixed, moving = image[0].float(), image[1:2].float()[None].to(ddf.device)
+    low, high = float(fixed.min()), float(fixed.max())
+    if high <= low:
+        return None
+    foreground = (fixed > low + 0.1 * (high - low)).to(ddf.device)
+    warped = CachedGridWarp(mode="bilinear", padding_mode="border")(moving, ddf.float())[0, 0]
+    fixed = fixed.to(ddf.device)
+    before = float(((moving[0, 0] - fixed) ** 2)[foreground].mean())
+    after = float(((warped - fixed) ** 2)[foreground].mean())
+    return {"mse_before": before, "mse_after": after}
+
+
+def check_alignment(name: str, image: torch.Tensor, ddf: torch.Tensor) -> dict[str, float] | None:
+    """:func:`alignment_change`, with one warning line naming the pair and the fix when the difference rose."""
+    change = alignment_change(image, ddf)
+    if change is not None and change["mse_after"] > change["mse_before"]:
+        logger.warning(
+            "%s: the model's field leaves the two images less alike than before (mean squared difference %.4g -> "
+            "%.4g in the fixed image's foreground): this model does not register this pair; register it with "
+            "configs/refine.json (test-time refinement)",
+            name,
+            change["mse_before"],
+            change["mse_after"],
+        )
+    return change

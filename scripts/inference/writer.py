@@ -42,8 +42,8 @@ from monai.utils import CommonKeys as Keys
 
 from scripts.evaluation.learn2reg import L2R_ABDOMEN_LABELS, grid_mismatch, score_field, submission_names
 from scripts.evaluation.metrics import det_map_statistics, dice_per_label
-from scripts.inference.alignment import check_alignment
 from scripts.inference.batch import gather_rows, write_record
+from scripts.inference.modality import check_alignment
 from scripts.inference.pairs import output_paths, pair_name
 from scripts.inference.predict import InferencePairDataset, PairData
 from scripts.inference.streaming import finish_pair_in_slabs
