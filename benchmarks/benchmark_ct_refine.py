@@ -327,7 +327,7 @@ def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="ct0,ct1,phantom0", help="comma-separated ct<seed> / phantom<seed>")
+    p.add_argument("--cases", default="ct0,ct1,phantom0", help="ct<n>, phantom<n>, gen<n>[-cranial], comma-separated")
     p.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS + EXTRA_METHODS)}"
     )

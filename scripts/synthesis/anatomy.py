@@ -76,9 +76,9 @@ def tissue_texture(rng: np.random.Generator, phantom: dict, amplitude_hu: float)
     """The phantom's ``image`` (int16 HU) with a texture of ``amplitude_hu`` (HU std) drawn from ``rng``: in the body a
     smooth random field (two Gaussian-correlated scales, 4 and 10 mm), in the lungs vessel-like spots (+200-500 HU
     where a 3-mm field exceeds 1.5 std). The phantom's organs are homogeneous otherwise: a real CT's are not."""
-    image = phantom["image"].astype(np.float32)
     if amplitude_hu <= 0:
         return phantom["image"]
+    image = phantom["image"].astype(np.float32)
     spacing = np.sqrt((np.asarray(phantom["affine"])[:3, :3] ** 2).sum(axis=0))
 
     def field(sigma_mm: float) -> np.ndarray:
