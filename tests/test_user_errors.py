@@ -103,6 +103,15 @@ def test_training_dataset_errors_name_the_file(tmp_path, phantom):
     assert str(image) in msg and "truncated" in msg and "AbdomenCTCT_dataset.json" in msg
 
 
+def test_generated_pairs_options_out_of_range_name_the_option_and_the_fix(tmp_path):
+    generated = ["train.json", "ct.json", "ct_generated.json"]
+    msg = workflow_error(generated, bundle_root=str(tmp_path), cranial_fraction=2)
+    assert msg.startswith("cranial_fraction 2:") and "--cranial_fraction 0.5" in msg, msg
+    msg = workflow_error(generated, bundle_root=str(tmp_path), texture_hu=-5)
+    assert msg.startswith("texture_hu -5:") and "--texture_hu 40" in msg, msg
+    assert listing(tmp_path) == [], listing(tmp_path)  # checked before any run folder or cache entry
+
+
 def test_dataset_json_entry_with_another_key_names_the_file_entry_and_keys(tmp_path, phantom):
     ds_json = phantom / "AbdomenCTCT_dataset.json"
     meta = json.loads(ds_json.read_text())

@@ -186,10 +186,12 @@ class GeneratedCTDataset(Dataset):
         if int(num_pairs) < 1:
             raise ValueError(f"num_pairs must be >= 1, got {num_pairs!r}")
         if not 0.0 <= float(cranial_fraction) <= 1.0:
-            raise ValueError(f"cranial_fraction must lie in [0, 1], got {cranial_fraction!r}")
+            raise InputError(f"cranial_fraction {cranial_fraction!r}: the share of pairs breathing cranially; give a "
+                             "number from 0 to 1 (--cranial_fraction 0.5)")  # fmt: skip
         items = [{"index": i, "split": split, "seed": int(seed)} for i in range(int(num_pairs))]
         if float(texture_hu) < 0:
-            raise ValueError(f"texture_hu must be >= 0, got {texture_hu!r}")
+            raise InputError(f"texture_hu {texture_hu!r}: the phantoms' largest texture amplitude in HU; give a number "
+                             ">= 0 (--texture_hu 40, or 0 for none)")  # fmt: skip
         for item in items:  # in the item, hence in the disk cache's key (0: left out, the keys of before 0.8.2)
             for key, value in (("cranial_fraction", cranial_fraction), ("texture_hu", texture_hu)):
                 if float(value) > 0:
