@@ -23,14 +23,13 @@ import tempfile
 import time
 
 import torch
+from monai.data import list_data_collate
 
 from benchmarks.benchmark_training_step import _parser
+from scripts.losses.biomechanical import RegistrationLoss
+from scripts.networks.registration import PrepareRegistrationBatch
 
 DEFAULT_CONFIGS = "train.json,ct.json,ct_generated.json"
-
-
-def _plain(x) -> torch.Tensor:
-    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
 def fit_one_pair(configs: str, overrides: dict, iterations: int = 300, every: int = 25, seed: int = 0) -> dict:
@@ -43,13 +42,20 @@ def fit_one_pair(configs: str, overrides: dict, iterations: int = 300, every: in
         item = parser.get_parsed_content("train#dataset")[0]  # one read: augmented once, then kept
         net = parser.get_parsed_content("registration_net")
         lr = float(parser.get_parsed_content("learning_rate"))
-    pair = torch.cat([_plain(item["fixed"]), _plain(item["moving"])])[None].float()
-    true = _plain(item["true_ddf"])[None].float()
-    spacing = torch.as_tensor(item["fixed"].affine)[:3, :3].norm(dim=0).float().view(1, 3, 1, 1, 1)
+    # the batch as the trainer prepares it (inputs, the known field, the spacing in mm); the loss's field term alone
+    pair, targets, _, _ = PrepareRegistrationBatch(physical_spacing=True)(list_data_collate([item]))
+    loss = RegistrationLoss(alpha=0.0, gamma=0.0, delta=1.0)
+
+    def endpoint_error(ddf: torch.Tensor) -> torch.Tensor:
+        terms = loss.terms(
+            targets["fixed"], targets["moving"], ddf, spacing=targets["spacing"], true_ddf=targets["true_ddf"]
+        )
+        return terms["field"]
+
     optimiser = torch.optim.Adam(net.parameters(), lr)
     curve = []
     for it in range(iterations + 1):
-        epe = (((net(pair)["ddf"] - true) * spacing) ** 2).sum(1).add(1e-6).sqrt().mean()
+        epe = endpoint_error(net(pair)["ddf"])
         if it % every == 0 or it == iterations:
             curve.append((it, float(epe.detach())))
             print(f"iteration {it}: endpoint error {float(epe.detach()):.3f} mm  {time.strftime('%X')}", flush=True)
@@ -57,7 +63,7 @@ def fit_one_pair(configs: str, overrides: dict, iterations: int = 300, every: in
             optimiser.zero_grad()
             epe.backward()
             optimiser.step()
-    none = float(((true * spacing) ** 2).sum(1).sqrt().mean())
+    none = float(endpoint_error(torch.zeros_like(targets["true_ddf"])))
     return {"curve": curve, "none": none}
 
 
