@@ -19,7 +19,7 @@ from monai.data import list_data_collate
 from monai.networks.blocks import Warp
 from scipy import ndimage as ndi
 
-from scripts.data.generated import GeneratedCTDataset
+from scripts.data.generated import GeneratedCTDataset, RandMovingOffsetd
 from scripts.inference.modality import check_modality, looks_like_ct
 from scripts.io.errors import InputError
 from scripts.losses.biomechanical import RegistrationLoss
@@ -134,6 +134,40 @@ def test_dataset_items_follow_the_ct_preprocessing_and_their_field_registers_the
         GeneratedCTDataset("val", 2, parser.get_parsed_content("preprocessing"), cranial_fraction=-0.1)
     with pytest.raises(ValueError, match="texture_hu"):
         GeneratedCTDataset("val", 2, parser.get_parsed_content("preprocessing"), texture_hu=-1.0)
+
+
+def test_a_fresh_offset_of_the_moving_image_at_each_read_is_composed_into_the_true_field(tmp_path):
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
+    parser["image_size"] = [40, 32, 24]
+    pre = parser.get_parsed_content("preprocessing")
+    options = {key: parser[key] for key in ("offset_mm", "offset_deg")}
+    assert options == {"offset_mm": 8.0, "offset_deg": 3.0}  # the preset's
+    plain = GeneratedCTDataset("val", 1, pre, cache="disk", cache_dir=tmp_path)[0]
+    offset = RandMovingOffsetd(10.0, 4.0)
+    offset.set_random_state(3)
+    warp = Warp(mode="bilinear", padding_mode="border")
+    fixed = plain["fixed"][None].float()
+    inside = fixed > 0.3
+    for _ in range(2):
+        item = offset(plain)
+        assert torch.equal(item["fixed"], plain["fixed"]) and torch.equal(item["fixed_label"], plain["fixed_label"])
+        moving, field = item["moving"][None].float(), item["true_ddf"][None].float()
+        before, after = (moving - fixed).abs()[inside].mean(), (warp(moving, field) - fixed).abs()[inside].mean()
+        assert after < 0.5 * before, (float(before), float(after))
+        assert (field - plain["true_ddf"][None].float()).abs().amax() > 0.5  # it moved
+        nearest = Warp(mode="nearest", padding_mode="zeros")
+        organs = plain["fixed_label"][None] > 0
+        agree = lambda m: (m == plain["fixed_label"][None])[organs].float().mean()  # noqa: E731
+        moving_label = item["moving_label"][None].float()
+        assert agree(nearest(moving_label, field)) > agree(moving_label) + 0.1  # the labels moved alike
+    # in the training split, after the cache: one cached case, a fresh offset at each read
+    moved = GeneratedCTDataset("val", 1, pre, augment=True, cache="disk", cache_dir=tmp_path, **options)
+    reads = [moved[0]["true_ddf"].mean(dim=(1, 2, 3)) for _ in range(2)]
+    assert len(list(Path(tmp_path).glob("*.pt"))) == 1
+    assert (reads[0] - reads[1]).abs().max() > 0.05, reads
+    with pytest.raises(InputError, match="offset_deg -1"):
+        GeneratedCTDataset("val", 1, pre, offset_deg=-1)
 
 
 def test_a_folder_of_real_cts_is_mixed_in_and_its_pairs_register(tmp_path, ct_example_dir):

@@ -109,6 +109,10 @@ def test_generated_pairs_options_out_of_range_name_the_option_and_the_fix(tmp_pa
     assert msg.startswith("cranial_fraction 2:") and "--cranial_fraction 0.5" in msg, msg
     msg = workflow_error(generated, bundle_root=str(tmp_path), texture_hu=-5)
     assert msg.startswith("texture_hu -5:") and "--texture_hu 40" in msg, msg
+    msg = workflow_error(generated, bundle_root=str(tmp_path), offset_mm=-2)
+    assert msg.startswith("offset_mm -2:") and "--offset_mm 8" in msg, msg
+    msg = workflow_error(generated, bundle_root=str(tmp_path), offset_deg=-1)
+    assert msg.startswith("offset_deg -1:") and "--offset_deg 3" in msg, msg
     assert listing(tmp_path) == [], listing(tmp_path)  # checked before any run folder or cache entry
 
 

@@ -88,6 +88,17 @@ SYNTHETIC = {
 }
 FILE_DATASETS = ("abdomenctct", "pairs")
 GENERATED = ("ct_generated",)
+# the dataset_options of the generated set (GeneratedCTDataset's keyword arguments)
+GENERATED_OPTIONS = {
+    "transform",
+    "cache",
+    "cache_dir",
+    "ct_dir",
+    "cranial_fraction",
+    "texture_hu",
+    "offset_mm",
+    "offset_deg",
+}
 DATASETS = tuple(SYNTHETIC) + FILE_DATASETS + GENERATED
 # the paper's split sizes of the synthetic sets
 SPLIT_SIZES = {"train": 200, "val": 50, "test": 50}
@@ -318,7 +329,7 @@ def registration_dataset(
     if name in GENERATED:
         if transform is not None:
             options.setdefault("transform", transform)
-        unknown = set(options) - {"transform", "cache", "cache_dir", "ct_dir", "cranial_fraction", "texture_hu"}
+        unknown = set(options) - GENERATED_OPTIONS
         if unknown or "transform" not in options:
             raise ValueError(f"dataset {name!r}: unknown option(s) {sorted(unknown)} or no transform; {CT_CONFIG_HINT}")
         num_pairs = SPLIT_SIZES[split] if num_pairs is None else int(num_pairs)

@@ -21,7 +21,10 @@ cache. Several real CTs with TotalSegmentator labels can be mixed in (``ct_dir``
 ``cranial_fraction`` of the pairs breathe the other way (the contents move cranially: the fixed image is the deeper
 breath): with every pair breathing one way, the direction and much of the field can be read off the fixed image
 alone, and a network learns that mean motion instead of comparing the two images. ``texture_hu`` gives the
-phantom's organs a texture (:func:`scripts.synthesis.anatomy.tissue_texture`) of up to that amplitude.
+phantom's organs a texture (:func:`scripts.synthesis.anatomy.tissue_texture`) of up to that amplitude. With
+``augment``, ``offset_mm`` / ``offset_deg`` move the moving image by a fresh random rigid offset at every read, the true
+field composed with it (:class:`RandMovingOffsetd`): a motion that neither image predicts, learnt only by comparing
+the two.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.networks.blocks import Warp
 from monai.transforms import (
     Compose,
     LoadImaged,
     RandAdjustContrastd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    RandomizableTransform,
     RandScaleIntensityd,
     RandShiftIntensityd,
     Transform,
@@ -53,7 +58,7 @@ from scripts.io.resampling import resample_to_grid
 from scripts.synthesis.anatomy import SPLIT_IDS, draw_cranial, generated_case, with_labels
 from scripts.synthesis.breathing import make_breathing_case
 
-__all__ = ["GeneratedCTDataset", "GenerateCase", "intensity_augmentation", "field_on_network_grid"]
+__all__ = ["GeneratedCTDataset", "GenerateCase", "RandMovingOffsetd", "intensity_augmentation", "field_on_network_grid"]
 
 
 def _meta_tensor(array: np.ndarray, affine: np.ndarray, name: str) -> MetaTensor:
@@ -137,6 +142,77 @@ class GenerateCase(Transform):
         return with_labels(case)
 
 
+class RandMovingOffsetd(RandomizableTransform):
+    """A random rigid offset of the moving image on every read, with the true field composed with it exactly.
+
+    The cached case's own offset is one draw per pair (:func:`scripts.synthesis.anatomy.rigid_offset`); seen epoch
+    after epoch, 240 draws average to no motion, and a network can lower its loss by predicting that mean instead of
+    comparing the two images. A fresh draw at each read makes the offset unpredictable from either image alone.
+
+    The moving scan is moved by M(p) = R (p - c) + c + t (p in mm on the network grid, c its centre; R a rotation
+    of at most ``max_deg`` about a random axis, t at most ``max_mm`` per axis): ``moving'(p) = moving(M^-1(p))``, and
+    since ``fixed(x) = moving(x + d(x))``, the new field is ``d'(x) = M(x + d(x)) - x``. ``moving_label`` moves
+    alike (nearest); the fixed side is untouched. Keys: ``moving`` (1, *S), ``true_ddf`` (3, *S) network voxels
+    (with the fixed image's affine for the spacing), ``moving_label`` (1, *S) if present.
+    """
+
+    def __init__(self, max_mm: float, max_deg: float, prob: float = 1.0):
+        super().__init__(prob)
+        for name, value, example in (("offset_mm", max_mm, 8), ("offset_deg", max_deg, 3)):
+            if float(value) < 0:
+                raise InputError(f"{name} {value!r}: the largest random offset of the moving image at each training "
+                                 f"read; give a number >= 0 (--{name} {example}, or 0 for none)")  # fmt: skip
+        self.max_mm, self.max_deg = float(max_mm), float(max_deg)
+        self.warp = Warp(mode="bilinear", padding_mode="border")
+        self.warp_label = Warp(mode="nearest", padding_mode="zeros")
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        axis = self.R.normal(size=3)
+        self._axis = axis / np.linalg.norm(axis)
+        self._angle = np.radians(self.R.uniform(-self.max_deg, self.max_deg))
+        self._shift = self.R.uniform(-self.max_mm, self.max_mm, size=3)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.randomize()
+        if not self._do_transform or (self.max_mm == 0 and self.max_deg == 0):
+            return data
+        out = dict(data)
+        ddf = out["true_ddf"]
+        affine = np.asarray(ddf.affine if isinstance(ddf, MetaTensor) else out["fixed"].affine, dtype=np.float64)
+        spacing = torch.as_tensor(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), dtype=torch.float32).view(3, 1, 1, 1)
+        k = np.array([[0, -self._axis[2], self._axis[1]], [self._axis[2], 0, -self._axis[0]],
+                      [-self._axis[1], self._axis[0], 0]])  # fmt: skip
+        rotation = torch.as_tensor(np.eye(3) + np.sin(self._angle) * k + (1 - np.cos(self._angle)) * k @ k)
+        rotation = rotation.float()
+        shape = ddf.shape[1:]
+        p = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij"))
+        p = p * spacing  # mm
+        centre = (torch.as_tensor(shape, dtype=torch.float32) - 1).view(3, 1, 1, 1) / 2 * spacing
+        shift = torch.as_tensor(self._shift, dtype=torch.float32).view(3, 1, 1, 1)
+        # moving'(p) = moving(M^-1(p)), M^-1(p) = R^T (p - c - t) + c: a sampling field in network voxels
+        inverse = torch.einsum("ji,j...->i...", rotation, p - centre - shift) + centre
+        sampling = ((inverse - p) / spacing)[None]
+        moving = out["moving"]
+        out["moving"] = self._keep_meta(self.warp(_plain(moving)[None].float(), sampling)[0], moving)
+        if "moving_label" in out:
+            label = out["moving_label"]
+            warped = self.warp_label(_plain(label)[None].float(), sampling)[0].to(_plain(label).dtype)
+            out["moving_label"] = self._keep_meta(warped, label)
+        q = p + _plain(ddf).float() * spacing  # x + d(x), mm
+        moved = torch.einsum("ij,j...->i...", rotation, q - centre) + centre + shift  # M(x + d(x))
+        out["true_ddf"] = self._keep_meta((moved - p) / spacing, ddf)
+        return out
+
+    @staticmethod
+    def _keep_meta(value: torch.Tensor, like: Any) -> Any:
+        return MetaTensor(value, meta=like.meta) if isinstance(like, MetaTensor) else value
+
+
+def _plain(value: Any) -> torch.Tensor:
+    return value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
+
+
 def intensity_augmentation(keys: Sequence[str] = ("fixed", "moving"), prob: float = 0.5) -> Compose:
     """Independent random intensity changes of each image (windowed to [0, 1]): gamma, scale, shift, blur, noise."""
     steps = []
@@ -164,6 +240,8 @@ class GeneratedCTDataset(Dataset):
         augment: random intensity augmentation on every read (training).
         cranial_fraction: the probability that a pair breathes cranially (module docstring); 0: all caudally.
         texture_hu: the phantoms' largest texture amplitude (HU std; 0: none).
+        offset_mm, offset_deg: with ``augment``, a fresh random rigid offset of the moving image at every read, of at
+            most that translation per axis (mm) and rotation (degrees) (:class:`RandMovingOffsetd`; 0, 0: none).
         cache, cache_dir: see :func:`scripts.data.cache.cached_dataset`.
     """
 
@@ -178,6 +256,8 @@ class GeneratedCTDataset(Dataset):
         augment: bool = False,
         cranial_fraction: float = 0.0,
         texture_hu: float = 0.0,
+        offset_mm: float = 0.0,
+        offset_deg: float = 0.0,
         cache: str = "disk",
         cache_dir: str | os.PathLike | None = None,
     ):
@@ -201,8 +281,10 @@ class GeneratedCTDataset(Dataset):
             ct, seg = cts[j % len(cts)]
             item.update(ct=str(ct), seg=str(seg))
         transform = GenerateCase(preprocessing)
+        offset = RandMovingOffsetd(offset_mm, offset_deg)  # checks the two values even when not augmenting
         if augment:
-            transform = Compose([transform, intensity_augmentation()])
+            steps = [transform] + ([offset] if offset.max_mm or offset.max_deg else []) + [intensity_augmentation()]
+            transform = Compose(steps)
         self.items = items
         self.data = cached_dataset(items, transform, cache, cache_dir)
 
