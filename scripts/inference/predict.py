@@ -257,8 +257,9 @@ def pair_loader(dataset: InferencePairDataset, num_workers: int = 0) -> DataLoad
 
 
 class PreparePair(PrepareBatch):
-    """Batch -> (inputs (1, 2, *net) on the device, targets: the :class:`PairData`, (), kwargs); with ``pass_pair``
-    the inferer also gets the pair (``kwargs = {"pair": PairData}``: the refinement needs the native volumes)."""
+    """Batch -> (inputs (1, 2, *net) on the device, targets: the :class:`PairData`, (), kwargs): ``kwargs`` holds
+    the network grid's ``spacing`` (1, 3) mm (the CT model's rigid pre-alignment needs it) and, with ``pass_pair``,
+    the pair (``"pair"``: the refinement needs the native volumes)."""
 
     def __init__(self, pass_pair: bool = False):
         self.pass_pair = bool(pass_pair)
@@ -266,7 +267,15 @@ class PreparePair(PrepareBatch):
     def __call__(self, batchdata: Mapping[str, Any], device=None, non_blocking: bool = False, **kwargs: Any):
         pair = batchdata["pair"]
         inputs = batchdata["image"].to(device=device, non_blocking=non_blocking)
-        return inputs, pair, (), ({"pair": pair} if self.pass_pair else {})
+        call_kwargs = {"spacing": net_spacing(pair).to(inputs.device)}  # the network's rigid pre-alignment needs it
+        if self.pass_pair:
+            call_kwargs["pair"] = pair
+        return inputs, pair, (), call_kwargs
+
+
+def net_spacing(pair: PairData) -> torch.Tensor:
+    """The network grid's voxel spacing (1, 3) mm, from the pair's network affine."""
+    return torch.as_tensor(np.sqrt((np.asarray(pair.net_affine)[:3, :3] ** 2).sum(axis=0)), dtype=torch.float32)[None]
 
 
 class RegistrationInferer(Inferer):
@@ -299,7 +308,8 @@ def predict(pair: PairData, registration_net: torch.nn.Module, divisor: int = 8)
     """The network's displacement on the network grid, (1, 3, *net) in net voxels."""
     registration_net.eval()
     device = next(registration_net.parameters()).device
-    return RegistrationInferer(divisor)(pair.image[None].to(device), registration_net)["ddf"]
+    spacing = net_spacing(pair).to(device)
+    return RegistrationInferer(divisor)(pair.image[None].to(device), registration_net, spacing=spacing)["ddf"]
 
 
 def require_checkpoint(handlers: Sequence[Any]) -> None:

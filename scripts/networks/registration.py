@@ -18,6 +18,8 @@ from monai.networks import one_hot
 from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
 
+from scripts.networks.rigid import RigidPrealign
+
 __all__ = ["RegistrationNet", "CachedGridWarp", "PrepareRegistrationBatch", "spacing_of"]
 
 
@@ -56,14 +58,25 @@ class RegistrationNet(nn.Module):
         backbone: module mapping (B, 2, *S) fixed+moving to (B, D, *S) velocity (or displacement).
         integration_steps: scaling-and-squaring steps (paper: 7); 0 takes the output as the displacement.
         padding_mode: ``Warp`` padding of the moving image (paper: ``"border"``).
+        prealign: optional :class:`scripts.networks.rigid.RigidPrealign`: the moving image is first aligned rigidly
+            on the bones, the backbone sees the aligned pair, and ``ddf`` is the composed field from fixed to the
+            moving image as given (the CT model's inference; training leaves it out).
 
-    ``forward(pair, moving_label=None)`` takes pair (B, 2, *S) = [fixed, moving] and optional one-hot
-    moving labels (B, C, *S); it returns a dict with ``velocity`` and ``ddf`` (B, D, *S, voxels),
-    ``warped`` (B, 1, *S) and, with labels, ``warped_label`` (B, C, *S) warped bilinearly (soft).
+    ``forward(pair, moving_label=None, spacing=None)`` takes pair (B, 2, *S) = [fixed, moving], optional one-hot
+    moving labels (B, C, *S) and the grid's spacing (B, D) or (D,) mm (needed with ``prealign``); it returns a dict
+    with ``velocity`` and ``ddf`` (B, D, *S, voxels), ``warped`` (B, 1, *S) and, with labels, ``warped_label``
+    (B, C, *S) warped bilinearly (soft).
     """
 
-    def __init__(self, backbone: nn.Module, integration_steps: int = 7, padding_mode: str = "border"):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        integration_steps: int = 7,
+        padding_mode: str = "border",
+        prealign: RigidPrealign | None = None,
+    ):
         super().__init__()
+        self.prealign = prealign
         if integration_steps < 0:
             raise ValueError(f"integration_steps must be >= 0, got {integration_steps}")
         self.backbone = backbone
@@ -73,11 +86,27 @@ class RegistrationNet(nn.Module):
         self.warp = CachedGridWarp(mode="bilinear", padding_mode=padding_mode)
         self.warp_label = CachedGridWarp(mode="bilinear", padding_mode="zeros")
 
-    def forward(self, pair: torch.Tensor, moving_label: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, pair: torch.Tensor, moving_label: torch.Tensor | None = None, spacing: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         if pair.ndim not in (4, 5) or pair.shape[1] != 2:
             raise ValueError(f"expected a (B, 2, *S) fixed+moving pair, got shape {tuple(pair.shape)}")
-        velocity = self.backbone(pair)
+        rigid = None
+        if self.prealign is not None:
+            if spacing is None:
+                raise ValueError(
+                    "the rigid pre-alignment needs the network grid's spacing (mm): forward(..., spacing=)"
+                )
+            spacing = torch.as_tensor(spacing, dtype=pair.dtype, device=pair.device).reshape(-1, pair.ndim - 2)
+            spacing = spacing.expand(pair.shape[0], -1)
+            rigid = self.prealign(pair[:, :1], pair[:, 1:2], spacing)
+            aligned = self.warp(pair[:, 1:2], self.prealign.sampling_field(*rigid, pair.shape[2:], spacing))
+            velocity = self.backbone(torch.cat([pair[:, :1], aligned], dim=1))
+        else:
+            velocity = self.backbone(pair)
         ddf = self.integrate(velocity) if self.integrate is not None else velocity
+        if rigid is not None:
+            ddf = self.prealign.compose(*rigid, ddf, spacing)
         out = {"velocity": velocity, "ddf": ddf, "warped": self.warp(pair[:, 1:2], ddf)}
         if moving_label is not None:
             out["warped_label"] = self.warp_label(moving_label.to(ddf.dtype), ddf)

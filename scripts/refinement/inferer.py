@@ -296,7 +296,7 @@ class RefinementInferer(Inferer):
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         init = None
         if self.use_network:
-            ddf_net = self.network_inferer(inputs, network)["ddf"]
+            ddf_net = self.network_inferer(inputs, network, spacing=kwargs.get("spacing"))["ddf"]
             init = field_to_fixed_grid(ddf_net, pair.net_affine, affine, shape)[None]
         fixed_hu = _area(pair.fixed, shape)
         m_shape, m_affine = coarse_grid(pair.moving.shape, pair.moving_affine, self.grid_mm)
