@@ -175,7 +175,7 @@ def test_inference_finds_a_real_ct_moved_on_the_table(ct_example_dir, tmp_path):
                                rigid_prealign=prealign)  # fmt: skip
         ddf = nib.load(str(next(out.glob("*_ddf.nii.gz")))).get_fdata()[..., 0, :] * [-1, -1, 1]  # LPS -> RAS mm
         error = np.linalg.norm(ddf[bones] - shift_mm, axis=1).mean()
-        if expect:
-            pass  # fixed(x) = moving(x + s): the field is the shift at the bones
+        if expect:  # fixed(x) = moving(x + s): the field is the shift at the bones, give or take the network's own
+            assert error < 2.5, error  # motion on top (1.53 mm measured with the model of bundle 0.9.0)
         else:
-            assert error > 4.0, error  # the network alone does not find the patient's shift
+            assert error > 6.0, error  # the network alone does not find the patient's shift (9.01 mm measured)
