@@ -114,9 +114,11 @@ def test_ct_checkpoint_gives_the_same_field_in_evaluation_and_inference(ct_pair,
         output_dir=str(out),
         ckpt_path=str(ckpt),
         learn2reg=True,
+        rigid_prealign=False,  # the network's own field; the pre-alignment is tested in tests/test_rigid_prealign.py
         **SMALL,
     )
     infer_item, p_inf = inference_side(ct_pair)
+    p_inf["rigid_prealign"] = False
     net_inf = p_inf.get_parsed_content("registration_net").eval()
     net_inf.backbone.load_state_dict(torch.load(ckpt, weights_only=True))
     with torch.no_grad():

@@ -117,7 +117,8 @@ class RigidPrealign(nn.Module):
             m = F.avg_pool3d(moving, level) if level > 1 else moving
             weight = (f > self.bone_threshold).to(f.dtype) + 1e-3 * (f > 0.05).to(f.dtype)
             weight = weight / weight.sum(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-6)
-            level_spacing = spacing * (torch.as_tensor(fixed.shape[2:], dtype=f.dtype) / torch.as_tensor(f.shape[2:]))
+            shrink = torch.as_tensor(fixed.shape[2:], dtype=f.dtype) / torch.as_tensor(f.shape[2:], dtype=f.dtype)
+            level_spacing = spacing * shrink.to(spacing.device)
             current = params.clone().requires_grad_(True)
             optimiser = torch.optim.LBFGS([current], lr=1.0, max_iter=int(steps), line_search_fn="strong_wolfe")
 
