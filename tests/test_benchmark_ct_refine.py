@@ -36,9 +36,12 @@ def test_network_rows_on_a_held_out_generated_case(tmp_path):
             "--out", str(tmp_path)]  # fmt: skip
     rows = bench.main(args)["gen1"]
     none, net, both = rows["none"], rows["network"], rows["network_refine"]
-    assert net["epe_body"] < none["epe_body"]  # measured: 4.42 of 5.46 mm
+    assert net["epe_body"] < 0.5 * none["epe_body"]  # measured: 1.78 of 5.46 mm (bundle 0.9.0; 4.42 in 0.8.1)
     assert net["alignment_mse_after"] < net["alignment_mse_before"]  # the inference's check passes this pair
-    assert both["epe_body"] < 0.8 * net["epe_body"] and both["seconds"] > net["seconds"] > 0  # refined from the network
+    # refined from the network's field: the bones made rigid and more of the slip, at about the network's accuracy
+    # (measured: rigidity 0.0165 -> 0.0012, slip 40 -> 52 %, 1.78 -> 1.85 mm with these few iterations)
+    assert both["rigidity"] < 0.3 * net["rigidity"] and both["slip"] > net["slip"] + 0.05
+    assert both["epe_body"] < 1.2 * net["epe_body"] and both["seconds"] > net["seconds"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["refine_kwargs"]["network_refine_iterations"]
 
 
