@@ -33,6 +33,9 @@ from torch import nn
 
 __all__ = ["RigidPrealign", "rotation_matrix"]
 
+BODY_THRESHOLD = 0.05  # on the network's input scale: above air (-1120 HU through the CT window [-1200, 400])
+BODY_WEIGHT = 1e-3  # the body's weight against a bone voxel's (the fit of a scan with no bone)
+
 
 def rotation_matrix(vector: torch.Tensor) -> torch.Tensor:
     """Rodrigues: rotation vectors (B, 3) (radians, axis times angle) -> matrices (B, 3, 3); exact at 0."""
@@ -115,7 +118,7 @@ class RigidPrealign(nn.Module):
         for level, steps in zip(self.levels, self.iterations):
             f = F.avg_pool3d(fixed, level) if level > 1 else fixed
             m = F.avg_pool3d(moving, level) if level > 1 else moving
-            weight = (f > self.bone_threshold).to(f.dtype) + 1e-3 * (f > 0.05).to(f.dtype)
+            weight = (f > self.bone_threshold).to(f.dtype) + BODY_WEIGHT * (f > BODY_THRESHOLD).to(f.dtype)
             weight = weight / weight.sum(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-6)
             shrink = torch.as_tensor(fixed.shape[2:], dtype=f.dtype) / torch.as_tensor(f.shape[2:], dtype=f.dtype)
             level_spacing = spacing * shrink.to(spacing.device)
