@@ -23,7 +23,7 @@ from monai.networks.blocks import Warp
 from scipy import ndimage as ndi
 
 from scripts.networks.registration import RegistrationNet
-from scripts.networks.rigid import RigidPrealign, rotation_matrix
+from scripts.networks.rigid import RigidPrealign, compose_rigid, inverse_rigid, rigid_sampling_field, rotation_matrix
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 SPACING = torch.tensor([[4.5, 4.7, 1.9]])  # mm: the real CT's network grid is this anisotropic
@@ -52,7 +52,7 @@ def _body(organ_shift_mm: float = 0.0) -> torch.Tensor:
 
 def _moved(image: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
     """The image with the patient moved by the rigid map (fixed(x) = moved(M(x)))."""
-    return Warp("bilinear", "zeros")(image, RigidPrealign().sampling_field(rotation, translation, SHAPE, SPACING))
+    return Warp("bilinear", "zeros")(image, rigid_sampling_field(rotation, translation, SHAPE, SPACING))
 
 
 def _truth() -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,9 +62,7 @@ def _truth() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _moved_inverse(image: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
     """moving(p) = image(M^-1(p)): the patient moved by M (then fixed(x) = moving(M(x)))."""
-    inverse_rotation = rotation.transpose(1, 2)
-    inverse_translation = -(inverse_rotation @ translation[..., None])[..., 0]
-    return _moved(image, inverse_rotation, inverse_translation)
+    return _moved(image, *inverse_rigid(rotation, translation))
 
 
 @pytest.mark.parametrize("organ_shift_mm", [0.0, 6.0])
@@ -117,8 +115,8 @@ def test_the_networks_field_is_composed_with_the_rigid_map_exactly():
         out = net(torch.cat([fixed, moving], dim=1), spacing=SPACING)
     prealign = net.prealign
     found = prealign(fixed, moving, SPACING)
-    torch.testing.assert_close(out["ddf"], prealign.sampling_field(*found, SHAPE, SPACING), atol=1e-4, rtol=0)
-    expected = prealign.sampling_field(rotation, translation, SHAPE, SPACING)
+    torch.testing.assert_close(out["ddf"], rigid_sampling_field(*found, SHAPE, SPACING), atol=1e-4, rtol=0)
+    expected = rigid_sampling_field(rotation, translation, SHAPE, SPACING)
     body = (fixed > 0.5).expand(1, 3, *SHAPE)
     assert float(((out["ddf"] - expected) * SPACING.view(1, 3, 1, 1, 1)).norm(dim=1)[body[:, 0]].mean()) < 1.0
     inside = fixed > 0.5
@@ -129,7 +127,7 @@ def test_the_networks_field_is_composed_with_the_rigid_map_exactly():
     p_mm = (p + d) * SPACING.view(1, 3, 1, 1, 1)
     c = (torch.tensor(SHAPE, dtype=torch.float32) - 1).view(1, 3, 1, 1, 1) / 2 * SPACING.view(1, 3, 1, 1, 1)
     mapped = torch.einsum("bij,bj...->bi...", rotation, p_mm - c) + c + translation.view(1, 3, 1, 1, 1)
-    composed = prealign.compose(rotation, translation, d, SPACING)
+    composed = compose_rigid(rotation, translation, d, SPACING)
     torch.testing.assert_close(composed, mapped / SPACING.view(1, 3, 1, 1, 1) - p, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="spacing"):
         net(torch.cat([fixed, moving], dim=1))

@@ -6,5 +6,5 @@
 - ``transforms``: the MapTransforms of the bundle (regions, their resampling, vector reorientation, resizing);
 - ``preprocessing``: a model's preprocessing read from the config that declares it.
 
-May import: scripts.io, scripts.regions, scripts.losses, scripts.synthesis.
+May import: scripts.io, scripts.regions, scripts.losses, scripts.networks, scripts.synthesis.
 """

@@ -50,12 +50,14 @@ from monai.transforms import (
     RandShiftIntensityd,
     Transform,
 )
+from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
 from scripts.data.cache import cached_dataset
 from scripts.io.errors import InputError
 from scripts.io.resampling import resample_to_grid
-from scripts.synthesis.anatomy import SPLIT_IDS, draw_cranial, generated_case, with_labels
+from scripts.networks.rigid import compose_rigid, inverse_rigid, rigid_sampling_field
+from scripts.synthesis.anatomy import SPLIT_IDS, draw_cranial, generated_case, rigid_offset, with_labels
 from scripts.synthesis.breathing import make_breathing_case
 
 __all__ = ["GeneratedCTDataset", "GenerateCase", "RandMovingOffsetd", "intensity_augmentation", "field_on_network_grid"]
@@ -168,10 +170,9 @@ class RandMovingOffsetd(RandomizableTransform):
 
     def randomize(self, data: Any = None) -> None:
         super().randomize(None)
-        axis = self.R.normal(size=3)
-        self._axis = axis / np.linalg.norm(axis)
-        self._angle = np.radians(self.R.uniform(-self.max_deg, self.max_deg))
-        self._shift = self.R.uniform(-self.max_mm, self.max_mm, size=3)
+        rotation, shift = rigid_offset(self.R, self.max_deg, self.max_mm)  # the cached cases' own draw
+        self._rotation = torch.as_tensor(rotation, dtype=torch.float32)[None]
+        self._shift = torch.as_tensor(shift, dtype=torch.float32)[None]
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         self.randomize()
@@ -180,37 +181,19 @@ class RandMovingOffsetd(RandomizableTransform):
         out = dict(data)
         ddf = out["true_ddf"]
         affine = np.asarray(ddf.affine if isinstance(ddf, MetaTensor) else out["fixed"].affine, dtype=np.float64)
-        spacing = torch.as_tensor(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), dtype=torch.float32).view(3, 1, 1, 1)
-        k = np.array([[0, -self._axis[2], self._axis[1]], [self._axis[2], 0, -self._axis[0]],
-                      [-self._axis[1], self._axis[0], 0]])  # fmt: skip
-        rotation = torch.as_tensor(np.eye(3) + np.sin(self._angle) * k + (1 - np.cos(self._angle)) * k @ k)
-        rotation = rotation.float()
-        shape = ddf.shape[1:]
-        p = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij"))
-        p = p * spacing  # mm
-        centre = (torch.as_tensor(shape, dtype=torch.float32) - 1).view(3, 1, 1, 1) / 2 * spacing
-        shift = torch.as_tensor(self._shift, dtype=torch.float32).view(3, 1, 1, 1)
-        # moving'(p) = moving(M^-1(p)), M^-1(p) = R^T (p - c - t) + c: a sampling field in network voxels
-        inverse = torch.einsum("ji,j...->i...", rotation, p - centre - shift) + centre
-        sampling = ((inverse - p) / spacing)[None]
-        moving = out["moving"]
-        out["moving"] = self._keep_meta(self.warp(_plain(moving)[None].float(), sampling)[0], moving)
-        if "moving_label" in out:
-            label = out["moving_label"]
-            warped = self.warp_label(_plain(label)[None].float(), sampling)[0].to(_plain(label).dtype)
-            out["moving_label"] = self._keep_meta(warped, label)
-        q = p + _plain(ddf).float() * spacing  # x + d(x), mm
-        moved = torch.einsum("ij,j...->i...", rotation, q - centre) + centre + shift  # M(x + d(x))
-        out["true_ddf"] = self._keep_meta((moved - p) / spacing, ddf)
+        spacing = torch.as_tensor(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), dtype=torch.float32)[None]
+        # moving'(p) = moving(M^-1(p))
+        sampling = rigid_sampling_field(*inverse_rigid(self._rotation, self._shift), ddf.shape[1:], spacing)
+        for key, warp in (("moving", self.warp), ("moving_label", self.warp_label)):
+            if key in out:
+                value = convert_to_tensor(out[key], track_meta=False)
+                warped = warp(value[None].float(), sampling)[0].to(value.dtype)
+                out[key] = MetaTensor(warped, meta=out[key].meta) if isinstance(out[key], MetaTensor) else warped
+        field = compose_rigid(
+            self._rotation, self._shift, convert_to_tensor(ddf, track_meta=False)[None].float(), spacing
+        )
+        out["true_ddf"] = MetaTensor(field[0], meta=ddf.meta) if isinstance(ddf, MetaTensor) else field[0]
         return out
-
-    @staticmethod
-    def _keep_meta(value: torch.Tensor, like: Any) -> Any:
-        return MetaTensor(value, meta=like.meta) if isinstance(like, MetaTensor) else value
-
-
-def _plain(value: Any) -> torch.Tensor:
-    return value.as_tensor() if isinstance(value, MetaTensor) else torch.as_tensor(value)
 
 
 def intensity_augmentation(keys: Sequence[str] = ("fixed", "moving"), prob: float = 0.5) -> Compose:

@@ -18,7 +18,7 @@ from monai.networks import one_hot
 from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
 
-from scripts.networks.rigid import RigidPrealign
+from scripts.networks.rigid import RigidPrealign, compose_rigid, rigid_sampling_field
 
 __all__ = ["RegistrationNet", "CachedGridWarp", "PrepareRegistrationBatch", "spacing_of"]
 
@@ -100,13 +100,13 @@ class RegistrationNet(nn.Module):
             spacing = torch.as_tensor(spacing, dtype=pair.dtype, device=pair.device).reshape(-1, pair.ndim - 2)
             spacing = spacing.expand(pair.shape[0], -1)
             rigid = self.prealign(pair[:, :1], pair[:, 1:2], spacing)
-            aligned = self.warp(pair[:, 1:2], self.prealign.sampling_field(*rigid, pair.shape[2:], spacing))
+            aligned = self.warp(pair[:, 1:2], rigid_sampling_field(*rigid, pair.shape[2:], spacing))
             velocity = self.backbone(torch.cat([pair[:, :1], aligned], dim=1))
         else:
             velocity = self.backbone(pair)
         ddf = self.integrate(velocity) if self.integrate is not None else velocity
         if rigid is not None:
-            ddf = self.prealign.compose(*rigid, ddf, spacing)
+            ddf = compose_rigid(*rigid, ddf, spacing)
         out = {"velocity": velocity, "ddf": ddf, "warped": self.warp(pair[:, 1:2], ddf)}
         if moving_label is not None:
             out["warped_label"] = self.warp_label(moving_label.to(ddf.dtype), ddf)

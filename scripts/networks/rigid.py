@@ -16,7 +16,7 @@ M(p) = R (p - c) + c + t (p in mm on the network grid, c its centre; ``moving'(p
 above, minimised by Adam over (rotation vector, translation) on a pyramid of the network grid (average pooling by
 ``levels``). Everything in mm (``spacing`` of the network grid): a rotation in voxel units would shear an
 anisotropic grid. With ``d`` the network's field between fixed and the aligned moving image, the field between
-fixed and moving is ``M(x + d(x)) - x`` (:meth:`RigidPrealign.compose`): exact, no resampling of the rigid part.
+fixed and moving is ``M(x + d(x)) - x`` (:func:`compose_rigid`): exact, no resampling of the rigid part.
 
 Shapes: images (B, 1, *S); spacing (B, 3) mm or (3,); fields (B, 3, *S) in voxels along the array axes (MONAI
 ``Warp``'s convention, ``fixed(x) = moving(x + ddf(x))``); rotation (B, 3, 3); translation (B, 3) mm.
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Warp
 from torch import nn
 
-__all__ = ["RigidPrealign", "rotation_matrix"]
+__all__ = ["RigidPrealign", "rotation_matrix", "inverse_rigid", "rigid_sampling_field", "compose_rigid"]
 
 BODY_THRESHOLD = 0.05  # on the network's input scale: above air (-1120 HU through the CT window [-1200, 400])
 BODY_WEIGHT = 1e-3  # the body's weight against a bone voxel's (the fit of a scan with no bone)
@@ -62,6 +62,30 @@ def _mapped(rotation: torch.Tensor, translation: torch.Tensor, q: torch.Tensor, 
     return torch.einsum("bij,bj...->bi...", rotation, q - centre) + centre + translation.reshape(-1, 3, 1, 1, 1)
 
 
+def inverse_rigid(rotation: torch.Tensor, translation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The map M^-1 as (R^T, -R^T t): M^-1(p) = R^T (p - c) + c - R^T t, about the same centre."""
+    inverse = rotation.transpose(1, 2)
+    return inverse, -(inverse @ translation[..., None])[..., 0]
+
+
+def rigid_sampling_field(
+    rotation: torch.Tensor, translation: torch.Tensor, shape: Sequence[int], spacing: torch.Tensor
+) -> torch.Tensor:
+    """M(p) - p in voxels (B, 3, *S): ``Warp(image, field)(p) = image(M(p))``."""
+    p, centre = _points(shape, spacing)
+    return (_mapped(rotation, translation, p, centre) - p) / spacing.reshape(-1, 3, 1, 1, 1)
+
+
+def compose_rigid(
+    rotation: torch.Tensor, translation: torch.Tensor, ddf: torch.Tensor, spacing: torch.Tensor
+) -> torch.Tensor:
+    """M(x + d(x)) - x in voxels (B, 3, *S), from a field ``ddf`` (voxels): with ``fixed(x) = image(x + d(x))`` and
+    ``image(p) = moving(M(p))``, the field from fixed to moving."""
+    sp = spacing.reshape(-1, 3, 1, 1, 1)
+    p, centre = _points(ddf.shape[2:], spacing)
+    return (_mapped(rotation, translation, p + ddf * sp, centre) - p) / sp
+
+
 class RigidPrealign(nn.Module):
     """The rigid map that best aligns the moving image's bones with the fixed image's (module docstring).
 
@@ -86,22 +110,6 @@ class RigidPrealign(nn.Module):
             )
         self.bone_threshold, self.levels, self.iterations = float(bone_threshold), tuple(levels), tuple(iterations)
         self.warp = Warp(mode="bilinear", padding_mode="border")
-
-    def sampling_field(
-        self, rotation: torch.Tensor, translation: torch.Tensor, shape: Sequence[int], spacing: torch.Tensor
-    ) -> torch.Tensor:
-        """M(p) - p in voxels (B, 3, *S): ``Warp(moving, field)`` is the moving image aligned to the fixed one."""
-        p, centre = _points(shape, spacing)
-        return (_mapped(rotation, translation, p, centre) - p) / spacing.reshape(-1, 3, 1, 1, 1)
-
-    def compose(
-        self, rotation: torch.Tensor, translation: torch.Tensor, ddf: torch.Tensor, spacing: torch.Tensor
-    ) -> torch.Tensor:
-        """The field from the fixed to the moving image, M(x + d(x)) - x in voxels (B, 3, *S), from the field ``ddf``
-        (voxels) from the fixed image to the aligned moving image."""
-        sp = spacing.reshape(-1, 3, 1, 1, 1)
-        p, centre = _points(ddf.shape[2:], spacing)
-        return (_mapped(rotation, translation, p + ddf * sp, centre) - p) / sp
 
     @torch.enable_grad()
     def forward(
@@ -128,7 +136,7 @@ class RigidPrealign(nn.Module):
             def closure() -> torch.Tensor:
                 optimiser.zero_grad()
                 rotation, translation = rotation_matrix(current[:, :3] * 0.1), current[:, 3:] * 10.0
-                aligned = self.warp(m, self.sampling_field(rotation, translation, f.shape[2:], level_spacing))
+                aligned = self.warp(m, rigid_sampling_field(rotation, translation, f.shape[2:], level_spacing))
                 loss = (weight * (aligned - f).square()).sum()
                 loss.backward()
                 return loss
