@@ -180,8 +180,9 @@ class RandMovingOffsetd(RandomizableTransform):
             return data
         out = dict(data)
         ddf = out["true_ddf"]
-        affine = np.asarray(ddf.affine if isinstance(ddf, MetaTensor) else out["fixed"].affine, dtype=np.float64)
-        spacing = torch.as_tensor(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), dtype=torch.float32)[None]
+        spacing = (ddf if isinstance(ddf, MetaTensor) else out["fixed"]).pixdim.float()[
+            None
+        ]  # MONAI's, from the affine
         # moving'(p) = moving(M^-1(p))
         sampling = rigid_sampling_field(*inverse_rigid(self._rotation, self._shift), ddf.shape[1:], spacing)
         for key, warp in (("moving", self.warp), ("moving_label", self.warp_label)):

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data.utils import affine_to_spacing
 from monai.engines.utils import PrepareBatch
 from monai.inferers import Inferer
 from torch.utils.data import DataLoader, Dataset
@@ -275,7 +276,7 @@ class PreparePair(PrepareBatch):
 
 def net_spacing(pair: PairData) -> torch.Tensor:
     """The network grid's voxel spacing (1, 3) mm, from the pair's network affine."""
-    return torch.as_tensor(np.sqrt((np.asarray(pair.net_affine)[:3, :3] ** 2).sum(axis=0)), dtype=torch.float32)[None]
+    return affine_to_spacing(torch.as_tensor(pair.net_affine), r=3).float()[None]
 
 
 class RegistrationInferer(Inferer):
