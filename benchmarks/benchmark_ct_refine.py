@@ -16,6 +16,9 @@ fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared wit
   of ``--band-mm`` on both sides of the true cavity wall;
 - Dice of the warped moving segmentation (nearest) against the fixed one: mean over the organ labels and over the
   bone labels present in the fixed image (>= 50 voxels);
+- organ motion recovered: sum(u . u_true) / sum(|u_true|^2) over the organs (mm): the share of the organs' true
+  motion that the field recovers along it (100 %: all of it; a field of the right direction but a quarter of the
+  length: 25 %);
 - bone rigidity error: mean ||E||_F^2 over the bone voxels (:func:`scripts.evaluation.metrics.rigidity_error`, mm);
 - slip: fraction of the true tangential jump recovered across the true wall
   (:func:`scripts.evaluation.motion_metrics.sliding_jump_ratio`);
@@ -46,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -57,6 +59,7 @@ from scipy import ndimage as ndi
 from benchmarks.baselines import ants_syn, check_translation, elastix_bspline
 from benchmarks.ct_figure import figure
 from benchmarks.ct_network import NetworkMethod
+from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, markdown
 from scripts.evaluation.metrics import rigidity_error
 from scripts.evaluation.motion_metrics import endpoint_error, sliding_jump_ratio
 from scripts.losses.mechanics import jacobian_determinant
@@ -242,6 +245,11 @@ def evaluate(
     warped = Warp(mode="nearest", padding_mode="zeros")(_t(case["moving_seg"].astype(np.float32))[None], pred)
     warped = warped[0, 0].round().numpy().astype(int)
     seg = case["fixed_seg"].astype(int)
+    # the share of the organs' true motion that the field recovers along it: sum(p . t) / sum(|t|^2), in mm
+    mm = torch.tensor(spacing, dtype=torch.float32).view(3, 1, 1, 1)
+    organs = _t(regions["organs"])
+    p_mm, t_mm = (pred[0] * mm)[:, organs[0]], (true[0] * mm)[:, organs[0]]
+    out["motion_organs"] = float((p_mm * t_mm).sum() / (t_mm * t_mm).sum().clamp_min(1e-12))
     out["dice_organs"] = _dice(seg, warped, [i for i in cavity_ids() if (seg == i).any()])
     out["dice_bones"] = _dice(seg, warped, [i for i in bone_ids() if (seg == i).any()])
     out["rigidity"] = float(rigidity_error(pred, _t(case["bones"].astype(np.float32))[None], spacing)[0])
@@ -258,70 +266,6 @@ def evaluate(
     out["fold_pct_off_own_band"] = float(100.0 * (det[own] <= 0).mean())
     out["fold_voxels_off_own_band"] = float((det[own] <= 0).sum())
     return out
-
-
-COLUMNS = [
-    ("epe_body", "EPE body"),
-    ("epe95_body", "p95 body"),
-    ("epe_organs", "EPE organs"),
-    ("epe95_organs", "p95 organs"),
-    ("epe_bones", "EPE bones"),
-    ("epe95_bones", "p95 bones"),
-    ("epe_band", "EPE band"),
-    ("epe95_band", "p95 band"),
-    ("dice_organs", "Dice organs"),
-    ("dice_bones", "Dice bones"),
-    ("rigidity", "rigidity err"),
-    ("slip", "slip recovered"),
-    ("fold_pct", "fold %"),
-    ("fold_pct_off_band", "fold % off true band"),
-    ("fold_voxels_off_own_band", "folded voxels off own band"),
-    ("seconds", "s"),
-    ("cpu_seconds", "CPU s"),
-]
-
-
-def _fmt(key: str, value: float) -> str:
-    if value != value:
-        return "n/a"
-    if key == "rigidity":
-        return f"{value:.2e}" if 0 < value < 1e-3 else f"{value:.4f}"
-    if key == "slip":
-        return f"{100 * value:.0f} %"
-    if key.startswith("fold_voxels"):
-        return f"{value:.0f}"
-    if key.startswith("fold"):
-        return f"{value:.3f}"
-    if key.endswith("seconds"):
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def case_means(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    """The mean of every metric over the cases of one kind (the name without its seed: ct0, ct1 -> ct), >= 2 cases."""
-    kinds: dict[str, list] = {}
-    for name, rows in results.items():
-        kinds.setdefault(re.sub(r"\d+", "", name), []).append(rows)
-    mean = lambda rows: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}  # noqa: E731
-    return {
-        f"mean of {len(cases)} {kind} cases": {
-            m: mean([c[m] for c in cases]) for m in cases[0] if all(m in c for c in cases)
-        }
-        for kind, cases in kinds.items()
-        if len(cases) > 1
-    }
-
-
-def markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One table per case: methods as rows, metrics as columns (EPE in mm)."""
-    lines = []
-    for case, rows in results.items():
-        lines += [f"### {case}", "", "| method | " + " | ".join(c[1] for c in COLUMNS) + " |"]
-        lines.append("|---" * (len(COLUMNS) + 1) + "|")
-        for method, r in rows.items():
-            lines.append(f"| {method} | " + " | ".join(_fmt(k, r.get(k, float("nan"))) for k, _ in COLUMNS) + " |")
-        lines.append("")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -386,8 +330,10 @@ def main(argv=None) -> dict:
         for tool in {"elastix" if m.startswith("elastix") else "ants" for m in methods if m[:3] in ("ela", "ant")}:
             print(f"{tool}: field conversion checked on a known translation, error {check_translation(tool):.3f} vox")
     results: dict[str, dict[str, dict[str, float]]] = {}
+    fov: dict[str, list[float]] = {}
     for name in [c for c in args.cases.split(",") if c]:
         case = build_case(name)
+        fov[name] = field_of_view_mm(case)
         regions = case_regions(case, args.band_mm)
         results[name] = {}
         fields = {}
@@ -401,17 +347,19 @@ def main(argv=None) -> dict:
                 row.update({f"alignment_{k}": v for k, v in refine_kwargs["network"].alignment.items()})
             results[name][method] = row
             fields[method] = ddf
-            print(f"{name} {method}: " + ", ".join(f"{k} {_fmt(k, v)}" for k, v in row.items()), flush=True)
+            print(f"{name} {method}: " + ", ".join(f"{k} {format_value(k, v)}" for k, v in row.items()), flush=True)
         if args.figure:
             figure(case, fields, Path(args.figure) / f"ct_refine_{name}.png", regions["body"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     means = case_means(results)
-    table = markdown({**means, **results})
+    table = markdown({**means, **results}, fov)
     (out / "results.md").write_text(table)
     settings = {k: v for k, v in refine_kwargs.items() if k != "network"}
     meta = {"argv": argv, "refine_kwargs": settings, "elastix": elastix_kwargs, "band_mm": args.band_mm}
-    (out / "results.json").write_text(json.dumps({"settings": meta, "means": means, "results": results}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({"settings": meta, "means": means, "results": results, "field_of_view_mm": fov}, indent=2)
+    )
     print(table)
     return results
 

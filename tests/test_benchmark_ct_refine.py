@@ -19,8 +19,13 @@ def test_phantom_rows_table_and_json(tmp_path):
     assert ours["epe_body"] < 0.4 * none["epe_body"] and ours["slip"] > 0.6  # measured: 1.26 of 3.87 mm, 74 %
     assert ours["fold_voxels_off_own_band"] == 0 and true["fold_voxels_off_own_band"] == 0 < true["fold_pct"]
     table = (out / "results.md").read_text()
-    assert "| true | 0.00 |" in table and "### phantom0" in table
+    # the share of the organs' true motion recovered along it: all of it for the true field, none for no field
+    assert true["motion_organs"] == pytest.approx(1.0, abs=1e-6) and none["motion_organs"] == 0.0
+    assert 0.8 < ours["motion_organs"] < 1.2
     saved = json.loads((out / "results.json").read_text())
+    fov = saved["field_of_view_mm"]["phantom0"]  # the phantom's grid: voxels x spacing along each array axis
+    assert "| true | 0.00 |" in table and f"### phantom0 (field of view {fov[0]:.0f} x {fov[1]:.0f} x" in table
+    assert len(fov) == 3 and all(100 < v < 500 for v in fov), fov
     assert saved["results"]["phantom0"]["refine_full"]["slip"] == pytest.approx(ours["slip"])
 
 

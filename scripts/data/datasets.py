@@ -96,6 +96,7 @@ GENERATED_OPTIONS = {
     "ct_dir",
     "cranial_fraction",
     "texture_hu",
+    "min_slab_mm",
     "offset_mm",
     "offset_deg",
 }

@@ -131,9 +131,9 @@ class GenerateCase(Transform):
     def _case(item: dict[str, Any]) -> dict:
         fraction = item.get("cranial_fraction", 0.0)
         if "ct" not in item:
-            texture = item.get("texture_hu", 0.0)
+            texture, slab = item.get("texture_hu", 0.0), item.get("min_slab_mm", 90.0)
             return generated_case(item["index"], item["split"], item["seed"], cranial_fraction=fraction,
-                                  texture_hu=texture)  # fmt: skip
+                                  texture_hu=texture, min_slab_mm=slab)  # fmt: skip
         ct, seg = nib.load(item["ct"]), nib.load(item["seg"])
         cranial = draw_cranial(item["index"], item["split"], item["seed"], fraction)
         rng = np.random.default_rng(np.random.SeedSequence([item["seed"], SPLIT_IDS[item["split"]], item["index"], 7]))
@@ -224,6 +224,7 @@ class GeneratedCTDataset(Dataset):
         augment: random intensity augmentation on every read (training).
         cranial_fraction: the probability that a pair breathes cranially (module docstring); 0: all caudally.
         texture_hu: the phantoms' largest texture amplitude (HU std; 0: none).
+        min_slab_mm: the thinnest slab of a phantom case along the body axis (mm; 90: the generator's default).
         offset_mm, offset_deg: with ``augment``, a fresh random rigid offset of the moving image at every read, of at
             most that translation per axis (mm) and rotation (degrees) (:class:`RandMovingOffsetd`; 0, 0: none).
         cache, cache_dir: see :func:`scripts.data.cache.cached_dataset`.
@@ -240,6 +241,7 @@ class GeneratedCTDataset(Dataset):
         augment: bool = False,
         cranial_fraction: float = 0.0,
         texture_hu: float = 0.0,
+        min_slab_mm: float = 90.0,
         offset_mm: float = 0.0,
         offset_deg: float = 0.0,
         cache: str = "disk",
@@ -256,10 +258,17 @@ class GeneratedCTDataset(Dataset):
         if float(texture_hu) < 0:
             raise InputError(f"texture_hu {texture_hu!r}: the phantoms' largest texture amplitude in HU; give a number "
                              ">= 0 (--texture_hu 40, or 0 for none)")  # fmt: skip
+        if float(min_slab_mm) < 16.0:
+            raise InputError(f"min_slab_mm {min_slab_mm!r}: the thinnest generated slab along the body axis in mm; "
+                             "give a number >= 16 (--min_slab_mm 90, the default)")  # fmt: skip
         for item in items:  # in the item, hence in the disk cache's key (0: left out, the keys of before 0.8.2)
             for key, value in (("cranial_fraction", cranial_fraction), ("texture_hu", texture_hu)):
                 if float(value) > 0:
                     item[key] = float(value)
+            if (
+                float(min_slab_mm) != 90.0
+            ):  # the default stays out of the key, as the caches written before 0.9.1 have it
+                item["min_slab_mm"] = float(min_slab_mm)
         cts = self._real_cts(ct_dir)
         for j, item in enumerate(items[:: max(1, int(real_every))] if cts else []):
             ct, seg = cts[j % len(cts)]

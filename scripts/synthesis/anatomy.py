@@ -14,8 +14,8 @@
   and whose cavity wall definition (closing, opening and smoothing radii) are drawn per case, then a small rigid
   offset of the whole moving scan (rotation <= 2 degrees, translation <= 4 mm); with ``cranial_fraction`` > 0 that
   share of the cases breathes the other way (the contents move cranially: the fixed image is the deeper breath);
-- **field of view along the body axis**: a random slab (90 mm to the whole height) of the moved pair, so that
-  organs move in and out of the scan as in a real breath-hold pair.
+- **field of view along the body axis**: a random slab (``min_slab_mm``, 90 mm by default, to the whole height) of
+  the moved pair, so that organs move in and out of the scan as in a real breath-hold pair.
 
 The returned field follows the bundle's convention (MONAI ``Warp``): ``ddf`` (3, X, Y, Z) in voxels of the fixed
 grid, ``fixed(x) = moving(x + ddf(x))``. Composition with the rigid offset s (mm, array frame; q = voxel index times
@@ -164,12 +164,14 @@ def generated_case(
     slab: bool = True,
     cranial_fraction: float = 0.0,
     texture_hu: float = 0.0,
+    min_slab_mm: float = 90.0,
 ) -> dict:
     """Case ``index`` of ``split``: :func:`scripts.synthesis.breathing.make_breathing_case`'s dict on a random
     phantom, composed with a rigid offset and cut to a random slab, plus ``fixed_label`` / ``moving_label``
     (Learn2Reg AbdomenCTCT ids, for Dice) and ``info["drawn"]`` (the drawn parameters). ``cranial_fraction``: the
     probability that the case breathes cranially (:func:`draw_cranial`; 0: every case caudally, as before 0.8.2);
-    ``texture_hu``: the largest texture amplitude (:func:`tissue_texture`, drawn in [0, texture_hu] per case)."""
+    ``texture_hu``: the largest texture amplitude (:func:`tissue_texture`, drawn in [0, texture_hu] per case);
+    ``min_slab_mm``: the thinnest slab kept along the body axis (drawn uniformly up to the whole height)."""
     if split not in SPLIT_IDS:
         raise ValueError(f"split must be one of {tuple(SPLIT_IDS)}, got {split!r}")
     cranial = draw_cranial(index, split, seed, cranial_fraction)
@@ -203,7 +205,7 @@ def generated_case(
         rotation, shift = rigid_offset(rng)
         _compose_rigid(case, rotation, shift)
         if slab:
-            _crop_slab(case, rng)
+            _crop_slab(case, rng, min_slab_mm)
         with_labels(case)
         case["info"]["drawn"] = {
             **drawn,
