@@ -247,8 +247,8 @@ def evaluate(
     seg = case["fixed_seg"].astype(int)
     # the share of the organs' true motion that the field recovers along it: sum(p . t) / sum(|t|^2), in mm
     mm = torch.tensor(spacing, dtype=torch.float32).view(3, 1, 1, 1)
-    organs = _t(regions["organs"])
-    p_mm, t_mm = (pred[0] * mm)[:, organs[0]], (true[0] * mm)[:, organs[0]]
+    organs = torch.from_numpy(regions["organs"])
+    p_mm, t_mm = (pred[0] * mm)[:, organs], (true[0] * mm)[:, organs]
     out["motion_organs"] = float((p_mm * t_mm).sum() / (t_mm * t_mm).sum().clamp_min(1e-12))
     out["dice_organs"] = _dice(seg, warped, [i for i in cavity_ids() if (seg == i).any()])
     out["dice_bones"] = _dice(seg, warped, [i for i in bone_ids() if (seg == i).any()])

@@ -57,7 +57,7 @@ from scripts.data.cache import cached_dataset
 from scripts.io.errors import InputError
 from scripts.io.resampling import resample_to_grid
 from scripts.networks.rigid import compose_rigid, inverse_rigid, rigid_sampling_field
-from scripts.synthesis.anatomy import SPLIT_IDS, draw_cranial, generated_case, rigid_offset, with_labels
+from scripts.synthesis.anatomy import MIN_SLAB_MM, SPLIT_IDS, draw_cranial, generated_case, rigid_offset, with_labels
 from scripts.synthesis.breathing import make_breathing_case
 
 __all__ = ["GeneratedCTDataset", "GenerateCase", "RandMovingOffsetd", "intensity_augmentation", "field_on_network_grid"]
@@ -131,7 +131,7 @@ class GenerateCase(Transform):
     def _case(item: dict[str, Any]) -> dict:
         fraction = item.get("cranial_fraction", 0.0)
         if "ct" not in item:
-            texture, slab = item.get("texture_hu", 0.0), item.get("min_slab_mm", 90.0)
+            texture, slab = item.get("texture_hu", 0.0), item.get("min_slab_mm", MIN_SLAB_MM)
             return generated_case(item["index"], item["split"], item["seed"], cranial_fraction=fraction,
                                   texture_hu=texture, min_slab_mm=slab)  # fmt: skip
         ct, seg = nib.load(item["ct"]), nib.load(item["seg"])
@@ -241,7 +241,7 @@ class GeneratedCTDataset(Dataset):
         augment: bool = False,
         cranial_fraction: float = 0.0,
         texture_hu: float = 0.0,
-        min_slab_mm: float = 90.0,
+        min_slab_mm: float = MIN_SLAB_MM,
         offset_mm: float = 0.0,
         offset_deg: float = 0.0,
         cache: str = "disk",
@@ -265,9 +265,8 @@ class GeneratedCTDataset(Dataset):
             for key, value in (("cranial_fraction", cranial_fraction), ("texture_hu", texture_hu)):
                 if float(value) > 0:
                     item[key] = float(value)
-            if (
-                float(min_slab_mm) != 90.0
-            ):  # the default stays out of the key, as the caches written before 0.9.1 have it
+            # the default stays out of the key, as the caches written before 0.9.1 have it
+            if float(min_slab_mm) != MIN_SLAB_MM:
                 item["min_slab_mm"] = float(min_slab_mm)
         cts = self._real_cts(ct_dir)
         for j, item in enumerate(items[:: max(1, int(real_every))] if cts else []):

@@ -41,6 +41,7 @@ from scripts.synthesis.phantom import PHANTOM_HU, make_ct_phantom
 
 __all__ = [
     "SPLIT_IDS",
+    "MIN_SLAB_MM",
     "random_phantom",
     "rigid_offset",
     "with_labels",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+MIN_SLAB_MM = 90.0  # the thinnest slab along the body axis, by default
 AXCODES = ("RAS", "LPS", "PLS", "LAS", "RPI")
 _JITTER_HU = {"lung": 60.0, "bone": 150.0, "air": 0.0}
 
@@ -121,7 +123,7 @@ def _compose_rigid(case: dict, rotation: np.ndarray, shift: np.ndarray) -> None:
     case["ddf"] = (case["ddf_mm"] / spacing[:, None, None, None]).astype(np.float32)
 
 
-def _crop_slab(case: dict, rng: np.random.Generator, min_mm: float = 90.0) -> None:
+def _crop_slab(case: dict, rng: np.random.Generator, min_mm: float = MIN_SLAB_MM) -> None:
     """Keep a random slab along the array axis closest to the body's S axis (at least ``min_mm`` thick), in place:
     every volume of the case is cut, the affine's origin moves to the slab's first slice."""
     lin = case["affine"][:3, :3]
@@ -164,7 +166,7 @@ def generated_case(
     slab: bool = True,
     cranial_fraction: float = 0.0,
     texture_hu: float = 0.0,
-    min_slab_mm: float = 90.0,
+    min_slab_mm: float = MIN_SLAB_MM,
 ) -> dict:
     """Case ``index`` of ``split``: :func:`scripts.synthesis.breathing.make_breathing_case`'s dict on a random
     phantom, composed with a rigid offset and cut to a random slab, plus ``fixed_label`` / ``moving_label``
