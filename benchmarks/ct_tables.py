@@ -61,9 +61,8 @@ def case_means(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, dic
 
 
 def field_of_view_mm(case: dict) -> list[float]:
-    """The case's field of view in mm along each array axis (voxels x spacing)."""
-    spacing = np.linalg.norm(np.asarray(case["affine"], dtype=np.float64)[:3, :3], axis=0)
-    return [float(n * s) for n, s in zip(case["fixed"].shape, spacing)]
+    """The case's field of view in mm along each array axis (voxels x the case's own ``spacing``)."""
+    return [float(n * s) for n, s in zip(case["fixed"].shape, case["spacing"])]
 
 
 def markdown(results: dict[str, dict[str, dict[str, float]]], fov: dict[str, list[float]] | None = None) -> str:

@@ -180,9 +180,8 @@ class RandMovingOffsetd(RandomizableTransform):
             return data
         out = dict(data)
         ddf = out["true_ddf"]
-        spacing = (ddf if isinstance(ddf, MetaTensor) else out["fixed"]).pixdim.float()[
-            None
-        ]  # MONAI's, from the affine
+        # the grid's spacing (1, 3) mm: MONAI's, from the affine
+        spacing = (ddf if isinstance(ddf, MetaTensor) else out["fixed"]).pixdim.float()[None]
         # moving'(p) = moving(M^-1(p))
         sampling = rigid_sampling_field(*inverse_rigid(self._rotation, self._shift), ddf.shape[1:], spacing)
         for key, warp in (("moving", self.warp), ("moving_label", self.warp_label)):
