@@ -305,9 +305,9 @@ def test_the_documented_ct_model_commands_run_and_the_refinement_from_identity_d
     assert "synthetic bars" not in caplog.text  # no model ran: nothing to warn about
 
 
-def test_modality_check_on_the_real_ct():
-    assert looks_like_ct(DATA / "example_ct_sm.nii.gz") is True
-    assert looks_like_ct(DATA / "example_seg.nii.gz") is False  # a label map is no CT
+def test_modality_check_on_the_real_ct(ct_example_dir):
+    assert looks_like_ct(ct_example_dir / "example_ct_sm.nii.gz") is True
+    assert looks_like_ct(ct_example_dir / "example_seg.nii.gz") is False  # a label map is no CT
 
 
 @pytest.mark.parametrize("presets", [GENERATED, GENERATED + ["ct_generated_gpu.json"]])
