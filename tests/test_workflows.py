@@ -92,3 +92,42 @@ def test_unknown_dataset_and_regulariser_are_clear_errors(tmp_path):
         proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0
         assert expected in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_training_starts_from_init_ckpt_and_a_resume_keeps_its_own_weights(trained, tmp_path):
+    """--init_ckpt loads a trained model's weights before the first step (with a zero learning rate the run ends with
+    them unchanged); a resumed run continues from its own last checkpoint, not from --init_ckpt; a missing or foreign
+    file is one error line before any work."""
+    import torch
+
+    root, _ = trained
+    init = root / "runs" / "synthetic_rigid_rigidity_jacobian" / "model.pt"
+    start = torch.load(init, weights_only=True)
+
+    def weights(folder, epoch):
+        return torch.load(folder / f"last_checkpoint_epoch={epoch}.pt", weights_only=False)["model"]
+
+    def distance(a, b):  # over the learnt parameters (BatchNorm's running statistics move at any learning rate)
+        return sum(float((a[k] - b[k]).abs().sum()) for k in b if b[k].dtype.is_floating_point and "running" not in k)
+
+    frozen = tmp_path / "frozen"
+    log = bundle("training", ["train.json"], "--bundle_root", str(root), "--output_dir", str(frozen), "--init_ckpt",
+                 str(init), "--epochs", "1", "--learning_rate", "0.0", *TINY)  # fmt: skip
+    assert f"Restored all variables from {init}" in log
+    assert distance(weights(frozen, 1), start) == 0.0, "the run did not start from --init_ckpt"
+    resumed = tmp_path / "resumed"
+    bundle("training", ["train.json"], "--bundle_root", str(root), "--output_dir", str(resumed), "--epochs", "1", *TINY)
+    own = weights(resumed, 1)
+    bundle("training", ["train.json"], "--bundle_root", str(root), "--output_dir", str(resumed), "--init_ckpt",
+           str(init), "--resume", "true", "--epochs", "2", *TINY)  # fmt: skip
+    after = weights(resumed, 2)
+    assert distance(after, own) < 0.5 * distance(after, start), (distance(after, own), distance(after, start))
+    for bad, expected in ((tmp_path / "none.pt", "none.pt"), (BUNDLE_ROOT / "models" / "model_ct.pt", "channels")):
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+               str(BUNDLE_ROOT / "configs" / "train.json"), "--bundle_root", str(root), "--output_dir",
+               str(tmp_path / "bad"), "--init_ckpt", str(bad), "--epochs", "1", *TINY]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "error:" in log and expected in log and "Traceback" not in log, log[-2000:]
+        assert not list((tmp_path / "bad").glob("*.pt"))
