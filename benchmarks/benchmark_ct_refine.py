@@ -38,7 +38,8 @@ pair bands of ``configs/regions.json``, ``--organ_pairs true``). The Jacobian-on
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference
 path, :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from
-the network's field (``--network-refine-iterations``, default 40,30,20: fewer than from identity).
+the network's field (``--network-refine-iterations``, default 40,30,20: fewer than from identity);
+``--network-image-size X,Y,Z`` runs a ``--ckpt`` trained on another grid (``--image_size`` of its training).
 
 Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``)::
 
@@ -298,6 +299,9 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-check", action="store_true", help="skip the known-translation check of elastix/ANTs")
     p.add_argument("--ckpt", default=None, help="CT network weights (default: the configs' models/model_ct.pt)")
     p.add_argument("--network-refine-iterations", default="40,30,20", help="network_refine: per level")
+    p.add_argument(
+        "--network-image-size", default=None, help="X,Y,Z: the --ckpt network's grid (default: the configs')"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
@@ -318,7 +322,8 @@ def main(argv=None) -> dict:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])
     if any(m in NETWORK_METHODS for m in methods):
-        refine_kwargs["network"] = NetworkMethod(args.ckpt)
+        size = [int(n) for n in args.network_image_size.split(",")] if args.network_image_size else None
+        refine_kwargs["network"] = NetworkMethod(args.ckpt, image_size=size)
         refine_kwargs["network_refine_iterations"] = [int(i) for i in args.network_refine_iterations.split(",")]
     elastix_kwargs = dict(
         iterations=args.elastix_iterations,
@@ -357,6 +362,9 @@ def main(argv=None) -> dict:
     (out / "results.md").write_text(table)
     settings = {k: v for k, v in refine_kwargs.items() if k != "network"}
     meta = {"argv": argv, "refine_kwargs": settings, "elastix": elastix_kwargs, "band_mm": args.band_mm}
+    if "network" in refine_kwargs:
+        net = refine_kwargs["network"]
+        meta["network"] = {"ckpt": str(net.ckpt), "image_size": net.image_size}
     (out / "results.json").write_text(
         json.dumps({"settings": meta, "means": means, "results": results, "field_of_view_mm": fov}, indent=2)
     )

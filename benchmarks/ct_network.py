@@ -30,13 +30,19 @@ CONFIGS = ("inference.json",)
 
 
 class NetworkMethod:
-    """The CT model of ``configs`` with the weights of ``ckpt`` (default: the configs' ``ckpt_path``)."""
+    """The CT model of ``configs`` with the weights of ``ckpt`` (default: the configs' ``ckpt_path``) on the grid
+    ``image_size`` (default: the configs'; the network is fully convolutional, each size a multiple of 2^strides)."""
 
-    def __init__(self, ckpt: str | Path | None = None, configs=CONFIGS, bundle_root: Path = BUNDLE_ROOT):
+    def __init__(
+        self, ckpt: str | Path | None = None, configs=CONFIGS, bundle_root: Path = BUNDLE_ROOT, image_size=None
+    ):
         parser = ConfigParser()
         parser.read_config([str(bundle_root / "configs" / name) for name in configs])
         parser["bundle_root"] = str(bundle_root)
+        if image_size is not None:
+            parser["image_size"] = [int(n) for n in image_size]
         self.ckpt = Path(ckpt) if ckpt else Path(parser.get_parsed_content("ckpt_path"))
+        self.image_size = [int(n) for n in parser.get_parsed_content("image_size")]
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.net = parser.get_parsed_content("registration_net")
         check_checkpoint(self.ckpt, parser.get_parsed_content("network_def"))
