@@ -123,7 +123,10 @@ def test_training_starts_from_init_ckpt_and_a_resume_keeps_its_own_weights(train
            str(init), "--resume", "true", "--epochs", "2", *TINY)  # fmt: skip
     after = weights(resumed, 2)
     assert distance(after, own) < 0.5 * distance(after, start), (distance(after, own), distance(after, start))
-    for bad, expected in ((tmp_path / "none.pt", "none.pt"), (BUNDLE_ROOT / "models" / "model_ct.pt", "channels")):
+    for bad, expected in (
+        (tmp_path / "none.pt", "give --init_ckpt"),
+        (BUNDLE_ROOT / "models" / "model_ct.pt", "channels"),
+    ):
         cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
                str(BUNDLE_ROOT / "configs" / "train.json"), "--bundle_root", str(root), "--output_dir",
                str(tmp_path / "bad"), "--init_ckpt", str(bad), "--epochs", "1", *TINY]  # fmt: skip

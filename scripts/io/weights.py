@@ -24,12 +24,12 @@ from scripts.io.errors import InputError
 __all__ = ["read_checkpoint", "check_checkpoint", "check_checkpoint_handlers"]
 
 
-def read_checkpoint(path: str | os.PathLike, what: str = "model weights") -> Any:
+def read_checkpoint(path: str | os.PathLike, what: str = "model weights", option: str = "--ckpt_path") -> Any:
     """``torch.load`` of a checkpoint onto the CPU (memory-mapped when possible), with one clear error for a missing,
-    truncated or non-PyTorch file."""
+    truncated or non-PyTorch file; the error names ``option``, the command-line option that gave the path."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{what} {path}: file not found; give --ckpt_path (a .pt file written by this bundle)")
+        raise InputError(f"{what} {path}: file not found; give {option} (a .pt file written by this bundle)")
     if path.stat().st_size == 0:
         raise InputError(f"{what} {path}: the file is empty (an interrupted copy or save?); copy it again")
     try:
@@ -45,7 +45,7 @@ def read_checkpoint(path: str | os.PathLike, what: str = "model weights") -> Any
             reason = reason[:157] + "..."
         raise InputError(
             f"{what} {path}: not a readable PyTorch checkpoint ({reason}); it may be truncated or another kind of "
-            "file: copy it again or give the right --ckpt_path"
+            f"file: copy it again or give the right {option}"
         ) from None
 
 
@@ -73,14 +73,14 @@ def _architecture(state: Mapping[str, Any]) -> str:
 
 
 def check_checkpoint(path: str | os.PathLike, model: torch.nn.Module, key: str | None = "model",
-                     what: str = "model weights") -> None:  # fmt: skip
+                     what: str = "model weights", option: str = "--ckpt_path") -> None:  # fmt: skip
     """Check that the checkpoint at ``path`` loads into ``model`` (same tensor names and shapes), before any work.
 
     Raises:
         InputError: unreadable file (:func:`read_checkpoint`), no state dict in it, or tensors of another network;
             the message says what the checkpoint holds and what the config expects (channels, strides).
     """
-    checkpoint = read_checkpoint(path, what)
+    checkpoint = read_checkpoint(path, what, option)
     state = _state_dict(checkpoint, key)
     if state is None:
         kind = type(checkpoint).__name__
