@@ -63,6 +63,7 @@ from benchmarks.ct_network import NetworkMethod
 from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, markdown
 from scripts.evaluation.metrics import rigidity_error
 from scripts.evaluation.motion_metrics import endpoint_error, sliding_jump_ratio
+from scripts.io.errors import InputError
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
@@ -322,8 +323,15 @@ def main(argv=None) -> dict:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])
     if any(m in NETWORK_METHODS for m in methods):
-        size = [int(n) for n in args.network_image_size.split(",")] if args.network_image_size else None
-        refine_kwargs["network"] = NetworkMethod(args.ckpt, image_size=size)
+        size = args.network_image_size
+        try:
+            size = [int(n) for n in size.split(",")] if size else None
+        except ValueError:
+            raise SystemExit(f"error: --network-image-size {size}: give X,Y,Z as integers, e.g. 40,32,24") from None
+        try:
+            refine_kwargs["network"] = NetworkMethod(args.ckpt, image_size=size)
+        except InputError as err:
+            raise SystemExit(f"error: {err}") from None
         refine_kwargs["network_refine_iterations"] = [int(i) for i in args.network_refine_iterations.split(",")]
     elastix_kwargs = dict(
         iterations=args.elastix_iterations,

@@ -22,6 +22,7 @@ from monai.bundle import ConfigParser
 
 from scripts.inference.modality import alignment_change
 from scripts.inference.predict import load_pair, predict
+from scripts.io.errors import InputError
 from scripts.io.resampling import field_to_fixed_grid
 from scripts.io.weights import check_checkpoint, read_checkpoint
 
@@ -40,12 +41,18 @@ class NetworkMethod:
         parser.read_config([str(bundle_root / "configs" / name) for name in configs])
         parser["bundle_root"] = str(bundle_root)
         if image_size is not None:
+            factor = 2 ** len(parser.get_parsed_content("strides"))
+            if len(image_size) != 3 or any(int(n) <= 0 or int(n) % factor for n in image_size):
+                raise InputError(
+                    f"--network-image-size {','.join(map(str, image_size))}: give X,Y,Z, each a positive multiple "
+                    f"of {factor} (the network halves the grid {factor.bit_length() - 1} times)"
+                )
             parser["image_size"] = [int(n) for n in image_size]
         self.ckpt = Path(ckpt) if ckpt else Path(parser.get_parsed_content("ckpt_path"))
         self.image_size = [int(n) for n in parser.get_parsed_content("image_size")]
+        check_checkpoint(self.ckpt, parser.get_parsed_content("network_def"), option="--ckpt")
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.net = parser.get_parsed_content("registration_net")
-        check_checkpoint(self.ckpt, parser.get_parsed_content("network_def"))
         state = read_checkpoint(self.ckpt)
         self.net.backbone.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
         self.net.eval()

@@ -34,6 +34,19 @@ def test_unknown_method_is_one_error_line(tmp_path):
         bench.main(["--cases", "phantom0", "--methods", "none,elastic", "--out", str(tmp_path)])
 
 
+def test_bad_network_grid_or_weights_are_one_error_line(tmp_path):
+    case = ["--cases", "gen1", "--methods", "network", "--out", str(tmp_path)]
+    for option, value, expected in (
+        ("--network-image-size", "40,32", "each a positive multiple of 8"),
+        ("--network-image-size", "40,32,20", "each a positive multiple of 8"),
+        ("--network-image-size", "40,32,x", "as integers"),
+        ("--ckpt", str(tmp_path / "none.pt"), "file not found; give --ckpt"),
+    ):
+        with pytest.raises(SystemExit, match=f"^error: {option} .*{expected}" if option != "--ckpt" else expected):
+            bench.main([*case, option, value])
+    assert not list(tmp_path.iterdir())  # checked before any case is built or written
+
+
 @pytest.mark.skipif(not (bench.BUNDLE_ROOT / "models" / "model_ct.pt").is_file(),
                     reason="no shipped CT model")  # fmt: skip
 def test_network_rows_on_a_held_out_generated_case(tmp_path):
