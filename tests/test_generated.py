@@ -23,6 +23,7 @@ from scripts.data.generated import GeneratedCTDataset, RandMovingOffsetd
 from scripts.inference.modality import check_modality, looks_like_ct
 from scripts.io.errors import InputError
 from scripts.losses.biomechanical import RegistrationLoss
+from scripts.regions.labels import TOTALSEG_V2_TOTAL
 from scripts.synthesis.anatomy import draw_cranial, generated_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +102,24 @@ def test_the_texture_changes_the_tissue_values_only_and_moves_with_the_true_fiel
     before = np.abs(smooth(textured["moving"]) - smooth(textured["fixed"]))[body].mean()
     after = np.abs(smooth(_warp_np(textured["moving"], textured["ddf"])) - smooth(textured["fixed"]))[body].mean()
     assert after < 0.6 * before, (before, after)  # the texture is part of the anatomy: it moves with the organs
+
+
+def test_real_bones_have_a_real_cts_density_and_nothing_else_changes():
+    """bone_hu: the bones' inside drawn in that HU range, a brighter cortex; the anatomy, the motion and the tissue
+    away from the bones are the same draws (the held-out CT: vertebrae 82-351 HU, 10-90 %, median 153)."""
+    dense, real = generated_case(3, "train"), generated_case(3, "train", bone_hu=(80.0, 280.0))
+    np.testing.assert_array_equal(dense["ddf"], real["ddf"])  # the bones' density draws from its own stream
+    drawn = real["info"]["drawn"]
+    assert 80.0 <= drawn["marrow_hu"] <= 280.0 and 50.0 <= drawn["cortex_hu"] <= 400.0, drawn
+    bones = np.isin(
+        real["fixed_seg"], [i for n, i in TOTALSEG_V2_TOTAL.items() if n.startswith(("vertebrae_", "rib_"))]
+    )
+    assert bones.sum() > 100
+    assert np.median(dense["fixed"][bones]) > 450.0  # the phantom's solid 700 HU, blurred at the edges
+    inside, outside = np.median(real["fixed"][bones]), np.percentile(real["fixed"][bones], 90)
+    assert drawn["marrow_hu"] - 60.0 < inside < drawn["marrow_hu"] + drawn["cortex_hu"] and outside < 700.0, drawn
+    away = ~ndi.binary_dilation(bones, iterations=4)
+    np.testing.assert_array_equal(dense["fixed"][away], real["fixed"][away])  # the change is local to the bones
 
 
 def test_min_slab_mm_sets_the_thinnest_field_of_view_along_the_body_axis():

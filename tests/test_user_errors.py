@@ -111,6 +111,8 @@ def test_generated_pairs_options_out_of_range_name_the_option_and_the_fix(tmp_pa
     assert msg.startswith("texture_hu -5:") and "--texture_hu 40" in msg, msg
     msg = workflow_error(generated, bundle_root=str(tmp_path), min_slab_mm=10)
     assert msg.startswith("min_slab_mm 10:") and "--min_slab_mm 90" in msg, msg
+    msg = workflow_error(generated, bundle_root=str(tmp_path), bone_hu=[300, 100])
+    assert msg.startswith("bone_hu [300, 100]:") and '--bone_hu "[100, 300]"' in msg, msg
     msg = workflow_error(generated, bundle_root=str(tmp_path), offset_mm=-2)
     assert msg.startswith("offset_mm -2:") and "--offset_mm 8" in msg, msg
     msg = workflow_error(generated, bundle_root=str(tmp_path), offset_deg=-1)

@@ -10,7 +10,7 @@ Names (the ``dataset`` override of ``configs/train.json``):
 - ``ct_generated``: CT pairs generated on the fly with a known breathing motion (:mod:`scripts.data.generated`),
   through the CT model's preprocessing; options ``transform``, ``cache``, ``cache_dir``, ``ct_dir`` (real CTs to mix
   in), ``cranial_fraction`` (the share of pairs breathing the other way), ``texture_hu`` (the phantoms' organ
-  texture); the training split gets intensity augmentation.
+  texture), ``bone_hu`` (the phantoms' bone marrow HU range); the training split gets intensity augmentation.
 
 The two file-based datasets need the per-image preprocessing transform and the other ``options`` of
 ``configs/ct.json`` (``dataset_options``): merge it after train.json.
@@ -97,6 +97,7 @@ GENERATED_OPTIONS = {
     "cranial_fraction",
     "texture_hu",
     "min_slab_mm",
+    "bone_hu",
     "offset_mm",
     "offset_deg",
 }

@@ -21,7 +21,9 @@ cache. Several real CTs with TotalSegmentator labels can be mixed in (``ct_dir``
 ``cranial_fraction`` of the pairs breathe the other way (the contents move cranially: the fixed image is the deeper
 breath): with every pair breathing one way, the direction and much of the field can be read off the fixed image
 alone, and a network learns that mean motion instead of comparing the two images. ``texture_hu`` gives the
-phantom's organs a texture (:func:`scripts.synthesis.anatomy.tissue_texture`) of up to that amplitude. With
+phantom's organs a texture (:func:`scripts.synthesis.anatomy.tissue_texture`) of up to that amplitude; ``bone_hu``
+(low, high) gives its bones a real CT's density (:func:`scripts.synthesis.anatomy.real_bones`: marrow in that HU
+range and a brighter cortex, instead of a solid 700 HU that no real abdomen's bones reach). With
 ``augment``, ``offset_mm`` / ``offset_deg`` move the moving image by a fresh random rigid offset at every read, the true
 field composed with it (:class:`RandMovingOffsetd`): a motion that neither image predicts, learnt only by comparing
 the two.
@@ -133,7 +135,7 @@ class GenerateCase(Transform):
         if "ct" not in item:
             texture, slab = item.get("texture_hu", 0.0), item.get("min_slab_mm", MIN_SLAB_MM)
             return generated_case(item["index"], item["split"], item["seed"], cranial_fraction=fraction,
-                                  texture_hu=texture, min_slab_mm=slab)  # fmt: skip
+                                  texture_hu=texture, min_slab_mm=slab, bone_hu=item.get("bone_hu"))  # fmt: skip
         ct, seg = nib.load(item["ct"]), nib.load(item["seg"])
         cranial = draw_cranial(item["index"], item["split"], item["seed"], fraction)
         rng = np.random.default_rng(np.random.SeedSequence([item["seed"], SPLIT_IDS[item["split"]], item["index"], 7]))
@@ -224,6 +226,7 @@ class GeneratedCTDataset(Dataset):
         cranial_fraction: the probability that a pair breathes cranially (module docstring); 0: all caudally.
         texture_hu: the phantoms' largest texture amplitude (HU std; 0: none).
         min_slab_mm: the thinnest slab of a phantom case along the body axis (mm; 90: the generator's default).
+        bone_hu: (low, high), the range of the phantoms' bone marrow HU (None: the phantom's solid 700 HU bones).
         offset_mm, offset_deg: with ``augment``, a fresh random rigid offset of the moving image at every read, of at
             most that translation per axis (mm) and rotation (degrees) (:class:`RandMovingOffsetd`; 0, 0: none).
         cache, cache_dir: see :func:`scripts.data.cache.cached_dataset`.
@@ -241,6 +244,7 @@ class GeneratedCTDataset(Dataset):
         cranial_fraction: float = 0.0,
         texture_hu: float = 0.0,
         min_slab_mm: float = MIN_SLAB_MM,
+        bone_hu: Sequence[float] | None = None,
         offset_mm: float = 0.0,
         offset_deg: float = 0.0,
         cache: str = "disk",
@@ -260,6 +264,7 @@ class GeneratedCTDataset(Dataset):
         if float(min_slab_mm) < 16.0:
             raise InputError(f"min_slab_mm {min_slab_mm!r}: the thinnest generated slab along the body axis in mm; "
                              "give a number >= 16 (--min_slab_mm 90, the default)")  # fmt: skip
+        bone_hu = self._bone_range(bone_hu)
         for item in items:  # in the item, hence in the disk cache's key (0: left out, the keys of before 0.8.2)
             for key, value in (("cranial_fraction", cranial_fraction), ("texture_hu", texture_hu)):
                 if float(value) > 0:
@@ -267,6 +272,8 @@ class GeneratedCTDataset(Dataset):
             # the default stays out of the key, as the caches written before 0.9.1 have it
             if float(min_slab_mm) != MIN_SLAB_MM:
                 item["min_slab_mm"] = float(min_slab_mm)
+            if bone_hu is not None:
+                item["bone_hu"] = bone_hu
         cts = self._real_cts(ct_dir)
         for j, item in enumerate(items[:: max(1, int(real_every))] if cts else []):
             ct, seg = cts[j % len(cts)]
@@ -278,6 +285,20 @@ class GeneratedCTDataset(Dataset):
             transform = Compose(steps)
         self.items = items
         self.data = cached_dataset(items, transform, cache, cache_dir)
+
+    @staticmethod
+    def _bone_range(bone_hu: Sequence[float] | None) -> list[float] | None:
+        if bone_hu is None:
+            return None
+        try:
+            low, high = (float(v) for v in bone_hu)
+        except (TypeError, ValueError):
+            low = high = float("nan")
+        if not -200.0 <= low <= high <= 2000.0:
+            raise InputError(f"bone_hu {bone_hu!r}: the range of the phantoms' bone marrow HU; give two numbers "
+                             "low <= high within -200..2000 (--bone_hu \"[100, 300]\"), or null for solid 700 HU "
+                             "bones")  # fmt: skip
+        return [low, high]
 
     @staticmethod
     def _real_cts(ct_dir: str | os.PathLike | None) -> list[tuple[Path, Path]]:

@@ -8,7 +8,8 @@
   sizes and positions jittered, tissue HU values jittered (soft tissue +-25 HU, lung +-60 HU, bone +-150 HU), image
   blur 0.4-1.0 voxel and noise 5-25 HU; with ``texture_hu`` > 0 a tissue texture (:func:`tissue_texture`: smooth
   HU variations in the body, vessel-like spots in the lungs), so that a network finds something to match inside the
-  organs, as in a real CT, and not only at their edges;
+  organs, as in a real CT, and not only at their edges; with ``bone_hu`` (low, high) bones of a real CT's density
+  (:func:`real_bones`: marrow drawn in that range, a brighter cortical shell) instead of the phantom's solid 700 HU;
 - **motion**: breathing (:func:`scripts.synthesis.breathing.make_breathing_case`: the cavity contents slide along
   the wall, each bone group moves rigidly, a smooth wall motion) whose amplitude (3-14 mm), anterior part, wall motion
   and whose cavity wall definition (closing, opening and smoothing radii) are drawn per case, then a small rigid
@@ -23,8 +24,9 @@ spacing): the moving scan is ``moving'(p) = moving(s^-1(p))``, so ``fixed(x) = m
 
 Seeds: case ``i`` of split ``k`` draws from ``np.random.SeedSequence([seed, k, i, 19])``; a case whose drawn field
 folds is drawn again from the next sub-stream (at most 5 tries); the direction alone draws from
-``SeedSequence([seed, k, i, 23])`` and the texture from ``SeedSequence([seed, k, i, 29, try])``, so that a case's
-anatomy and motion are the same in either direction and with or without texture.
+``SeedSequence([seed, k, i, 23])``, the texture from ``SeedSequence([seed, k, i, 29, try])`` and the bones' density
+from ``SeedSequence([seed, k, i, 31, try])``, so that a case's anatomy and motion are the same in either direction,
+with or without texture, with dense or real bones.
 Everything is NumPy/SciPy.
 """
 
@@ -47,6 +49,7 @@ __all__ = [
     "with_labels",
     "draw_cranial",
     "tissue_texture",
+    "real_bones",
     "generated_case",
 ]
 
@@ -92,6 +95,27 @@ def tissue_texture(rng: np.random.Generator, phantom: dict, amplitude_hu: float)
     vessels = lungs & (field(3.0) > 1.5)
     image = np.where(image > -900, image + texture, image) + vessels * rng.uniform(200.0, 500.0)
     return np.clip(np.round(image), -1024, 3071).astype(np.int16)
+
+
+def real_bones(rng: np.random.Generator, phantom: dict, marrow_hu: Sequence[float]) -> tuple[np.ndarray, dict]:
+    """(image int16 HU, drawn): the phantom's ``image`` with the bones of a real CT's density, drawn from ``rng``.
+
+    The phantom paints every bone a solid ``tissue_hu["bone"]`` (700 HU): brighter than the top of the CT model's HU
+    window (400), so a network trained on it can take "saturated" for "bone". A real abdomen CT's bones are mostly
+    marrow: in the held-out CT the vertebrae's voxels have a median of 153 HU (10-90 %: 82-351), the ribs' 220 HU
+    (97-352), little above the liver (46). Here the bones' inside becomes marrow of a HU drawn uniformly in
+    ``marrow_hu`` and their outer voxel a cortex brighter by 50-400 HU. The painted image was blurred
+    (``blur_voxels``) before its noise, a linear step, so the change is made exactly: the image plus the blurred
+    difference of the two paintings. ``drawn``: ``{"marrow_hu", "cortex_hu"}``."""
+    low, high = (float(v) for v in marrow_hu)
+    drawn = {"marrow_hu": float(rng.uniform(low, high)), "cortex_hu": float(rng.uniform(50.0, 400.0))}
+    bone = np.isin(phantom["seg"], [i for n, i in TOTALSEG_V2_TOTAL.items() if n.startswith(("vertebrae_", "rib_"))])
+    if not bone.any():
+        return phantom["image"], drawn
+    shell = bone & ~ndi.binary_erosion(bone)
+    change = (drawn["marrow_hu"] - float(phantom["tissue_hu"]["bone"])) * bone + drawn["cortex_hu"] * shell
+    image = phantom["image"] + ndi.gaussian_filter(change.astype(np.float32), float(phantom["blur_voxels"]))
+    return np.clip(np.round(image), -1024, 3071).astype(np.int16), drawn
 
 
 def rigid_offset(rng: np.random.Generator, max_deg: float = 2.0, max_mm: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
@@ -167,13 +191,15 @@ def generated_case(
     cranial_fraction: float = 0.0,
     texture_hu: float = 0.0,
     min_slab_mm: float = MIN_SLAB_MM,
+    bone_hu: Sequence[float] | None = None,
 ) -> dict:
     """Case ``index`` of ``split``: :func:`scripts.synthesis.breathing.make_breathing_case`'s dict on a random
     phantom, composed with a rigid offset and cut to a random slab, plus ``fixed_label`` / ``moving_label``
     (Learn2Reg AbdomenCTCT ids, for Dice) and ``info["drawn"]`` (the drawn parameters). ``cranial_fraction``: the
     probability that the case breathes cranially (:func:`draw_cranial`; 0: every case caudally, as before 0.8.2);
     ``texture_hu``: the largest texture amplitude (:func:`tissue_texture`, drawn in [0, texture_hu] per case);
-    ``min_slab_mm``: the thinnest slab kept along the body axis (drawn uniformly up to the whole height)."""
+    ``min_slab_mm``: the thinnest slab kept along the body axis (drawn uniformly up to the whole height);
+    ``bone_hu``: (low, high), the range of the bones' marrow HU (:func:`real_bones`; None: the phantom's 700 HU)."""
     if split not in SPLIT_IDS:
         raise ValueError(f"split must be one of {tuple(SPLIT_IDS)}, got {split!r}")
     cranial = draw_cranial(index, split, seed, cranial_fraction)
@@ -181,6 +207,10 @@ def generated_case(
     for attempt, stream in enumerate(streams):
         rng = np.random.default_rng(stream)
         phantom = random_phantom(rng)
+        bones = {}
+        if bone_hu is not None:
+            bone_rng = np.random.default_rng([int(seed), SPLIT_IDS[split], int(index), 31, attempt])
+            phantom["image"], bones = real_bones(bone_rng, phantom, bone_hu)
         texture = 0.0
         if texture_hu > 0:
             texture_rng = np.random.default_rng([int(seed), SPLIT_IDS[split], int(index), 29, attempt])
@@ -212,6 +242,7 @@ def generated_case(
         case["info"]["drawn"] = {
             **drawn,
             "texture_hu": texture,
+            **bones,
             "rotation": rotation.tolist(),
             "shift_mm": shift.tolist(),
             "tries": attempt,

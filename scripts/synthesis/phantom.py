@@ -81,7 +81,8 @@ def make_ct_phantom(
     ``rng``; ``tissue_hu`` overrides tissue values of :data:`PHANTOM_HU`; ``blur_voxels`` is the Gaussian blur
     (voxels) before the noise of ``noise_hu`` (HU std). Returns a dict: ``image`` int16 HU (X, Y, Z), ``seg`` uint8
     TotalSegmentator v2 ids, ``label`` uint8 Learn2Reg AbdomenCTCT ids (0..13), ``affine`` (4, 4) (non-identity:
-    ``axcodes``, anisotropic ``spacing``), and ``diaphragm_z`` (mm, plane height at y = 0).
+    ``axcodes``, anisotropic ``spacing``), ``diaphragm_z`` (mm, plane height at y = 0), and the ``tissue_hu`` (every
+    tissue's HU) and ``blur_voxels`` it was drawn with.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -185,6 +186,8 @@ def make_ct_phantom(
         "label": learn2reg_labels_from_totalsegmentator(seg),
         "affine": affine,
         "diaphragm_z": zd,
+        "tissue_hu": hu_of,
+        "blur_voxels": float(blur_voxels),
     }
 
 
