@@ -23,8 +23,8 @@ from scripts.data.generated import GeneratedCTDataset, RandMovingOffsetd
 from scripts.inference.modality import check_modality, looks_like_ct
 from scripts.io.errors import InputError
 from scripts.losses.biomechanical import RegistrationLoss
-from scripts.regions.labels import TOTALSEG_V2_TOTAL
 from scripts.synthesis.anatomy import draw_cranial, generated_case
+from scripts.synthesis.breathing import bone_ids
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
@@ -111,9 +111,7 @@ def test_real_bones_have_a_real_cts_density_and_nothing_else_changes():
     np.testing.assert_array_equal(dense["ddf"], real["ddf"])  # the bones' density draws from its own stream
     drawn = real["info"]["drawn"]
     assert 80.0 <= drawn["marrow_hu"] <= 280.0 and 50.0 <= drawn["cortex_hu"] <= 400.0, drawn
-    bones = np.isin(
-        real["fixed_seg"], [i for n, i in TOTALSEG_V2_TOTAL.items() if n.startswith(("vertebrae_", "rib_"))]
-    )
+    bones = np.isin(real["fixed_seg"], bone_ids())
     assert bones.sum() > 100
     assert np.median(dense["fixed"][bones]) > 450.0  # the phantom's solid 700 HU, blurred at the edges
     inside, outside = np.median(real["fixed"][bones]), np.percentile(real["fixed"][bones], 90)

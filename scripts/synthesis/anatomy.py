@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from scripts.regions.labels import TOTALSEG_V2_TOTAL, learn2reg_labels_from_totalsegmentator
-from scripts.synthesis.breathing import make_breathing_case
+from scripts.synthesis.breathing import bone_ids, make_breathing_case
 from scripts.synthesis.phantom import PHANTOM_HU, make_ct_phantom
 
 __all__ = [
@@ -109,7 +109,7 @@ def real_bones(rng: np.random.Generator, phantom: dict, marrow_hu: Sequence[floa
     difference of the two paintings. ``drawn``: ``{"marrow_hu", "cortex_hu"}``."""
     low, high = (float(v) for v in marrow_hu)
     drawn = {"marrow_hu": float(rng.uniform(low, high)), "cortex_hu": float(rng.uniform(50.0, 400.0))}
-    bone = np.isin(phantom["seg"], [i for n, i in TOTALSEG_V2_TOTAL.items() if n.startswith(("vertebrae_", "rib_"))])
+    bone = np.isin(phantom["seg"], bone_ids())
     if not bone.any():
         return phantom["image"], drawn
     shell = bone & ~ndi.binary_erosion(bone)
