@@ -120,6 +120,18 @@ def test_real_bones_have_a_real_cts_density_and_nothing_else_changes():
     np.testing.assert_array_equal(dense["fixed"][away], real["fixed"][away])  # the change is local to the bones
 
 
+def test_real_cts_bones_are_marrow_dim_and_real_bones_match_them_where_solid_ones_do_not(ct_example_dir):
+    from benchmarks.bone_density import main
+
+    rows = main()
+    dicom, held_out = rows["DICOM series (another patient, 1 mm in-plane)"], rows["held-out CT (example_ct_sm, 3 mm)"]
+    solid, real = rows["generated train case 3, bone_hu None"], rows["generated train case 3, bone_hu (80.0, 280.0)"]
+    for scan in (dicom, held_out):  # measured: vertebrae medians 219 and 153 HU, ribs 247 and 220
+        assert 120.0 < scan["vertebrae"][1] < 300.0 and 120.0 < scan["ribs"][1] < 300.0, scan
+        assert scan["vertebrae"][1] > scan["liver"][1], scan
+    assert solid["vertebrae"][1] > 450.0 and 120.0 < real["vertebrae"][1] < 300.0, (solid, real)
+
+
 def test_min_slab_mm_sets_the_thinnest_field_of_view_along_the_body_axis():
     """The slab is drawn uniformly from min_slab_mm to the whole height (the body axis is the array axis closest to S);
     the anatomy and the motion are the same draws whatever the slab (the slab is the case's last draw)."""

@@ -1,0 +1,64 @@
+"""The HU of bones and liver in the real CTs of ``../shared/data`` (TotalSegmentator labels), and in a generated phantom
+with solid and with real-density bones: the figures behind ``--bone_hu`` (``scripts.synthesis.anatomy.real_bones``)::
+
+    python -m benchmarks.bone_density
+
+Each scan is read by MONAI (the DICOM series through ITK) and put in RAS with its segmentation, so that a voxel and
+its label meet; prints the 10th, 50th and 90th percentile of each tissue's voxels.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from monai.transforms import Compose, LoadImage, Orientation
+
+from scripts.regions.labels import TOTALSEG_V2_TOTAL
+from scripts.synthesis.anatomy import generated_case
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalsegmentator_example"
+SCANS = {
+    "held-out CT (example_ct_sm, 3 mm)": ("example_ct_sm.nii.gz", "example_seg.nii.gz"),
+    "DICOM series (another patient, 1 mm in-plane)": ("example_ct_dicom", "example_seg_dicom.nii.gz"),
+}
+TISSUES = {"vertebrae": ("vertebrae_",), "ribs": ("rib_",), "liver": ("liver",)}
+
+
+def _ids(prefixes: tuple[str, ...]) -> list[int]:
+    return [i for n, i in TOTALSEG_V2_TOTAL.items() if n.startswith(prefixes)]
+
+
+def _row(name: str, image: np.ndarray, seg: np.ndarray) -> dict[str, list[float]]:
+    """Print and return ``{tissue: [p10, p50, p90]}`` (HU) of the tissues that ``seg`` labels."""
+    row = {}
+    for tissue, prefixes in TISSUES.items():
+        voxels = image[np.isin(seg, _ids(prefixes))]
+        if voxels.size:
+            row[tissue] = [float(v) for v in np.percentile(voxels, [10, 50, 90])]
+    print(f"{name}: " + "; ".join(f"{t} " + "/".join(f"{v:.0f}" for v in p) for t, p in row.items()))
+    return row
+
+
+def main() -> dict[str, dict[str, list[float]]]:
+    """Every scan's row (see :func:`_row`), by name."""
+    if not DATA.is_dir():
+        sys.exit(f"error: {DATA}: the real CTs are not there (a clone beside ../shared/data); nothing to measure")
+    print("HU percentiles 10/50/90 of each tissue's voxels")
+    load = Compose(
+        [LoadImage(image_only=True, ensure_channel_first=True),
+         Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
+    )  # fmt: skip
+    rows = {}
+    for name, (ct, seg) in SCANS.items():
+        rows[name] = _row(name, load(str(DATA / ct))[0].numpy(), load(str(DATA / seg))[0].numpy().astype(np.int32))
+    for bone_hu in (None, (80.0, 280.0)):
+        case = generated_case(3, "train", texture_hu=40.0, bone_hu=bone_hu)
+        name = f"generated train case 3, bone_hu {bone_hu}"
+        rows[name] = _row(name, case["fixed"], case["fixed_seg"])
+    return rows
+
+
+if __name__ == "__main__":
+    main()
