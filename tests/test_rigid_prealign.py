@@ -6,7 +6,9 @@
 - the CT model of ``configs/inference.json`` uses it (threshold = 250 HU through ``ct.json``'s HU window), the
   synthetic model does not, ``--rigid_prealign false`` turns it off;
 - ``run inference`` on a real CT moved on the table finds the shift at the bones (without the pre-alignment the
-  shipped network does not move them).
+  shipped network does not move them);
+- training with ``--rigid_prealign true`` (off by default) aligns each training pair the same way: the batch hands the
+  network the grid's spacing and the network's field is composed with the rigid map found.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from monai.networks.blocks import Warp
 from scipy import ndimage as ndi
 
@@ -177,3 +180,30 @@ def test_inference_finds_a_real_ct_moved_on_the_table(ct_example_dir, tmp_path):
             assert error < 2.5, error  # motion on top (1.53 mm measured with the model of bundle 0.9.0)
         else:
             assert error > 6.0, error  # the network alone does not find the patient's shift (9.01 mm measured)
+
+
+def test_training_with_the_option_prealigns_each_pair_as_inference_does():
+    """``--rigid_prealign true`` in training: the trainer's batch passes the spacing (from the fixed image's affine)
+    and the training network aligns on the bones before its backbone, so that it learns the motion left after the
+    alignment that inference performs; off by default."""
+    rotation, translation = _truth()
+    fixed = _body()
+    moving = _moved_inverse(fixed, rotation, translation)
+    affine = torch.diag(torch.tensor([*SPACING[0].tolist(), 1.0]))
+    batch = {"fixed": MetaTensor(fixed, affine=affine), "moving": MetaTensor(moving, affine=affine),
+             "moving_label": torch.zeros_like(fixed)}  # fmt: skip
+    assert _registration_net(["train.json", "ct.json", "ct_generated.json"])[0].prealign is None
+    net, parser = _registration_net(["train.json", "ct.json", "ct_generated.json"], rigid_prealign="true")
+    assert isinstance(net.prealign, RigidPrealign)
+    assert net.prealign.bone_threshold == pytest.approx((250 + 1200) / 1600)
+    for stage in ("train", "validate"):
+        inputs, _, args, kwargs = parser.get_parsed_content(f"{stage}#prepare_batch")(batch)
+        torch.testing.assert_close(kwargs["spacing"], SPACING)
+    net.backbone = torch.nn.Conv3d(2, 3, 1)  # a field of about nothing: what is left is the rigid map
+    torch.nn.init.zeros_(net.backbone.weight), torch.nn.init.zeros_(net.backbone.bias)
+    with torch.no_grad():
+        ddf = net(inputs, *args, **kwargs)["ddf"]
+    error = ((ddf - rigid_sampling_field(rotation, translation, SHAPE, SPACING)) * SPACING.view(1, 3, 1, 1, 1)).norm(
+        dim=1
+    )
+    assert float(error[(fixed > 0.5)[:, 0]].mean()) < 1.0

@@ -117,6 +117,8 @@ def test_generated_pairs_options_out_of_range_name_the_option_and_the_fix(tmp_pa
     assert msg.startswith("offset_mm -2:") and "--offset_mm 8" in msg, msg
     msg = workflow_error(generated, bundle_root=str(tmp_path), offset_deg=-1)
     assert msg.startswith("offset_deg -1:") and "--offset_deg 3" in msg, msg
+    msg = workflow_error(generated, bundle_root=str(tmp_path), rigid_prealign="true", physical_spacing="false")
+    assert msg.startswith("option --rigid_prealign true:") and "--physical_spacing true" in msg, msg
     assert listing(tmp_path) == [], listing(tmp_path)  # checked before any run folder or cache entry
 
 

@@ -18,6 +18,7 @@ from monai.networks import one_hot
 from monai.networks.blocks import DVF2DDF, Warp
 from torch import nn
 
+from scripts.io.errors import InputError
 from scripts.networks.rigid import RigidPrealign, compose_rigid, rigid_sampling_field
 
 __all__ = ["RegistrationNet", "CachedGridWarp", "PrepareRegistrationBatch", "spacing_of"]
@@ -137,7 +138,8 @@ class PrepareRegistrationBatch(PrepareBatch):
     (``true_ddf`` (B, D, *S) voxels, ``object_mask`` and ``interface_mask`` (B, 1, *S), for
     :func:`scripts.evaluation.motion_metrics.known_motion_metrics`) and ``spacing`` (B, D) mm (from the
     fixed image's affine when ``physical_spacing``, else absent: voxel units); kwargs: the one-hot
-    ``moving_label`` for the network when ``num_label_classes > 0``.
+    ``moving_label`` for the network when ``num_label_classes > 0``, and ``spacing`` when ``pass_spacing`` (a
+    network with the rigid pre-alignment, ``--rigid_prealign true`` in training, needs the grid's spacing in mm).
     """
 
     target_keys = (
@@ -152,9 +154,19 @@ class PrepareRegistrationBatch(PrepareBatch):
         "interface_mask",
     )
 
-    def __init__(self, num_label_classes: int = 0, physical_spacing: bool = False):
+    def __init__(self, num_label_classes: int = 0, physical_spacing: bool = False, pass_spacing: bool = False):
+        if pass_spacing and not physical_spacing:
+            raise InputError(
+                "option --rigid_prealign true: the rigid pre-alignment works in mm and needs --physical_spacing true; "
+                "drop --physical_spacing false or --rigid_prealign true"
+            )
         self.num_label_classes = num_label_classes
         self.physical_spacing = physical_spacing
+        self.pass_spacing = pass_spacing
+
+    def check(self) -> None:
+        """Nothing left to do: the options were checked when this was built; a workflow calls it before any work,
+        so that a bad combination stops the run before a run folder or a cache entry is written."""
 
     def __call__(
         self,
@@ -179,4 +191,8 @@ class PrepareRegistrationBatch(PrepareBatch):
             if "moving_label" not in targets:
                 raise KeyError("num_label_classes > 0 needs 'moving_label' in the batch")
             call_kwargs["moving_label"] = one_hot(targets["moving_label"].long(), self.num_label_classes, dim=1)
+        if self.pass_spacing:
+            if "spacing" not in targets:
+                raise KeyError("the rigid pre-alignment needs the fixed image's spacing: a MetaTensor with an affine")
+            call_kwargs["spacing"] = targets["spacing"]
         return inputs, targets, (), call_kwargs

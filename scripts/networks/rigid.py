@@ -1,11 +1,14 @@
-"""A rigid pre-alignment of the moving image on the bones, before the network (inference).
+"""A rigid pre-alignment of the moving image on the bones, before the network (inference; training with
+``--rigid_prealign true``).
 
 A CT pair from two sessions (or two breath-holds with the patient moved on the table) differs by a rigid offset of
 the whole patient plus the motion inside. The network has not learnt the offset: trained on generated pairs whose
 offsets (<= 4 mm, <= 2 degrees) average to none, it does not move the bones (their endpoint error on the generated
 held-out cases: 4.68 mm without it, 4.67 mm with it; docs/benchmark_results/ct_network_both_ways/). Classical
 pipelines align rigidly (or affinely) before the deformable step; so does :class:`RegistrationNet` when given a
-:class:`RigidPrealign`.
+:class:`RigidPrealign`. Training may align its pairs the same way (``configs/train.json``, ``rigid_prealign``): the
+network then learns the motion left after the alignment, which is what it is given at inference. The map is found
+without gradients to the network (the images are detached); the loss sees the composed field.
 
 **Why the bones.** A rigid fit to the whole body absorbs part of the breathing (the organs' slide along the body
 axis) into a translation that moves the bones off (on the held-out CT breathing with no offset: more than 4 mm along
