@@ -73,6 +73,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_SNAP_MM,
     second_pass,
 )
+from scripts.refinement.start import START_MODES, network_start
 from scripts.regions.cavity import cavity_regions
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
@@ -139,7 +140,8 @@ def run_method(
         ddf, seconds = refine_kwargs["network"](fixed, moving, case["affine"])
         if method == "network":
             return ddf, seconds, None
-        init = (_t(ddf), seconds)
+        rigid = refine_kwargs["network"].rigid
+        init = (_t(ddf), seconds, None if rigid is None else _t(rigid))
         method = "refine_full"
         refine_kwargs = {**refine_kwargs, "iterations": refine_kwargs["network_refine_iterations"]}
     if method == "none":
@@ -151,7 +153,7 @@ def run_method(
         kwargs = {
             k: v
             for k, v in refine_kwargs.items()
-            if k not in REGION_KEYS + SECOND_KEYS + ("network", "network_refine_iterations")
+            if k not in REGION_KEYS + SECOND_KEYS + ("network", "network_refine_iterations", "network_start")
         }
         if init is not None:
             kwargs["init_ddf"] = init[0]
@@ -166,6 +168,9 @@ def run_method(
             kwargs["wall_side"] = _t(side.astype(np.float32))[None]
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
             band = mask == 2
+            if init is not None:  # the network's field inside the cavity, its rigid map outside (``cavity``)
+                mode = refine_kwargs.get("network_start", "field")
+                kwargs["init_ddf"] = network_start(init[0], init[2], kwargs["wall_side"], mode)
         elif method == "refine_true_wall":
             mask = np.where(case["bones"], 1, 0).astype(np.float32)
             mask[case["wall"] & ~case["bones"]] = 2
@@ -300,6 +305,9 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-check", action="store_true", help="skip the known-translation check of elastix/ANTs")
     p.add_argument("--ckpt", default=None, help="CT network weights (default: the configs' models/model_ct.pt)")
     p.add_argument("--network-refine-iterations", default="40,30,20", help="network_refine: per level")
+    p.add_argument("--prealign-image-size", default=None, help="X,Y,Z: the rigid pre-alignment's grid (network's)")
+    p.add_argument("--network-override", action="append", default=[], help="KEY=JSON: a config value of the network")
+    p.add_argument("--network-start", default="field", choices=START_MODES, help="network_refine: its start")
     p.add_argument(
         "--network-image-size", default=None, help="X,Y,Z: the --ckpt network's grid (default: the configs')"
     )
@@ -329,10 +337,15 @@ def main(argv=None) -> dict:
         except ValueError:
             raise SystemExit(f"error: --network-image-size {size}: give X,Y,Z as integers, e.g. 40,32,24") from None
         try:
-            refine_kwargs["network"] = NetworkMethod(args.ckpt, image_size=size)
+            fine = [int(n) for n in args.prealign_image_size.split(",")] if args.prealign_image_size else None
+            overrides = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.network_override)}
+            refine_kwargs["network"] = NetworkMethod(
+                args.ckpt, image_size=size, prealign_image_size=fine, overrides=overrides
+            )
         except InputError as err:
             raise SystemExit(f"error: {err}") from None
         refine_kwargs["network_refine_iterations"] = [int(i) for i in args.network_refine_iterations.split(",")]
+        refine_kwargs["network_start"] = args.network_start
     elastix_kwargs = dict(
         iterations=args.elastix_iterations,
         grid_mm=args.elastix_grid_mm,

@@ -6,7 +6,8 @@ case's fixed and moving images as NIfTI files, and runs what ``run inference`` r
 :func:`scripts.inference.predict.load_pair` (the model's own preprocessing), :func:`scripts.inference.predict.predict`
 and :func:`scripts.io.resampling.field_to_fixed_grid`. The field comes back in voxels of the fixed grid, the
 benchmark's convention. Seconds count the whole path (writing the two files excepted). ``alignment`` holds the
-last pair's :func:`scripts.inference.modality.alignment_change` (``mse_before``, ``mse_after``).
+last pair's :func:`scripts.inference.modality.alignment_change` (``mse_before``, ``mse_after``), ``rigid`` its rigid
+pre-alignment alone on the fixed grid (None for a model without one).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from scripts.inference.modality import alignment_change
-from scripts.inference.predict import load_pair, predict
+from scripts.inference.predict import load_pair, net_spacing, predict_outputs
 from scripts.io.errors import InputError
 from scripts.io.resampling import field_to_fixed_grid
 from scripts.io.weights import check_checkpoint, read_checkpoint
@@ -35,11 +36,19 @@ class NetworkMethod:
     ``image_size`` (default: the configs'; the network is fully convolutional, each size a multiple of 2^strides)."""
 
     def __init__(
-        self, ckpt: str | Path | None = None, configs=CONFIGS, bundle_root: Path = BUNDLE_ROOT, image_size=None
+        self,
+        ckpt: str | Path | None = None,
+        configs=CONFIGS,
+        bundle_root: Path = BUNDLE_ROOT,
+        image_size=None,
+        prealign_image_size=None,
+        overrides: dict | None = None,
     ):
         parser = ConfigParser()
         parser.read_config([str(bundle_root / "configs" / name) for name in configs])
         parser["bundle_root"] = str(bundle_root)
+        for key, value in (overrides or {}).items():
+            parser[key] = value
         if image_size is not None:
             factor = 2 ** len(parser.get_parsed_content("strides"))
             if len(image_size) != 3 or any(int(n) <= 0 or int(n) % factor for n in image_size):
@@ -56,6 +65,15 @@ class NetworkMethod:
         state = read_checkpoint(self.ckpt)
         self.net.backbone.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
         self.net.eval()
+        self.prealign_preprocessing = None
+        if prealign_image_size is not None:  # the rigid pre-alignment on a finer grid of the same field of view
+            fine = ConfigParser()
+            fine.read_config([str(bundle_root / "configs" / name) for name in configs])
+            fine["bundle_root"] = str(bundle_root)
+            for key, value in (overrides or {}).items():
+                fine[key] = value
+            fine["image_size"] = [int(n) for n in prealign_image_size]
+            self.prealign_preprocessing = fine.get_parsed_content("preprocessing")
 
     def __call__(self, fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, float]:
         """(ddf (3, X, Y, Z) voxels of the fixed grid, seconds) for a pair of HU volumes on one grid."""
@@ -67,7 +85,17 @@ class NetworkMethod:
             start = time.perf_counter()
             pair = load_pair({"fixed": paths["fixed"], "moving": paths["moving"]}, self.preprocessing)
             with torch.no_grad():
-                ddf_net = predict(pair, self.net)
-                self.alignment = alignment_change(pair.image, ddf_net)  # what run inference checks and reports
-            ddf = field_to_fixed_grid(ddf_net, pair.net_affine, pair.fixed_affine, pair.fixed_shape)
-            return ddf.numpy().astype(np.float32), time.perf_counter() - start
+                rigid = None
+                if self.prealign_preprocessing is not None:
+                    fine = load_pair({"fixed": paths["fixed"], "moving": paths["moving"]}, self.prealign_preprocessing)
+                    image = fine.image[None]
+                    rigid = self.net.prealign(image[:, :1], image[:, 1:2], net_spacing(fine))
+                out = predict_outputs(pair, self.net, rigid=rigid)
+                self.alignment = alignment_change(pair.image, out["ddf"])  # what run inference checks and reports
+            ddf = field_to_fixed_grid(out["ddf"], pair.net_affine, pair.fixed_affine, pair.fixed_shape)
+            seconds = time.perf_counter() - start
+            self.rigid = None
+            if "rigid_ddf" in out:
+                rigid = field_to_fixed_grid(out["rigid_ddf"], pair.net_affine, pair.fixed_affine, pair.fixed_shape)
+                self.rigid = rigid.numpy().astype(np.float32)
+            return ddf.numpy().astype(np.float32), seconds

@@ -1,6 +1,7 @@
 """The refinement workflow (configs/refine.json merged after configs/inference.json): a real CT and a copy deformed
 by a known motion (smooth field, rigid vertebrae) are registered from identity with the regions of the fixed
-segmentation; bad ``--fixed_seg`` inputs stop the run with one clear error before anything is written."""
+segmentation; bad ``--fixed_seg`` inputs stop the run with one clear error before anything is written; started from
+the CT model, ``--refine_network_start cavity`` keeps the model's field inside the cavity only."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.bundle import ConfigParser
 
 from scripts.inference.predict import run_inference_workflow
 from scripts.io.errors import find_input_error
+from scripts.refinement.start import network_start
+from scripts.regions.cavity import cavity_regions
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
 CONFIGS = ("inference.json", "refine.json")
+ROOT = Path(__file__).resolve().parents[1]
 FAST = {"refine_iterations": [40, 30, 20], "refine_second_iterations": 20, "progress": False}
 
 
@@ -174,6 +179,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.options["sided_upsampling"] is bool(override)  # off unless asked for
         assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)  # on
         assert inferer.second_band_fold_weight == 1.0
+        assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
         ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),
@@ -187,6 +193,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_second_lr", 0, "--refine_second_lr must be a number > 0"),
         ("refine_second_band_fold_weight", -0.5, "--refine_second_band_fold_weight must be a number >= 0"),
         ("refine_sided_upsampling", "yes", "option --refine_sided_upsampling: 'yes' is not one of"),
+        ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
     ]
     for key, bad, message in bad_values:
         parser = ConfigParser()
@@ -227,3 +234,55 @@ def test_a_bad_schedule_stops_with_one_error_line_naming_the_option(override, me
     good.update({"bundle_root": str(root.parent), "refine_levels": 2, "refine_iterations": [3, 4], "refine_lr": 0.2})
     options = good.get_parsed_content("inferer").options
     assert (options["levels"], options["iterations"], options["lr"]) == (2, [3, 4], 0.2)
+
+
+def test_the_cavity_start_keeps_the_network_inside_the_cavity_and_its_rigid_map_outside(known_motion, tmp_path):
+    """``--refine_network_start cavity`` (scripts/refinement/start.py): with no iteration on one level the written
+    field is the start itself: the shipped CT model's field inside the cavity (as the ``field`` start writes it) and,
+    outside it, the model's rigid pre-alignment: one rotation and translation (an affine function of the position)."""
+    case = known_motion
+    fields = {}
+    for start in ("field", "cavity"):
+        out = tmp_path / start
+        run_inference_workflow(None, CONFIGS, fixed=case["fixed"], moving=case["moving"], fixed_seg=case["seg"],
+                               output_dir=str(out), ckpt_path=str(ROOT / "models" / "model_ct.pt"), refine_levels=1,
+                               refine_iterations=0, refine_second_iterations=0, refine_network_start=start,
+                               progress=False)  # fmt: skip
+        entry = json.loads((out / "summary.json").read_text())["pairs"][0]
+        assert entry["refinement"]["start"] == {"field": "network", "cavity": "network_cavity"}[start]
+        fields[start] = nib.load(entry["outputs"]["ddf"]).get_fdata()[..., 0, :]  # (X, Y, Z, 3) mm
+    fixed = np.asanyarray(nib.load(case["fixed"]).dataobj).astype(np.float32)
+    _, _, side = cavity_regions(case["labels"], (3.0, 3.0, 3.0), image=fixed, pairs=False, return_side=True)
+    inside = side != 0
+    assert 0.05 < inside.mean() < 0.9
+    np.testing.assert_allclose(fields["cavity"][inside], fields["field"][inside], atol=1e-4)
+    outside = ~inside & case["body"]
+    points = np.stack(np.nonzero(outside), axis=1).astype(np.float64)
+    design = np.concatenate([points, np.ones((len(points), 1))], axis=1)
+    for start, limit in (("cavity", 0.02), ("field", None)):
+        values = fields[start][outside]
+        fit, *_ = np.linalg.lstsq(design, values, rcond=None)
+        residual = float(np.abs(design @ fit - values).max())
+        print(f"{start} start: largest departure from an affine map outside the cavity {residual:.4f} mm")
+        if limit is not None:
+            assert residual < limit
+        else:  # the network's own field there is no rigid map: the test tells the two starts apart
+            assert residual > 0.1
+
+
+def test_the_network_start_of_the_refinement():
+    """scripts/refinement/start.py: ``cavity`` keeps the network's field where the cavity is (side 1 or -1) and the
+    rigid map (or nothing) elsewhere; ``field``, or no segmentation, keeps the field; a bad mode names the choices."""
+    ddf = torch.full((1, 3, 4, 4, 4), 2.0)
+    rigid = torch.full((1, 3, 4, 4, 4), 0.5)
+    side = torch.zeros(1, 1, 4, 4, 4)
+    side[..., 1, :, :] = 1.0
+    side[..., 2, :, :] = -1.0  # an organ-organ pair band: inside the cavity too
+    start = network_start(ddf, rigid, side, "cavity")
+    assert torch.equal(start[:, :, 1:3], ddf[:, :, 1:3]) and torch.equal(start[:, :, [0, 3]], rigid[:, :, [0, 3]])
+    assert torch.equal(network_start(ddf, None, side, "cavity")[:, :, [0, 3]], torch.zeros(1, 3, 2, 4, 4))
+    assert network_start(ddf, rigid, side, "field") is ddf and network_start(ddf, rigid, None, "cavity") is ddf
+    with pytest.raises(ValueError, match=r"one of \('field', 'cavity'\)"):
+        network_start(ddf, rigid, side, "organs")
+    with pytest.raises(ValueError, match="not on the field's grid"):
+        network_start(ddf, rigid, side[..., :2], "cavity")

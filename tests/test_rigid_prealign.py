@@ -134,6 +134,19 @@ def test_the_networks_field_is_composed_with_the_rigid_map_exactly():
     torch.testing.assert_close(composed, mapped / SPACING.view(1, 3, 1, 1, 1) - p, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="spacing"):
         net(torch.cat([fixed, moving], dim=1))
+    # the rigid map alone comes back too (the refinement's cavity start uses it outside the cavity) ...
+    torch.testing.assert_close(out["rigid_ddf"], rigid_sampling_field(*found, SHAPE, SPACING), atol=1e-4, rtol=0)
+    # ... and a rigid map found elsewhere (e.g. on a finer grid) replaces the network's own search
+
+    class Refuse(torch.nn.Module):
+        def forward(self, *args):
+            raise AssertionError("the pre-alignment ran although a rigid map was given")
+
+    net.prealign = Refuse()
+    with torch.no_grad():
+        given = net(torch.cat([fixed, moving], dim=1), spacing=SPACING, rigid=(rotation, translation))
+    torch.testing.assert_close(given["ddf"], expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(given["rigid_ddf"], expected, atol=1e-4, rtol=0)
 
 
 def _registration_net(configs: list[str], **overrides):

@@ -55,6 +55,7 @@ __all__ = [
     "PreparePair",
     "RegistrationInferer",
     "predict",
+    "predict_outputs",
     "require_checkpoint",
     "run_inference_workflow",
 ]
@@ -305,12 +306,22 @@ class RegistrationInferer(Inferer):
 
 
 @torch.no_grad()
-def predict(pair: PairData, registration_net: torch.nn.Module, divisor: int = 8) -> torch.Tensor:
-    """The network's displacement on the network grid, (1, 3, *net) in net voxels."""
+def predict_outputs(
+    pair: PairData, registration_net: torch.nn.Module, divisor: int = 8, rigid: tuple | None = None
+) -> dict[str, torch.Tensor]:
+    """The network's outputs on the network grid (:class:`scripts.networks.registration.RegistrationNet`: ``ddf``
+    (1, 3, *net) in net voxels, ``rigid_ddf`` alike with the rigid pre-alignment, ``warped``, ``velocity``);
+    ``rigid``: a rigid pre-alignment (rotation, translation mm) found elsewhere, instead of the network's own."""
     registration_net.eval()
     device = next(registration_net.parameters()).device
     spacing = net_spacing(pair).to(device)
-    return RegistrationInferer(divisor)(pair.image[None].to(device), registration_net, spacing=spacing)["ddf"]
+    extra = {} if rigid is None else {"rigid": rigid}
+    return RegistrationInferer(divisor)(pair.image[None].to(device), registration_net, spacing=spacing, **extra)
+
+
+def predict(pair: PairData, registration_net: torch.nn.Module, divisor: int = 8) -> torch.Tensor:
+    """The network's displacement on the network grid, (1, 3, *net) in net voxels."""
+    return predict_outputs(pair, registration_net, divisor)["ddf"]
 
 
 def require_checkpoint(handlers: Sequence[Any]) -> None:

@@ -61,12 +61,12 @@ class RegistrationNet(nn.Module):
         padding_mode: ``Warp`` padding of the moving image (paper: ``"border"``).
         prealign: optional :class:`scripts.networks.rigid.RigidPrealign`: the moving image is first aligned rigidly
             on the bones, the backbone sees the aligned pair, and ``ddf`` is the composed field from fixed to the
-            moving image as given (the CT model's inference; training leaves it out).
+            moving image as given (the CT model's inference; in training with ``--rigid_prealign true``).
 
     ``forward(pair, moving_label=None, spacing=None)`` takes pair (B, 2, *S) = [fixed, moving], optional one-hot
     moving labels (B, C, *S) and the grid's spacing (B, D) or (D,) mm (needed with ``prealign``); it returns a dict
-    with ``velocity`` and ``ddf`` (B, D, *S, voxels), ``warped`` (B, 1, *S) and, with labels, ``warped_label``
-    (B, C, *S) warped bilinearly (soft).
+    with ``velocity`` and ``ddf`` (B, D, *S, voxels), ``warped`` (B, 1, *S), with ``prealign`` ``rigid_ddf`` (B, D,
+    *S, voxels: the rigid map alone, M(p) - p) and, with labels, ``warped_label`` (B, C, *S) warped bilinearly (soft).
     """
 
     def __init__(
@@ -88,20 +88,25 @@ class RegistrationNet(nn.Module):
         self.warp_label = CachedGridWarp(mode="bilinear", padding_mode="zeros")
 
     def forward(
-        self, pair: torch.Tensor, moving_label: torch.Tensor | None = None, spacing: torch.Tensor | None = None
+        self,
+        pair: torch.Tensor,
+        moving_label: torch.Tensor | None = None,
+        spacing: torch.Tensor | None = None,
+        rigid: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         if pair.ndim not in (4, 5) or pair.shape[1] != 2:
             raise ValueError(f"expected a (B, 2, *S) fixed+moving pair, got shape {tuple(pair.shape)}")
-        rigid = None
-        if self.prealign is not None:
+        if self.prealign is not None or rigid is not None:
             if spacing is None:
                 raise ValueError(
                     "the rigid pre-alignment needs the network grid's spacing (mm): forward(..., spacing=)"
                 )
             spacing = torch.as_tensor(spacing, dtype=pair.dtype, device=pair.device).reshape(-1, pair.ndim - 2)
             spacing = spacing.expand(pair.shape[0], -1)
-            rigid = self.prealign(pair[:, :1], pair[:, 1:2], spacing)
-            aligned = self.warp(pair[:, 1:2], rigid_sampling_field(*rigid, pair.shape[2:], spacing))
+            if rigid is None:
+                rigid = self.prealign(pair[:, :1], pair[:, 1:2], spacing)
+            rigid_ddf = rigid_sampling_field(*rigid, pair.shape[2:], spacing)
+            aligned = self.warp(pair[:, 1:2], rigid_ddf)
             velocity = self.backbone(torch.cat([pair[:, :1], aligned], dim=1))
         else:
             velocity = self.backbone(pair)
@@ -109,6 +114,8 @@ class RegistrationNet(nn.Module):
         if rigid is not None:
             ddf = compose_rigid(*rigid, ddf, spacing)
         out = {"velocity": velocity, "ddf": ddf, "warped": self.warp(pair[:, 1:2], ddf)}
+        if rigid is not None:
+            out["rigid_ddf"] = rigid_ddf
         if moving_label is not None:
             out["warped_label"] = self.warp_label(moving_label.to(ddf.dtype), ddf)
         return out

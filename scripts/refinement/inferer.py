@@ -4,7 +4,9 @@ prediction or from identity, on a ~2 mm grid over the fixed image.
 
 Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer through ``PreparePair(pass_pair=True)``):
 
-1. Initial field: the network's prediction on its own grid (``use_network``), or zero.
+1. Initial field: the network's prediction on its own grid (``use_network``), or zero; with ``network_start``
+   ``"cavity"`` and a segmentation, the network's field inside the cavity only and its rigid pre-alignment outside
+   (:mod:`scripts.refinement.start`).
 2. The refinement grid G: the fixed image's grid coarsened to about ``grid_mm`` per voxel (edge-aligned, never finer
    than the image). The fixed image is area-averaged onto G; the moving image is averaged to about ``grid_mm`` on its
    own grid, then sampled onto G through the affines. Both are normalised (``intensity``: the CT window, or min-max).
@@ -50,6 +52,7 @@ from scripts.refinement.second_pass import (
     second_pass,
 )
 from scripts.refinement.similarity import SIMILARITIES
+from scripts.refinement.start import START_MODES, network_start
 from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import RIGID, SLIDING
@@ -143,6 +146,8 @@ class RefinementInferer(Inferer):
     Args:
         network_inferer: the inferer that runs the network (``RegistrationInferer``), used when ``use_network``.
         use_network: start from the network's prediction (False: from identity).
+        network_start: with ``use_network``, ``"field"`` (the network's field everywhere) or ``"cavity"`` (inside
+            the cavity only, the rigid pre-alignment outside; :mod:`scripts.refinement.start`).
         grid_mm: voxel size of the refinement grid, mm (None: the fixed image's grid).
         intensity: "ct" (``hu_window`` to [0, 1], clipped) or "minmax" (each image to [0, 1]).
         hu_window: the CT window.
@@ -193,8 +198,12 @@ class RefinementInferer(Inferer):
         second_lr: float = SECOND_PASS_LR,
         second_band_fold_weight: float = SECOND_PASS_BAND_FOLD_WEIGHT,
         sided_upsampling: bool = False,
+        network_start: str = "field",
     ):
         super().__init__()
+        if network_start not in START_MODES:
+            raise InputError(f"--refine_network_start must be one of {START_MODES}, got {network_start!r}")
+        self.network_start = network_start
         if intensity not in INTENSITIES:
             raise InputError(f"--refine_intensity must be one of {INTENSITIES}, got {intensity!r}")
         if similarity not in SIMILARITIES:
@@ -294,10 +303,12 @@ class RefinementInferer(Inferer):
         start = time.perf_counter()
         shape, affine = coarse_grid(pair.fixed_shape, pair.fixed_affine, self.grid_mm)
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-        init = None
+        init = rigid = None
         if self.use_network:
-            ddf_net = self.network_inferer(inputs, network, spacing=kwargs.get("spacing"))["ddf"]
-            init = field_to_fixed_grid(ddf_net, pair.net_affine, affine, shape)[None]
+            out = self.network_inferer(inputs, network, spacing=kwargs.get("spacing"))
+            init = field_to_fixed_grid(out["ddf"], pair.net_affine, affine, shape)[None]
+            if self.network_start == "cavity" and "rigid_ddf" in out:
+                rigid = field_to_fixed_grid(out["rigid_ddf"], pair.net_affine, affine, shape)[None]
         fixed_hu = _area(pair.fixed, shape)
         m_shape, m_affine = coarse_grid(pair.moving.shape, pair.moving_affine, self.grid_mm)
         moving_coarse = _area(pair.moving, m_shape)
@@ -305,6 +316,8 @@ class RefinementInferer(Inferer):
         fixed = _normalise(fixed_hu, self.intensity, self.hu_window)
         moving = _normalise(moving_hu, self.intensity, self.hu_window)
         regulariser, reg_mask, normals, side, seg = self.regions(pair, shape, spacing, fixed_hu)
+        if init is not None:
+            init = network_start(init, rigid, side, self.network_start)
         options = dict(self.options, similarity=self.similarity, regulariser=regulariser, grid_mm=None)
         fixed, moving = fixed[None, None], moving[None, None]
         with torch.enable_grad():  # evaluators run the inferer under no_grad
@@ -356,7 +369,11 @@ class RefinementInferer(Inferer):
             "fold_percent_off_band": folds,
             "grid": list(shape),
             "grid_spacing_mm": [float(s) for s in spacing],
-            "start": "network" if self.use_network else "identity",
+            "start": (
+                ("network" if self.network_start == "field" or side is None else "network_cavity")
+                if self.use_network
+                else "identity"
+            ),
             "regulariser": regulariser,
             "similarity": self.similarity,
             "seconds": time.perf_counter() - start,
