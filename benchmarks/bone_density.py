@@ -4,7 +4,9 @@ with solid and with real-density bones: the figures behind ``--bone_hu`` (``scri
     python -m benchmarks.bone_density
 
 Each scan is read by MONAI (the DICOM series through ITK) and put in RAS with its segmentation, so that a voxel and
-its label meet; prints the 10th, 50th and 90th percentile of each tissue's voxels.
+its label meet; prints the 10th, 50th and 90th percentile of each tissue's voxels. Then, for each real CT, how many
+voxels of the CT model's network grid (its preprocessing, ``configs/inference.json``, on the grid of bundle 0.9.0
+and on that of 0.9.5) lie above the rigid pre-alignment's bone thresholds: the bones it fits on.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImage, Orientation
 
 from scripts.regions.labels import TOTALSEG_V2_TOTAL
@@ -41,6 +44,28 @@ def _row(name: str, image: np.ndarray, seg: np.ndarray) -> dict[str, list[float]
     return row
 
 
+def grid_bone_voxels(
+    grids=((80, 64, 48), (40, 32, 24)), thresholds_hu=(250.0, 120.0)
+) -> dict[tuple[str, tuple[int, ...]], dict[float, int]]:
+    """``{(scan, grid): {threshold HU: voxels of the network grid above it}}`` for the real CTs of :data:`SCANS`."""
+    root = Path(__file__).resolve().parents[1]
+    ct = ConfigParser()
+    ct.read_config(str(root / "configs" / "ct.json"))
+    low, high = (float(v) for v in ct.get_parsed_content("hu_window"))  # the network input's scale
+    counts = {}
+    for grid in grids:
+        parser = ConfigParser()
+        parser.read_config(str(root / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(root), "image_size": list(grid)})
+        chain = parser.get_parsed_content("preprocessing")
+        for name, (ct, _) in SCANS.items():
+            image = chain({"image": str(DATA / ct)})["image"]
+            counts[name, grid] = {hu: int((image > (hu - low) / (high - low)).sum()) for hu in thresholds_hu}
+            above = ", ".join(f"{n} above {hu:.0f} HU" for hu, n in counts[name, grid].items())
+            print(f"{name} on the network grid {'x'.join(map(str, grid))}: {above}")
+    return counts
+
+
 def main() -> dict[str, dict[str, list[float]]]:
     """Every scan's row (see :func:`_row`), by name."""
     if not DATA.is_dir():
@@ -57,6 +82,7 @@ def main() -> dict[str, dict[str, list[float]]]:
         case = generated_case(3, "train", texture_hu=40.0, bone_hu=bone_hu)
         name = f"generated train case 3, bone_hu {bone_hu}"
         rows[name] = _row(name, case["fixed"], case["fixed_seg"])
+    grid_bone_voxels()
     return rows
 
 

@@ -132,6 +132,21 @@ def test_real_cts_bones_are_marrow_dim_and_real_bones_match_them_where_solid_one
     assert solid["vertebrae"][1] > 450.0 and 120.0 < real["vertebrae"][1] < 300.0, (solid, real)
 
 
+def test_on_the_half_size_grid_few_real_bone_voxels_stay_above_250_hu(ct_example_dir):
+    """Why a model on the half-size grid (40 x 32 x 24) pre-aligns on the voxels above 120 HU (docs/README.md, *The
+    half-size grid's pre-alignment*): its 9 mm voxels average a real CT's marrow-dim bones with the tissue around them
+    (measured: 12 and 14 voxels above 250 HU, 392 and 465 above 120 HU; on the shipped model's 80 x 64 x 48 grid 662
+    and 998 above 250 HU)."""
+    from benchmarks.bone_density import grid_bone_voxels
+
+    counts = grid_bone_voxels()
+    for (scan, grid), above in counts.items():
+        if grid == (40, 32, 24):
+            assert above[250.0] < 40 and above[120.0] > 300, (scan, above)
+        else:
+            assert above[250.0] > 500, (scan, above)
+
+
 def test_min_slab_mm_sets_the_thinnest_field_of_view_along_the_body_axis():
     """The slab is drawn uniformly from min_slab_mm to the whole height (the body axis is the array axis closest to S);
     the anatomy and the motion are the same draws whatever the slab (the slab is the case's last draw)."""
