@@ -338,7 +338,22 @@ def main(argv=None) -> dict:
             raise SystemExit(f"error: --network-image-size {size}: give X,Y,Z as integers, e.g. 40,32,24") from None
         try:
             fine = [int(n) for n in args.prealign_image_size.split(",")] if args.prealign_image_size else None
-            overrides = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.network_override)}
+            if fine is not None and (len(fine) != 3 or min(fine) < 1):
+                raise ValueError
+        except ValueError:
+            raise SystemExit(
+                f"error: --prealign-image-size {args.prealign_image_size}: give X,Y,Z as positive integers"
+            ) from None
+        overrides = {}
+        for option in args.network_override:
+            key, _, value = option.partition("=")
+            try:
+                overrides[key] = json.loads(value)
+            except ValueError:
+                raise SystemExit(
+                    f"error: --network-override {option}: give KEY=JSON, e.g. bone_threshold=0.825"
+                ) from None
+        try:
             refine_kwargs["network"] = NetworkMethod(
                 args.ckpt, image_size=size, prealign_image_size=fine, overrides=overrides
             )

@@ -5,8 +5,9 @@ with solid and with real-density bones: the figures behind ``--bone_hu`` (``scri
 
 Each scan is read by MONAI (the DICOM series through ITK) and put in RAS with its segmentation, so that a voxel and
 its label meet; prints the 10th, 50th and 90th percentile of each tissue's voxels. Then, for each real CT, how many
-voxels of the CT model's network grid (its preprocessing, ``configs/inference.json``, on the grid of bundle 0.9.0
-and on that of 0.9.5) lie above the rigid pre-alignment's bone thresholds: the bones it fits on.
+voxels of the CT model's network grid (its preprocessing, ``configs/inference.json``, on the shipped model's
+80 x 64 x 48 grid and on the half-size 40 x 32 x 24 one) lie above the rigid pre-alignment's bone thresholds: the
+bones it fits on.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def grid_bone_voxels(
 ) -> dict[tuple[str, tuple[int, ...]], dict[float, int]]:
     """``{(scan, grid): {threshold HU: voxels of the network grid above it}}`` for the real CTs of :data:`SCANS`."""
     root = Path(__file__).resolve().parents[1]
-    ct = ConfigParser()
-    ct.read_config(str(root / "configs" / "ct.json"))
-    low, high = (float(v) for v in ct.get_parsed_content("hu_window"))  # the network input's scale
+    window = ConfigParser()
+    window.read_config(str(root / "configs" / "ct.json"))
+    low, high = (float(v) for v in window.get_parsed_content("hu_window"))  # the network input's scale
     counts = {}
     for grid in grids:
         parser = ConfigParser()

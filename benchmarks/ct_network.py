@@ -44,11 +44,13 @@ class NetworkMethod:
         prealign_image_size=None,
         overrides: dict | None = None,
     ):
-        parser = ConfigParser()
-        parser.read_config([str(bundle_root / "configs" / name) for name in configs])
-        parser["bundle_root"] = str(bundle_root)
-        for key, value in (overrides or {}).items():
-            parser[key] = value
+        def configured(**values) -> ConfigParser:
+            parser = ConfigParser()
+            parser.read_config([str(bundle_root / "configs" / name) for name in configs])
+            parser.update({"bundle_root": str(bundle_root), **(overrides or {}), **values})
+            return parser
+
+        parser = configured()
         if image_size is not None:
             factor = 2 ** len(parser.get_parsed_content("strides"))
             if len(image_size) != 3 or any(int(n) <= 0 or int(n) % factor for n in image_size):
@@ -67,12 +69,7 @@ class NetworkMethod:
         self.net.eval()
         self.prealign_preprocessing = None
         if prealign_image_size is not None:  # the rigid pre-alignment on a finer grid of the same field of view
-            fine = ConfigParser()
-            fine.read_config([str(bundle_root / "configs" / name) for name in configs])
-            fine["bundle_root"] = str(bundle_root)
-            for key, value in (overrides or {}).items():
-                fine[key] = value
-            fine["image_size"] = [int(n) for n in prealign_image_size]
+            fine = configured(image_size=[int(n) for n in prealign_image_size])
             self.prealign_preprocessing = fine.get_parsed_content("preprocessing")
 
     def __call__(self, fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, float]:

@@ -40,6 +40,8 @@ def test_bad_network_grid_or_weights_are_one_error_line(tmp_path):
         ("--network-image-size", "40,32", "each a positive multiple of 8"),
         ("--network-image-size", "40,32,20", "each a positive multiple of 8"),
         ("--network-image-size", "40,32,x", "as integers"),
+        ("--prealign-image-size", "80,64", "as positive integers"),
+        ("--network-override", "bone_threshold=0.8x", "give KEY=JSON"),
         ("--ckpt", str(tmp_path / "none.pt"), "file not found; give --ckpt"),
     ):
         with pytest.raises(SystemExit, match=f"^error: {option} .*{expected}" if option != "--ckpt" else expected):
