@@ -68,6 +68,7 @@ class NetworkMethod:
         self.net.backbone.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
         self.net.eval()
         self.prealign_preprocessing = None
+        self._last: tuple = (None, None)  # the last pair's rigid map on the network grid, and the pair
         if prealign_image_size is not None:  # the rigid pre-alignment on a finer grid of the same field of view
             fine = configured(image_size=[int(n) for n in prealign_image_size])
             self.prealign_preprocessing = fine.get_parsed_content("preprocessing")
@@ -90,9 +91,15 @@ class NetworkMethod:
                 out = predict_outputs(pair, self.net, rigid=rigid)
                 self.alignment = alignment_change(pair.image, out["ddf"])  # what run inference checks and reports
             ddf = field_to_fixed_grid(out["ddf"], pair.net_affine, pair.fixed_affine, pair.fixed_shape)
-            seconds = time.perf_counter() - start
-            self.rigid = None
-            if "rigid_ddf" in out:
-                rigid = field_to_fixed_grid(out["rigid_ddf"], pair.net_affine, pair.fixed_affine, pair.fixed_shape)
-                self.rigid = rigid.numpy().astype(np.float32)
-            return ddf.numpy().astype(np.float32), seconds
+            self._last = (out.get("rigid_ddf"), pair)  # the rigid map is brought to the fixed grid only when asked for
+            return ddf.numpy().astype(np.float32), time.perf_counter() - start
+
+    @property
+    def rigid(self) -> np.ndarray | None:
+        """The last pair's rigid pre-alignment alone, (3, X, Y, Z) voxels of the fixed grid (None without one)."""
+        rigid, pair = self._last
+        if rigid is None:
+            return None
+        return (
+            field_to_fixed_grid(rigid, pair.net_affine, pair.fixed_affine, pair.fixed_shape).numpy().astype(np.float32)
+        )
