@@ -302,3 +302,29 @@ def test_registration_loss_combines_weighted_terms():
     assert terms["total"].item() == pytest.approx(expected.item())
     perfect = RegistrationLoss("lncc", gamma=0.0)({"warped": fixed, "ddf": torch.zeros_like(ddf)}, {"fixed": fixed})
     assert perfect.item() == pytest.approx(-1.0, abs=1e-3)
+
+
+def test_field_term_weighs_the_bones_as_the_rest_with_region_weighting():
+    """The supervised field term: the mean endpoint error in mm over the grid (``voxel``), or the mean of the
+    regions' means (``region``), where an error on the few bone voxels counts as much as one everywhere else."""
+    fixed = torch.zeros(1, 1, 10, 10, 10)
+    reg_mask = torch.zeros(1, 1, 10, 10, 10)
+    reg_mask[..., :2, :, :] = 2.0  # sliding: 200 voxels
+    reg_mask[..., 5, 5, 5:7] = 1.0  # bone: 2 voxels, 0.2 % of the grid
+    true_ddf = torch.zeros(1, 3, 10, 10, 10)
+    true_ddf[:, 0][reg_mask[:, 0] == 1] = 1.5  # the bones moved 1.5 voxels = 3 mm along x; the field missed it
+    ddf = torch.zeros_like(true_ddf)
+    spacing = (2.0, 1.0, 1.0)
+
+    def field(weighting):
+        loss = RegistrationLoss(gamma=0.0, delta=0.5, field_weighting=weighting)
+        return loss.terms(fixed, fixed, ddf, reg_mask=reg_mask, spacing=spacing, true_ddf=true_ddf)
+
+    voxel, region = field("voxel"), field("region")
+    assert voxel["field"].item() == pytest.approx(3.0 * 2 / 1000, abs=1e-3)
+    assert region["field"].item() == pytest.approx(3.0 / 3, abs=1e-3)  # bone 3 mm, sliding 0, elsewhere 0
+    assert region["total"].item() == pytest.approx(0.5 * region["field"].item(), abs=1e-9)
+    with pytest.raises(ValueError, match="reg_mask"):
+        RegistrationLoss(delta=0.5, field_weighting="region").terms(fixed, fixed, ddf, true_ddf=true_ddf)
+    with pytest.raises(ValueError, match="field_weighting"):
+        RegistrationLoss(delta=0.5, field_weighting="bones")

@@ -71,8 +71,13 @@ def test_evaluation_writes_reports_and_trained_model_beats_identity(trained):
     assert (eval_dir / "pair_000.png").stat().st_size > 10_000
 
 
-def test_unknown_dataset_and_regulariser_are_clear_errors(tmp_path):
-    for override, expected in (("--dataset", "unknown dataset"), ("--regulariser", "mode must be one of")):
+def test_unknown_dataset_regulariser_and_field_weighting_are_one_error_line(tmp_path):
+    cases = (
+        ("--dataset", "unknown dataset"),
+        ("--regulariser", "mode must be one of"),
+        ("--field_weighting", "error: field_weighting must be one of ('voxel', 'region'), got 'nonsense'"),
+    )
+    for override, expected in cases:
         cmd = [
             sys.executable,
             "-m",
@@ -92,6 +97,9 @@ def test_unknown_dataset_and_regulariser_are_clear_errors(tmp_path):
         proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0
         assert expected in proc.stdout + proc.stderr
+        # one error line, no traceback, nothing written
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in proc.stderr
+        assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

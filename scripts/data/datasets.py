@@ -129,7 +129,7 @@ def label_classes(name: str) -> int:
 
 def _check_name(name: str) -> None:
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+        raise InputError(f"unknown dataset {name!r}; choose one of {DATASETS} (--dataset)")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from monai.losses import DiceLoss, LocalNormalizedCrossCorrelationLoss
 from torch import nn
 from torch.nn import functional as F
 
+from scripts.io.errors import InputError
 from scripts.losses.mechanics import (
     Components,
     SpacingLike,
@@ -88,8 +89,9 @@ def _rigidity_term(grad: Components, mode: str) -> torch.Tensor:
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; else an :class:`InputError` (a config option: one ``error:`` line)."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise InputError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
@@ -265,6 +267,10 @@ class RegistrationLoss(nn.Module):
         delta: weight of the supervised ``field`` term, the mean endpoint error (mm with ``spacing``, else voxels)
             against a known field ``true_ddf`` (generated training data). A departure from the paper, which learns
             from the images alone; 0 (default) keeps the paper's loss.
+        field_weighting: how the ``field`` term averages the endpoint error. ``"voxel"`` (default): over the whole
+            grid, so that the bones, a few % of its voxels, hardly count and a smooth field that drags them with the
+            organs costs little. ``"region"``: the mean of the per-region means over the labels of ``reg_mask``
+            (0 elsewhere, 1 bone, 2 sliding) present in the batch, so that the bones weigh as much as the rest.
         regulariser: a :class:`BiomechanicalLoss` (default: the full model).
         lncc_kernel_size: window of the LNCC loss, voxels.
     """
@@ -278,9 +284,11 @@ class RegistrationLoss(nn.Module):
         regulariser: BiomechanicalLoss | None = None,
         lncc_kernel_size: int = 9,
         delta: float = 0.0,
+        field_weighting: str = "voxel",
     ):
         super().__init__()
         similarity = _check_choice("similarity", similarity, ("mse", "lncc"))
+        self.field_weighting = _check_choice("field_weighting", field_weighting, ("voxel", "region"))
         if min(alpha, beta, gamma, delta) < 0:
             raise ValueError(
                 f"loss weights must be non-negative, got alpha={alpha}, beta={beta}, gamma={gamma}, delta={delta}"
@@ -335,10 +343,21 @@ class RegistrationLoss(nn.Module):
             if true_ddf is None:
                 raise ValueError("the field term (delta > 0) needs the known field true_ddf (a generated dataset)")
             sp = as_spacing(spacing, ddf.shape[1], ddf.shape[0], ddf).reshape(*ddf.shape[:2], *[1] * (ddf.ndim - 2))
-            out["field"] = (((ddf - true_ddf) * sp).square().sum(1) + 1e-6).sqrt().mean()
+            error = (((ddf - true_ddf) * sp).square().sum(1) + 1e-6).sqrt()
+            out["field"] = self._field_mean(error, reg_mask)
         out["total"] = self.alpha * out["similarity"] + self.beta * out["dice"] + self.gamma * out["regulariser"]
         out["total"] = out["total"] + self.delta * out["field"]
         return out
+
+    def _field_mean(self, error: torch.Tensor, reg_mask: torch.Tensor | None) -> torch.Tensor:
+        """The mean of the endpoint error ``error`` (B, *S) as ``field_weighting`` says."""
+        if self.field_weighting == "voxel":
+            return error.mean()
+        if reg_mask is None:
+            raise ValueError("field_weighting 'region' needs the regularisation label map reg_mask (0/1/2)")
+        labels = _as_weights(reg_mask, error).round()
+        means = [region_mean(error, (labels == k).to(error.dtype)) for k in labels.unique().tolist()]
+        return torch.stack(means).mean()
 
     def forward(self, pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted total loss (scalar) from the workflow's dicts.
