@@ -3,11 +3,12 @@
 :class:`NetworkMethod` builds the model and its preprocessing from the bundle's configs (``inference.json`` alone:
 the shipped CT model, ``models/model_ct.pt``, or another checkpoint of its grid), writes the
 case's fixed and moving images as NIfTI files, and runs what ``run inference`` runs on them:
-:func:`scripts.inference.predict.load_pair` (the model's own preprocessing), :func:`scripts.inference.predict.predict`
-and :func:`scripts.io.resampling.field_to_fixed_grid`. The field comes back in voxels of the fixed grid, the
-benchmark's convention. Seconds count the whole path (writing the two files excepted). ``alignment`` holds the
-last pair's :func:`scripts.inference.modality.alignment_change` (``mse_before``, ``mse_after``), ``rigid`` its rigid
-pre-alignment alone on the fixed grid (None for a model without one).
+:func:`scripts.inference.predict.load_pair` (the model's own preprocessing), :func:`scripts.inference.predict.predict`,
+the rigid bones of the config's inferer (:class:`scripts.networks.bones.RigidBonesInferer`, on by default; off with
+the override ``rigid_bones=false``) and :func:`scripts.io.resampling.field_to_fixed_grid`. The field comes back in
+voxels of the fixed grid, the benchmark's convention. Seconds count the whole path (writing the two files excepted).
+``alignment`` holds the last pair's :func:`scripts.inference.modality.alignment_change` (``mse_before``,
+``mse_after``), ``rigid`` its rigid pre-alignment alone on the fixed grid (None for a model without one).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
+from scripts.networks.bones import RigidBonesInferer
 from scripts.inference.modality import alignment_change
 from scripts.inference.predict import load_pair, net_spacing, predict_outputs
 from scripts.io.errors import InputError
@@ -67,8 +69,10 @@ class NetworkMethod:
         state = read_checkpoint(self.ckpt)
         self.net.backbone.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
         self.net.eval()
+        inferer = parser.get_parsed_content("inferer")
+        self.bones = inferer if isinstance(inferer, RigidBonesInferer) and inferer.enabled else None
         self.prealign_preprocessing = None
-        self._last: tuple = (None, None)  # the last pair's rigid map on the network grid, and the pair
+        self._last: tuple = (None, None, None)  # the last pair's rigid map, the network grid's affine, the pair
         if prealign_image_size is not None:  # the rigid pre-alignment on a finer grid of the same field of view
             fine = configured(image_size=[int(n) for n in prealign_image_size])
             self.prealign_preprocessing = fine.get_parsed_content("preprocessing")
@@ -81,7 +85,9 @@ class NetworkMethod:
                 paths[role] = str(Path(tmp) / f"{role}.nii.gz")
                 nib.save(nib.Nifti1Image(np.round(volume).astype(np.int16), affine), paths[role])
             start = time.perf_counter()
-            pair = load_pair({"fixed": paths["fixed"], "moving": paths["moving"]}, self.preprocessing)
+            pair = load_pair(
+                {"fixed": paths["fixed"], "moving": paths["moving"]}, self.preprocessing, self.bones is not None
+            )
             with torch.no_grad():
                 rigid = None
                 if self.prealign_preprocessing is not None:
@@ -90,16 +96,16 @@ class NetworkMethod:
                     rigid = self.net.prealign(image[:, :1], image[:, 1:2], net_spacing(fine))
                 out = predict_outputs(pair, self.net, rigid=rigid)
                 self.alignment = alignment_change(pair.image, out["ddf"])  # what run inference checks and reports
+                self._last = (out.get("rigid_ddf"), pair.net_affine, pair)  # brought to the fixed grid when asked
+                if self.bones is not None:
+                    out = self.bones.blend(out, pair)  # the field on the bones' grid, pair.net_affine set to it
             ddf = field_to_fixed_grid(out["ddf"], pair.net_affine, pair.fixed_affine, pair.fixed_shape)
-            self._last = (out.get("rigid_ddf"), pair)  # the rigid map is brought to the fixed grid only when asked for
             return ddf.numpy().astype(np.float32), time.perf_counter() - start
 
     @property
     def rigid(self) -> np.ndarray | None:
         """The last pair's rigid pre-alignment alone, (3, X, Y, Z) voxels of the fixed grid (None without one)."""
-        rigid, pair = self._last
+        rigid, net_affine, pair = self._last
         if rigid is None:
             return None
-        return (
-            field_to_fixed_grid(rigid, pair.net_affine, pair.fixed_affine, pair.fixed_shape).numpy().astype(np.float32)
-        )
+        return field_to_fixed_grid(rigid, net_affine, pair.fixed_affine, pair.fixed_shape).numpy().astype(np.float32)

@@ -357,7 +357,8 @@ class RegistrationWriter:
         self._marks[name] = time.perf_counter()
 
     def _write_pair(self, engine: Engine) -> None:
-        pair, ddf = engine.state.output[Keys.LABEL], engine.state.output[Keys.PRED]["ddf"]
+        pair, pred = engine.state.output[Keys.LABEL], engine.state.output[Keys.PRED]
+        ddf = pred["ddf"]
         predicted = time.perf_counter()
         row = finish_pair(
             pair,
@@ -372,7 +373,8 @@ class RegistrationWriter:
             learn2reg_labels=self.learn2reg_labels,
         )
         network_field = "refinement" not in pair.report  # the refinement's field lies on a grid of its own
-        if network_field and (alignment := check_alignment(pair.name, pair.image, ddf)) is not None:
+        network_ddf = pred.get("network_ddf", ddf)  # with rigid bones (scripts/networks/bones.py) the network's own
+        if network_field and (alignment := check_alignment(pair.name, pair.image, network_ddf)) is not None:
             row["alignment"] = alignment
         now = time.perf_counter()
         if "loaded" in self._marks:

@@ -10,7 +10,9 @@ A displacement in voxels of a grid has channel k along array axis k and maps a v
 - :func:`resample_to_grid`: a preprocessed image onto another image's grid (the moving image onto the fixed
   image's network grid when the two lie on different grids; training and inference share it);
 - :func:`field_to_fixed_grid`: the network's displacement (network voxels) -> voxels of the fixed image's native grid;
-- :func:`physical_displacement`, :func:`warp_to_fixed`.
+- :func:`physical_displacement`, :func:`warp_to_fixed`;
+- :func:`coarse_grid`, :func:`area_resize`: a coarser grid over the same box, and a volume averaged onto it (the
+  refinement's grid, the rigid bones' grid).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ __all__ = [
     "field_to_fixed_grid",
     "physical_displacement",
     "warp_to_fixed",
+    "coarse_grid",
+    "area_resize",
 ]
 
 
@@ -198,3 +202,26 @@ def warp_to_fixed(
     coords = index_map(to_moving, fixed_shape, ddf_vox)
     out, inside = sample_volume(data, coords, fixed_shape, mode=mode, fill=fill)
     return out[0], inside
+
+
+def coarse_grid(shape: Sequence[int], affine: np.ndarray, grid_mm: float | None) -> tuple[tuple[int, ...], np.ndarray]:
+    """The grid covering the same box as (``shape``, ``affine``) with about ``grid_mm`` per voxel (voxel edges
+    aligned, as MONAI's ``Resize``; an axis already coarser keeps its voxels): (shape, affine)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if grid_mm is None:
+        return tuple(int(n) for n in shape), affine
+    out = tuple(max(2, min(int(n), int(round(n * s / float(grid_mm))))) for n, s in zip(shape, spacing))
+    scale = np.array(shape, dtype=np.float64) / np.array(out, dtype=np.float64)
+    new = affine.copy()
+    new[:3, :3] = affine[:3, :3] @ np.diag(scale)
+    new[:3, 3] = affine[:3, :3] @ ((scale - 1.0) / 2.0) + affine[:3, 3]
+    return out, new
+
+
+def area_resize(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """(X, Y, Z) -> ``shape`` over the same box: area averaging (every output voxel averages the input voxels it
+    covers)."""
+    if tuple(volume.shape) == tuple(shape):
+        return volume.float()
+    return F.interpolate(volume[None, None].float(), size=tuple(shape), mode="area")[0, 0]

@@ -34,14 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.inferers import Inferer
 
 from scripts.evaluation.metrics import folding_from_det
 from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
 from scripts.io.options import parse_flag
-from scripts.io.resampling import field_to_fixed_grid, warp_to_fixed
+from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
@@ -57,7 +56,7 @@ from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import RIGID, SLIDING
 
-__all__ = ["RefinementInferer", "coarse_grid", "FOLD_WARNING_PERCENT"]
+__all__ = ["RefinementInferer", "FOLD_WARNING_PERCENT"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,29 +73,6 @@ def fold_percent_off_band(ddf: torch.Tensor, reg_mask: torch.Tensor | None) -> f
 
 INTENSITIES = ("ct", "minmax")
 SEGMENT_CHOICES = ("if_available", "always", "never")
-
-
-def coarse_grid(shape: Sequence[int], affine: np.ndarray, grid_mm: float | None) -> tuple[tuple[int, ...], np.ndarray]:
-    """The grid covering the same box as (``shape``, ``affine``) with about ``grid_mm`` per voxel (voxel edges
-    aligned, as MONAI's ``Resize``; an axis already coarser keeps its voxels): (shape, affine)."""
-    affine = np.asarray(affine, dtype=np.float64)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    if grid_mm is None:
-        return tuple(int(n) for n in shape), affine
-    out = tuple(max(2, min(int(n), int(round(n * s / float(grid_mm))))) for n, s in zip(shape, spacing))
-    scale = np.array(shape, dtype=np.float64) / np.array(out, dtype=np.float64)
-    new = affine.copy()
-    new[:3, :3] = affine[:3, :3] @ np.diag(scale)
-    new[:3, 3] = affine[:3, :3] @ ((scale - 1.0) / 2.0) + affine[:3, 3]
-    return out, new
-
-
-def _area(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """(X, Y, Z) -> ``shape`` over the same box: area averaging (every output voxel averages the input voxels it
-    covers)."""
-    if tuple(volume.shape) == tuple(shape):
-        return volume.float()
-    return F.interpolate(volume[None, None].float(), size=tuple(shape), mode="area")[0, 0]
 
 
 def _normalise(volume: torch.Tensor, intensity: str, window: Sequence[float]) -> torch.Tensor:
@@ -309,9 +285,9 @@ class RefinementInferer(Inferer):
             init = field_to_fixed_grid(out["ddf"], pair.net_affine, affine, shape)[None]
             if self.network_start == "cavity" and "rigid_ddf" in out:
                 rigid = field_to_fixed_grid(out["rigid_ddf"], pair.net_affine, affine, shape)[None]
-        fixed_hu = _area(pair.fixed, shape)
+        fixed_hu = area_resize(pair.fixed, shape)
         m_shape, m_affine = coarse_grid(pair.moving.shape, pair.moving_affine, self.grid_mm)
-        moving_coarse = _area(pair.moving, m_shape)
+        moving_coarse = area_resize(pair.moving, m_shape)
         moving_hu, _ = warp_to_fixed(moving_coarse, m_affine, affine, shape, None, fill=float(moving_coarse.min()))
         fixed = _normalise(fixed_hu, self.intensity, self.hu_window)
         moving = _normalise(moving_hu, self.intensity, self.hu_window)
