@@ -141,7 +141,8 @@ def run_method(
         if method == "network":
             return ddf, seconds, None
         rigid = refine_kwargs["network"].rigid
-        init = (_t(ddf), seconds, None if rigid is None else _t(rigid))
+        start = refine_kwargs["network"].network_field  # refine.json starts from the field without rigid bones
+        init = (_t(start), seconds, None if rigid is None else _t(rigid))
         method = "refine_full"
         refine_kwargs = {**refine_kwargs, "iterations": refine_kwargs["network_refine_iterations"]}
     if method == "none":

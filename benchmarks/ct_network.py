@@ -72,7 +72,7 @@ class NetworkMethod:
         inferer = parser.get_parsed_content("inferer")
         self.bones = inferer if isinstance(inferer, RigidBonesInferer) and inferer.enabled else None
         self.prealign_preprocessing = None
-        self._last: tuple = (None, None, None)  # the last pair's rigid map, the network grid's affine, the pair
+        self._last: tuple = (None, None, None, None)  # the last pair's rigid map, network grid affine, pair, field
         if prealign_image_size is not None:  # the rigid pre-alignment on a finer grid of the same field of view
             fine = configured(image_size=[int(n) for n in prealign_image_size])
             self.prealign_preprocessing = fine.get_parsed_content("preprocessing")
@@ -96,7 +96,7 @@ class NetworkMethod:
                     rigid = self.net.prealign(image[:, :1], image[:, 1:2], net_spacing(fine))
                 out = predict_outputs(pair, self.net, rigid=rigid)
                 self.alignment = alignment_change(pair.image, out["ddf"])  # what run inference checks and reports
-                self._last = (out.get("rigid_ddf"), pair.net_affine, pair)  # brought to the fixed grid when asked
+                self._last = (out.get("rigid_ddf"), pair.net_affine, pair, out["ddf"])  # to the fixed grid when asked
                 if self.bones is not None:
                     out = self.bones.blend(out, pair)  # the field on the bones' grid, pair.net_affine set to it
             ddf = field_to_fixed_grid(out["ddf"], pair.net_affine, pair.fixed_affine, pair.fixed_shape)
@@ -105,7 +105,14 @@ class NetworkMethod:
     @property
     def rigid(self) -> np.ndarray | None:
         """The last pair's rigid pre-alignment alone, (3, X, Y, Z) voxels of the fixed grid (None without one)."""
-        rigid, net_affine, pair = self._last
+        rigid, net_affine, pair, _ = self._last
         if rigid is None:
             return None
         return field_to_fixed_grid(rigid, net_affine, pair.fixed_affine, pair.fixed_shape).numpy().astype(np.float32)
+
+    @property
+    def network_field(self) -> np.ndarray:
+        """The last pair's network field without rigid bones, (3, X, Y, Z) voxels of the fixed grid: the start of
+        ``configs/refine.json`` with ``--ckpt_path`` (its network inferer has no rigid bones)."""
+        _, net_affine, pair, ddf = self._last
+        return field_to_fixed_grid(ddf, net_affine, pair.fixed_affine, pair.fixed_shape).numpy().astype(np.float32)
