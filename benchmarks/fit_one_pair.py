@@ -2,7 +2,8 @@
 
 A network that registers unseen pairs badly after a training run either cannot represent the motion (too small, too
 coarse, an optimiser that does not move it) or has not seen enough pairs to generalise. This script separates the two:
-it trains the configs' ``registration_net`` on the first pair of the training split alone, with the known field as
+it trains the configs' ``registration_net`` on the first pair of the training split alone (aligned on its bones first
+when the configs' network has the rigid pre-alignment, as the CT preset's), with the known field as
 the only loss (mean endpoint error, mm, over the grid: the ``delta`` term of
 :class:`scripts.losses.biomechanical.RegistrationLoss`), Adam at the configs' learning rate, and prints the endpoint
 error as it falls, against no registration::
@@ -52,10 +53,15 @@ def fit_one_pair(configs: str, overrides: dict, iterations: int = 300, every: in
         )
         return terms["field"]
 
+    kwargs = {}
+    if net.prealign is not None:  # the CT preset aligns each pair on its bones first: found once, kept
+        spacing = targets["spacing"]
+        with torch.no_grad():
+            kwargs = {"spacing": spacing, "rigid": net.prealign(pair[:, :1], pair[:, 1:2], spacing)}
     optimiser = torch.optim.Adam(net.parameters(), lr)
     curve = []
     for it in range(iterations + 1):
-        epe = endpoint_error(net(pair)["ddf"])
+        epe = endpoint_error(net(pair, **kwargs)["ddf"])
         if it % every == 0 or it == iterations:
             curve.append((it, float(epe.detach())))
             print(f"iteration {it}: endpoint error {float(epe.detach()):.3f} mm  {time.strftime('%X')}", flush=True)

@@ -6,10 +6,11 @@ SMALL = '{"image_size": [32, 32, 16], "channels": [4, 8, 16], "strides": [2, 2],
 
 
 def test_a_small_network_fits_one_generated_pair_and_the_last_line_says_so(capsys):
-    result = main(["--override", SMALL, "--iterations", "40", "--every", "20", "--threads", "1"])
+    result = main(["--override", SMALL, "--iterations", "60", "--every", "30", "--threads", "1"])
     (_, start), (_, end) = result["curve"][0], result["curve"][-1]
-    assert [it for it, _ in result["curve"]] == [0, 20, 40]
-    # measured: 9.37 -> 2.20 and 9.40 -> 1.95 mm in two runs, none 5.43
+    assert [it for it, _ in result["curve"]] == [0, 30, 60]
+    # measured (bundle 0.9.6's preset: real-density bones, the pair aligned on its bones first): 10.04 -> 1.63 mm
+    # and 7.07 -> 1.41 mm in two runs, none 5.43; 40 iterations left 2.76 mm
     assert end < 0.5 * result["none"] and end < 0.5 * start, result
     last = capsys.readouterr().out.strip().splitlines()[-1].split()
-    assert last[:2] == ["FIT", "40"] and float(last[3]) == round(end, 3)
+    assert last[:2] == ["FIT", "60"] and float(last[3]) == round(end, 3)
