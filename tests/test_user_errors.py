@@ -364,6 +364,18 @@ def test_a_bad_true_false_value_names_the_option(tmp_path, phantom):
     assert "--resume" in msg and "--resume auto" in msg, msg
 
 
+def test_bad_rigid_bones_options_name_the_option_before_any_output(tmp_path):
+    pair = _tiny_pair(tmp_path / "in")
+    out = tmp_path / "out"
+    for option, value, expected in (
+        ("rigid_bones_hu", "bright", "--rigid_bones_hu 'bright': give a number of HU or auto"),
+        ("rigid_bones_mm", [3.0, 0.0], "--rigid_bones_mm [3.0, 0.0]: give [near, fall] in mm"),
+        ("rigid_bones", "maybe", "option --rigid_bones: 'maybe' is not one of true, false"),
+    ):
+        assert expected in infer_error(tmp_path, **pair, output_dir=str(out), **{option: value})
+        assert not out.exists()
+
+
 # --------------------------------------------------------------------------------------------- the command lines
 def subprocess_env() -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
