@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.networks.bones import RigidBonesInferer
 from scripts.inference.modality import alignment_change
 from scripts.inference.predict import load_pair, net_spacing, predict_outputs
 from scripts.io.errors import InputError
 from scripts.io.resampling import field_to_fixed_grid
 from scripts.io.weights import check_checkpoint, read_checkpoint
+from scripts.networks.bones import RigidBonesInferer
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("inference.json",)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from scripts.networks.bones import RigidBonesInferer, bone_threshold_hu, bone_weight
 from scripts.io.errors import InputError
+from scripts.networks.bones import RigidBonesInferer, bone_threshold_hu, bone_weight
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,10 @@ def test_the_automatic_threshold_follows_the_soft_tissue_of_a_contrast_enhanced_
 
 
 def _pair(shape=(24, 20, 16), spacing=3.0):
-    """A fixed image of soft tissue with a block of bone, on a grid of 3 mm; its network grid is half as fine."""
-    fixed = torch.zeros(shape)
+    """A fixed CT (air around a body of soft tissue with a block of bone) on a grid of 3 mm; its network grid is half
+    as fine."""
+    fixed = torch.full(shape, -1000.0)
+    fixed[1:-1, 1:-1, 1:-1] = 40.0
     fixed[4:8, 4:8, 4:8] = 300.0
     affine = np.diag([spacing] * 3 + [1.0])
     net_shape = tuple(n // 2 for n in shape)
@@ -91,6 +93,10 @@ def test_the_bones_take_the_rigid_map_and_the_rest_keeps_the_network_field():
         assert inferer.blend(outputs, again) is outputs and again.report == {}
     with pytest.raises(ValueError, match="keep_fixed"):
         RigidBonesInferer(None).blend(out, None)
+    # a fixed image that is not in HU (here the CT scaled to [0, 1], as an MR image would be): no rigid bones
+    scaled = _pair()
+    scaled.fixed = (scaled.fixed + 1000.0) / 1400.0
+    assert RigidBonesInferer(None).blend(out, scaled) is out and "skipped" in scaled.report["rigid_bones"]
 
 
 @pytest.mark.skipif(not (BUNDLE_ROOT / "models" / "model_ct.pt").is_file(), reason="no shipped CT model")

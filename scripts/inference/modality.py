@@ -37,6 +37,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from scripts.networks.bones import hounsfield_like
 from scripts.networks.registration import CachedGridWarp
 
 __all__ = ["TRAINED_ON", "looks_like_ct", "check_modality", "alignment_change", "check_alignment"]
@@ -49,9 +50,9 @@ SYNTHETIC_CONFIGS = "--config_file \"['configs/inference.json','configs/syntheti
 
 
 def looks_like_ct(path: str | Path, slices: int = 5) -> bool | None:
-    """True when the image's intensities are CT Hounsfield units (air or lung below -500 HU in the 1st percentile,
-    nothing below -1100 HU beyond the 1st percentile); False when they are not; None for a file that is not NIfTI or
-    cannot be read."""
+    """True when the image's intensities are CT Hounsfield units (a few slices through
+    :func:`scripts.networks.bones.hounsfield_like`: air or lung below -500 HU in the 1st percentile, nothing below
+    -1100 HU beyond it); False when they are not; None for a file that is not NIfTI or cannot be read."""
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return None
@@ -62,11 +63,9 @@ def looks_like_ct(path: str | Path, slices: int = 5) -> bool | None:
         sample = np.concatenate([np.asarray(proxy[:, :, int(k)], dtype=np.float32).ravel() for k in picks])
     except Exception:  # an unreadable file is reported by the checks of the run, not here
         return None
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
+    if not np.isfinite(sample).any():
         return None
-    low, high = np.percentile(sample, [1, 99.9])
-    return bool(-1100.0 <= low <= -500.0 and high <= 4000.0)
+    return hounsfield_like(sample)
 
 
 def _images(entries: Iterable[Mapping[str, Any]], max_images: int) -> list[str]:

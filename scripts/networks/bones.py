@@ -23,7 +23,8 @@ phase (the DICOM series of ../shared/data: liver median 93, p90 112; there a fix
 ``hu="auto"`` (the default) takes ``max(100, median + 60)`` HU, the median over the fixed image's voxels between 0
 and 250 HU (mostly soft tissue): 100 HU on the held-out CT and the generated phantoms, 133 HU on that DICOM series
 (the liver then nowhere rigid, 90 % of the bones' voxels rigid). Limits: an enhanced aorta (150-250 HU) lies above
-any such threshold and moves with the bones (it lies on the spine); all bones share one rigid map.
+any such threshold and moves with the bones (it lies on the spine); all bones share one rigid map. A fixed image
+that is not in HU (:func:`hounsfield_like`: an MR image, a rescaled CT) gets the network's field as it is.
 """
 
 from __future__ import annotations
@@ -38,10 +39,22 @@ from scipy import ndimage
 from scripts.io.errors import InputError
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid
 
-__all__ = ["bone_threshold_hu", "bone_weight", "RigidBonesInferer"]
+__all__ = ["hounsfield_like", "bone_threshold_hu", "bone_weight", "RigidBonesInferer"]
 
 
 AUTO_FLOOR_HU, AUTO_ABOVE_SOFT_HU = 100.0, 60.0
+
+
+def hounsfield_like(values: np.ndarray) -> bool:
+    """True when ``values`` (any shape; NaN / Inf ignored) are CT Hounsfield units: air or lung below -500 HU in the
+    1st percentile, nothing below -1100 HU beyond it, nothing above 4000 HU below the 99.9th percentile. An MR image or
+    a rescaled CT is not: its "bones" by HU would be anything bright."""
+    sample = np.asarray(values, dtype=np.float32).ravel()
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return False
+    low, high = np.percentile(sample, [1, 99.9])
+    return bool(-1100.0 <= low <= -500.0 and high <= 4000.0)
 
 
 def bone_threshold_hu(fixed_hu: np.ndarray, hu: float | str = "auto") -> float:
@@ -116,8 +129,11 @@ class RigidBonesInferer(Inferer):
                 "InferencePairDataset(keep_fixed=True), as configs/inference.json does"
             )
         shape, affine = coarse_grid(pair.fixed_shape, pair.fixed_affine, self.grid_mm)
-        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         fixed_hu = area_resize(pair.fixed, shape).numpy()
+        if not hounsfield_like(fixed_hu):  # the modality check has warned (scripts/inference/modality.py)
+            pair.report["rigid_bones"] = {"skipped": "the fixed image is not in Hounsfield units"}
+            return out
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         threshold = bone_threshold_hu(fixed_hu, self.hu)
         weight = bone_weight(fixed_hu, spacing, threshold, self.near_mm, self.fall_mm)
         ddf = field_to_fixed_grid(out["ddf"], pair.net_affine, affine, shape)
