@@ -370,6 +370,7 @@ def test_bad_rigid_bones_options_name_the_option_before_any_output(tmp_path):
     for option, value, expected in (
         ("rigid_bones_hu", "bright", "--rigid_bones_hu 'bright': give a number of HU or auto"),
         ("rigid_bones_mm", [3.0, 0.0], "--rigid_bones_mm [3.0, 0.0]: give [near, fall] in mm"),
+        ("rigid_bones_mm", [3.0], "--rigid_bones_mm [3.0]: give [near, fall] in mm"),
         ("rigid_bones", "maybe", "option --rigid_bones: 'maybe' is not one of true, false"),
     ):
         assert expected in infer_error(tmp_path, **pair, output_dir=str(out), **{option: value})

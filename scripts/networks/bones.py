@@ -29,6 +29,7 @@ that is not in HU (:func:`hounsfield_like`: an MR image, a rescaled CT) gets the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,8 @@ class RigidBonesInferer(Inferer):
     Args:
         network_inferer: the inferer that runs the network.
         enabled: False: the network's outputs as they are.
-        hu, near_mm, fall_mm: see :func:`bone_weight` (``hu``: a number of HU or ``"auto"``).
+        hu: see :func:`bone_weight` (a number of HU or ``"auto"``).
+        mm: ``[near_mm, fall_mm]`` of :func:`bone_weight` (``--rigid_bones_mm``).
         grid_mm: voxel size of the bones' grid, mm (None: the fixed image's grid).
     """
 
@@ -106,13 +108,16 @@ class RigidBonesInferer(Inferer):
         network_inferer: Inferer,
         enabled: bool = True,
         hu: float | str = "auto",
-        near_mm: float = 3.0,
-        fall_mm: float = 6.0,
+        mm: Sequence[float] = (3.0, 6.0),
         grid_mm: float | None = 3.0,
     ):
         super().__init__()
         self.network_inferer, self.enabled = network_inferer, bool(enabled)
-        self.hu, self.near_mm, self.fall_mm = hu, float(near_mm), float(fall_mm)
+        try:
+            near_mm, fall_mm = (float(v) for v in mm)
+        except (TypeError, ValueError):
+            raise InputError(f"--rigid_bones_mm {mm!r}: give [near, fall] in mm, e.g. [3, 6] (the default)") from None
+        self.hu, self.near_mm, self.fall_mm = hu, near_mm, fall_mm
         self.grid_mm = None if grid_mm is None else float(grid_mm)
         bone_weight(np.zeros((1, 1, 1)), (1.0, 1.0, 1.0), self.hu, self.near_mm, self.fall_mm)  # checks the values
 
