@@ -12,8 +12,9 @@ no training set draws); ``<case>-cranial``: the same case breathing the other wa
 breath); the tables start with the means over the cases of each kind. Every method registers moving -> fixed on the
 fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared with the true one:
 
-- endpoint error (mm, mean and 95th percentile) over the body, the organs (cavity contents), the bones and a band
-  of ``--band-mm`` on both sides of the true cavity wall;
+- endpoint error (mm, mean and 95th percentile) over the body, the organs (cavity contents), the bones, a band
+  of ``--band-mm`` on both sides of the true cavity wall, and the body outside the cavity, bones excluded
+  (``outside``: muscle, fat and skin, which move with the wall and the patient, not with the breath);
 - Dice of the warped moving segmentation (nearest) against the fixed one: mean over the organ labels and over the
   bone labels present in the fixed image (>= 50 voxels);
 - organ motion recovered: sum(u . u_true) / sum(|u_true|^2) over the organs (mm): the share of the organs' true
@@ -223,7 +224,8 @@ def _dice(a: np.ndarray, b: np.ndarray, labels) -> float:
 
 
 def case_regions(case: dict, band_mm: float) -> dict[str, np.ndarray]:
-    """Evaluation regions (bool (X, Y, Z)) from the TRUE geometry: body, organs, bones, band around the wall."""
+    """Evaluation regions (bool (X, Y, Z)) from the TRUE geometry: body, organs, bones, band around the wall, the body
+    outside the cavity (bones excluded) and the body seen from the moving image."""
     cav, spacing = case["cavity"], case["spacing"]
     body = body_mask(case["fixed"])
     d_in = ndi.distance_transform_edt(cav, sampling=spacing)
@@ -234,7 +236,15 @@ def case_regions(case: dict, band_mm: float) -> dict[str, np.ndarray]:
     # recover the rest: what moved in from outside the field of view, a slab as deep as the motion at its ends)
     target = np.stack(np.meshgrid(*[np.arange(n) for n in cav.shape], indexing="ij")) + case["ddf"]
     inside = np.all((target >= 0) & (target <= np.array(cav.shape)[:, None, None, None] - 1), axis=0)
-    return {"body": body, "organs": organs, "bones": case["bones"], "band": band, "body_seen": body & inside}
+    outside = body & ~cav & ~case["bones"]
+    return {
+        "body": body,
+        "organs": organs,
+        "bones": case["bones"],
+        "band": band,
+        "outside": outside,
+        "body_seen": body & inside,
+    }
 
 
 def evaluate(

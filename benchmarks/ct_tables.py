@@ -17,6 +17,7 @@ COLUMNS = [
     ("epe95_bones", "p95 bones"),
     ("epe_band", "EPE band"),
     ("epe95_band", "p95 band"),
+    ("epe_outside", "EPE outside cavity"),
     ("dice_organs", "Dice organs"),
     ("dice_bones", "Dice bones"),
     ("rigidity", "rigidity err"),

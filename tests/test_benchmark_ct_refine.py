@@ -81,7 +81,8 @@ def test_network_on_another_grid(tmp_path):
 
 def test_seen_region_and_metrics_leave_out_what_moved_in_from_outside_the_image():
     """body_seen: the body voxels whose true correspondence lies inside the moving grid; on it the true field has no
-    error and its full slip; a field that is wrong only where nothing can be seen has no error there."""
+    error and its full slip; a field that is wrong only where nothing can be seen has no error there. outside: the
+    body outside the true cavity without its bones (the wall's tissue)."""
     import numpy as np
 
     case = bench.build_case("phantom0")
@@ -90,10 +91,16 @@ def test_seen_region_and_metrics_leave_out_what_moved_in_from_outside_the_image(
     target = np.stack(np.meshgrid(*[np.arange(n) for n in seen.shape], indexing="ij")) + case["ddf"]
     outside = np.any((target < 0) | (target > np.array(seen.shape)[:, None, None, None] - 1), axis=0)
     assert (seen == (body & ~outside)).all() and 0 < (body & outside).sum() < 0.2 * body.sum()
+    wall_tissue = regions["outside"]  # the body outside the true cavity, its bones left out
+    assert (wall_tissue == (body & ~case["cavity"] & ~case["bones"])).all() and 0.1 < wall_tissue.mean() / body.mean()
     wrong_unseen = np.where(outside[None], case["ddf"] + 5.0, case["ddf"])  # off by 5 voxels where unseen
     row = bench.evaluate(wrong_unseen, case, regions)
     assert row["epe_body_seen"] == pytest.approx(0.0, abs=1e-6) and row["epe_body"] > 0.1
-    assert bench.evaluate(case["ddf"], case, regions)["slip_seen"] == pytest.approx(1.0, abs=1e-4)
+    true_row = bench.evaluate(case["ddf"], case, regions)
+    assert true_row["slip_seen"] == pytest.approx(1.0, abs=1e-4) and true_row["epe_outside"] == pytest.approx(
+        0, abs=1e-6
+    )
+    assert row["epe_outside"] > 0.1  # the field is wrong on the unseen body voxels, some of them outside the cavity
 
 
 def test_a_cranial_case_is_the_same_case_breathing_the_other_way():
