@@ -225,7 +225,7 @@ def _dice(a: np.ndarray, b: np.ndarray, labels) -> float:
 
 def case_regions(case: dict, band_mm: float) -> dict[str, np.ndarray]:
     """Evaluation regions (bool (X, Y, Z)) from the TRUE geometry: body, organs, bones, band around the wall, the body
-    outside the cavity (bones excluded) and the body seen from the moving image."""
+    outside the cavity (bones excluded), and the body and the band seen from the moving image."""
     cav, spacing = case["cavity"], case["spacing"]
     body = body_mask(case["fixed"])
     d_in = ndi.distance_transform_edt(cav, sampling=spacing)
@@ -244,6 +244,7 @@ def case_regions(case: dict, band_mm: float) -> dict[str, np.ndarray]:
         "band": band,
         "outside": outside,
         "body_seen": body & inside,
+        "band_seen": band & inside,
     }
 
 

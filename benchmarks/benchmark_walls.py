@@ -44,6 +44,7 @@ from scripts.synthesis.walls import SEG_PERTURBATIONS, WALL_VARIANTS, draw_wall,
 
 ANATOMIES = ("ct", "phantom")
 KEYS = ("slip", "epe_band", "epe_body", "rigidity", "fold_pct_off_band", "seconds", "slip_seen", "epe_body_seen")
+KEYS += ("epe_band_seen",)
 
 
 def anatomy(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,14 +97,14 @@ def summarise(rows: list[dict]) -> dict[str, float]:
 def markdown(summary: dict) -> str:
     lines = [
         "| anatomy | wall | segmentation | slip | band EPE | body EPE | bone rigidity | fold % off band | s "
-        "| slip, seen | body EPE, seen |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| slip, seen | body EPE, seen | band EPE, seen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, wall, pert), m in summary.items():
         lines.append(
             f"| {name} | {wall} | {pert} | {100 * m['slip']:.0f} % | {m['epe_band']:.2f} | {m['epe_body']:.2f} | "
             f"{m['rigidity']:.4f} | {m['fold_pct_off_band']:.3f} | {m['seconds']:.1f} | {100 * m['slip_seen']:.0f} % | "
-            f"{m['epe_body_seen']:.2f} |"
+            f"{m['epe_body_seen']:.2f} | {m['epe_band_seen']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -81,8 +81,8 @@ def test_network_on_another_grid(tmp_path):
 
 def test_seen_region_and_metrics_leave_out_what_moved_in_from_outside_the_image():
     """body_seen: the body voxels whose true correspondence lies inside the moving grid; on it the true field has no
-    error and its full slip; a field that is wrong only where nothing can be seen has no error there. outside: the
-    body outside the true cavity without its bones (the wall's tissue)."""
+    error and its full slip; a field that is wrong only where nothing can be seen has no error there (nor on the band
+    seen, band_seen). outside: the body outside the true cavity without its bones (the wall's tissue)."""
     import numpy as np
 
     case = bench.build_case("phantom0")
@@ -96,6 +96,10 @@ def test_seen_region_and_metrics_leave_out_what_moved_in_from_outside_the_image(
     wrong_unseen = np.where(outside[None], case["ddf"] + 5.0, case["ddf"])  # off by 5 voxels where unseen
     row = bench.evaluate(wrong_unseen, case, regions)
     assert row["epe_body_seen"] == pytest.approx(0.0, abs=1e-6) and row["epe_body"] > 0.1
+    assert (regions["band_seen"] == (regions["band"] & seen)).all() and regions["band_seen"].sum() < regions[
+        "band"
+    ].sum()
+    assert row["epe_band_seen"] == pytest.approx(0.0, abs=1e-6) and row["epe_band"] > 0.01
     true_row = bench.evaluate(case["ddf"], case, regions)
     assert true_row["slip_seen"] == pytest.approx(1.0, abs=1e-4) and true_row["epe_outside"] == pytest.approx(
         0, abs=1e-6
