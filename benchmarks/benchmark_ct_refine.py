@@ -72,6 +72,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_LR,
     SECOND_PASS_SNAP_MM,
+    SECOND_PASS_STEP_START,
     second_pass,
 )
 from scripts.refinement.start import START_MODES, network_start
@@ -90,7 +91,7 @@ HU_WINDOW = (-1200.0, 400.0)
 # options of cavity_regions, not of refine_pair
 REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm", "unlabelled_bone_hu")
 # the second pass of the refinement (scripts/refinement/second_pass.py), as configs/refine.json runs it
-SECOND_KEYS = ("second_iterations", "second_snap_mm", "second_lr", "second_band_fold_weight")
+SECOND_KEYS = ("second_iterations", "second_snap_mm", "second_lr", "second_band_fold_weight", "second_step_start")
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
@@ -199,6 +200,7 @@ def run_method(
                 iterations=second,
                 lr=float(refine_kwargs.get("second_lr", SECOND_PASS_LR)),
                 band_fold_weight=float(refine_kwargs.get("second_band_fold_weight", SECOND_PASS_BAND_FOLD_WEIGHT)),
+                step_start=bool(refine_kwargs.get("second_step_start", SECOND_PASS_STEP_START)),
             )
             band = mask == 2
         return ddf[0].numpy(), time.perf_counter() - start, band
@@ -311,6 +313,8 @@ def main(argv=None) -> dict:
     second_help = f"iterations of the second pass (default {SECOND_PASS_ITERATIONS}, as configs/refine.json; 0: none)"
     p.add_argument("--second-iterations", type=int, default=None, help=second_help)
     p.add_argument("--second-snap-mm", type=float, default=None, help="how far the second pass may move the wall")
+    step_help = f"the second pass starts from a step at its wall (default {str(SECOND_PASS_STEP_START).lower()})"
+    p.add_argument("--second-step-start", choices=("true", "false"), default=None, help=step_help)
     p.add_argument("--elastix-iterations", type=int, default=300)
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
     p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
@@ -333,6 +337,8 @@ def main(argv=None) -> dict:
     for key in ("gamma", "smooth", "lr", "grid_mm", "lncc_kernel", "second_iterations", "second_snap_mm"):
         if getattr(args, key) is not None:
             refine_kwargs[key] = getattr(args, key)
+    if args.second_step_start is not None:
+        refine_kwargs["second_step_start"] = args.second_step_start == "true"
     if args.wall_band_mm is not None:
         refine_kwargs["band_mm"] = args.wall_band_mm
     if args.closing_mm is not None:

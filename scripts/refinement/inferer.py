@@ -48,6 +48,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_LR,
     SECOND_PASS_SNAP_MM,
+    SECOND_PASS_STEP_START,
     second_pass,
 )
 from scripts.refinement.similarity import SIMILARITIES
@@ -140,6 +141,8 @@ class RefinementInferer(Inferer):
         second_lr: the step of the second pass's Adam iterations.
         second_band_fold_weight: the fold barrier's weight on the second pass's band, relative to the rest (1.0:
             :data:`~scripts.refinement.second_pass.SECOND_PASS_BAND_FOLD_WEIGHT`).
+        second_step_start: start the second pass from a step at its wall (each band voxel its own side's nearest
+            value off the band; :func:`scripts.refinement.start.step_at_wall`).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -173,6 +176,7 @@ class RefinementInferer(Inferer):
         second_snap_mm: float = SECOND_PASS_SNAP_MM,
         second_lr: float = SECOND_PASS_LR,
         second_band_fold_weight: float = SECOND_PASS_BAND_FOLD_WEIGHT,
+        second_step_start: bool = SECOND_PASS_STEP_START,
         sided_upsampling: bool = False,
         network_start: str = "field",
     ):
@@ -215,6 +219,7 @@ class RefinementInferer(Inferer):
                 f"got {second_band_fold_weight!r}"
             )
         self.second_lr, self.second_band_fold_weight = float(second_lr), float(second_band_fold_weight)
+        self.second_step_start = parse_flag(second_step_start, "refine_second_step_start")
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
@@ -322,6 +327,7 @@ class RefinementInferer(Inferer):
                     iterations=self.second_iterations,
                     lr=self.second_lr,
                     band_fold_weight=self.second_band_fold_weight,
+                    step_start=self.second_step_start,
                 )
                 level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
                 curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]

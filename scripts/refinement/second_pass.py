@@ -11,12 +11,14 @@ wall is that the labels do not have and that the image shows only where the wall
    shears most (``cavity_regions(..., snap_mm=..., shear_field=...)``, :func:`scripts.regions.cavity.snap_to_edge`:
    candidates a voxel in or out, scored by the tangential shear |(grad u) n|_t on their two voxel layers, averaged
    along the wall);
-3. ``iterations`` more Adam iterations on the working grid only (one level), from the first field, with the new
+3. with ``step_start``, the first field made a step at the new wall (:func:`scripts.refinement.start.step_at_wall`:
+   each band voxel takes its own side's nearest value off the band);
+4. ``iterations`` more Adam iterations on the working grid only (one level), from that field, with the new
    band, normals and side, the fold barrier charging the new band as fully as the rest (``band_fold_weight`` 1: the
    first pass charges its band a tenth, :data:`~scripts.refinement.optimiser.BAND_FOLD_WEIGHT`, so that the slip can
    form; the snapped band lies nearer the true wall, and what still folds there is mostly off it).
 
-All three on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
+All on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
 mm): the images, the label map and the first field are brought there first (the regions' distance transforms and
 filters cost about their voxel count: eight times less at 2 mm than at 1 mm), and the field goes back to the input
 grid at the end.
@@ -40,13 +42,16 @@ import torch
 
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.pyramid import grid_spacing, resize_field, resize_image, resize_labels, working_shape
+from scripts.refinement.start import step_at_wall
 from scripts.regions.cavity import cavity_regions
+from scripts.regions.labels import SLIDING
 
 __all__ = [
     "SECOND_PASS_BAND_FOLD_WEIGHT",
     "SECOND_PASS_ITERATIONS",
     "SECOND_PASS_LR",
     "SECOND_PASS_SNAP_MM",
+    "SECOND_PASS_STEP_START",
     "second_pass",
 ]
 
@@ -61,6 +66,8 @@ SECOND_PASS_SNAP_MM = 3.0
 # bundle 0.8.1: folds off the true band 0.0026 -> 0.0010 % of the body (CT out2, a segmenter's labels), down on 15 of
 # the 16 CT rows that had any, for 0.1-0.7 points of slip (docs/README.md, *Walls nobody tuned on*)
 SECOND_PASS_BAND_FOLD_WEIGHT = 1.0
+# the start with a step at the moved wall (start.step_at_wall): measured in docs/README.md, *Walls nobody tuned on*
+SECOND_PASS_STEP_START = False
 DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
 
 
@@ -77,6 +84,7 @@ def second_pass(
     iterations: int = SECOND_PASS_ITERATIONS,
     lr: float | None = SECOND_PASS_LR,
     band_fold_weight: float | None = SECOND_PASS_BAND_FOLD_WEIGHT,
+    step_start: bool = SECOND_PASS_STEP_START,
 ) -> tuple[torch.Tensor, list[dict[str, float]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Move the wall to where ``ddf`` shears and refine on (module docstring).
 
@@ -95,6 +103,8 @@ def second_pass(
         lr: their step (None: the first pass's finest level's).
         band_fold_weight: the fold barrier's weight on the new band's cells, relative to the others (None: the first
             pass's, ``refine_options``'s or :func:`refine_pair`'s default).
+        step_start: start the iterations from the first field made a step at the new wall (each band voxel its own
+            side's nearest value off the band), not from the first field itself.
 
     Returns:
         ``(ddf, curve, (mask, normals, side))``: the field (1, 3, X, Y, Z) voxels, the second pass's loss curve
@@ -133,6 +143,8 @@ def second_pass(
     if iterations == 0:
         out, curve = ddf, []
     else:
+        if step_start:
+            ddf_w = step_at_wall(ddf_w, regions[0] == SLIDING, regions[2], sp)
         out, curve = refine_pair(
             resize_image(fixed.float(), work),
             resize_image(moving.float(), work),
