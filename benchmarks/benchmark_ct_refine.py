@@ -59,13 +59,11 @@ import torch
 from scipy import ndimage as ndi
 
 from benchmarks.baselines import ants_syn, check_translation, elastix_bspline
+from benchmarks.ct_evaluation import batched, case_regions, evaluate
 from benchmarks.ct_figure import figure
 from benchmarks.ct_network import NetworkMethod
 from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, markdown
-from scripts.evaluation.metrics import rigidity_error
-from scripts.evaluation.motion_metrics import endpoint_error, sliding_jump_ratio
 from scripts.io.errors import InputError
-from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
     SECOND_PASS_BAND_FOLD_WEIGHT,
@@ -78,7 +76,7 @@ from scripts.refinement.second_pass import (
 from scripts.refinement.start import START_MODES, network_start
 from scripts.regions.cavity import cavity_regions
 from scripts.synthesis.anatomy import generated_case
-from scripts.synthesis.breathing import bone_ids, cavity_ids, phantom_case, real_ct_case
+from scripts.synthesis.breathing import phantom_case, real_ct_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
@@ -112,22 +110,9 @@ def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
     raise ValueError(f"case must be ct<seed>, phantom<seed> or gen<index>, optionally -cranial, got {name!r}")
 
 
-def body_mask(image: np.ndarray, threshold: float = -500.0) -> np.ndarray:
-    """Largest component of HU > threshold, holes filled slice by slice along the last axis."""
-    labels, n = ndi.label(image > threshold)
-    if n == 0:
-        return np.zeros(image.shape, bool)
-    body = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-    return np.stack([ndi.binary_fill_holes(body[..., k]) for k in range(body.shape[-1])], axis=-1)
-
-
 def normalise(hu: np.ndarray) -> np.ndarray:
     lo, hi = HU_WINDOW
     return np.clip((hu - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a))[None]
 
 
 # ---------------------------------------------------------------------------------------------------- methods
@@ -144,7 +129,7 @@ def run_method(
             return ddf, seconds, None
         rigid = refine_kwargs["network"].rigid
         start = refine_kwargs["network"].network_field  # refine.json starts from the field without rigid bones
-        init = (_t(start), seconds, None if rigid is None else _t(rigid))
+        init = (batched(start), seconds, None if rigid is None else batched(rigid))
         method = "refine_full"
         refine_kwargs = {**refine_kwargs, "iterations": refine_kwargs["network_refine_iterations"]}
     if method == "none":
@@ -167,8 +152,8 @@ def run_method(
             mask, normals, side = cavity_regions(
                 case["fixed_seg"], spacing, image=fixed, pairs=method == "refine_pairs", return_side=True, **options
             )
-            kwargs.update(reg_mask=_t(mask.astype(np.float32))[None], normals=_t(normals))
-            kwargs["wall_side"] = _t(side.astype(np.float32))[None]
+            kwargs.update(reg_mask=batched(mask.astype(np.float32))[None], normals=batched(normals))
+            kwargs["wall_side"] = batched(side.astype(np.float32))[None]
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
             band = mask == 2
             if init is not None:  # the network's field inside the cavity, its rigid map outside (``cavity``)
@@ -177,13 +162,13 @@ def run_method(
         elif method == "refine_true_wall":
             mask = np.where(case["bones"], 1, 0).astype(np.float32)
             mask[case["wall"] & ~case["bones"]] = 2
-            kwargs.update(reg_mask=_t(mask)[None], normals=_t(case["normals"]))
-            kwargs["wall_side"] = _t(case["cavity"].astype(np.float32))[None]
+            kwargs.update(reg_mask=batched(mask)[None], normals=batched(case["normals"]))
+            kwargs["wall_side"] = batched(case["cavity"].astype(np.float32))[None]
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
             band = mask == 2
         else:
             kwargs["regulariser"] = "jacobian"
-        f, m = _t(normalise(fixed))[None], _t(normalise(moving))[None]
+        f, m = batched(normalise(fixed))[None], batched(normalise(moving))[None]
         second = int(refine_kwargs.get("second_iterations", SECOND_PASS_ITERATIONS))  # configs/refine.json's default
         ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
         if method in ("refine_full", "refine_pairs") and second > 0:
@@ -213,80 +198,6 @@ def run_method(
     if method == "ants_syn":
         return (*ants_syn(normalise(fixed), normalise(moving), spacing), None)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-
-
-# ---------------------------------------------------------------------------------------------------- metrics
-def _dice(a: np.ndarray, b: np.ndarray, labels) -> float:
-    values = []
-    for lab in labels:
-        x, y = a == lab, b == lab
-        if x.sum() >= 50:
-            values.append(2.0 * (x & y).sum() / (x.sum() + y.sum()))
-    return float(np.mean(values)) if values else float("nan")
-
-
-def case_regions(case: dict, band_mm: float) -> dict[str, np.ndarray]:
-    """Evaluation regions (bool (X, Y, Z)) from the TRUE geometry: body, organs, bones, band around the wall, the body
-    outside the cavity (bones excluded), and the body and the band seen from the moving image."""
-    cav, spacing = case["cavity"], case["spacing"]
-    body = body_mask(case["fixed"])
-    d_in = ndi.distance_transform_edt(cav, sampling=spacing)
-    d_out = ndi.distance_transform_edt(~cav, sampling=spacing)
-    band = ((cav & (d_in <= band_mm)) | (~cav & (d_out <= band_mm))) & body
-    organs = np.isin(case["fixed_seg"], cavity_ids()) & cav
-    # body_seen: the body voxels whose true correspondence x + u(x) lies inside the moving image (no method can
-    # recover the rest: what moved in from outside the field of view, a slab as deep as the motion at its ends)
-    target = np.stack(np.meshgrid(*[np.arange(n) for n in cav.shape], indexing="ij")) + case["ddf"]
-    inside = np.all((target >= 0) & (target <= np.array(cav.shape)[:, None, None, None] - 1), axis=0)
-    outside = body & ~cav & ~case["bones"]
-    return {
-        "body": body,
-        "organs": organs,
-        "bones": case["bones"],
-        "band": band,
-        "outside": outside,
-        "body_seen": body & inside,
-        "band_seen": band & inside,
-    }
-
-
-def evaluate(
-    ddf: np.ndarray, case: dict, regions: dict[str, np.ndarray], own_band: np.ndarray | None = None
-) -> dict[str, float]:
-    """All metrics of one field (see the module docstring); ``own_band``: the sliding band the method was given
-    (fold % outside it; the whole grid for a method without one)."""
-    from monai.networks.blocks import Warp
-
-    spacing = [float(s) for s in case["spacing"]]
-    pred, true = _t(ddf).float(), _t(case["ddf"]).float()
-    out: dict[str, float] = {}
-    for name, mask in regions.items():
-        epe = endpoint_error(pred, true, _t(mask)[None], spacing)
-        out[f"epe_{name}"], out[f"epe95_{name}"] = float(epe["epe_mean"][0]), float(epe["epe_p95"][0])
-    warped = Warp(mode="nearest", padding_mode="zeros")(_t(case["moving_seg"].astype(np.float32))[None], pred)
-    warped = warped[0, 0].round().numpy().astype(int)
-    seg = case["fixed_seg"].astype(int)
-    # the share of the organs' true motion that the field recovers along it: sum(p . t) / sum(|t|^2), in mm
-    mm = torch.tensor(spacing, dtype=torch.float32).view(3, 1, 1, 1)
-    organs = torch.from_numpy(regions["organs"])
-    p_mm, t_mm = (pred[0] * mm)[:, organs], (true[0] * mm)[:, organs]
-    out["motion_organs"] = float((p_mm * t_mm).sum() / (t_mm * t_mm).sum().clamp_min(1e-12))
-    out["dice_organs"] = _dice(seg, warped, [i for i in cavity_ids() if (seg == i).any()])
-    out["dice_bones"] = _dice(seg, warped, [i for i in bone_ids() if (seg == i).any()])
-    out["rigidity"] = float(rigidity_error(pred, _t(case["bones"].astype(np.float32))[None], spacing)[0])
-    slip = sliding_jump_ratio(pred, true, _t(case["wall"])[None], _t(case["normals"]), spacing)
-    out["slip"] = float(slip["slip_ratio"][0])
-    if "body_seen" in regions:
-        seen = _t(case["wall"] & regions["body_seen"])[None]
-        out["slip_seen"] = float(sliding_jump_ratio(pred, true, seen, _t(case["normals"]), spacing)["slip_ratio"][0])
-    det = jacobian_determinant(pred)[0].numpy()
-    out["fold_pct"] = float(100.0 * (det <= 0).mean())
-    off = ~ndi.binary_dilation(case["wall"])
-    out["fold_pct_off_band"] = float(100.0 * (det[off] <= 0).mean())
-    own = np.ones(det.shape, bool) if own_band is None else ~own_band
-    out["fold_pct_off_own_band"] = float(100.0 * (det[own] <= 0).mean())
-    out["fold_voxels_off_own_band"] = float((det[own] <= 0).sum())
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------- main

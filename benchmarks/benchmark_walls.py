@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from benchmarks.benchmark_ct_refine import DATA_DIR, case_regions, evaluate, run_method
+from benchmarks.benchmark_ct_refine import DATA_DIR, run_method
+from benchmarks.ct_evaluation import case_regions, evaluate
 from scripts.synthesis.breathing import load_real_ct, make_breathing_case, phantom_anatomy
 from scripts.synthesis.walls import SEG_PERTURBATIONS, WALL_VARIANTS, draw_wall, perturb_segmentation, wall_kwargs
 
