@@ -49,6 +49,16 @@ def _jump(ddf: torch.Tensor) -> float:
     return float(np.mean([f.mean() for f in faces]))
 
 
+def _liver_box_first_pass(fixed, moving, start: int, iterations) -> tuple[np.ndarray, torch.Tensor]:
+    """(label map, first pass's field): a liver box from voxel ``start`` to ``SHAPE - start`` in x and y (6: the true
+    cavity), and a two-level first pass of ``iterations`` from the regions it gives."""
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[start : SHAPE[0] - start, start : SHAPE[1] - start, :] = TOTALSEG_V2_TOTAL["liver"]
+    mask, normals, side = cavity_regions(seg, SP, return_side=True)
+    regions = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
+    return seg, refine_pair(fixed, moving, SP, levels=2, iterations=iterations, **regions)[0]
+
+
 @pytest.mark.parametrize("offset", [1, 2])
 def test_labels_inside_the_true_wall_the_second_pass_moves_the_wall_to_the_shear(case, offset):
     truth, fixed, moving = case
@@ -103,11 +113,7 @@ def test_the_second_pass_charges_its_band_as_set(case):
     """``band_fold_weight`` reaches the second pass's iterations (default 1.0, SECOND_PASS_BAND_FOLD_WEIGHT); None
     keeps the first pass's (``refine_options``)."""
     truth, fixed, moving = case
-    seg = np.zeros(SHAPE, np.uint8)
-    seg[8:20, 8:20, :] = TOTALSEG_V2_TOTAL["liver"]
-    mask, normals, side = cavity_regions(seg, SP, return_side=True)
-    regions = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
-    first, _ = refine_pair(fixed, moving, SP, levels=2, iterations=(20, 20), **regions)
+    seg, first = _liver_box_first_pass(fixed, moving, 8, (20, 20))
 
     def run(**kwargs):
         return second_pass(fixed, moving, SP, first, seg, iterations=20, **kwargs)[0]
@@ -143,11 +149,7 @@ def test_the_second_pass_can_start_from_a_step_at_its_wall(case):
     """With ``step_start`` the second pass's iterations start from the step (the labels on the true wall): after a
     few iterations more of the jump lies at the wall than from the smeared first field; off by default."""
     truth, fixed, moving = case
-    seg = np.zeros(SHAPE, np.uint8)
-    seg[6:22, 6:22, :] = TOTALSEG_V2_TOTAL["liver"]
-    mask, normals, side = cavity_regions(seg, SP, return_side=True)
-    regions = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
-    first, _ = refine_pair(fixed, moving, SP, levels=2, iterations=(10, 5), **regions)
+    seg, first = _liver_box_first_pass(fixed, moving, 6, (10, 5))
 
     def run(**kwargs):
         return second_pass(fixed, moving, SP, first, seg, snap_mm=0.0, iterations=5, **kwargs)[0]
