@@ -44,8 +44,8 @@ from scripts.synthesis.breathing import load_real_ct, make_breathing_case, phant
 from scripts.synthesis.walls import SEG_PERTURBATIONS, WALL_VARIANTS, draw_wall, perturb_segmentation, wall_kwargs
 
 ANATOMIES = ("ct", "phantom")
-KEYS = ("slip", "epe_band", "epe_body", "rigidity", "fold_pct_off_band", "seconds", "slip_seen", "epe_body_seen")
-KEYS += ("epe_band_seen",)
+KEYS = ("slip", "epe_band", "epe_body", "rigidity", "fold_pct_off_band", "seconds")
+KEYS += ("slip_seen", "epe_body_seen", "epe_band_seen")  # over the voxels the moving image sees
 
 
 def anatomy(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
