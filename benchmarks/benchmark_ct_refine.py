@@ -50,6 +50,7 @@ Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -83,8 +84,9 @@ DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
 METHODS = ("none", "true", "refine_full", "refine_pairs", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
 NETWORK_METHODS = ("network", "network_refine")
 # not in the default run: the refinement given the TRUE regions (the case's wall band and normals, its bones), the
-# ceiling of what a better wall estimate could give
-EXTRA_METHODS = ("refine_true_wall",) + NETWORK_METHODS
+# ceiling of what a better wall estimate could give; and with them started from the TRUE field, the finest level's
+# iterations only (``refine_from_truth``): where the objective itself leads from the truth, the floor of any start
+EXTRA_METHODS = ("refine_true_wall", "refine_from_truth") + NETWORK_METHODS
 HU_WINDOW = (-1200.0, 400.0)
 # options of cavity_regions, not of refine_pair
 REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm", "unlabelled_bone_hu")
@@ -159,13 +161,17 @@ def run_method(
             if init is not None:  # the network's field inside the cavity, its rigid map outside (``cavity``)
                 mode = refine_kwargs.get("network_start", "field")
                 kwargs["init_ddf"] = network_start(init[0], init[2], kwargs["wall_side"], mode)
-        elif method == "refine_true_wall":
+        elif method in ("refine_true_wall", "refine_from_truth"):
             mask = np.where(case["bones"], 1, 0).astype(np.float32)
             mask[case["wall"] & ~case["bones"]] = 2
             kwargs.update(reg_mask=batched(mask)[None], normals=batched(case["normals"]))
             kwargs["wall_side"] = batched(case["cavity"].astype(np.float32))[None]
             kwargs.setdefault("regulariser", "rigidity_shearing_jacobian")
             band = mask == 2
+            if method == "refine_from_truth":
+                kwargs.update(init_ddf=batched(case["ddf"].astype(np.float32)), levels=1)
+                default = inspect.signature(refine_pair).parameters["iterations"].default  # configs/refine.json's
+                kwargs["iterations"] = [list(kwargs.get("iterations", default))[-1]]  # the finest level's
         else:
             kwargs["regulariser"] = "jacobian"
         f, m = batched(normalise(fixed))[None], batched(normalise(moving))[None]

@@ -22,6 +22,7 @@ Run (from the bundle root)::
     python -m benchmarks.benchmark_walls --walls default --seeds 0 --perturbations clean,eroded_organs --profile
     python -m benchmarks.benchmark_walls --walls default --amplitude-mm 15,30 --flow-steps 7   # deep breathing
     python -m benchmarks.benchmark_walls --walls default --perturbations clean --method refine_true_wall
+    python -m benchmarks.benchmark_walls --walls default --perturbations clean --method refine_from_truth
 
 ``--profile`` also prints where each refinement puts the slip across the true wall (:func:`jump_profile`).
 """
@@ -132,8 +133,9 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--method",
         default="refine_full",
-        choices=("refine_full", "refine_true_wall"),
-        help="the refinement as configs/refine.json runs it, or given the TRUE wall band, bones and normals",
+        choices=("refine_full", "refine_true_wall", "refine_from_truth"),
+        help="the refinement as configs/refine.json runs it; given the TRUE wall band, bones and normals; or with "
+        "those started from the TRUE field, the finest level only (where the objective leads from the truth)",
     )
     p.add_argument("--profile", action="store_true", help="also print where the slip lies (see jump_profile)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")

@@ -259,6 +259,44 @@ def test_a_folder_of_real_cts_is_mixed_in_and_its_pairs_register(tmp_path, ct_ex
     empty.mkdir()
     with pytest.raises(InputError, match="no <name>.nii.gz with a <name>_seg.nii.gz"):
         GeneratedCTDataset("val", 2, prep, ct_dir=empty, cache="none")
+    elsewhere = tmp_path / "elsewhere"  # labels of another grid (the full CT's, not the slab's): one line, no work
+    elsewhere.mkdir()
+    (elsewhere / "subject.nii.gz").symlink_to(ct_example_dir / "example_ct_sm.nii.gz")
+    (elsewhere / "subject_seg.nii.gz").symlink_to(ct_example_dir / "example_ct.nii.gz")
+    with pytest.raises(InputError, match=r"subject_seg.nii.gz: \(122, 101, 112\) is not on the grid of subject.nii.gz"):
+        GeneratedCTDataset("val", 2, prep, ct_dir=elsewhere, cache="none")
+
+
+def test_the_dicom_series_becomes_a_training_ct_whose_thin_slab_breathes_without_folding(
+    tmp_path, ct_example_dir, monkeypatch
+):
+    from benchmarks.training_cts import main
+    from scripts.data import generated
+
+    main(["--data", str(ct_example_dir), "--out", str(tmp_path)])
+    ct, seg = nib.load(str(tmp_path / "dicom_abdomen.nii.gz")), nib.load(str(tmp_path / "dicom_abdomen_seg.nii.gz"))
+    assert ct.shape == seg.shape == (167, 167, 20) and np.allclose(ct.header.get_zooms(), (3, 3, 2))
+    labels = np.asanyarray(seg.dataobj)
+    hu = np.asanyarray(ct.dataobj)
+    assert 20 < np.median(hu[labels == 5]) < 150 and np.median(hu[labels == 33]) > 150  # liver and T11 where labelled
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
+    parser["image_size"] = [40, 32, 24]
+    prep = parser.get_parsed_content("preprocessing")
+    data = GeneratedCTDataset("train", 1, prep, ct_dir=tmp_path, real_every=1, cache="none")
+    # the first caudal pair of the training split: its additive field folds on this 40 mm slab, its flow does not
+    monkeypatch.setattr(generated, "REAL_FLOW_STEPS", 0)
+    with pytest.raises(RuntimeError) as error:  # MONAI's "applying transform" around the generator's own
+        data[0]
+    assert "the drawn field folds" in str(error.value.__cause__)
+    monkeypatch.undo()
+    real = data[0]
+    fixed, moving = real["fixed"][None].float(), real["moving"][None].float()
+    warped = Warp(mode="bilinear", padding_mode="border")(moving, real["true_ddf"][None].float())
+    inside = fixed > 0.3
+    before, after = (moving - fixed).abs()[inside].mean(), (warped - fixed).abs()[inside].mean()
+    # 12.5 x 15.7 x 1.7 mm network voxels (a 500 mm field of view in 40 x 32): coarser than the held-out CT's 9 mm
+    assert after < 0.75 * before, (float(before), float(after))
 
 
 def test_field_term_is_the_mean_endpoint_error_in_mm():

@@ -17,7 +17,9 @@ Generation is deterministic per (seed, split, index) and cached (``cache``: ``"d
 :func:`scripts.data.cache.cached_dataset`), so each case is generated once; ``augment`` adds, on every read,
 independent intensity changes of the fixed and moving image (contrast gamma, scale and shift, blur, noise) after the
 cache. Several real CTs with TotalSegmentator labels can be mixed in (``ct_dir``: ``<name>.nii.gz`` beside
-``<name>_seg.nii.gz``), moved by the same breathing motion; keep the held-out test subject out of that folder.
+``<name>_seg.nii.gz``), moved by the same breathing motion carried along its flow (``REAL_FLOW_STEPS``: on a thin
+slab, such as the 40 mm DICOM series of ../shared/data, the additive field folds in 4 of 6 draws, the flow in none);
+keep the held-out test subject out of that folder.
 ``cranial_fraction`` of the pairs breathe the other way (the contents move cranially: the fixed image is the deeper
 breath): with every pair breathing one way, the direction and much of the field can be read off the fixed image
 alone, and a network learns that mean motion instead of comparing the two images. ``texture_hu`` gives the
@@ -61,6 +63,8 @@ from scripts.io.resampling import resample_to_grid
 from scripts.networks.rigid import compose_rigid, inverse_rigid, rigid_sampling_field
 from scripts.synthesis.anatomy import MIN_SLAB_MM, SPLIT_IDS, draw_cranial, generated_case, rigid_offset, with_labels
 from scripts.synthesis.breathing import make_breathing_case
+
+REAL_FLOW_STEPS = 7  # a real CT's breathing as a flow (scaling and squaring steps; module docstring)
 
 __all__ = ["GeneratedCTDataset", "GenerateCase", "RandMovingOffsetd", "intensity_augmentation", "field_on_network_grid"]
 
@@ -141,7 +145,7 @@ class GenerateCase(Transform):
         rng = np.random.default_rng(np.random.SeedSequence([item["seed"], SPLIT_IDS[item["split"]], item["index"], 7]))
         case = make_breathing_case(
             np.asanyarray(ct.dataobj).astype(np.float32), np.asanyarray(seg.dataobj).astype(np.uint8), ct.affine, rng,
-            amplitude_mm=tuple(sorted(rng.uniform(3.0, 14.0, size=2))), cranial=cranial,
+            amplitude_mm=tuple(sorted(rng.uniform(3.0, 14.0, size=2))), cranial=cranial, flow_steps=REAL_FLOW_STEPS,
         )  # fmt: skip
         return with_labels(case)
 
@@ -312,6 +316,11 @@ class GeneratedCTDataset(Dataset):
             seg = ct.with_name(ct.name[: -len(".nii.gz")] + "_seg.nii.gz")
             if not ct.name.endswith("_seg.nii.gz") and seg.is_file():
                 found.append((ct, seg))
+                image, labels = nib.load(str(ct)), nib.load(str(seg))  # headers only: the voxels load per case
+                if image.shape != labels.shape or not np.allclose(image.affine, labels.affine, atol=1e-3):
+                    raise InputError(f"ct_dir {seg}: {labels.shape} is not on the grid of {ct.name} {image.shape}; "
+                                     "resample the labels onto the CT (nearest neighbour), as python -m benchmarks."
+                                     "training_cts does for a DICOM series and its segmentation")  # fmt: skip
         if not found:
             raise InputError(f"ct_dir {folder}: no <name>.nii.gz with a <name>_seg.nii.gz beside it")
         return found
