@@ -166,6 +166,19 @@ def test_segmentation_on_the_fly(known_motion, tmp_path, monkeypatch):
     assert err is not None and "TotalSegmentator" in str(err) and "case_fixed.nii.gz" in str(err)
 
 
+def test_the_deep_breathing_config_turns_on_what_large_motions_need():
+    """configs/refine_deep.json merged after refine.json: sided upsampling, the step start and 120 second-pass
+    iterations reach the inferer; everything else as refine.json has it."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(root / name) for name in (*CONFIGS, "refine_deep.json")])
+    parser.update({"bundle_root": str(root.parent)})
+    inferer = parser.get_parsed_content("inferer")
+    assert inferer.options["sided_upsampling"] is True and inferer.second_step_start is True
+    assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (120, 3.0, 0.1)
+    assert inferer.options["iterations"] == [150, 100, 60] and inferer.options.get("smooth") is None
+
+
 def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_option():
     """configs/refine.json's ``refine_smooth`` null reaches refine_pair as its default (DEFAULT_SMOOTH: 1.0 with the
     sliding band, 0.5 on the log-Jacobian path without a segmentation); a number on the command line fixes it."""
