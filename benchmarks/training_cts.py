@@ -4,9 +4,10 @@ The generator (``scripts/data/generated.py``, ``GeneratedCTDataset``) mixes in r
 with their TotalSegmentator labels ``<name>_seg.nii.gz`` on the same grid. ../shared/data holds one real CT that is
 not the held-out subject: the DICOM series ``example_ct_dicom`` (512×512×20, 0.98×0.98×2 mm, upper abdomen) with
 its segmentation ``example_seg_dicom.nii.gz``, stored in another orientation (LAS against the series' LPS). This
-reads both with MONAI's readers (ITK for the series), puts them in RAS, checks that they share a grid, resamples
-both to ``--spacing`` (the image linearly, the labels by nearest neighbour; the held-out CT has 3 mm voxels) and
-writes the pair. The held-out abdomen CT ``example_ct`` is never written: it is the test subject of every table.
+reads both with the bundle's loader (``LoadImageSeriesd``, as inference reads a series), puts them in RAS, checks
+that they share a grid, resamples both to ``--spacing`` (the image linearly, the labels by nearest neighbour; the
+held-out CT has 3 mm voxels) and writes the pair. The held-out abdomen CT ``example_ct`` is never written: it is
+the test subject of every table.
 
     python -m benchmarks.training_cts --data ../shared/data/totalsegmentator_example --out cache/training_cts
     python -m monai.bundle run training --config_file "['configs/train.json','configs/ct.json',
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, Spacingd
+
+from scripts.data.transforms import LoadImageSeriesd
 
 SERIES, SEGMENTATION = "example_ct_dicom", "example_seg_dicom.nii.gz"
 
@@ -31,10 +34,9 @@ def dicom_pair(data_dir: Path, spacing: tuple[float, float, float]) -> tuple[np.
     for path in (series, seg):
         if not path.exists():
             raise SystemExit(f"error: {path} not found; give --data the folder of ../shared/data that holds {SERIES}/")
-    load = Compose(
+    load = Compose(  # the bundle's own loader, as inference reads a series (scripts.data.transforms)
         [
-            LoadImaged("image", reader="ITKReader", image_only=True),
-            LoadImaged("seg", image_only=True),
+            LoadImageSeriesd(("image", "seg"), image_only=True),
             EnsureChannelFirstd(("image", "seg")),
             Orientationd(("image", "seg"), axcodes="RAS"),
         ]
