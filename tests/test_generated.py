@@ -37,6 +37,23 @@ def _warp_np(moving: np.ndarray, ddf: np.ndarray, order: int = 1) -> np.ndarray:
     return ndi.map_coordinates(moving, grid + ddf, order=order, mode="nearest")
 
 
+def _preset_parser() -> ConfigParser:
+    """The CT preset's configs (GENERATED) on the half grid the tests generate on."""
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
+    parser["image_size"] = [40, 32, 24]
+    return parser
+
+
+def _difference_before_after(item: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean |moving - fixed| over the fixed image's body (> 0.3 of the window), before and after warping the moving
+    image by the item's true field."""
+    fixed, moving = item["fixed"][None].float(), item["moving"][None].float()
+    warped = Warp(mode="bilinear", padding_mode="border")(moving, item["true_ddf"][None].float())
+    inside = fixed > 0.3
+    return (moving - fixed).abs()[inside].mean(), (warped - fixed).abs()[inside].mean()
+
+
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_every_generated_pair_is_registered_by_its_true_field(index):
     case = generated_case(index, "test")
@@ -164,18 +181,13 @@ def test_min_slab_mm_sets_the_thinnest_field_of_view_along_the_body_axis():
 
 
 def test_dataset_items_follow_the_ct_preprocessing_and_their_field_registers_them(tmp_path):
-    parser = ConfigParser()
-    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
-    parser["image_size"] = [40, 32, 24]
+    parser = _preset_parser()
     data = GeneratedCTDataset("val", 2, parser.get_parsed_content("preprocessing"), cache="disk", cache_dir=tmp_path)
     item = data[0]
     assert tuple(item["fixed"].shape) == (1, 40, 32, 24) and tuple(item["true_ddf"].shape) == (3, 40, 32, 24)
     assert float(item["fixed"].min()) >= 0.0 and float(item["fixed"].max()) <= 1.0  # the HU window of ct.json
     assert set(np.unique(item["reg_mask"].numpy())) <= {0, 1, 2} and (item["reg_mask"] == 1).any()
-    fixed, moving = item["fixed"][None].float(), item["moving"][None].float()
-    warped = Warp(mode="bilinear", padding_mode="border")(moving, item["true_ddf"][None].float())
-    inside = fixed > 0.3
-    before, after = (moving - fixed).abs()[inside].mean(), (warped - fixed).abs()[inside].mean()
+    before, after = _difference_before_after(item)
     assert after < 0.6 * before, (float(before), float(after))
     assert len(list(Path(tmp_path).glob("*.pt"))) == 1  # generated once, then read from the cache
     cached = data[0]
@@ -201,9 +213,7 @@ def test_dataset_items_follow_the_ct_preprocessing_and_their_field_registers_the
 
 
 def test_a_fresh_offset_of_the_moving_image_at_each_read_is_composed_into_the_true_field(tmp_path):
-    parser = ConfigParser()
-    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
-    parser["image_size"] = [40, 32, 24]
+    parser = _preset_parser()
     pre = parser.get_parsed_content("preprocessing")
     assert {key: parser[key] for key in ("offset_mm", "offset_deg")} == {"offset_mm": 0.0, "offset_deg": 0.0}
     options = {"offset_mm": 8.0, "offset_deg": 3.0}  # an option, off in the preset (measured: no better on 2 cores)
@@ -242,18 +252,13 @@ def test_a_folder_of_real_cts_is_mixed_in_and_its_pairs_register(tmp_path, ct_ex
     (cts / "subject.nii.gz").symlink_to(ct_example_dir / "example_ct_sm.nii.gz")
     (cts / "subject_seg.nii.gz").symlink_to(ct_example_dir / "example_seg.nii.gz")
     (cts / "no_labels.nii.gz").symlink_to(ct_example_dir / "example_ct_sm.nii.gz")  # no <name>_seg: left out
-    parser = ConfigParser()
-    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
-    parser["image_size"] = [40, 32, 24]
+    parser = _preset_parser()
     prep = parser.get_parsed_content("preprocessing")
     data = GeneratedCTDataset("val", 2, prep, ct_dir=cts, real_every=2, cache="none")
     assert data.items[0]["ct"].endswith("subject.nii.gz") and "ct" not in data.items[1]
     real, generated = data[0], data[1]
     assert real["fixed"].affine.shape == (4, 4) and not np.allclose(real["fixed"].affine, generated["fixed"].affine)
-    fixed, moving = real["fixed"][None].float(), real["moving"][None].float()
-    warped = Warp(mode="bilinear", padding_mode="border")(moving, real["true_ddf"][None].float())
-    inside = fixed > 0.3
-    before, after = (moving - fixed).abs()[inside].mean(), (warped - fixed).abs()[inside].mean()
+    before, after = _difference_before_after(real)
     assert after < 0.6 * before, (float(before), float(after))
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -279,9 +284,7 @@ def test_the_dicom_series_becomes_a_training_ct_whose_thin_slab_breathes_without
     labels = np.asanyarray(seg.dataobj)
     hu = np.asanyarray(ct.dataobj)
     assert 20 < np.median(hu[labels == 5]) < 150 and np.median(hu[labels == 33]) > 150  # liver and T11 where labelled
-    parser = ConfigParser()
-    parser.read_config([str(BUNDLE_ROOT / "configs" / c) for c in GENERATED])
-    parser["image_size"] = [40, 32, 24]
+    parser = _preset_parser()
     prep = parser.get_parsed_content("preprocessing")
     data = GeneratedCTDataset("train", 1, prep, ct_dir=tmp_path, real_every=1, cache="none")
     # the first caudal pair of the training split: its additive field folds on this 40 mm slab, its flow does not
@@ -291,10 +294,7 @@ def test_the_dicom_series_becomes_a_training_ct_whose_thin_slab_breathes_without
     assert "the drawn field folds" in str(error.value.__cause__)
     monkeypatch.undo()
     real = data[0]
-    fixed, moving = real["fixed"][None].float(), real["moving"][None].float()
-    warped = Warp(mode="bilinear", padding_mode="border")(moving, real["true_ddf"][None].float())
-    inside = fixed > 0.3
-    before, after = (moving - fixed).abs()[inside].mean(), (warped - fixed).abs()[inside].mean()
+    before, after = _difference_before_after(real)
     # 12.5 x 15.7 x 1.7 mm network voxels (a 500 mm field of view in 40 x 32): coarser than the held-out CT's 9 mm
     assert after < 0.75 * before, (float(before), float(after))
 
