@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="cache/training_cts", type=Path)
     parser.add_argument("--spacing", default="3,3,2", help="voxel size in mm, x,y,z (default 3,3,2)")
     args = parser.parse_args(argv)
-    spacing = tuple(float(v) for v in args.spacing.split(","))
+    try:
+        spacing = tuple(float(v) for v in args.spacing.split(","))
+    except ValueError:
+        spacing = ()
     if len(spacing) != 3 or min(spacing) <= 0:
         raise SystemExit(f"error: --spacing {args.spacing!r}: give three positive numbers in mm, e.g. 3,3,2")
     hu, labels, affine = dicom_pair(args.data, spacing)

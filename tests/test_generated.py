@@ -278,6 +278,12 @@ def test_the_dicom_series_becomes_a_training_ct_whose_thin_slab_breathes_without
     from benchmarks.training_cts import main
     from scripts.data import generated
 
+    for bad in ("3,x,2", "3,3"):  # one error line, nothing written
+        with pytest.raises(SystemExit, match=f"error: --spacing '{bad}': give three positive numbers"):
+            main(["--data", str(ct_example_dir), "--out", str(tmp_path), "--spacing", bad])
+    with pytest.raises(SystemExit, match="error: .*example_ct_dicom not found; give --data"):
+        main(["--data", str(tmp_path), "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
     main(["--data", str(ct_example_dir), "--out", str(tmp_path)])
     ct, seg = nib.load(str(tmp_path / "dicom_abdomen.nii.gz")), nib.load(str(tmp_path / "dicom_abdomen_seg.nii.gz"))
     assert ct.shape == seg.shape == (167, 167, 20) and np.allclose(ct.header.get_zooms(), (3, 3, 2))
