@@ -72,6 +72,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_LR,
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
+    SECOND_PASS_WALL_SEARCH,
     second_pass,
 )
 from scripts.refinement.start import START_MODES, network_start
@@ -91,7 +92,14 @@ HU_WINDOW = (-1200.0, 400.0)
 # options of cavity_regions, not of refine_pair
 REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "snap_mm", "unlabelled_bone_hu")
 # the second pass of the refinement (scripts/refinement/second_pass.py), as configs/refine.json runs it
-SECOND_KEYS = ("second_iterations", "second_snap_mm", "second_lr", "second_band_fold_weight", "second_step_start")
+SECOND_KEYS = (
+    "second_iterations",
+    "second_snap_mm",
+    "second_lr",
+    "second_band_fold_weight",
+    "second_step_start",
+    "second_wall_search",
+)
 
 
 def build_case(name: str, data_dir: Path = DATA_DIR) -> dict:
@@ -192,6 +200,7 @@ def run_method(
                 lr=float(refine_kwargs.get("second_lr", SECOND_PASS_LR)),
                 band_fold_weight=float(refine_kwargs.get("second_band_fold_weight", SECOND_PASS_BAND_FOLD_WEIGHT)),
                 step_start=bool(refine_kwargs.get("second_step_start", SECOND_PASS_STEP_START)),
+                wall_search=int(refine_kwargs.get("second_wall_search", SECOND_PASS_WALL_SEARCH)),
             )
             band = mask == 2
         return ddf[0].numpy(), time.perf_counter() - start, band
@@ -232,6 +241,8 @@ def main(argv=None) -> dict:
     p.add_argument("--second-snap-mm", type=float, default=None, help="how far the second pass may move the wall")
     step_help = f"the second pass starts from a step at its wall (default {str(SECOND_PASS_STEP_START).lower()})"
     p.add_argument("--second-step-start", choices=("true", "false"), default=None, help=step_help)
+    search_help = f"the second pass's wall search, voxels (default {SECOND_PASS_WALL_SEARCH}: none)"
+    p.add_argument("--second-wall-search", type=int, default=None, help=search_help)
     p.add_argument("--elastix-iterations", type=int, default=300)
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
     p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
@@ -251,7 +262,17 @@ def main(argv=None) -> dict:
         if m not in METHODS + EXTRA_METHODS:
             raise SystemExit(f"error: unknown method {m!r}; choose from {METHODS + EXTRA_METHODS}")
     refine_kwargs = {"similarity": args.similarity}
-    for key in ("gamma", "smooth", "lr", "grid_mm", "lncc_kernel", "second_iterations", "second_snap_mm"):
+    keys = (
+        "gamma",
+        "smooth",
+        "lr",
+        "grid_mm",
+        "lncc_kernel",
+        "second_iterations",
+        "second_snap_mm",
+        "second_wall_search",
+    )
+    for key in keys:
         if getattr(args, key) is not None:
             refine_kwargs[key] = getattr(args, key)
     if args.second_step_start is not None:

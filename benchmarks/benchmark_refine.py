@@ -16,6 +16,7 @@ Usage::
     python benchmarks/benchmark_refine.py                         # both regularisers, 2 threads
     python benchmarks/benchmark_refine.py --threads 1 --configs '["jacobian"]'
     python benchmarks/benchmark_refine.py --second_iterations 0    # without the second pass (on by default)
+    python benchmarks/benchmark_refine.py --second_wall_search 2  # with the second pass's wall search (off by default)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from scripts.evaluation.metrics import folding_percentage
 from scripts.losses.biomechanical import RIGID, SLIDING
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.second_pass import SECOND_PASS_ITERATIONS, second_pass
+from scripts.refinement.second_pass import SECOND_PASS_ITERATIONS, SECOND_PASS_WALL_SEARCH, second_pass
 from scripts.regions.cavity import body_mask, cavity_regions
 from scripts.regions.labels import TOTALSEG_V2_TOTAL
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
@@ -96,6 +97,7 @@ def run_one(
     path: Path = CACHE,
     second_iterations: int = SECOND_PASS_ITERATIONS,
     iterations: Sequence[int] | None = None,
+    second_wall_search: int = SECOND_PASS_WALL_SEARCH,
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
@@ -119,7 +121,14 @@ def run_one(
     )
     if two_passes:
         ddf, more, regions = second_pass(
-            fixed, moving, (1.0, 1.0, 1.0), ddf, case["seg"], case["fixed_hu"], iterations=second_iterations
+            fixed,
+            moving,
+            (1.0, 1.0, 1.0),
+            ddf,
+            case["seg"],
+            case["fixed_hu"],
+            iterations=second_iterations,
+            wall_search=second_wall_search,
         )
         curve, mask = curve + more, torch.from_numpy(regions[0])[None, None].float()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0
@@ -157,9 +166,11 @@ def main(
     run: str | None = None,
     second_iterations: int = SECOND_PASS_ITERATIONS,
     iterations: Sequence[int] | None = None,
+    second_wall_search: int = SECOND_PASS_WALL_SEARCH,
 ) -> None:
     if run is not None:
-        print(json.dumps(run_one(run, threads, second_iterations=second_iterations, iterations=iterations)))
+        kwargs = dict(second_iterations=second_iterations, iterations=iterations, second_wall_search=second_wall_search)
+        print(json.dumps(run_one(run, threads, **kwargs)))
         return
     build_case()
     results = []
@@ -167,7 +178,7 @@ def main(
         load_before = os.getloadavg()
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.benchmark_refine", "--run", config, "--threads", str(threads)]
-            + ["--second_iterations", str(second_iterations)]
+            + ["--second_iterations", str(second_iterations), "--second_wall_search", str(second_wall_search)]
             + ([] if iterations is None else ["--iterations", ",".join(str(int(i)) for i in iterations)]),
             cwd=BUNDLE_ROOT,
             capture_output=True,

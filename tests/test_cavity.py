@@ -226,3 +226,19 @@ def test_real_segmentation(ct_example_dir):
     assert (mask == RIGID).sum() > 1000
     assert np.allclose(np.linalg.norm(normals[:, sliding], axis=0), 1.0, atol=1e-5)
     assert not (sliding & ~body_mask(ct)).any()
+
+
+def test_wall_shift_moves_the_whole_wall_by_whole_voxels():
+    """``wall_shift`` k dilates (k > 0) or erodes (k < 0) the cavity by k voxels before the band is built (the
+    candidates of the second pass's wall search): a liver box's cavity side grows by exactly one voxel per face and
+    step; a fraction of a voxel is refused."""
+    seg = np.zeros((30, 30, 30), dtype=np.uint8)
+    seg[10:20, 10:20, 10:20] = LIVER
+    sides = {k: cavity_regions(seg, SP, return_side=True, wall_shift=k)[2] != 0 for k in (-1, 0, 2)}
+    box = np.zeros(seg.shape, bool)
+    box[10:20, 10:20, 10:20] = True
+    assert (sides[0] == box).all()
+    assert (sides[-1][11:19, 11:19, 11:19]).all() and int(sides[-1].sum()) == 8**3
+    assert sides[2][8:22, 15, 15].all() and not sides[2][7, 15, 15] and not sides[2][22, 15, 15]
+    with pytest.raises(ValueError, match="wall_shift must be a whole number"):
+        cavity_regions(seg, SP, wall_shift=0.5)

@@ -183,7 +183,12 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
     """configs/refine.json's ``refine_smooth`` null reaches refine_pair as its default (DEFAULT_SMOOTH: 1.0 with the
     sliding band, 0.5 on the log-Jacobian path without a segmentation); a number on the command line fixes it."""
     root = Path(__file__).resolve().parents[1] / "configs"
-    asked = {"refine_smooth": 0.7, "refine_sided_upsampling": "true", "refine_second_step_start": "true"}
+    asked = {
+        "refine_smooth": 0.7,
+        "refine_sided_upsampling": "true",
+        "refine_second_step_start": "true",
+        "refine_second_wall_search": 2,
+    }
     for override, expected in (({}, None), (asked, 0.7)):
         parser = ConfigParser()
         parser.read_config([str(root / name) for name in CONFIGS])
@@ -194,6 +199,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)  # on
         assert inferer.second_band_fold_weight == 1.0
         assert inferer.second_step_start is bool(override)  # the second pass's step start: off unless asked for
+        assert inferer.second_wall_search == (2 if override else 0)  # its wall search: off unless asked for
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
@@ -209,6 +215,8 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_second_band_fold_weight", -0.5, "--refine_second_band_fold_weight must be a number >= 0"),
         ("refine_sided_upsampling", "yes", "option --refine_sided_upsampling: 'yes' is not one of"),
         ("refine_second_step_start", "1", "option --refine_second_step_start: '1' is not one of"),
+        ("refine_second_wall_search", -1, "--refine_second_wall_search must be a whole number of voxels >= 0"),
+        ("refine_second_wall_search", 1.5, "--refine_second_wall_search must be a whole number of voxels >= 0"),
         ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
     ]
     for key, bad, message in bad_values:

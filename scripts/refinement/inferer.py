@@ -49,6 +49,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_LR,
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
+    SECOND_PASS_WALL_SEARCH,
     second_pass,
 )
 from scripts.refinement.similarity import SIMILARITIES
@@ -143,6 +144,9 @@ class RefinementInferer(Inferer):
             :data:`~scripts.refinement.second_pass.SECOND_PASS_BAND_FOLD_WEIGHT`).
         second_step_start: start the second pass from a step at its wall (each band voxel its own side's nearest
             value off the band; :func:`scripts.refinement.start.step_at_wall`).
+        second_wall_search: before the second pass, try every shift of the whole labelled wall within this many
+            voxels in or out and keep the one the image's similarity prefers (0: none, the default; it costs
+            2 n + 1 passes of ``second_iterations``; :func:`scripts.refinement.second_pass.search_wall_shift`).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -177,6 +181,7 @@ class RefinementInferer(Inferer):
         second_lr: float = SECOND_PASS_LR,
         second_band_fold_weight: float = SECOND_PASS_BAND_FOLD_WEIGHT,
         second_step_start: bool = SECOND_PASS_STEP_START,
+        second_wall_search: int = SECOND_PASS_WALL_SEARCH,
         sided_upsampling: bool = False,
         network_start: str = "field",
     ):
@@ -220,6 +225,12 @@ class RefinementInferer(Inferer):
             )
         self.second_lr, self.second_band_fold_weight = float(second_lr), float(second_band_fold_weight)
         self.second_step_start = parse_flag(second_step_start, "refine_second_step_start")
+        if not (_is_number(second_wall_search, integer=True) and second_wall_search >= 0):
+            raise InputError(
+                f"--refine_second_wall_search must be a whole number of voxels >= 0 (0: no search), "
+                f"got {second_wall_search!r}"
+            )
+        self.second_wall_search = int(second_wall_search)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
@@ -328,6 +339,7 @@ class RefinementInferer(Inferer):
                     lr=self.second_lr,
                     band_fold_weight=self.second_band_fold_weight,
                     step_start=self.second_step_start,
+                    wall_search=self.second_wall_search,
                 )
                 level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
                 curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]

@@ -84,6 +84,11 @@ class FixedLNCC:
 
     def __call__(self, pred: torch.Tensor) -> torch.Tensor:
         """pred (1, 1, X, Y, Z) on the target's grid: the scalar loss, in [-1, 0]."""
+        return self.local(pred).mean().neg()
+
+    def local(self, pred: torch.Tensor) -> torch.Tensor:
+        """pred (1, 1, X, Y, Z) on the target's grid: the squared local NCC of each voxel's window, (1, 1, X, Y, Z)
+        in [0, 1] (the loss is minus its mean)."""
         if pred.shape != self.target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} must have the fixed image's shape {tuple(self.target.shape)}")
         sums = box_sum(torch.cat([pred, pred * pred, self.target * pred], dim=1), self.kernel_size)
@@ -91,7 +96,7 @@ class FixedLNCC:
         p_avg = p_sum / self.volume
         cross = tp_sum - p_avg * self.t_sum
         p_var = torch.clamp(p2_sum - p_avg * p_sum, min=self.smooth_dr)
-        return ((cross * cross + self.smooth_nr) / (self.t_var * p_var)).mean().neg()
+        return (cross * cross + self.smooth_nr) / (self.t_var * p_var)
 
 
 class GridWarp:

@@ -282,6 +282,7 @@ def cavity_regions(
     unlabelled_bone_hu: float | None = 200.0,
     return_side: bool = False,
     shear_field: Any | None = None,
+    wall_shift: int = 0,
 ) -> tuple[np.ndarray, ...]:
     """Regularisation mask and sliding normals with sliding along the whole cavity wall (module docstring).
 
@@ -311,6 +312,8 @@ def cavity_regions(
         shear_field: a displacement field (3, X, Y, Z) in mm on the same grid, a first refinement's: with ``snap_mm``
             the wall moves to where that field shears most instead of to the strongest edge
             (:mod:`scripts.refinement.second_pass`).
+        wall_shift: the cavity dilated (> 0) or eroded (< 0) by this many voxels (6-neighbours) before the snap and
+            the bone gap: a candidate wall of the second pass's wall search (:mod:`scripts.refinement.second_pass`).
 
     Returns:
         ``(mask, normals)``: uint8 (X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; float32 (3, X, Y, Z) unit normals
@@ -353,6 +356,9 @@ def cavity_regions(
     field = None if shear_field is None else np.asarray(shear_field, dtype=np.float32)
     if field is not None and field.shape != (3,) + labels.shape:
         raise ValueError(f"shear_field must be (3, *S) = {(3,) + labels.shape} in mm, got {field.shape}")
+    if int(wall_shift) != wall_shift:
+        raise ValueError(f"wall_shift must be a whole number of voxels, got {wall_shift!r}")
+    cavity = _shifted(cavity, int(wall_shift))
     if (img is not None or field is not None) and snap_mm > 0 and cavity.any() and not cavity.all():
         cavity = snap_to_edge(cavity, img, sp, snap_mm, field=field)
     if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
