@@ -172,19 +172,23 @@ def test_the_second_pass_can_start_from_a_step_at_its_wall(case):
 def test_the_wall_search_finds_the_true_wall_from_labels_two_voxels_in_on_it_or_two_out(case, start, shifts):
     """Labels two voxels inside the true wall (liver box from voxel 8), on it (6) or two voxels outside (4): the
     search picks a shift (outwards positive) that puts the wall on the truth (+2, 0) or the truth inside its band
-    (-1 or -2, measured -1: the scores of -1 and -2 0.985 and 0.984) by the local NCC of each candidate's 20
+    (-1 or -2, measured -1: the scores of -1 and -2 0.983 and 0.982) by the local NCC of each candidate's 20
     iterations. With labels two voxels in, the second pass after it puts its wall on the truth where the snap alone
     (moving towards the first field's shear, one voxel at most) does not, and carries at least its jump. Off by
     default."""
     truth, fixed, moving = case
     seg, first = _liver_box_first_pass(fixed, moving, start, (40, 60))
-    shift, scores = search_wall_shift((fixed, moving), SP, first, (seg, None, {}), {"lr": 0.1}, 2, 20)
+    as_the_pass = {"lr": 0.1, "band_fold_weight": SECOND_PASS_BAND_FOLD_WEIGHT}  # second_pass's defaults
+    shift, scores, runs = search_wall_shift((fixed, moving), SP, first, (seg, None, {}), as_the_pass, 2, 20)
     assert shift in shifts, scores
     assert SECOND_PASS_WALL_SEARCH == 0
     if start == 8:
         searched, _, (mask, _, side) = second_pass(fixed, moving, SP, first, seg, snap_mm=2.0, iterations=40,
                                                    wall_search=2)  # fmt: skip
         snapped, _, (mask0, _, side0) = second_pass(fixed, moving, SP, first, seg, snap_mm=2.0, iterations=40)
+        # the chosen candidate's pass is the second pass itself: not run again
+        again, curve, _ = second_pass(fixed, moving, SP, first, seg, iterations=20, wall_search=2)
+        assert len(curve) == 20 and torch.equal(again, runs[shift][0][0])
 
         def on_the_truth(m, s):  # share of the band's voxels whose side is the true one
             return float(((s == 1) == truth)[m == SLIDING].mean())

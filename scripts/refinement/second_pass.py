@@ -159,46 +159,35 @@ def second_pass(
     seg_w = resize_labels(torch.from_numpy(np.asarray(seg).astype(np.int32))[None, None], work)[0, 0].numpy()
     image_w = None if image is None else resize_image(_volume(image), work)[0, 0].numpy()
     field_mm = ddf_w[0].numpy() * np.asarray(sp, dtype=np.float32).reshape(3, 1, 1, 1)
-    shift = 0
+    images_w = (resize_image(fixed.float(), work), resize_image(moving.float(), work))
+    shift, runs = 0, {}
     if wall_search > 0 and iterations > 0:
-        images_w = (resize_image(fixed.float(), work), resize_image(moving.float(), work))
         n_search = int(iterations if search_iterations is None else search_iterations)
         regions_w = (seg_w, image_w, region_options)
-        shift, _ = search_wall_shift(images_w, sp, ddf_w, regions_w, refine_options, int(wall_search), n_search)
-    mask, normals, side = cavity_regions(
-        seg_w,
-        sp,
-        image=image_w,
-        snap_mm=snap_mm if shift == 0 else 0.0,
-        shear_field=field_mm,
-        return_side=True,
-        wall_shift=shift,
-        **region_options,
-    )
-    regions = (
-        torch.from_numpy(mask.astype(np.float32))[None, None],
-        torch.from_numpy(normals)[None],
-        torch.from_numpy(side.astype(np.float32))[None, None],
-    )
-    if iterations == 0:
-        out, curve = ddf, []
-    else:
-        if step_start:
-            ddf_w = step_at_wall(ddf_w, regions[0] == SLIDING, regions[2], sp)
-        out, curve = refine_pair(
-            resize_image(fixed.float(), work),
-            resize_image(moving.float(), work),
-            sp,
-            reg_mask=regions[0],
-            normals=regions[1],
-            wall_side=regions[2],
-            init_ddf=ddf_w,
-            levels=1,
-            iterations=int(iterations),
-            grid_mm=None,
-            **refine_options,
-        )
+        shift, _, runs = search_wall_shift(images_w, sp, ddf_w, regions_w, refine_options, int(wall_search), n_search)
+        if step_start or n_search != iterations:  # the pass below differs from the candidates' passes
+            runs = {}
+    if shift != 0 and shift in runs:  # the chosen candidate's pass is this pass: the same start, wall and iterations
+        (out, curve), regions = runs[shift]
         out = resize_field(out, in_shape)
+    else:
+        mask, normals, side = cavity_regions(
+            seg_w,
+            sp,
+            image=image_w,
+            snap_mm=snap_mm if shift == 0 else 0.0,
+            shear_field=field_mm,
+            return_side=True,
+            wall_shift=shift,
+            **region_options,
+        )
+        regions = _as_tensors(mask, normals, side)
+        if iterations == 0:
+            out, curve = ddf, []
+        else:
+            start = step_at_wall(ddf_w, regions[0] == SLIDING, regions[2], sp) if step_start else ddf_w
+            out, curve = _one_level(images_w, sp, start, regions, iterations, refine_options)
+            out = resize_field(out, in_shape)
     back = [resize_labels(r, in_shape)[0] for r in regions]  # nearest: the band's normals stay unit vectors
     return out, curve, (back[0][0].numpy().astype(np.uint8), back[1].numpy(), back[2][0].numpy().astype(np.int8))
 
@@ -211,7 +200,7 @@ def search_wall_shift(
     refine_options: Mapping[str, Any],
     reach: int,
     iterations: int,
-) -> tuple[int, dict[int, float]]:
+) -> tuple[int, dict[int, float], dict[int, tuple]]:
     """The shift of the whole labelled wall that the image prefers (module docstring, *The wall search*).
 
     Args:
@@ -224,39 +213,58 @@ def search_wall_shift(
         iterations: Adam iterations of each candidate from ``ddf``.
 
     Returns:
-        ``(shift, scores)``: the chosen shift (voxels, > 0 outwards) and each shift's mean squared local NCC over
-        the voxels that the candidate walls disagree on.
+        ``(shift, scores, runs)``: the chosen shift (voxels, > 0 outwards), each shift's mean squared local NCC over
+        the voxels that the candidate walls disagree on, and each shift's pass, ``((field, curve), (mask, normals,
+        side))`` (the field (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them).
     """
     fixed, moving = images
     seg, image, options = regions
     target, warp = FixedLNCC(fixed, 3), GridWarp()
-    locals_, insides = {}, {}
+    runs, scores_map, insides = {}, {}, {}
     for k in range(-reach, reach + 1):
         mask, normals, side = cavity_regions(seg, spacing, image=image, return_side=True, wall_shift=k, **options)
-        out, _ = refine_pair(
-            fixed,
-            moving,
-            spacing,
-            reg_mask=torch.from_numpy(mask.astype(np.float32))[None, None],
-            normals=torch.from_numpy(normals)[None],
-            wall_side=torch.from_numpy(side.astype(np.float32))[None, None],
-            init_ddf=ddf,
-            levels=1,
-            iterations=iterations,
-            grid_mm=None,
-            **refine_options,
-        )
+        tensors = _as_tensors(mask, normals, side)
+        runs[k] = (_one_level(images, spacing, ddf, tensors, iterations, refine_options), tensors)
         with torch.no_grad():
-            locals_[k] = target.local(warp(moving, out))[0, 0].numpy()
+            scores_map[k] = target.local(warp(moving, runs[k][0][0]))[0, 0].numpy()
         insides[k] = side != 0
     zone = insides[reach] & ~insides[-reach]
     if not zone.any():
-        return 0, {k: float("nan") for k in locals_}
-    scores = {k: float(v[zone].mean()) for k, v in locals_.items()}
+        return 0, {k: float("nan") for k in runs}, runs
+    scores = {k: float(v[zone].mean()) for k, v in scores_map.items()}
     shift = max(sorted(scores, key=abs), key=lambda k: scores[k])  # max keeps the first of a tie: the smallest |k|
     logger.info("second pass: the wall search chose a shift of %d voxels (mean local NCC^2 %s)", shift,
                 ", ".join(f"{k:+d}: {v:.4f}" for k, v in scores.items()))  # fmt: skip
-    return shift, scores
+    return shift, scores, runs
+
+
+def _as_tensors(mask: np.ndarray, normals: np.ndarray, side: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """``cavity_regions``' (mask, normals, side) arrays as :func:`refine_pair` takes them: (1, 1, *S) float mask,
+    (1, 3, *S) normals, (1, 1, *S) float side."""
+    return (
+        torch.from_numpy(mask.astype(np.float32))[None, None],
+        torch.from_numpy(normals)[None],
+        torch.from_numpy(side.astype(np.float32))[None, None],
+    )
+
+
+def _one_level(images, spacing, ddf, regions, iterations, refine_options) -> tuple[torch.Tensor, list[dict]]:
+    """:func:`refine_pair` on the working grid, one level of ``iterations`` from ``ddf`` with ``regions`` (mask,
+    normals, side tensors): (field (1, 3, *S) voxels, curve)."""
+    mask, normals, side = regions
+    return refine_pair(
+        images[0],
+        images[1],
+        spacing,
+        reg_mask=mask,
+        normals=normals,
+        wall_side=side,
+        init_ddf=ddf,
+        levels=1,
+        iterations=int(iterations),
+        grid_mm=None,
+        **refine_options,
+    )
 
 
 def _volume(image: Any) -> torch.Tensor:
