@@ -17,6 +17,7 @@ Usage::
     python benchmarks/benchmark_refine.py --threads 1 --configs '["jacobian"]'
     python benchmarks/benchmark_refine.py --second_iterations 0    # without the second pass (on by default)
     python benchmarks/benchmark_refine.py --second_wall_search 2  # with the second pass's wall search (off by default)
+    python benchmarks/benchmark_refine.py --second_wall_search 1 --second_step_start true  # refine_wall_search.json
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ from scripts.evaluation.metrics import folding_percentage
 from scripts.losses.biomechanical import RIGID, SLIDING
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.second_pass import SECOND_PASS_ITERATIONS, SECOND_PASS_WALL_SEARCH, second_pass
+from scripts.refinement.second_pass import (
+    SECOND_PASS_ITERATIONS,
+    SECOND_PASS_STEP_START,
+    SECOND_PASS_WALL_SEARCH,
+    second_pass,
+)
 from scripts.regions.cavity import body_mask, cavity_regions
 from scripts.regions.labels import TOTALSEG_V2_TOTAL
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
@@ -98,6 +104,7 @@ def run_one(
     second_iterations: int = SECOND_PASS_ITERATIONS,
     iterations: Sequence[int] | None = None,
     second_wall_search: int = SECOND_PASS_WALL_SEARCH,
+    second_step_start: bool = SECOND_PASS_STEP_START,
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
@@ -129,6 +136,7 @@ def run_one(
             case["fixed_hu"],
             iterations=second_iterations,
             wall_search=second_wall_search,
+            step_start=second_step_start,
         )
         curve, mask = curve + more, torch.from_numpy(regions[0])[None, None].float()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0
@@ -167,10 +175,12 @@ def main(
     second_iterations: int = SECOND_PASS_ITERATIONS,
     iterations: Sequence[int] | None = None,
     second_wall_search: int = SECOND_PASS_WALL_SEARCH,
+    second_step_start: bool = SECOND_PASS_STEP_START,
 ) -> None:
+    second = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
+    second["second_step_start"] = bool(second_step_start)
     if run is not None:
-        kwargs = dict(second_iterations=second_iterations, iterations=iterations, second_wall_search=second_wall_search)
-        print(json.dumps(run_one(run, threads, **kwargs)))
+        print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return
     build_case()
     results = []
@@ -178,7 +188,7 @@ def main(
         load_before = os.getloadavg()
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.benchmark_refine", "--run", config, "--threads", str(threads)]
-            + ["--second_iterations", str(second_iterations), "--second_wall_search", str(second_wall_search)]
+            + [arg for key, value in second.items() for arg in (f"--{key}", str(value))]
             + ([] if iterations is None else ["--iterations", ",".join(str(int(i)) for i in iterations)]),
             cwd=BUNDLE_ROOT,
             capture_output=True,
