@@ -159,7 +159,7 @@ def second_pass(
     seg_w = resize_labels(torch.from_numpy(np.asarray(seg).astype(np.int32))[None, None], work)[0, 0].numpy()
     image_w = None if image is None else resize_image(_volume(image), work)[0, 0].numpy()
     field_mm = ddf_w[0].numpy() * np.asarray(sp, dtype=np.float32).reshape(3, 1, 1, 1)
-    images_w = (resize_image(fixed.float(), work), resize_image(moving.float(), work))
+    images_w = (resize_image(fixed.float(), work), resize_image(moving.float(), work)) if iterations > 0 else None
     shift, runs = 0, {}
     if wall_search > 0 and iterations > 0:
         n_search = int(iterations if search_iterations is None else search_iterations)
@@ -219,19 +219,20 @@ def search_wall_shift(
     """
     fixed, moving = images
     seg, image, options = regions
+    walls = {
+        k: cavity_regions(seg, spacing, image=image, return_side=True, wall_shift=k, **options)
+        for k in range(-reach, reach + 1)
+    }
+    zone = torch.from_numpy((walls[reach][2] != 0) & (walls[-reach][2] == 0))  # where the candidates disagree
     target, warp = FixedLNCC(fixed, 3), GridWarp()
-    runs, scores_map, insides = {}, {}, {}
-    for k in range(-reach, reach + 1):
-        mask, normals, side = cavity_regions(seg, spacing, image=image, return_side=True, wall_shift=k, **options)
-        tensors = _as_tensors(mask, normals, side)
+    runs, scores = {}, {}
+    for k, wall in walls.items():
+        tensors = _as_tensors(*wall)
         runs[k] = (_one_level(images, spacing, ddf, tensors, iterations, refine_options), tensors)
         with torch.no_grad():
-            scores_map[k] = target.local(warp(moving, runs[k][0][0]))[0, 0].numpy()
-        insides[k] = side != 0
-    zone = insides[reach] & ~insides[-reach]
+            scores[k] = float(target.local(warp(moving, runs[k][0][0]))[0, 0][zone].mean()) if zone.any() else 0.0
     if not zone.any():
         return 0, {k: float("nan") for k in runs}, runs
-    scores = {k: float(v[zone].mean()) for k, v in scores_map.items()}
     shift = max(sorted(scores, key=abs), key=lambda k: scores[k])  # max keeps the first of a tie: the smallest |k|
     logger.info("second pass: the wall search chose a shift of %d voxels (mean local NCC^2 %s)", shift,
                 ", ".join(f"{k:+d}: {v:.4f}" for k, v in scores.items()))  # fmt: skip
