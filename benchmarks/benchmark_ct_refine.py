@@ -67,12 +67,14 @@ from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, mar
 from scripts.io.errors import InputError
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
+    FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_LR,
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    first_pass_with_search,
     second_pass,
 )
 from scripts.refinement.start import START_MODES, network_start
@@ -99,6 +101,7 @@ SECOND_KEYS = (
     "second_band_fold_weight",
     "second_step_start",
     "second_wall_search",
+    "first_wall_search",
 )
 
 
@@ -184,7 +187,14 @@ def run_method(
             kwargs["regulariser"] = "jacobian"
         f, m = batched(normalise(fixed))[None], batched(normalise(moving))[None]
         second = int(refine_kwargs.get("second_iterations", SECOND_PASS_ITERATIONS))  # configs/refine.json's default
-        ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
+        first_search = int(refine_kwargs.get("first_wall_search", FIRST_PASS_WALL_SEARCH))
+        if method in ("refine_full", "refine_pairs") and first_search > 0:
+            region_options = dict(options, pairs=method == "refine_pairs")
+            ddf, _ = first_pass_with_search(
+                f, m, list(spacing), case["fixed_seg"], fixed, region_options, kwargs, first_search
+            )
+        else:
+            ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
         if method in ("refine_full", "refine_pairs") and second > 0:
             ddf, _, (mask, _, _) = second_pass(
                 f,
@@ -243,6 +253,8 @@ def main(argv=None) -> dict:
     p.add_argument("--second-step-start", choices=("true", "false"), default=None, help=step_help)
     search_help = f"the second pass's wall search, voxels (default {SECOND_PASS_WALL_SEARCH}: none)"
     p.add_argument("--second-wall-search", type=int, default=None, help=search_help)
+    first_help = "the wall search before the first pass's finest level, voxels (default 0: none)"
+    p.add_argument("--first-wall-search", type=int, default=None, help=first_help)
     p.add_argument("--elastix-iterations", type=int, default=300)
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
     p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
@@ -271,6 +283,7 @@ def main(argv=None) -> dict:
         "second_iterations",
         "second_snap_mm",
         "second_wall_search",
+        "first_wall_search",
     )
     for key in keys:
         if getattr(args, key) is not None:

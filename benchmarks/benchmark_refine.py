@@ -18,6 +18,7 @@ Usage::
     python benchmarks/benchmark_refine.py --second_iterations 0    # without the second pass (on by default)
     python benchmarks/benchmark_refine.py --second_wall_search 2  # with the second pass's wall search (off by default)
     python benchmarks/benchmark_refine.py --second_wall_search 1 --second_step_start true  # refine_wall_search.json
+    python benchmarks/benchmark_refine.py --first_wall_search 1   # the search before the first pass's finest level
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ from scripts.losses.biomechanical import RIGID, SLIDING
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
+    FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    first_pass_with_search,
     second_pass,
 )
 from scripts.regions.cavity import body_mask, cavity_regions
@@ -105,6 +108,7 @@ def run_one(
     iterations: Sequence[int] | None = None,
     second_wall_search: int = SECOND_PASS_WALL_SEARCH,
     second_step_start: bool = SECOND_PASS_STEP_START,
+    first_wall_search: int = FIRST_PASS_WALL_SEARCH,
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
@@ -123,9 +127,13 @@ def run_one(
     start, cpu0 = time.perf_counter(), time.process_time()
     two_passes = config == "rigidity_shearing_jacobian" and second_iterations > 0
     schedule = {} if iterations is None else {"iterations": [int(i) for i in iterations], "levels": len(iterations)}
-    ddf, curve = refine_pair(
-        fixed, moving, (1.0, 1.0, 1.0), reg_mask=mask, normals=normals, wall_side=side, regulariser=config, **schedule
-    )
+    first = dict(reg_mask=mask, normals=normals, wall_side=side, regulariser=config, **schedule)
+    if config == "rigidity_shearing_jacobian" and first_wall_search > 0:
+        ddf, curve = first_pass_with_search(
+            fixed, moving, (1.0, 1.0, 1.0), case["seg"], case["fixed_hu"], None, first, first_wall_search
+        )
+    else:
+        ddf, curve = refine_pair(fixed, moving, (1.0, 1.0, 1.0), **first)
     if two_passes:
         ddf, more, regions = second_pass(
             fixed,
@@ -176,9 +184,10 @@ def main(
     iterations: Sequence[int] | None = None,
     second_wall_search: int = SECOND_PASS_WALL_SEARCH,
     second_step_start: bool = SECOND_PASS_STEP_START,
+    first_wall_search: int = FIRST_PASS_WALL_SEARCH,
 ) -> None:
     second = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
-    second["second_step_start"] = bool(second_step_start)
+    second.update(second_step_start=bool(second_step_start), first_wall_search=int(first_wall_search))
     if run is not None:
         print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return

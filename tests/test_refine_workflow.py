@@ -6,6 +6,7 @@ the CT model, ``--refine_network_start cavity`` keeps the model's field inside t
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -77,6 +78,25 @@ def test_refinement_recovers_a_known_motion(known_motion, tmp_path, caplog):
     assert before > 2.0 and after < 0.6 * before
     assert entry["folding_percent"] < 0.5
     assert refinement["fold_percent_off_band"] == 0.0 and "diverged" not in caplog.text
+
+
+def test_the_search_before_the_finest_level_runs_through_the_workflow(known_motion, tmp_path, caplog):
+    """``--refine_first_wall_search 1``: the inferer runs the first pass's finest level after the wall search (the
+    log names the chosen shift); the loss curve keeps the schedule's shape (the candidates' rows not kept) and the
+    field still recovers the known motion."""
+    case = known_motion
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="scripts.refinement.second_pass"):
+        run_inference_workflow(None, CONFIGS, fixed=case["fixed"], moving=case["moving"], fixed_seg=case["seg"],
+                               output_dir=str(out), refine_first_wall_search=1, **FAST)  # fmt: skip
+    entry = json.loads((out / "summary.json").read_text())["pairs"][0]
+    curve = entry["refinement"]["loss_curve"]
+    assert [sum(row["level"] == level for row in curve) for level in range(4)] == [40, 30, 20, 20]
+    assert "first pass: the wall search" in caplog.text and caplog.text.count("the wall search chose a shift") == 1
+    body = case["body"]
+    before = float(np.linalg.norm(case["true_mm"], axis=-1)[body].mean())
+    assert float(endpoint_error(entry, case)[body].mean()) < 0.6 * before
+    assert entry["refinement"]["fold_percent_off_band"] == 0.0
 
 
 def test_too_large_a_step_is_halved_not_diverged(known_motion, tmp_path, caplog):
@@ -201,6 +221,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         "refine_sided_upsampling": "true",
         "refine_second_step_start": "true",
         "refine_second_wall_search": 2,
+        "refine_first_wall_search": 1,
     }
     for override, expected in (({}, None), (asked, 0.7)):
         parser = ConfigParser()
@@ -213,6 +234,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.second_band_fold_weight == 1.0
         assert inferer.second_step_start is bool(override)  # the second pass's step start: off unless asked for
         assert inferer.second_wall_search == (2 if override else 0)  # its wall search: off unless asked for
+        assert inferer.first_wall_search == (1 if override else 0)  # the first pass's: off unless asked for
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
@@ -230,6 +252,8 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_second_step_start", "1", "option --refine_second_step_start: '1' is not one of"),
         ("refine_second_wall_search", -1, "--refine_second_wall_search must be a whole number of voxels >= 0"),
         ("refine_second_wall_search", 1.5, "--refine_second_wall_search must be a whole number of voxels >= 0"),
+        ("refine_first_wall_search", -2, "--refine_first_wall_search must be a whole number of voxels >= 0"),
+        ("refine_first_wall_search", "one", "--refine_first_wall_search must be a whole number of voxels >= 0"),
         ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
     ]
     for key, bad, message in bad_values:

@@ -15,13 +15,14 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
    Without a segmentation: the log-Jacobian prior alone, with a notice.
-4. :func:`scripts.refinement.optimiser.refine_pair`; with the sliding band and ``second_iterations`` > 0 (30 by
-   default), then the second pass (:mod:`scripts.refinement.second_pass`: the wall moved to where that field shears,
-   ``second_iterations`` more iterations on G). The field (voxels of G) goes to the writer with G as its grid, and
-   the loss curve (the second pass's rows one level past the first's) to the pair's entry of ``summary.json``
-   (``refinement``), with the share of G's voxels outside the sliding band that fold (det J <= 0). Where the prior
-   holds none should; above :data:`FOLD_WARNING_PERCENT` (or when the similarity ends the finest level worse than it
-   started it) the run warns: the optimisation diverged (e.g. too large a ``lr``).
+4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
+   level after the wall search, :func:`scripts.refinement.second_pass.first_pass_with_search`); with the sliding band
+   and ``second_iterations`` > 0 (30 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the
+   wall moved to where that field shears, ``second_iterations`` more iterations on G). The field (voxels of G) goes
+   to the writer with G as its grid, and the loss curve (the second pass's rows one level past the first's) to the
+   pair's entry of ``summary.json`` (``refinement``), with the share of G's voxels outside the sliding band that fold
+   (det J <= 0). Where the prior holds none should; above :data:`FOLD_WARNING_PERCENT` (or when the similarity ends
+   the finest level worse than it started it) the run warns: the optimisation diverged (e.g. too large a ``lr``).
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid,
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
+    FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_LR,
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    first_pass_with_search,
     second_pass,
 )
 from scripts.refinement.similarity import SIMILARITIES
@@ -147,6 +150,9 @@ class RefinementInferer(Inferer):
         second_wall_search: before the second pass, try every shift of the whole labelled wall within this many
             voxels in or out and keep the one the image's similarity prefers (0: none, the default; it costs
             2 n + 1 passes of ``second_iterations``; :func:`scripts.refinement.second_pass.search_wall_shift`).
+        first_wall_search: the same search before the first pass's finest level, each shift refined for
+            ``second_iterations`` (30 when those are 0), the finest level then with the chosen wall (0: none, the
+            default; :func:`scripts.refinement.second_pass.first_pass_with_search`).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -182,6 +188,7 @@ class RefinementInferer(Inferer):
         second_band_fold_weight: float = SECOND_PASS_BAND_FOLD_WEIGHT,
         second_step_start: bool = SECOND_PASS_STEP_START,
         second_wall_search: int = SECOND_PASS_WALL_SEARCH,
+        first_wall_search: int = FIRST_PASS_WALL_SEARCH,
         sided_upsampling: bool = False,
         network_start: str = "field",
     ):
@@ -231,6 +238,12 @@ class RefinementInferer(Inferer):
                 f"got {second_wall_search!r}"
             )
         self.second_wall_search = int(second_wall_search)
+        if not (_is_number(first_wall_search, integer=True) and first_wall_search >= 0):
+            raise InputError(
+                f"--refine_first_wall_search must be a whole number of voxels >= 0 (0: no search), "
+                f"got {first_wall_search!r}"
+            )
+        self.first_wall_search = int(first_wall_search)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
@@ -312,26 +325,32 @@ class RefinementInferer(Inferer):
             init = network_start(init, rigid, side, self.network_start)
         options = dict(self.options, similarity=self.similarity, regulariser=regulariser, grid_mm=None)
         fixed, moving = fixed[None, None], moving[None, None]
+        slides = regulariser == "rigidity_shearing_jacobian" and seg is not None
+        image = fixed_hu.numpy() if self.intensity == "ct" else None
         with torch.enable_grad():  # evaluators run the inferer under no_grad
-            ddf, curve = refine_pair(
-                fixed,
-                moving,
-                spacing.tolist(),
-                reg_mask=reg_mask,
-                normals=normals,
-                wall_side=side,
-                init_ddf=init,
-                progress=self.progress,
-                **options,
-            )
-            if self.second_iterations > 0 and regulariser == "rigidity_shearing_jacobian" and seg is not None:
+            first = dict(reg_mask=reg_mask, normals=normals, wall_side=side, init_ddf=init, progress=self.progress)
+            if self.first_wall_search > 0 and slides:
+                ddf, curve = first_pass_with_search(
+                    fixed,
+                    moving,
+                    spacing.tolist(),
+                    seg,
+                    image=image,
+                    region_options=self.region_options,
+                    refine_options=dict(options, **first),
+                    wall_search=self.first_wall_search,
+                    search_iterations=self.second_iterations or SECOND_PASS_ITERATIONS,
+                )
+            else:
+                ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)
+            if self.second_iterations > 0 and slides:
                 ddf, more, regions = second_pass(
                     fixed,
                     moving,
                     spacing.tolist(),
                     ddf,
                     seg,
-                    image=fixed_hu.numpy() if self.intensity == "ct" else None,
+                    image=image,
                     region_options=self.region_options,
                     refine_options=dict(options, progress=self.progress),
                     snap_mm=self.second_snap_mm,

@@ -31,6 +31,13 @@ chooses) the wall came out ragged and the slip fell on every wall (real CT, seed
 default wall); and a search from a step at each candidate's wall with fewer iterations chose the outermost shift on
 every case (docs/README.md, *Walls nobody tuned on*).
 
+**The search before the finest level** (:func:`first_pass_with_search`, ``--refine_first_wall_search``, off by
+default): the same search, run on the first pass's field before its finest level (the coarser levels' field, which
+was fitted with the labels' wall at a coarser grid and has not yet drawn the slip to the voxel), then the finest
+level's iterations with the chosen wall, no snap. The second pass follows as usual. WHY: after the whole first pass
+the slip is already drawn at the labels' wall, and the search of the second pass, from that field, sees less
+difference between the shifts.
+
 All on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
 mm): the images, the label map and the first field are brought there first (the regions' distance transforms and
 filters cost about their voxel count: eight times less at 2 mm than at 1 mm), and the field goes back to the input
@@ -48,6 +55,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,12 +70,14 @@ from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import SLIDING
 
 __all__ = [
+    "FIRST_PASS_WALL_SEARCH",
     "SECOND_PASS_BAND_FOLD_WEIGHT",
     "SECOND_PASS_ITERATIONS",
     "SECOND_PASS_LR",
     "SECOND_PASS_SNAP_MM",
     "SECOND_PASS_STEP_START",
     "SECOND_PASS_WALL_SEARCH",
+    "first_pass_with_search",
     "search_wall_shift",
     "second_pass",
 ]
@@ -87,8 +97,11 @@ SECOND_PASS_BAND_FOLD_WEIGHT = 1.0
 SECOND_PASS_STEP_START = False
 # the wall search (module docstring): off by default; it costs 2 * wall_search + 1 more passes of search_iterations
 SECOND_PASS_WALL_SEARCH = 0
+# the search before the first pass's finest level (first_pass_with_search): off by default, measured in docs/README.md
+FIRST_PASS_WALL_SEARCH = 0
 logger = logging.getLogger(__name__)
 DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
+DEFAULT_SCHEDULE = {k: inspect.signature(refine_pair).parameters[k].default for k in ("levels", "iterations")}
 
 
 def second_pass(
@@ -192,6 +205,66 @@ def second_pass(
     return out, curve, (back[0][0].numpy().astype(np.uint8), back[1].numpy(), back[2][0].numpy().astype(np.int8))
 
 
+def first_pass_with_search(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    spacing: Sequence[float],
+    seg: np.ndarray,
+    image: np.ndarray | None = None,
+    region_options: Mapping[str, Any] | None = None,
+    refine_options: Mapping[str, Any] | None = None,
+    wall_search: int = 1,
+    search_iterations: int = SECOND_PASS_ITERATIONS,
+) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """The first pass with the wall search before its finest level (module docstring, *The search before the finest
+    level*): :func:`refine_pair` with ``refine_options`` up to its finest level; every shift of the labelled wall
+    within ``wall_search`` voxels refined ``search_iterations`` iterations from that field and scored as the second
+    pass's search scores them; the finest level's iterations, step and band fold weight then run with the chosen
+    wall (no snap).
+
+    Args:
+        fixed, moving, spacing: as :func:`refine_pair` takes them.
+        seg: (X, Y, Z) the label map the regions in ``refine_options`` came from; ``image``: the CT (HU) or None.
+        region_options: the other keywords of :func:`scripts.regions.cavity.cavity_regions` those regions used.
+        refine_options: the keywords of :func:`refine_pair` (``reg_mask``, ``normals``, ``wall_side``,
+            ``init_ddf``, ``levels``, ``iterations``, ``lr``, ...).
+        wall_search: the shifts tried, -wall_search..wall_search voxels (> 0).
+        search_iterations: Adam iterations of each candidate.
+
+    Returns:
+        ``(ddf, curve)`` as :func:`refine_pair` returns them; the finest level's rows are those of the chosen wall's
+        iterations (the candidates' are not kept).
+    """
+    if wall_search < 1 or search_iterations < 1:
+        raise ValueError(f"need wall_search >= 1 and search_iterations >= 1, got {wall_search} and {search_iterations}")
+    options = {**DEFAULT_SCHEDULE, **dict(refine_options or {})}
+    levels, iterations = int(options["levels"]), options["iterations"]
+    iterations = [int(iterations)] * levels if isinstance(iterations, int) else [int(i) for i in iterations]
+    start = time.perf_counter()
+    logger.info("first pass: the wall search (%d voxels in or out) before its finest level", wall_search)
+    coarse, curve = refine_pair(fixed, moving, spacing, **dict(options, iterations=iterations[:-1] + [0]))
+    if iterations[-1] == 0:
+        return coarse, curve
+    ddf, finest, _ = second_pass(
+        fixed,
+        moving,
+        spacing,
+        coarse,
+        seg,
+        image=image,
+        region_options=region_options,
+        refine_options=options,
+        snap_mm=0.0,
+        iterations=iterations[-1],
+        lr=None,  # the finest level's
+        band_fold_weight=None,  # the first pass's
+        wall_search=wall_search,
+        search_iterations=search_iterations,
+    )
+    seconds = time.perf_counter() - start - (finest[-1]["seconds"] if finest else 0.0)  # the candidates' time too
+    return ddf, curve + [dict(row, level=levels - 1, seconds=row["seconds"] + seconds) for row in finest]
+
+
 def search_wall_shift(
     images: tuple[torch.Tensor, torch.Tensor],
     spacing: Sequence[float],
@@ -234,7 +307,7 @@ def search_wall_shift(
     if not zone.any():
         return 0, {k: float("nan") for k in runs}, runs
     shift = max(sorted(scores, key=abs), key=lambda k: scores[k])  # max keeps the first of a tie: the smallest |k|
-    logger.info("second pass: the wall search chose a shift of %d voxels (mean local NCC^2 %s)", shift,
+    logger.info("the wall search chose a shift of %d voxels (mean local NCC^2 %s)", shift,
                 ", ".join(f"{k:+d}: {v:.4f}" for k, v in scores.items()))  # fmt: skip
     return shift, scores, runs
 
