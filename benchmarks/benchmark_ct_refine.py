@@ -190,11 +190,11 @@ def run_method(
         first_search = int(refine_kwargs.get("first_wall_search", FIRST_PASS_WALL_SEARCH))
         if method in ("refine_full", "refine_pairs") and first_search > 0:
             region_options = dict(options, pairs=method == "refine_pairs")
-            ddf, _ = first_pass_with_search(
+            ddf, _, shift = first_pass_with_search(
                 f, m, list(spacing), case["fixed_seg"], fixed, region_options, kwargs, first_search
             )
         else:
-            ddf, _ = refine_pair(f, m, list(spacing), **kwargs)
+            (ddf, _), shift = refine_pair(f, m, list(spacing), **kwargs), 0
         if method in ("refine_full", "refine_pairs") and second > 0:
             ddf, _, (mask, _, _) = second_pass(
                 f,
@@ -211,6 +211,7 @@ def run_method(
                 band_fold_weight=float(refine_kwargs.get("second_band_fold_weight", SECOND_PASS_BAND_FOLD_WEIGHT)),
                 step_start=bool(refine_kwargs.get("second_step_start", SECOND_PASS_STEP_START)),
                 wall_search=int(refine_kwargs.get("second_wall_search", SECOND_PASS_WALL_SEARCH)),
+                wall_shift=shift,
             )
             band = mask == 2
         return ddf[0].numpy(), time.perf_counter() - start, band

@@ -129,11 +129,11 @@ def run_one(
     schedule = {} if iterations is None else {"iterations": [int(i) for i in iterations], "levels": len(iterations)}
     first = dict(reg_mask=mask, normals=normals, wall_side=side, regulariser=config, **schedule)
     if config == "rigidity_shearing_jacobian" and first_wall_search > 0:
-        ddf, curve = first_pass_with_search(
+        ddf, curve, shift = first_pass_with_search(
             fixed, moving, (1.0, 1.0, 1.0), case["seg"], case["fixed_hu"], None, first, first_wall_search
         )
     else:
-        ddf, curve = refine_pair(fixed, moving, (1.0, 1.0, 1.0), **first)
+        (ddf, curve), shift = refine_pair(fixed, moving, (1.0, 1.0, 1.0), **first), 0
     if two_passes:
         ddf, more, regions = second_pass(
             fixed,
@@ -145,6 +145,7 @@ def run_one(
             iterations=second_iterations,
             wall_search=second_wall_search,
             step_start=second_step_start,
+            wall_shift=shift,
         )
         curve, mask = curve + more, torch.from_numpy(regions[0])[None, None].float()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0

@@ -206,17 +206,22 @@ def test_the_search_before_the_finest_level_puts_the_first_pass_on_the_true_wall
     """Labels two voxels inside the true wall: the first pass with the search before its finest level (40 coarse
     iterations, then 3 x 20 candidate iterations and the finest level's 60 with the chosen wall) carries far more of
     the 3-voxel jump across the true wall than the same first pass with the labels' wall; its loss curve is the
-    plain schedule's (the candidates' rows not kept), and a search of no voxels is refused."""
+    plain schedule's (the candidates' rows not kept); the second pass given its shift starts from the true wall; a
+    search of no voxels is refused."""
     truth, fixed, moving = case
     seg, plain = _liver_box_first_pass(fixed, moving, 8, (40, 60))
     mask, normals, side = cavity_regions(seg, SP, return_side=True)
     options = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
     options.update(levels=2, iterations=(40, 60))
-    searched, curve = first_pass_with_search(fixed, moving, SP, seg, refine_options=options, wall_search=2,
-                                             search_iterations=20)  # fmt: skip
-    assert [sum(row["level"] == level for row in curve) for level in (0, 1)] == [40, 60]
+    searched, curve, shift = first_pass_with_search(
+        fixed, moving, SP, seg, refine_options=options, wall_search=2, search_iterations=20
+    )
+    assert shift == 2 and [sum(row["level"] == level for row in curve) for level in (0, 1)] == [40, 60]
     assert all(b["seconds"] >= a["seconds"] for a, b in zip(curve, curve[1:]))
     # measured: the plain first pass's jump 0.22 of 3 voxels, the searched one's 2.99
     assert _jump(searched) > 0.8 * 2 * SLIP and _jump(searched) > _jump(plain) + 1.0, (_jump(plain), _jump(searched))
+    # the second pass starts from that wall: its regions lie on the truth (the labels' wall does not)
+    _, _, (mask, _, side) = second_pass(fixed, moving, SP, searched, seg, iterations=0, wall_shift=shift)
+    assert float(((side == 1) == truth)[mask == SLIDING].mean()) > 0.9
     with pytest.raises(ValueError, match="wall_search >= 1"):
         first_pass_with_search(fixed, moving, SP, seg, refine_options=options, wall_search=0)

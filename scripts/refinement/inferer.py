@@ -329,8 +329,9 @@ class RefinementInferer(Inferer):
         image = fixed_hu.numpy() if self.intensity == "ct" else None
         with torch.enable_grad():  # evaluators run the inferer under no_grad
             first = dict(reg_mask=reg_mask, normals=normals, wall_side=side, init_ddf=init, progress=self.progress)
+            shift = 0  # the first pass's wall: the labels' moved by this many voxels
             if self.first_wall_search > 0 and slides:
-                ddf, curve = first_pass_with_search(
+                ddf, curve, shift = first_pass_with_search(
                     fixed,
                     moving,
                     spacing.tolist(),
@@ -359,6 +360,7 @@ class RefinementInferer(Inferer):
                     band_fold_weight=self.second_band_fold_weight,
                     step_start=self.second_step_start,
                     wall_search=self.second_wall_search,
+                    wall_shift=shift,
                 )
                 level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
                 curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]

@@ -34,7 +34,8 @@ every case (docs/README.md, *Walls nobody tuned on*).
 **The search before the finest level** (:func:`first_pass_with_search`, ``--refine_first_wall_search``, off by
 default): the same search, run on the first pass's field before its finest level (the coarser levels' field, which
 was fitted with the labels' wall at a coarser grid and has not yet drawn the slip to the voxel), then the finest
-level's iterations with the chosen wall, no snap. The second pass follows as usual. WHY: after the whole first pass
+level's iterations with the chosen wall, no snap. The second pass then starts from the chosen wall (``wall_shift``:
+its snap moves that wall, its search tries the shifts around it). WHY: after the whole first pass
 the slip is already drawn at the labels' wall, and the search of the second pass, from that field, sees less
 difference between the shifts.
 
@@ -57,7 +58,7 @@ import inspect
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -120,6 +121,7 @@ def second_pass(
     step_start: bool = SECOND_PASS_STEP_START,
     wall_search: int = SECOND_PASS_WALL_SEARCH,
     search_iterations: int | None = None,
+    wall_shift: int = 0,
 ) -> tuple[torch.Tensor, list[dict[str, float]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Move the wall to where ``ddf`` shears and refine on (module docstring).
 
@@ -141,8 +143,10 @@ def second_pass(
         step_start: start the iterations from the first field made a step at the new wall (each band voxel its own
             side's nearest value off the band), not from the first field itself.
         wall_search: with ``iterations`` > 0, search the shift of the whole labelled wall within this many voxels
-            in or out by the image's similarity (module docstring, :func:`search_wall_shift`); 0: no search.
+            of ``wall_shift`` by the image's similarity (module docstring, :func:`search_wall_shift`); 0: no search.
         search_iterations: the iterations of each candidate of the search (None: ``iterations``).
+        wall_shift: the wall the first pass used, the labels' moved by this many voxels (> 0 outwards; that of
+            :func:`first_pass_with_search`): the snap and the search start from it.
 
     Returns:
         ``(ddf, curve, (mask, normals, side))``: the field (1, 3, X, Y, Z) voxels, the second pass's loss curve
@@ -153,53 +157,39 @@ def second_pass(
         raise ValueError(
             f"need snap_mm >= 0, iterations >= 0 and wall_search >= 0, got {snap_mm}, {iterations} and {wall_search}"
         )
-    region_options = dict(region_options or {})
-    refine_options = dict(refine_options or {})
-    for key in ("snap_mm", "shear_field", "return_side"):
-        region_options.pop(key, None)
-    for key in ("reg_mask", "normals", "wall_side", "init_ddf", "levels", "iterations"):
-        refine_options.pop(key, None)
-    if band_fold_weight is not None:
-        refine_options["band_fold_weight"] = float(band_fold_weight)
-    if lr is not None:
-        refine_options["lr"] = float(lr)
-    elif isinstance(refine_options.get("lr"), (list, tuple)):
-        refine_options["lr"] = float(refine_options["lr"][-1])
-    in_shape = tuple(fixed.shape[2:])
-    work = working_shape(in_shape, spacing, refine_options.pop("grid_mm", DEFAULT_GRID_MM))
-    sp = grid_spacing(in_shape, spacing, work) if work != in_shape else [float(s) for s in spacing]
-    ddf_w = resize_field(ddf.detach().float(), work)
-    seg_w = resize_labels(torch.from_numpy(np.asarray(seg).astype(np.int32))[None, None], work)[0, 0].numpy()
-    image_w = None if image is None else resize_image(_volume(image), work)[0, 0].numpy()
-    field_mm = ddf_w[0].numpy() * np.asarray(sp, dtype=np.float32).reshape(3, 1, 1, 1)
-    images_w = (resize_image(fixed.float(), work), resize_image(moving.float(), work)) if iterations > 0 else None
-    shift, runs = 0, {}
+    grid = _working_grid(
+        fixed, moving, spacing, ddf, seg, image, region_options, refine_options, lr, band_fold_weight, iterations > 0
+    )
+    in_shape, sp, ddf_w = tuple(fixed.shape[2:]), grid.spacing, grid.ddf
+    shift, runs = int(wall_shift), {}
     if wall_search > 0 and iterations > 0:
         n_search = int(iterations if search_iterations is None else search_iterations)
-        regions_w = (seg_w, image_w, region_options)
-        shift, _, runs = search_wall_shift(images_w, sp, ddf_w, regions_w, refine_options, int(wall_search), n_search)
+        shift, _, runs = search_wall_shift(
+            grid.images, sp, ddf_w, grid.regions, grid.refine_options, int(wall_search), n_search, centre=shift
+        )
         if step_start or n_search != iterations:  # the pass below differs from the candidates' passes
             runs = {}
-    if shift != 0 and shift in runs:  # the chosen candidate's pass is this pass: the same start, wall and iterations
+    if shift != wall_shift and shift in runs:  # the chosen candidate's pass is this pass: same start, wall, iterations
         (out, curve), regions = runs[shift]
         out = resize_field(out, in_shape)
     else:
+        seg_w, image_w, options = grid.regions
         mask, normals, side = cavity_regions(
             seg_w,
             sp,
             image=image_w,
-            snap_mm=snap_mm if shift == 0 else 0.0,
-            shear_field=field_mm,
+            snap_mm=snap_mm if shift == wall_shift else 0.0,
+            shear_field=ddf_w[0].numpy() * np.asarray(sp, dtype=np.float32).reshape(3, 1, 1, 1),
             return_side=True,
             wall_shift=shift,
-            **region_options,
+            **options,
         )
         regions = _as_tensors(mask, normals, side)
         if iterations == 0:
             out, curve = ddf, []
         else:
             start = step_at_wall(ddf_w, regions[0] == SLIDING, regions[2], sp) if step_start else ddf_w
-            out, curve = _one_level(images_w, sp, start, regions, iterations, refine_options)
+            out, curve = _one_level(grid.images, sp, start, regions, iterations, grid.refine_options)
             out = resize_field(out, in_shape)
     back = [resize_labels(r, in_shape)[0] for r in regions]  # nearest: the band's normals stay unit vectors
     return out, curve, (back[0][0].numpy().astype(np.uint8), back[1].numpy(), back[2][0].numpy().astype(np.int8))
@@ -215,7 +205,7 @@ def first_pass_with_search(
     refine_options: Mapping[str, Any] | None = None,
     wall_search: int = 1,
     search_iterations: int = SECOND_PASS_ITERATIONS,
-) -> tuple[torch.Tensor, list[dict[str, float]]]:
+) -> tuple[torch.Tensor, list[dict[str, float]], int]:
     """The first pass with the wall search before its finest level (module docstring, *The search before the finest
     level*): :func:`refine_pair` with ``refine_options`` up to its finest level; every shift of the labelled wall
     within ``wall_search`` voxels refined ``search_iterations`` iterations from that field and scored as the second
@@ -232,8 +222,9 @@ def first_pass_with_search(
         search_iterations: Adam iterations of each candidate.
 
     Returns:
-        ``(ddf, curve)`` as :func:`refine_pair` returns them; the finest level's rows are those of the chosen wall's
-        iterations (the candidates' are not kept).
+        ``(ddf, curve, shift)``: ``ddf`` and ``curve`` as :func:`refine_pair` returns them (the finest level's rows
+        those of the chosen wall's iterations, the candidates' not kept), and the chosen shift, voxels (> 0
+        outwards: :func:`second_pass`'s ``wall_shift``).
     """
     if wall_search < 1 or search_iterations < 1:
         raise ValueError(f"need wall_search >= 1 and search_iterations >= 1, got {wall_search} and {search_iterations}")
@@ -244,25 +235,60 @@ def first_pass_with_search(
     logger.info("first pass: the wall search (%d voxels in or out) before its finest level", wall_search)
     coarse, curve = refine_pair(fixed, moving, spacing, **dict(options, iterations=iterations[:-1] + [0]))
     if iterations[-1] == 0:
-        return coarse, curve
-    ddf, finest, _ = second_pass(
-        fixed,
-        moving,
-        spacing,
-        coarse,
-        seg,
-        image=image,
-        region_options=region_options,
-        refine_options=options,
-        snap_mm=0.0,
-        iterations=iterations[-1],
-        lr=None,  # the finest level's
-        band_fold_weight=None,  # the first pass's
-        wall_search=wall_search,
-        search_iterations=search_iterations,
+        return coarse, curve, 0
+    grid = _working_grid(fixed, moving, spacing, coarse, seg, image, region_options, options, None, None)
+    shift, _, runs = search_wall_shift(
+        grid.images, grid.spacing, grid.ddf, grid.regions, grid.refine_options, int(wall_search), search_iterations
     )
+    if search_iterations == iterations[-1]:  # the chosen candidate's pass is the finest level
+        ddf, finest = runs[shift][0]
+    else:
+        seg_w, image_w, region_w = grid.regions
+        regions = _as_tensors(*cavity_regions(seg_w, grid.spacing, image=image_w, return_side=True, wall_shift=shift,
+                                              **region_w))  # fmt: skip
+        ddf, finest = _one_level(grid.images, grid.spacing, grid.ddf, regions, iterations[-1], grid.refine_options)
     seconds = time.perf_counter() - start - (finest[-1]["seconds"] if finest else 0.0)  # the candidates' time too
-    return ddf, curve + [dict(row, level=levels - 1, seconds=row["seconds"] + seconds) for row in finest]
+    rows = [dict(row, level=levels - 1, seconds=row["seconds"] + seconds) for row in finest]
+    return resize_field(ddf, tuple(fixed.shape[2:])), curve + rows, shift
+
+
+class _Grid(NamedTuple):
+    """A pass's inputs on the working grid: ``images`` (fixed, moving) (1, 1, *S) or None, ``spacing`` (3,) mm,
+    ``ddf`` (1, 3, *S) voxels, ``regions`` (label map, CT or None, ``cavity_regions`` keywords) and the
+    ``refine_options`` of each one-level pass there."""
+
+    images: tuple[torch.Tensor, torch.Tensor] | None
+    spacing: list[float]
+    ddf: torch.Tensor
+    regions: tuple[np.ndarray, np.ndarray | None, dict[str, Any]]
+    refine_options: dict[str, Any]
+
+
+def _working_grid(
+    fixed, moving, spacing, ddf, seg, image, region_options, refine_options, lr, band_fold_weight, with_images=True
+):
+    """The images, field, label map and CT on the refinement's working grid (module docstring), and the keywords of
+    the one-level passes there: ``refine_options`` without the regions, start and schedule, with the pass's ``lr``
+    (None: the finest level's) and ``band_fold_weight`` (None: the first pass's); the images only ``with_images``
+    (a pass without iterations needs none)."""
+    region_options = {
+        k: v for k, v in (region_options or {}).items() if k not in ("snap_mm", "shear_field", "return_side")
+    }
+    drop = ("reg_mask", "normals", "wall_side", "init_ddf", "levels", "iterations")
+    refine_options = {k: v for k, v in (refine_options or {}).items() if k not in drop}
+    if band_fold_weight is not None:
+        refine_options["band_fold_weight"] = float(band_fold_weight)
+    if lr is not None:
+        refine_options["lr"] = float(lr)
+    elif isinstance(refine_options.get("lr"), (list, tuple)):
+        refine_options["lr"] = float(refine_options["lr"][-1])
+    in_shape = tuple(fixed.shape[2:])
+    work = working_shape(in_shape, spacing, refine_options.pop("grid_mm", DEFAULT_GRID_MM))
+    sp = grid_spacing(in_shape, spacing, work) if work != in_shape else [float(s) for s in spacing]
+    seg_w = resize_labels(torch.from_numpy(np.asarray(seg).astype(np.int32))[None, None], work)[0, 0].numpy()
+    image_w = None if image is None else resize_image(_volume(image), work)[0, 0].numpy()
+    images = (resize_image(fixed.float(), work), resize_image(moving.float(), work)) if with_images else None
+    return _Grid(images, sp, resize_field(ddf.detach().float(), work), (seg_w, image_w, region_options), refine_options)
 
 
 def search_wall_shift(
@@ -273,6 +299,7 @@ def search_wall_shift(
     refine_options: Mapping[str, Any],
     reach: int,
     iterations: int,
+    centre: int = 0,
 ) -> tuple[int, dict[int, float], dict[int, tuple]]:
     """The shift of the whole labelled wall that the image prefers (module docstring, *The wall search*).
 
@@ -282,21 +309,23 @@ def search_wall_shift(
         ddf: (1, 3, *S) the first pass's field there, voxels.
         regions: (label map (*S), the CT (HU, *S) or None, the other keywords of ``cavity_regions``).
         refine_options: keywords of :func:`refine_pair` for each candidate's pass (one level, no grid change).
-        reach: the shifts tried, -reach..reach voxels.
+        reach: the shifts tried, centre - reach .. centre + reach voxels.
         iterations: Adam iterations of each candidate from ``ddf``.
+        centre: the shift the search starts from (that of the wall ``ddf`` was fitted with), voxels.
 
     Returns:
-        ``(shift, scores, runs)``: the chosen shift (voxels, > 0 outwards), each shift's mean squared local NCC over
-        the voxels that the candidate walls disagree on, and each shift's pass, ``((field, curve), (mask, normals,
-        side))`` (the field (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them).
+        ``(shift, scores, runs)``: the chosen shift of the labels' wall (voxels, > 0 outwards), each shift's mean
+        squared local NCC over the voxels that the candidate walls disagree on, and each shift's pass, ``((field,
+        curve), (mask, normals, side))`` (the field (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them).
     """
     fixed, moving = images
     seg, image, options = regions
     walls = {
         k: cavity_regions(seg, spacing, image=image, return_side=True, wall_shift=k, **options)
-        for k in range(-reach, reach + 1)
+        for k in range(centre - reach, centre + reach + 1)
     }
-    zone = torch.from_numpy((walls[reach][2] != 0) & (walls[-reach][2] == 0))  # where the candidates disagree
+    outer, inner = walls[centre + reach][2], walls[centre - reach][2]
+    zone = torch.from_numpy((outer != 0) & (inner == 0))  # where the candidates disagree
     target, warp = FixedLNCC(fixed, 3), GridWarp()
     runs, scores = {}, {}
     for k, wall in walls.items():
@@ -305,8 +334,9 @@ def search_wall_shift(
         with torch.no_grad():
             scores[k] = float(target.local(warp(moving, runs[k][0][0]))[0, 0][zone].mean()) if zone.any() else 0.0
     if not zone.any():
-        return 0, {k: float("nan") for k in runs}, runs
-    shift = max(sorted(scores, key=abs), key=lambda k: scores[k])  # max keeps the first of a tie: the smallest |k|
+        return centre, {k: float("nan") for k in runs}, runs
+    # max keeps the first of a tie: the shift nearest the centre
+    shift = max(sorted(scores, key=lambda k: abs(k - centre)), key=lambda k: scores[k])
     logger.info("the wall search chose a shift of %d voxels (mean local NCC^2 %s)", shift,
                 ", ".join(f"{k:+d}: {v:.4f}" for k, v in scores.items()))  # fmt: skip
     return shift, scores, runs
