@@ -313,7 +313,10 @@ def cavity_regions(
             the wall moves to where that field shears most instead of to the strongest edge
             (:mod:`scripts.refinement.second_pass`).
         wall_shift: the cavity dilated (> 0) or eroded (< 0) by this many voxels (6-neighbours) before the snap and
-            the bone gap: a candidate wall of the second pass's wall search (:mod:`scripts.refinement.second_pass`).
+            the bone gap: a candidate wall of the wall search (:mod:`scripts.refinement.second_pass`). Dilated, it
+            grows only farther than ``bone_gap + wall_shift`` voxels from the bones: where a segmenter shrank a bone
+            (costal cartilage, a rib), a wall grown by two voxels ran through its lost voxels and their rigidity
+            error rose 4x (real CT, ``out2``, a segmenter's labels); near the bones the labels' wall stays.
 
     Returns:
         ``(mask, normals)``: uint8 (X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; float32 (3, X, Y, Z) unit normals
@@ -358,7 +361,10 @@ def cavity_regions(
         raise ValueError(f"shear_field must be (3, *S) = {(3,) + labels.shape} in mm, got {field.shape}")
     if int(wall_shift) != wall_shift:
         raise ValueError(f"wall_shift must be a whole number of voxels, got {wall_shift!r}")
-    cavity = _shifted(cavity, int(wall_shift))
+    if wall_shift > 0 and bones.any():  # grown only where the labels' wall lay farther than wall_shift from a bone
+        cavity |= _shifted(cavity, int(wall_shift)) & ~ndimage.binary_dilation(bones, iterations=bone_gap + wall_shift)
+    else:
+        cavity = _shifted(cavity, int(wall_shift))
     if (img is not None or field is not None) and snap_mm > 0 and cavity.any() and not cavity.all():
         cavity = snap_to_edge(cavity, img, sp, snap_mm, field=field)
     if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
