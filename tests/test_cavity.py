@@ -242,3 +242,18 @@ def test_wall_shift_moves_the_whole_wall_by_whole_voxels():
     assert sides[2][8:22, 15, 15].all() and not sides[2][7, 15, 15] and not sides[2][22, 15, 15]
     with pytest.raises(ValueError, match="wall_shift must be a whole number"):
         cavity_regions(seg, SP, wall_shift=0.5)
+
+
+def test_an_outward_wall_shift_keeps_off_the_bones_by_the_shift_too():
+    """A wall shifted outwards grows only farther than ``bone_gap + wall_shift`` voxels from the bones: with a rib two
+    voxels beyond one face of a liver box (where a segmenter might have shrunk it), the face towards it stays where
+    the labels put it, while the opposite face moves out by the shift; inwards shifts are not limited."""
+    seg = np.zeros((30, 30, 30), dtype=np.uint8)
+    seg[10:20, 10:20, 10:20] = LIVER
+    seg[22, 5:25, 5:25] = RIB  # two voxels beyond the face x = 19 (the label's gap voxel x = 20, 21 free)
+    plain = cavity_regions(seg, SP, return_side=True)[2] != 0
+    shifted = cavity_regions(seg, SP, return_side=True, wall_shift=2)[2] != 0
+    assert plain[19, 15, 15] and not plain[20, 15, 15]
+    assert not shifted[20, 15, 15] and not shifted[21, 15, 15]  # towards the rib: the labels' wall
+    assert shifted[8, 15, 15] and not shifted[7, 15, 15]  # away from it: two voxels out
+    assert (shifted | ~plain).all()  # never smaller than the labels' cavity
