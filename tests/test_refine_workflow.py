@@ -200,14 +200,15 @@ def test_the_deep_breathing_config_turns_on_what_large_motions_need():
 
 
 def test_the_wall_search_config_turns_on_the_search_and_the_step_start():
-    """configs/refine_wall_search.json merged after refine.json: the second pass's wall search of one voxel and its
-    step start reach the inferer; the schedule and the rest as refine.json has them."""
+    """configs/refine_wall_search.json merged after refine.json: the wall search of one voxel before the first pass's
+    finest level (not the second pass's since 0.9.10) and the second pass's step start reach the inferer; the
+    schedule and the rest as refine.json has them."""
     root = Path(__file__).resolve().parents[1] / "configs"
     parser = ConfigParser()
     parser.read_config([str(root / name) for name in (*CONFIGS, "refine_wall_search.json")])
     parser.update({"bundle_root": str(root.parent)})
     inferer = parser.get_parsed_content("inferer")
-    assert inferer.second_wall_search == 1 and inferer.second_step_start is True
+    assert (inferer.first_wall_search, inferer.second_wall_search, inferer.second_step_start) == (1, 0, True)
     assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)
     assert inferer.options["sided_upsampling"] is False and inferer.options["iterations"] == [150, 100, 60]
 
