@@ -331,16 +331,10 @@ class RefinementInferer(Inferer):
             first = dict(reg_mask=reg_mask, normals=normals, wall_side=side, init_ddf=init, progress=self.progress)
             shift = 0  # the first pass's wall: the labels' moved by this many voxels
             if self.first_wall_search > 0 and slides:
+                searched = (self.region_options, dict(options, **first), self.first_wall_search)
+                n_search = self.second_iterations or SECOND_PASS_ITERATIONS  # each candidate: a second pass's
                 ddf, curve, shift = first_pass_with_search(
-                    fixed,
-                    moving,
-                    spacing.tolist(),
-                    seg,
-                    image=image,
-                    region_options=self.region_options,
-                    refine_options=dict(options, **first),
-                    wall_search=self.first_wall_search,
-                    search_iterations=self.second_iterations or SECOND_PASS_ITERATIONS,
+                    fixed, moving, spacing.tolist(), seg, image, *searched, n_search
                 )
             else:
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)
