@@ -232,18 +232,10 @@ class RefinementInferer(Inferer):
             )
         self.second_lr, self.second_band_fold_weight = float(second_lr), float(second_band_fold_weight)
         self.second_step_start = parse_flag(second_step_start, "refine_second_step_start")
-        if not (_is_number(second_wall_search, integer=True) and second_wall_search >= 0):
-            raise InputError(
-                f"--refine_second_wall_search must be a whole number of voxels >= 0 (0: no search), "
-                f"got {second_wall_search!r}"
-            )
-        self.second_wall_search = int(second_wall_search)
-        if not (_is_number(first_wall_search, integer=True) and first_wall_search >= 0):
-            raise InputError(
-                f"--refine_first_wall_search must be a whole number of voxels >= 0 (0: no search), "
-                f"got {first_wall_search!r}"
-            )
-        self.first_wall_search = int(first_wall_search)
+        for name, reach in (("second_wall_search", second_wall_search), ("first_wall_search", first_wall_search)):
+            if not (_is_number(reach, integer=True) and reach >= 0):
+                raise InputError(f"--refine_{name} must be a whole number of voxels >= 0 (0: no search), got {reach!r}")
+        self.second_wall_search, self.first_wall_search = int(second_wall_search), int(first_wall_search)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
