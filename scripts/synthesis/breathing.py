@@ -141,9 +141,13 @@ def _cavity_parts(
         cavity = smooth | (contents & ~outside & ~bones & near)
     else:
         cavity = smooth
-    if shift_vox:  # the parietal boundary |shift_vox| voxels out (> 0, never into a bone) or in (< 0)
-        grow = ndi.binary_dilation if shift_vox > 0 else ndi.binary_erosion
-        smooth, cavity = (grow(m, iterations=abs(shift_vox)) & ~bones for m in (smooth, cavity))
+    if shift_vox > 0:  # the parietal boundary shift_vox voxels out, never into a bone
+        smooth, cavity = (ndi.binary_dilation(m, iterations=shift_vox) & ~bones for m in (smooth, cavity))
+    elif shift_vox < 0:  # in: the cavity eroded, the cavity going on beyond the field of view (as the closing's
+        # padding; eroded from outside it, the scan's end slices became a wall: half of `in1`'s wall voxels, bundle
+        # < 0.9.11); the smooth shape (the motion's normals and depth) stays: eroded, it leaves necks of 4-5 voxels
+        # (the real CT's first slice) whose two walls' normals fold the drawn motion
+        cavity = ndi.binary_erosion(cavity, iterations=-shift_vox, border_value=1) & ~bones
     return smooth, cavity
 
 
