@@ -67,6 +67,7 @@ from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, mar
 from scripts.io.errors import InputError
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
+    FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_ITERATIONS,
@@ -102,6 +103,7 @@ SECOND_KEYS = (
     "second_step_start",
     "second_wall_search",
     "first_wall_search",
+    "first_wall_region_mm",
 )
 
 
@@ -190,8 +192,9 @@ def run_method(
         first_search = int(refine_kwargs.get("first_wall_search", FIRST_PASS_WALL_SEARCH))
         if method in ("refine_full", "refine_pairs") and first_search > 0:
             region_options = dict(options, pairs=method == "refine_pairs")
+            region_mm = float(refine_kwargs.get("first_wall_region_mm", FIRST_PASS_WALL_REGION_MM))
             ddf, _, shift = first_pass_with_search(
-                f, m, list(spacing), case["fixed_seg"], fixed, region_options, kwargs, first_search
+                f, m, list(spacing), case["fixed_seg"], fixed, region_options, kwargs, first_search, region_mm=region_mm
             )
         else:
             (ddf, _), shift = refine_pair(f, m, list(spacing), **kwargs), 0

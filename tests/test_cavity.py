@@ -231,7 +231,8 @@ def test_real_segmentation(ct_example_dir):
 def test_wall_shift_moves_the_whole_wall_by_whole_voxels():
     """``wall_shift`` k dilates (k > 0) or erodes (k < 0) the cavity by k voxels before the band is built (the
     candidates of the second pass's wall search): a liver box's cavity side grows by exactly one voxel per face and
-    step; a fraction of a voxel is refused."""
+    step; a map moves each voxel's wall by its own shift; a fraction of a voxel or a map of another shape is
+    refused."""
     seg = np.zeros((30, 30, 30), dtype=np.uint8)
     seg[10:20, 10:20, 10:20] = LIVER
     sides = {k: cavity_regions(seg, SP, return_side=True, wall_shift=k)[2] != 0 for k in (-1, 0, 2)}
@@ -240,8 +241,15 @@ def test_wall_shift_moves_the_whole_wall_by_whole_voxels():
     assert (sides[0] == box).all()
     assert (sides[-1][11:19, 11:19, 11:19]).all() and int(sides[-1].sum()) == 8**3
     assert sides[2][8:22, 15, 15].all() and not sides[2][7, 15, 15] and not sides[2][22, 15, 15]
-    with pytest.raises(ValueError, match="wall_shift must be a whole number"):
+    # a map: the half x < 15 moved out by two voxels, the other half in by one
+    halves = np.where(np.arange(30)[:, None, None] < 15, 2, -1) * np.ones(seg.shape, int)
+    mapped = cavity_regions(seg, SP, return_side=True, wall_shift=halves)[2] != 0
+    assert mapped[8, 15, 15] and not mapped[7, 15, 15] and mapped[18, 15, 15] and not mapped[19, 15, 15]
+    assert (mapped[:15] == sides[2][:15]).all() and (mapped[15:] == sides[-1][15:]).all()
+    with pytest.raises(ValueError, match="wall_shift must be whole voxels"):
         cavity_regions(seg, SP, wall_shift=0.5)
+    with pytest.raises(ValueError, match=r"a \(30, 30, 30\) map"):
+        cavity_regions(seg, SP, wall_shift=np.zeros((30, 30)))
 
 
 def test_an_outward_wall_shift_keeps_off_the_bones_by_the_shift_too():

@@ -63,6 +63,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.pyramid import grid_spacing, resize_field, resize_image, resize_labels, working_shape
@@ -72,6 +73,7 @@ from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import SLIDING
 
 __all__ = [
+    "FIRST_PASS_WALL_REGION_MM",
     "FIRST_PASS_WALL_SEARCH",
     "SECOND_PASS_BAND_FOLD_WEIGHT",
     "SECOND_PASS_ITERATIONS",
@@ -101,6 +103,8 @@ SECOND_PASS_STEP_START = False
 SECOND_PASS_WALL_SEARCH = 0
 # the search before the first pass's finest level (first_pass_with_search): off by default, measured in docs/README.md
 FIRST_PASS_WALL_SEARCH = 0
+# its shift per region (search_wall_shift's region_mm): 0, one shift for the whole wall
+FIRST_PASS_WALL_REGION_MM = 0.0
 logger = logging.getLogger(__name__)
 DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
 DEFAULT_SCHEDULE = {k: inspect.signature(refine_pair).parameters[k].default for k in ("levels", "iterations")}
@@ -122,7 +126,7 @@ def second_pass(
     step_start: bool = SECOND_PASS_STEP_START,
     wall_search: int = SECOND_PASS_WALL_SEARCH,
     search_iterations: int | None = None,
-    wall_shift: int = 0,
+    wall_shift: int | np.ndarray = 0,
 ) -> tuple[torch.Tensor, list[dict[str, float]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Move the wall to where ``ddf`` shears and refine on (module docstring).
 
@@ -147,7 +151,8 @@ def second_pass(
             of ``wall_shift`` by the image's similarity (module docstring, :func:`search_wall_shift`); 0: no search.
         search_iterations: the iterations of each candidate of the search (None: ``iterations``).
         wall_shift: the wall the first pass used, the labels' moved by this many voxels (> 0 outwards; that of
-            :func:`first_pass_with_search`): the snap and the search start from it.
+            :func:`first_pass_with_search`; a map of the working grid from its search per region): the snap and the
+            search start from it.
 
     Returns:
         ``(ddf, curve, (mask, normals, side))``: the field (1, 3, X, Y, Z) voxels, the second pass's loss curve
@@ -162,16 +167,17 @@ def second_pass(
         fixed, moving, spacing, ddf, seg, image, region_options, refine_options, lr, band_fold_weight, iterations > 0
     )
     in_shape, sp, ddf_w = tuple(fixed.shape[2:]), grid.spacing, grid.ddf
-    shift, runs = int(wall_shift), {}
+    shift, reuse = wall_shift, None
     if wall_search > 0 and iterations > 0:
         n_search = int(iterations if search_iterations is None else search_iterations)
         shift, _, runs = search_wall_shift(
             grid.images, sp, ddf_w, grid.regions, grid.refine_options, int(wall_search), n_search, centre=shift
         )
-        if step_start or n_search != iterations:  # the pass below differs from the candidates' passes
-            runs = {}
-    if shift != wall_shift and shift in runs:  # the chosen candidate's pass is this pass: same start, wall, iterations
-        (out, curve), regions = runs[shift]
+        if not step_start and n_search == iterations:  # the candidates' passes are this pass: same start, iterations
+            reuse = _uniform_run(runs, shift, wall_shift)
+    moved = not np.array_equal(shift, wall_shift)
+    if moved and reuse is not None:
+        (out, curve), regions = reuse
         out = resize_field(out, in_shape)
     else:
         seg_w, image_w, options = grid.regions
@@ -179,7 +185,7 @@ def second_pass(
             seg_w,
             sp,
             image=image_w,
-            snap_mm=snap_mm if shift == wall_shift else 0.0,
+            snap_mm=0.0 if moved else snap_mm,
             shear_field=ddf_w[0].numpy() * np.asarray(sp, dtype=np.float32).reshape(3, 1, 1, 1),
             return_side=True,
             wall_shift=shift,
@@ -206,7 +212,8 @@ def first_pass_with_search(
     refine_options: Mapping[str, Any] | None = None,
     wall_search: int = 1,
     search_iterations: int = SECOND_PASS_ITERATIONS,
-) -> tuple[torch.Tensor, list[dict[str, float]], int]:
+    region_mm: float = FIRST_PASS_WALL_REGION_MM,
+) -> tuple[torch.Tensor, list[dict[str, float]], int | np.ndarray]:
     """The first pass with the wall search before its finest level (module docstring, *The search before the finest
     level*): :func:`refine_pair` with ``refine_options`` up to its finest level; every shift of the labelled wall
     within ``wall_search`` voxels refined ``search_iterations`` iterations from that field and scored as the second
@@ -221,11 +228,12 @@ def first_pass_with_search(
             ``init_ddf``, ``levels``, ``iterations``, ``lr``, ...).
         wall_search: the shifts tried, -wall_search..wall_search voxels (> 0).
         search_iterations: Adam iterations of each candidate.
+        region_mm: 0: one shift for the whole wall; > 0: a shift per region (:func:`search_wall_shift`).
 
     Returns:
         ``(ddf, curve, shift)``: ``ddf`` and ``curve`` as :func:`refine_pair` returns them (the finest level's rows
         those of the chosen wall's iterations, the candidates' not kept), and the chosen shift, voxels (> 0
-        outwards: :func:`second_pass`'s ``wall_shift``).
+        outwards: :func:`second_pass`'s ``wall_shift``; with ``region_mm`` a map on the working grid).
     """
     if wall_search < 1 or search_iterations < 1:
         raise ValueError(f"need wall_search >= 1 and search_iterations >= 1, got {wall_search} and {search_iterations}")
@@ -239,10 +247,12 @@ def first_pass_with_search(
         return coarse, curve, 0
     grid = _working_grid(fixed, moving, spacing, coarse, seg, image, region_options, options, None, None)
     shift, _, runs = search_wall_shift(
-        grid.images, grid.spacing, grid.ddf, grid.regions, grid.refine_options, int(wall_search), search_iterations
+        grid.images, grid.spacing, grid.ddf, grid.regions, grid.refine_options, int(wall_search), search_iterations,
+        region_mm=region_mm,
     )
-    if search_iterations == iterations[-1]:  # the chosen candidate's pass is the finest level
-        ddf, finest = runs[shift][0]
+    reuse = _uniform_run(runs, shift, 0) if search_iterations == iterations[-1] else None
+    if reuse is not None:  # the chosen candidate's pass is the finest level
+        ddf, finest = reuse[0]
     else:
         seg_w, image_w, region_w = grid.regions
         wall = cavity_regions(seg_w, grid.spacing, image=image_w, return_side=True, wall_shift=shift, **region_w)
@@ -301,9 +311,11 @@ def search_wall_shift(
     refine_options: Mapping[str, Any],
     reach: int,
     iterations: int,
-    centre: int = 0,
-) -> tuple[int, dict[int, float], dict[int, tuple]]:
-    """The shift of the whole labelled wall that the image prefers (module docstring, *The wall search*).
+    centre: int | np.ndarray = 0,
+    region_mm: float = 0.0,
+) -> tuple[int | np.ndarray, dict[int, float], dict[int, tuple]]:
+    """The shift of the whole labelled wall that the image prefers (module docstring, *The wall search*), or with
+    ``region_mm`` > 0 the shift of each region of it (*The search per region*).
 
     Args:
         images: (fixed, moving), each (1, 1, *S) normalised, on the working grid.
@@ -311,37 +323,57 @@ def search_wall_shift(
         ddf: (1, 3, *S) the first pass's field there, voxels.
         regions: (label map (*S), the CT (HU, *S) or None, the other keywords of ``cavity_regions``).
         refine_options: keywords of :func:`refine_pair` for each candidate's pass (one level, no grid change).
-        reach: the shifts tried, centre - reach .. centre + reach voxels.
+        reach: the candidates, the wall moved by centre + k voxels, -reach <= k <= reach.
         iterations: Adam iterations of each candidate from ``ddf``.
-        centre: the shift the search starts from (that of the wall ``ddf`` was fitted with), voxels.
+        centre: the shift the search starts from (that of the wall ``ddf`` was fitted with), voxels: one number or
+            an (*S) map.
+        region_mm: 0: one k for the whole wall; > 0: each voxel's k, the best of the candidates' local NCC^2
+            averaged with a Gaussian of this sigma (mm) over the voxels where the candidates disagree.
 
     Returns:
-        ``(shift, scores, runs)``: the chosen shift of the labels' wall (voxels, > 0 outwards), each shift's mean
-        squared local NCC over the voxels that the candidate walls disagree on, and each shift's pass, ``((field,
-        curve), (mask, normals, side))`` (the field (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them).
+        ``(shift, scores, runs)``: the chosen shift of the labels' wall, ``centre + k`` (voxels, > 0 outwards; an
+        (*S) int map with a map ``centre`` or ``region_mm``), each k's mean squared local NCC over the voxels that
+        the candidate walls disagree on, and each k's pass, ``((field, curve), (mask, normals, side))`` (the field
+        (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them).
     """
     fixed, moving = images
     seg, image, options = regions
     walls = {
-        k: cavity_regions(seg, spacing, image=image, return_side=True, wall_shift=k, **options)
-        for k in range(centre - reach, centre + reach + 1)
+        k: cavity_regions(seg, spacing, image=image, return_side=True, wall_shift=centre + k, **options)
+        for k in range(-reach, reach + 1)
     }
-    outer, inner = walls[centre + reach][2], walls[centre - reach][2]
-    zone = torch.from_numpy((outer != 0) & (inner == 0))  # where the candidates disagree
+    zone = (walls[reach][2] != 0) & (walls[-reach][2] == 0)  # where the candidates disagree
     target, warp = FixedLNCC(fixed, 3), GridWarp()
-    runs, scores = {}, {}
+    runs, local = {}, {}
     for k, wall in walls.items():
         tensors = _as_tensors(*wall)
         runs[k] = (_one_level(images, spacing, ddf, tensors, iterations, refine_options), tensors)
         with torch.no_grad():
-            scores[k] = float(target.local(warp(moving, runs[k][0][0]))[0, 0][zone].mean()) if zone.any() else 0.0
+            local[k] = target.local(warp(moving, runs[k][0][0]))[0, 0].numpy() * zone
     if not zone.any():
         return centre, {k: float("nan") for k in runs}, runs
-    # max keeps the first of a tie: the shift nearest the centre
-    shift = max(sorted(scores, key=lambda k: abs(k - centre)), key=lambda k: scores[k])
-    logger.info("the wall search chose a shift of %d voxels (mean local NCC^2 %s)", shift,
-                ", ".join(f"{k:+d}: {v:.4f}" for k, v in scores.items()))  # fmt: skip
-    return shift, scores, runs
+    scores = {k: float(v[zone].mean()) for k, v in local.items()}
+    order = sorted(runs, key=abs)  # max and argmax keep the first of a tie: the k nearest 0
+    if region_mm <= 0:
+        best = max(order, key=lambda k: scores[k])
+        chose = f"a shift of {centre + best:d} voxels" if np.ndim(centre) == 0 else f"{best:+d} voxels from its centre"
+        logger.info("the wall search chose %s (mean local NCC^2 %s)", chose,
+                    ", ".join(f"{k:+d}: {v:.4f}" for k, v in scores.items()))  # fmt: skip
+        return centre + best, scores, runs
+    sigma = float(region_mm) / np.asarray(spacing, dtype=float)
+    weight = ndimage.gaussian_filter(zone.astype(np.float32), sigma)
+    smoothed = np.stack([ndimage.gaussian_filter(local[k], sigma) for k in order]) / np.maximum(weight, 1e-6)
+    best = np.asarray(order)[np.argmax(smoothed, axis=0)]
+    best[weight < 1e-3] = 0
+    shares = ", ".join(f"{k:+d}: {100 * float((best[zone] == k).mean()):.0f} %" for k in sorted(runs))
+    logger.info("the wall search per region (%g mm) chose the shifts %s of the wall zone", region_mm, shares)
+    return centre + best, scores, runs
+
+
+def _uniform_run(runs: dict[int, tuple], shift: int | np.ndarray, centre: int | np.ndarray) -> tuple | None:
+    """The search's run of candidate k when ``shift`` is ``centre + k`` everywhere, else None (a map of several)."""
+    offsets = np.unique(np.asarray(shift) - np.asarray(centre))
+    return runs[int(offsets[0])] if len(offsets) == 1 else None
 
 
 def _as_tensors(mask: np.ndarray, normals: np.ndarray, side: np.ndarray) -> tuple[torch.Tensor, ...]:

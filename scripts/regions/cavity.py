@@ -219,6 +219,14 @@ def _shifted(mask: np.ndarray, k: int) -> np.ndarray:
     return ndimage.binary_erosion(mask, iterations=-k, border_value=1) if k < 0 else mask
 
 
+def _moved(cavity: np.ndarray, k: int, bones: np.ndarray, bone_gap: int) -> np.ndarray:
+    """The cavity shifted by k voxels (:func:`_shifted`), grown (k > 0) only farther than ``bone_gap + k`` voxels
+    from the bones (``cavity_regions``' ``wall_shift``)."""
+    if k > 0 and bones.any():
+        return cavity | (_shifted(cavity, k) & ~ndimage.binary_dilation(bones, iterations=bone_gap + k))
+    return _shifted(cavity, k)
+
+
 def _edge(image: np.ndarray, normal: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """|grad I . n| per voxel: the intensity edge across the wall (I blurred by 0.7 voxel)."""
     grad_i = np.stack(np.gradient(ndimage.gaussian_filter(image.astype(np.float32), 0.7), *spacing))
@@ -313,7 +321,8 @@ def cavity_regions(
             the wall moves to where that field shears most instead of to the strongest edge
             (:mod:`scripts.refinement.second_pass`).
         wall_shift: the cavity dilated (> 0) or eroded (< 0) by this many voxels (6-neighbours) before the snap and
-            the bone gap: a candidate wall of the wall search (:mod:`scripts.refinement.second_pass`). Dilated, it
+            the bone gap: a candidate wall of the wall search (:mod:`scripts.refinement.second_pass`); an (X, Y, Z)
+            map of whole voxels: each voxel's own shift (the search per region). Dilated, it
             grows only farther than ``bone_gap + wall_shift`` voxels from the bones: where a segmenter shrank a bone
             (costal cartilage, a rib), a wall grown by two voxels ran through its lost voxels and their rigidity
             error rose 4x (real CT, ``out2``, a segmenter's labels); near the bones the labels' wall stays.
@@ -359,12 +368,11 @@ def cavity_regions(
     field = None if shear_field is None else np.asarray(shear_field, dtype=np.float32)
     if field is not None and field.shape != (3,) + labels.shape:
         raise ValueError(f"shear_field must be (3, *S) = {(3,) + labels.shape} in mm, got {field.shape}")
-    if int(wall_shift) != wall_shift:
-        raise ValueError(f"wall_shift must be a whole number of voxels, got {wall_shift!r}")
-    if wall_shift > 0 and bones.any():  # grown only where the labels' wall lay farther than wall_shift from a bone
-        cavity |= _shifted(cavity, int(wall_shift)) & ~ndimage.binary_dilation(bones, iterations=bone_gap + wall_shift)
-    else:
-        cavity = _shifted(cavity, int(wall_shift))
+    shifts = np.asarray(wall_shift)
+    if shifts.shape not in ((), labels.shape) or not np.array_equal(shifts, np.round(shifts)):
+        raise ValueError(f"wall_shift must be whole voxels, one number or a {labels.shape} map, got {wall_shift!r}")
+    # a map: each voxel takes the cavity of its own shift (the wall steps where the shift changes)
+    cavity = np.logical_or.reduce([_moved(cavity, int(k), bones, bone_gap) & (shifts == k) for k in np.unique(shifts)])
     if (img is not None or field is not None) and snap_mm > 0 and cavity.any() and not cavity.all():
         cavity = snap_to_edge(cavity, img, sp, snap_mm, field=field)
     if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
