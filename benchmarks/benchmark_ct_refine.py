@@ -104,6 +104,7 @@ SECOND_KEYS = (
     "second_wall_search",
     "first_wall_search",
     "first_wall_region_mm",
+    "first_wall_search_iterations",
 )
 
 
@@ -192,9 +193,17 @@ def run_method(
         first_search = int(refine_kwargs.get("first_wall_search", FIRST_PASS_WALL_SEARCH))
         if method in ("refine_full", "refine_pairs") and first_search > 0:
             region_options = dict(options, pairs=method == "refine_pairs")
-            region_mm = float(refine_kwargs.get("first_wall_region_mm", FIRST_PASS_WALL_REGION_MM))
             ddf, _, shift = first_pass_with_search(
-                f, m, list(spacing), case["fixed_seg"], fixed, region_options, kwargs, first_search, region_mm=region_mm
+                f,
+                m,
+                list(spacing),
+                case["fixed_seg"],
+                fixed,
+                region_options,
+                kwargs,
+                first_search,
+                search_iterations=int(refine_kwargs.get("first_wall_search_iterations", SECOND_PASS_ITERATIONS)),
+                region_mm=float(refine_kwargs.get("first_wall_region_mm", FIRST_PASS_WALL_REGION_MM)),
             )
         else:
             (ddf, _), shift = refine_pair(f, m, list(spacing), **kwargs), 0

@@ -225,3 +225,33 @@ def test_the_search_before_the_finest_level_puts_the_first_pass_on_the_true_wall
     assert float(((side == 1) == truth)[mask == SLIDING].mean()) > 0.9
     with pytest.raises(ValueError, match="wall_search >= 1"):
         first_pass_with_search(fixed, moving, SP, seg, refine_options=options, wall_search=0)
+
+
+def test_the_search_per_region_moves_each_stretch_of_the_wall_to_its_own_truth(case):
+    """Labels right on the true wall at its two x faces and one voxel inside it at its two y faces: the search per
+    region (sigma 4 mm, 2 voxels) keeps the x faces (shift 0) and moves the y faces out by one, where one shift for
+    the whole wall moves all or none; the first pass with it then carries more of the jump across the true wall on
+    the y faces than with the one shift, as much on the x faces; the second pass takes the map as its wall."""
+    truth, fixed, moving = case
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[6:22, 7:21, :] = TOTALSEG_V2_TOTAL["liver"]
+    mask, normals, side = cavity_regions(seg, SP, return_side=True)
+    options = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
+    options.update(levels=2, iterations=(40, 60))
+    runs = {
+        region: first_pass_with_search(
+            fixed, moving, SP, seg, refine_options=options, wall_search=1, search_iterations=20, region_mm=region
+        )
+        for region in (0.0, 4.0)
+    }
+    whole, per_region = runs[0.0][2], runs[4.0][2]
+    assert np.ndim(whole) == 0 and per_region.shape == SHAPE
+    # the zone beside the middle of each face: x faces (x = 5, 6 and 21, 22) keep 0, y faces (y = 6, 7, 20, 21) +1
+    assert (per_region[[5, 6, 21, 22]][:, 10:18] == 0).all() and (per_region[:, [6, 7, 20, 21]][10:18] == 1).all()
+    u = {region: ddf[0, 2].numpy() for region, (ddf, _, _) in runs.items()}
+    y_jump = {r: float((v[10:18, 6] - v[10:18, 5]).mean() + (v[10:18, 21] - v[10:18, 22]).mean()) / 2 for r, v in u.items()}
+    x_jump = {r: float((v[6, 10:18] - v[5, 10:18]).mean() + (v[21, 10:18] - v[22, 10:18]).mean()) / 2 for r, v in u.items()}
+    assert y_jump[4.0] > 0.8 * 2 * SLIP and x_jump[4.0] > 0.8 * 2 * SLIP, (x_jump, y_jump)
+    assert y_jump[4.0] + x_jump[4.0] > y_jump[0.0] + x_jump[0.0] + 0.5, (x_jump, y_jump)
+    _, _, (mask, _, side) = second_pass(fixed, moving, SP, runs[4.0][0], seg, iterations=0, wall_shift=per_region)
+    assert float(((side == 1) == truth)[mask == SLIDING].mean()) > 0.9
