@@ -19,6 +19,7 @@ Usage::
     python benchmarks/benchmark_refine.py --second_wall_search 2  # with the second pass's wall search (off by default)
     python benchmarks/benchmark_refine.py --second_wall_search 1 --second_step_start true  # refine_wall_search.json
     python benchmarks/benchmark_refine.py --first_wall_search 1   # the search before the first pass's finest level
+    python benchmarks/benchmark_refine.py --first_wall_search 2 --first_wall_region_mm 20   # its shift per region
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from scripts.losses.biomechanical import RIGID, SLIDING
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
+    FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_STEP_START,
@@ -109,6 +111,7 @@ def run_one(
     second_wall_search: int = SECOND_PASS_WALL_SEARCH,
     second_step_start: bool = SECOND_PASS_STEP_START,
     first_wall_search: int = FIRST_PASS_WALL_SEARCH,
+    first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
@@ -130,7 +133,15 @@ def run_one(
     first = dict(reg_mask=mask, normals=normals, wall_side=side, regulariser=config, **schedule)
     if config == "rigidity_shearing_jacobian" and first_wall_search > 0:
         ddf, curve, shift = first_pass_with_search(
-            fixed, moving, (1.0, 1.0, 1.0), case["seg"], case["fixed_hu"], None, first, first_wall_search
+            fixed,
+            moving,
+            (1.0, 1.0, 1.0),
+            case["seg"],
+            case["fixed_hu"],
+            None,
+            first,
+            first_wall_search,
+            region_mm=first_wall_region_mm,
         )
     else:
         (ddf, curve), shift = refine_pair(fixed, moving, (1.0, 1.0, 1.0), **first), 0
@@ -186,9 +197,11 @@ def main(
     second_wall_search: int = SECOND_PASS_WALL_SEARCH,
     second_step_start: bool = SECOND_PASS_STEP_START,
     first_wall_search: int = FIRST_PASS_WALL_SEARCH,
+    first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
 ) -> None:
     second = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
     second.update(second_step_start=bool(second_step_start), first_wall_search=int(first_wall_search))
+    second.update(first_wall_region_mm=float(first_wall_region_mm))
     if run is not None:
         print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return

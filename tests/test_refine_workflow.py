@@ -80,19 +80,24 @@ def test_refinement_recovers_a_known_motion(known_motion, tmp_path, caplog):
     assert refinement["fold_percent_off_band"] == 0.0 and "diverged" not in caplog.text
 
 
-def test_the_search_before_the_finest_level_runs_through_the_workflow(known_motion, tmp_path, caplog):
+@pytest.mark.parametrize("region_mm", [0.0, 20.0])
+def test_the_search_before_the_finest_level_runs_through_the_workflow(known_motion, tmp_path, caplog, region_mm):
     """``--refine_first_wall_search 1``: the inferer runs the first pass's finest level after the wall search (the
-    log names the chosen shift); the loss curve keeps the schedule's shape (the candidates' rows not kept) and the
-    field still recovers the known motion."""
+    log names the chosen shift, or with ``--refine_first_wall_region_mm`` each shift's share of the wall); the loss
+    curve keeps the schedule's shape (the candidates' rows not kept) and the field still recovers the known
+    motion."""
     case = known_motion
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="scripts.refinement.second_pass"):
         run_inference_workflow(None, CONFIGS, fixed=case["fixed"], moving=case["moving"], fixed_seg=case["seg"],
-                               output_dir=str(out), refine_first_wall_search=1, **FAST)  # fmt: skip
+                               output_dir=str(out), refine_first_wall_search=1,
+                               refine_first_wall_region_mm=region_mm, **FAST)  # fmt: skip
     entry = json.loads((out / "summary.json").read_text())["pairs"][0]
     curve = entry["refinement"]["loss_curve"]
     assert [sum(row["level"] == level for row in curve) for level in range(4)] == [40, 30, 20, 20]
-    assert "first pass: the wall search" in caplog.text and caplog.text.count("the wall search chose a shift") == 1
+    assert "first pass: the wall search" in caplog.text
+    logged = {0.0: "the wall search chose a shift", 20.0: "the wall search per region (20 mm) chose the shifts"}
+    assert caplog.text.count(logged[region_mm]) == 1, caplog.text
     body = case["body"]
     before = float(np.linalg.norm(case["true_mm"], axis=-1)[body].mean())
     assert float(endpoint_error(entry, case)[body].mean()) < 0.6 * before
@@ -255,6 +260,8 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_second_wall_search", 1.5, "--refine_second_wall_search must be a whole number of voxels >= 0"),
         ("refine_first_wall_search", -2, "--refine_first_wall_search must be a whole number of voxels >= 0"),
         ("refine_first_wall_search", "one", "--refine_first_wall_search must be a whole number of voxels >= 0"),
+        ("refine_first_wall_region_mm", -5, "--refine_first_wall_region_mm must be a number >= 0"),
+        ("refine_first_wall_region_mm", "wide", "--refine_first_wall_region_mm must be a number >= 0"),
         ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
     ]
     for key, bad, message in bad_values:

@@ -45,6 +45,7 @@ from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid,
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
+    FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_ITERATIONS,
@@ -153,6 +154,9 @@ class RefinementInferer(Inferer):
         first_wall_search: the same search before the first pass's finest level, each shift refined for
             ``second_iterations`` (30 when those are 0), the finest level then with the chosen wall (0: none, the
             default; :func:`scripts.refinement.second_pass.first_pass_with_search`).
+        first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: each region of it by its own,
+            the candidates' similarity averaged over this many mm (:func:`scripts.refinement.second_pass.
+            search_wall_shift`).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -189,6 +193,7 @@ class RefinementInferer(Inferer):
         second_step_start: bool = SECOND_PASS_STEP_START,
         second_wall_search: int = SECOND_PASS_WALL_SEARCH,
         first_wall_search: int = FIRST_PASS_WALL_SEARCH,
+        first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
         sided_upsampling: bool = False,
         network_start: str = "field",
     ):
@@ -236,6 +241,11 @@ class RefinementInferer(Inferer):
             if not (_is_number(reach, integer=True) and reach >= 0):
                 raise InputError(f"--refine_{name} must be a whole number of voxels >= 0 (0: no search), got {reach!r}")
         self.second_wall_search, self.first_wall_search = int(second_wall_search), int(first_wall_search)
+        if not (_is_number(first_wall_region_mm) and first_wall_region_mm >= 0):
+            raise InputError(
+                f"--refine_first_wall_region_mm must be a number >= 0 (mm; 0: one shift), got {first_wall_region_mm!r}"
+            )
+        self.first_wall_region_mm = float(first_wall_region_mm)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
@@ -326,7 +336,7 @@ class RefinementInferer(Inferer):
                 searched = (self.region_options, dict(options, **first), self.first_wall_search)
                 n_search = self.second_iterations or SECOND_PASS_ITERATIONS  # each candidate: a second pass's
                 ddf, curve, shift = first_pass_with_search(
-                    fixed, moving, spacing.tolist(), seg, image, *searched, n_search
+                    fixed, moving, spacing.tolist(), seg, image, *searched, n_search, self.first_wall_region_mm
                 )
             else:
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)

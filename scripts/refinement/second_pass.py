@@ -40,14 +40,19 @@ labels' wall, and the second pass's search, from that field, sees less differenc
 true wall two voxels out of the labels: 73 % of the slip with the second pass's search, 75 % with this one, for
 4.5 s more at 192 x 160 x 256; docs/README.md, *Walls nobody tuned on*).
 
+**The search per region** (``region_mm`` > 0, ``--refine_first_wall_region_mm``, off by default): the same candidates,
+but each voxel of the wall moves by the candidate whose squared local NCC, averaged with a Gaussian of ``region_mm``
+over the disagreeing voxels, is best there (``cavity_regions(..., wall_shift=map)``): for labels off in different
+directions in different places. Measured mixed (docs/README.md, *Walls nobody tuned on*): where two shifts score
+alike the choice follows noise and the wall comes out ragged.
+
 All on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
 mm): the images, the label map and the first field are brought there first (the regions' distance transforms and
 filters cost about their voxel count: eight times less at 2 mm than at 1 mm), and the field goes back to the input
 grid at the end.
 
-Measured on known-motion cases whose wall is drawn in other ways than the estimate's (docs/README.md, *Walls nobody
-tuned on*): it gains most where the labels are a voxel off (organs eroded, a segmenter's labels), and the extra
-iterations alone do not (the same pass with ``snap_mm=0``).
+Measured (docs/README.md, *Walls nobody tuned on*): the snap gains most where the labels are a voxel off (organs
+eroded, a segmenter's labels), the extra iterations alone (``snap_mm=0``) do not.
 
 Conventions are those of :func:`scripts.refinement.optimiser.refine_pair`: images (1, 1, X, Y, Z) normalised, the
 field (1, 3, X, Y, Z) in voxels of that grid, ``spacing`` (3,) mm.
@@ -86,11 +91,10 @@ __all__ = [
     "second_pass",
 ]
 
-# the second pass as measured (docs/README.md, *Walls nobody tuned on*): 30 iterations after refine_pair's default
-# schedule (150, 100, 60); its smaller step keeps the bones rigid while the band moves. On by default in
-# configs/refine.json since bundle 0.7.0 (refine_second_iterations 30): it adds half the finest level's time (26.7 ->
-# 39.3 s at 192 x 160 x 256 on 2 cores), and splitting the 60 finest iterations 30 + 30 instead costs slip where the
-# labels are right
+# the second pass as measured (docs/README.md, *Walls nobody tuned on*): 30 iterations after refine_pair's schedule
+# (150, 100, 60) at a smaller step (the bones stay rigid while the band moves); on in configs/refine.json since 0.7.0:
+# half the finest level's time (26.7 -> 39.3 s at 192 x 160 x 256, 2 cores); the 60 finest iterations split 30 + 30
+# instead cost slip where the labels are right
 SECOND_PASS_ITERATIONS = 30
 SECOND_PASS_LR = 0.1
 SECOND_PASS_SNAP_MM = 3.0
@@ -101,10 +105,9 @@ SECOND_PASS_BAND_FOLD_WEIGHT = 1.0
 SECOND_PASS_STEP_START = False
 # the wall search (module docstring): off by default; it costs 2 * wall_search + 1 more passes of search_iterations
 SECOND_PASS_WALL_SEARCH = 0
-# the search before the first pass's finest level (first_pass_with_search): off by default, measured in docs/README.md
-FIRST_PASS_WALL_SEARCH = 0
-# its shift per region (search_wall_shift's region_mm): 0, one shift for the whole wall
-FIRST_PASS_WALL_REGION_MM = 0.0
+# the search before the first pass's finest level (first_pass_with_search) and its shift per region (region_mm, 0: one
+# shift for the whole wall): off by default, measured in docs/README.md
+FIRST_PASS_WALL_SEARCH, FIRST_PASS_WALL_REGION_MM = 0, 0.0
 logger = logging.getLogger(__name__)
 DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
 DEFAULT_SCHEDULE = {k: inspect.signature(refine_pair).parameters[k].default for k in ("levels", "iterations")}
@@ -247,7 +250,13 @@ def first_pass_with_search(
         return coarse, curve, 0
     grid = _working_grid(fixed, moving, spacing, coarse, seg, image, region_options, options, None, None)
     shift, _, runs = search_wall_shift(
-        grid.images, grid.spacing, grid.ddf, grid.regions, grid.refine_options, int(wall_search), search_iterations,
+        grid.images,
+        grid.spacing,
+        grid.ddf,
+        grid.regions,
+        grid.refine_options,
+        int(wall_search),
+        search_iterations,
         region_mm=region_mm,
     )
     reuse = _uniform_run(runs, shift, 0) if search_iterations == iterations[-1] else None

@@ -5,12 +5,12 @@ field u with the bundle's convention (MONAI ``Warp``): u lives on the FIXED grid
 along array axis k, and the moving image satisfies ``fixed(x) = moving(x + u(x))`` (the moving image is built by
 inverting x -> x + u(x), so warping it with the true u gives back the fixed image). The motion:
 
-- cavity contents (lungs, heart, liver, spleen, stomach, kidneys, bowel, pancreas, portal and pulmonary veins; not
-  the aorta and vena cava, fixed to the spine; the cavity is their closed, hole-filled, opened, smoothed union,
-  away from the bones, the back muscles and the psoas, with the organ voxels the opening cut off the wall put
-  back, so that the organs slide whole) move ``amplitude_mm`` (6-10 mm) mostly along the
-  patient's S axis (taken from the affine), caudally (``cranial``: cranially, the fixed image in the deeper breath),
-  with a smooth cranio-caudal profile and a small anterior part;
+- cavity contents (lungs, heart, liver, spleen, stomach, kidneys, bowel, pancreas, portal and pulmonary veins; not the
+  aorta and vena cava, fixed to the spine; the cavity is their closed, hole-filled, opened, smoothed union, away from
+  the bones, the back muscles and the psoas, with the organ voxels the opening cut off the wall put back, so that the
+  organs slide whole) move ``amplitude_mm`` (6-10 mm) mostly along the patient's S axis (from the affine), caudally
+  (``cranial``: cranially, the fixed image in the deeper breath), with a smooth cranio-caudal profile and a small
+  anterior part;
 - at the cavity wall the contents SLIDE: u jumps across the wall by a tangential vector (the breathing motion with
   its normal part removed near the wall), the normal component is continuous;
 - outside the cavity a smooth field of at most ``wall_mm`` (2 mm); every bone (each connected group of touching
@@ -143,10 +143,8 @@ def _cavity_parts(
         cavity = smooth
     if shift_vox > 0:  # the parietal boundary shift_vox voxels out, never into a bone
         smooth, cavity = (ndi.binary_dilation(m, iterations=shift_vox) & ~bones for m in (smooth, cavity))
-    elif shift_vox < 0:  # in: the cavity eroded, the cavity going on beyond the field of view (as the closing's
-        # padding; eroded from outside it, the scan's end slices became a wall: half of `in1`'s wall voxels, bundle
-        # < 0.9.11); the smooth shape (the motion's normals and depth) stays: eroded, it leaves necks of 4-5 voxels
-        # (the real CT's first slice) whose two walls' normals fold the drawn motion
+    elif shift_vox < 0:  # in; the cavity goes on beyond the scan (before 0.9.11 its ends became a wall); the smooth
+        # shape (the motion's normals and depth) stays: eroded, a 4-5 voxel neck of the real CT folds the motion
         cavity = ndi.binary_erosion(cavity, iterations=-shift_vox, border_value=1) & ~bones
     return smooth, cavity
 
@@ -394,13 +392,11 @@ def load_real_ct(data_dir: str | Path, name: str = "example_ct_sm") -> tuple[np.
     series, not handled here)."""
     import nibabel as nib
 
-    data_dir = Path(data_dir)
     segs = {"example_ct_sm": "example_seg"}
     if name not in segs:
         raise ValueError(f"no segmentation on the grid of {name!r}; choose one of {sorted(segs)}")
-    ct, sg = nib.load(str(data_dir / f"{name}.nii.gz")), nib.load(str(data_dir / f"{segs[name]}.nii.gz"))
-    image = np.asanyarray(ct.dataobj).astype(np.float32)
-    seg = np.asanyarray(sg.dataobj).astype(np.uint8)
+    ct, sg = (nib.load(str(Path(data_dir) / f"{n}.nii.gz")) for n in (name, segs[name]))
+    image, seg = np.asanyarray(ct.dataobj).astype(np.float32), np.asanyarray(sg.dataobj).astype(np.uint8)
     if seg.shape != image.shape or not np.allclose(ct.affine, sg.affine, atol=1e-3):
         raise ValueError(f"{segs[name]} {seg.shape} is not on the grid of {name} {image.shape}")
     return image, seg, ct.affine

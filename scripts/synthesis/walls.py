@@ -15,7 +15,7 @@ drawn at random per case by :func:`draw_wall`):
 - the diaphragm region: bridged (default) or outside, the thorax and the abdomen closed apart so that the lung
   bases slide on the diaphragm;
 - the parietal boundary moved 1-2 voxels out (into the wall tissue, never into a bone) or in (the organs' outer
-  voxel layer moves with the wall);
+  voxel layer moves with the wall; the cavity goes on beyond the scan, whose ends are no wall);
 - a sliding layer: the jump builds up over 2-3 voxels' depth instead of at one voxel face (thinner layers
   fold on the voxel grid).
 
