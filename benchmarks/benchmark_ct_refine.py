@@ -67,18 +67,21 @@ from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, mar
 from scripts.io.errors import InputError
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
-    FIRST_PASS_WALL_REGION_MM,
-    FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_LR,
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
-    first_pass_with_search,
     second_pass,
 )
 from scripts.refinement.start import START_MODES, network_start
+from scripts.refinement.wall_search import (
+    FIRST_PASS_WALL_REGION_MM,
+    FIRST_PASS_WALL_SEARCH,
+    SEARCH_ITERATIONS,
+    first_pass_with_search,
+)
 from scripts.regions.cavity import cavity_regions
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import phantom_case, real_ct_case
@@ -202,7 +205,7 @@ def run_method(
                 region_options,
                 kwargs,
                 first_search,
-                search_iterations=int(refine_kwargs.get("first_wall_search_iterations", SECOND_PASS_ITERATIONS)),
+                search_iterations=int(refine_kwargs.get("first_wall_search_iterations", SEARCH_ITERATIONS)),
                 region_mm=float(refine_kwargs.get("first_wall_region_mm", FIRST_PASS_WALL_REGION_MM)),
             )
         else:

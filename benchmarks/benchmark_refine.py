@@ -40,13 +40,15 @@ from scripts.losses.biomechanical import RIGID, SLIDING
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
-    FIRST_PASS_WALL_REGION_MM,
-    FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
-    first_pass_with_search,
     second_pass,
+)
+from scripts.refinement.wall_search import (
+    FIRST_PASS_WALL_REGION_MM,
+    FIRST_PASS_WALL_SEARCH,
+    first_pass_with_search,
 )
 from scripts.regions.cavity import body_mask, cavity_regions
 from scripts.regions.labels import TOTALSEG_V2_TOTAL

@@ -12,11 +12,13 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
-    first_pass_with_search,
-    search_wall_shift,
     second_pass,
 )
 from scripts.refinement.start import step_at_wall
+from scripts.refinement.wall_search import (
+    first_pass_with_search,
+    search_wall_shift,
+)
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import SLIDING, TOTALSEG_V2_TOTAL
 
@@ -228,12 +230,12 @@ def test_the_search_before_the_finest_level_puts_the_first_pass_on_the_true_wall
 
 
 def test_the_search_per_region_moves_each_cavity_to_its_own_true_wall():
-    """Two cavities 8 voxels apart, each with its contents sliding 3 voxels along z against the tissue around: the
+    """Two cavities 20 voxels apart, each with its contents sliding 3 voxels along z against the tissue around: the
     labels of one lie a voxel outside its true wall, those of the other two voxels inside. One shift for the whole
     wall cannot put both on the truth (the search keeps 0, and the far cavity's jump is lost); the search per region
-    (sigma 4 mm, 2 voxels) moves the first in and the second out by two, and the first pass with it carries the
+    (sigma 8 mm, 4 voxels) moves the first in and the second out by two, and the first pass with it carries the
     jump across both true walls; the second pass takes the map as its wall."""
-    shape, near, far = (44, 24, 12), (slice(4, 18), slice(5, 19)), (slice(26, 40), slice(5, 19))
+    shape, near, far = (56, 24, 12), (slice(4, 18), slice(5, 19)), (slice(38, 52), slice(5, 19))
     truth = np.zeros(shape, bool)
     truth[near] = truth[far] = True
     v = np.zeros((3,) + shape, np.float32)
@@ -242,7 +244,7 @@ def test_the_search_per_region_moves_each_cavity_to_its_own_true_wall():
     moving = _t((noise - noise.min()) / np.ptp(noise))[None, None]
     fixed = Warp(mode="bilinear", padding_mode="border")(moving, _t(v)[None])
     seg = np.zeros(shape, np.uint8)
-    seg[3:19, 4:20] = seg[28:38, 7:17] = TOTALSEG_V2_TOTAL["liver"]
+    seg[3:19, 4:20] = seg[40:50, 7:17] = TOTALSEG_V2_TOTAL["liver"]
     region_options = dict(closing_mm=4.0)  # the two cavities stay apart
     mask, normals, side = cavity_regions(seg, SP, return_side=True, **region_options)
     options = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
@@ -251,25 +253,25 @@ def test_the_search_per_region_moves_each_cavity_to_its_own_true_wall():
         region: first_pass_with_search(
             fixed, moving, SP, seg, None, region_options, options, wall_search=2, search_iterations=20, region_mm=region
         )
-        for region in (0.0, 4.0)
+        for region in (0.0, 8.0)
     }
-    whole, per_region = runs[0.0][2], runs[4.0][2]
+    whole, per_region = runs[0.0][2], runs[8.0][2]
     assert np.ndim(whole) == 0 and per_region.shape == shape
     # the zone beside the middle of each cavity's x faces: never out at the near one (in, or 0 where the band holds
     # the truth from the labels' wall too), out by two at the far one
     assert (per_region[2:5, 8:16] <= 0).all() and (per_region[17:20, 8:16] <= 0).all()
     assert (per_region[2:5, 8:16] < 0).mean() > 0.5 and (per_region[17:20, 8:16] < 0).mean() > 0.5
-    far_faces = np.concatenate([per_region[26:30, 8:16], per_region[36:40, 8:16]])
+    far_faces = np.concatenate([per_region[38:42, 8:16], per_region[48:52, 8:16]])
     assert (far_faces >= 1).all() and (far_faces == 2).mean() > 0.7
 
     def jumps(ddf):  # the z jump across the middle of each cavity's two x faces, voxels
         u = ddf[0, 2].numpy()
-        return [float((u[a, 8:16] - u[b, 8:16]).mean()) for a, b in ((4, 3), (17, 18), (26, 25), (39, 40))]
+        return [float((u[a, 8:16] - u[b, 8:16]).mean()) for a, b in ((4, 3), (17, 18), (38, 37), (51, 52))]
 
     # measured: one shift leaves 0.15-0.22 of the far cavity's 3 voxels, per region 2.89-3.00 at all four faces
-    assert min(jumps(runs[4.0][0])) > 0.8 * 2 * SLIP, (jumps(runs[0.0][0]), jumps(runs[4.0][0]))
-    assert min(jumps(runs[4.0][0])) > min(jumps(runs[0.0][0])) + 2.0, (jumps(runs[0.0][0]), jumps(runs[4.0][0]))
+    assert min(jumps(runs[8.0][0])) > 0.8 * 2 * SLIP, (jumps(runs[0.0][0]), jumps(runs[8.0][0]))
+    assert min(jumps(runs[8.0][0])) > min(jumps(runs[0.0][0])) + 2.0, (jumps(runs[0.0][0]), jumps(runs[8.0][0]))
     _, _, (mask, _, side) = second_pass(
-        fixed, moving, SP, runs[4.0][0], seg, None, region_options, iterations=0, wall_shift=per_region
+        fixed, moving, SP, runs[8.0][0], seg, None, region_options, iterations=0, wall_shift=per_region
     )
     assert float(((side == 1) == truth)[mask == SLIDING].mean()) > 0.9

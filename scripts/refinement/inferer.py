@@ -16,7 +16,7 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
    Without a segmentation: the log-Jacobian prior alone, with a notice.
 4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
-   level after the wall search, :func:`scripts.refinement.second_pass.first_pass_with_search`); with the sliding band
+   level after the wall search, :func:`scripts.refinement.wall_search.first_pass_with_search`); with the sliding band
    and ``second_iterations`` > 0 (30 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the
    wall moved to where that field shears, ``second_iterations`` more iterations on G). The field (voxels of G) goes
    to the writer with G as its grid, and the loss curve (the second pass's rows one level past the first's) to the
@@ -45,19 +45,21 @@ from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid,
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
-    FIRST_PASS_WALL_REGION_MM,
-    FIRST_PASS_WALL_SEARCH,
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_LR,
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
-    first_pass_with_search,
     second_pass,
 )
 from scripts.refinement.similarity import SIMILARITIES
 from scripts.refinement.start import START_MODES, network_start
+from scripts.refinement.wall_search import (
+    FIRST_PASS_WALL_REGION_MM,
+    FIRST_PASS_WALL_SEARCH,
+    first_pass_with_search,
+)
 from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import RIGID, SLIDING
@@ -150,13 +152,12 @@ class RefinementInferer(Inferer):
             value off the band; :func:`scripts.refinement.start.step_at_wall`).
         second_wall_search: before the second pass, try every shift of the whole labelled wall within this many
             voxels in or out and keep the one the image's similarity prefers (0: none, the default; it costs
-            2 n + 1 passes of ``second_iterations``; :func:`scripts.refinement.second_pass.search_wall_shift`).
+            2 n + 1 passes of ``second_iterations``; :func:`scripts.refinement.wall_search.search_wall_shift`).
         first_wall_search: the same search before the first pass's finest level, each shift refined for
             ``second_iterations`` (30 when those are 0), the finest level then with the chosen wall (0: none, the
-            default; :func:`scripts.refinement.second_pass.first_pass_with_search`).
+            default; :func:`scripts.refinement.wall_search.first_pass_with_search`).
         first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: each region of it by its own,
-            the candidates' similarity averaged over this many mm (:func:`scripts.refinement.second_pass.
-            search_wall_shift`).
+            the candidates' similarity averaged over this many mm (``search_wall_shift``'s ``region_mm``).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
