@@ -233,8 +233,9 @@ def test_the_search_per_region_moves_each_cavity_to_its_own_true_wall():
     """Two cavities 20 voxels apart, each with its contents sliding 3 voxels along z against the tissue around: the
     labels of one lie a voxel outside its true wall, those of the other two voxels inside. One shift for the whole
     wall cannot put both on the truth (the search keeps 0, and the far cavity's jump is lost); the search per region
-    (sigma 8 mm, 4 voxels) moves the far cavity's wall out (by two, mostly) where the near one keeps the whole wall's 0 or
-    moves in, and the first pass with it carries the far cavity's jump; the second pass takes the map as its wall."""
+    (sigma 8 mm, 4 voxels) moves the far cavity's wall out (by two, mostly) where the near one keeps the whole
+    wall's 0 or moves in, and the first pass with it carries the far cavity's jump; the second pass takes the map as
+    its wall."""
     shape, near, far = (56, 24, 12), (slice(4, 18), slice(5, 19)), (slice(38, 52), slice(5, 19))
     truth = np.zeros(shape, bool)
     truth[near] = truth[far] = True
