@@ -88,7 +88,7 @@ def test_the_search_before_the_finest_level_runs_through_the_workflow(known_moti
     motion."""
     case = known_motion
     out = tmp_path / "out"
-    with caplog.at_level(logging.INFO, logger="scripts.refinement.second_pass"):
+    with caplog.at_level(logging.INFO, logger="scripts.refinement.wall_search"):
         run_inference_workflow(None, CONFIGS, fixed=case["fixed"], moving=case["moving"], fixed_seg=case["seg"],
                                output_dir=str(out), refine_first_wall_search=1,
                                refine_first_wall_region_mm=region_mm, **FAST)  # fmt: skip

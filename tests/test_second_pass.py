@@ -1,5 +1,6 @@
-"""The refinement's second pass (scripts/refinement/second_pass.py): labels one or two voxels inside the true sliding
-wall, the wall moved to where the first field shears, and the jump then lies on the true wall."""
+"""The refinement's second pass (scripts/refinement/second_pass.py) and its wall searches (wall_search.py): labels
+one or two voxels inside the true sliding wall, the wall moved to where the first field shears or where the search
+chooses, and the jump then lies on the true wall."""
 
 import numpy as np
 import pytest
