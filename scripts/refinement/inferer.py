@@ -156,8 +156,9 @@ class RefinementInferer(Inferer):
         first_wall_search: the same search before the first pass's finest level, each shift refined for
             ``second_iterations`` (30 when those are 0), the finest level then with the chosen wall (0: none, the
             default; :func:`scripts.refinement.wall_search.first_pass_with_search`).
-        first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: each region of it by its own,
-            the candidates' similarity averaged over this many mm (``search_wall_shift``'s ``region_mm``).
+        first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: a region of it by its own where
+            a candidate's similarity, averaged over this many mm, beats the whole wall's there by a margin
+            (``search_wall_shift``'s ``region_mm``).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:

@@ -93,8 +93,8 @@ def first_pass_with_search(
 ) -> tuple[torch.Tensor, list[dict[str, float]], int | np.ndarray]:
     """The first pass with the wall search before its finest level (module docstring, *Before the first pass's finest
     level*): :func:`refine_pair` with ``refine_options`` up to its finest level; every shift of the labelled wall
-    within ``wall_search`` voxels refined ``search_iterations`` iterations from that field and scored as the second
-    pass's search scores them; the finest level's iterations, step and band fold weight then run with the chosen
+    within ``wall_search`` voxels refined ``search_iterations`` iterations from that field and scored by
+    :func:`search_wall_shift`; the finest level's iterations, step and band fold weight then run with the chosen
     wall (no snap).
 
     Args:
@@ -110,7 +110,8 @@ def first_pass_with_search(
     Returns:
         ``(ddf, curve, shift)``: ``ddf`` and ``curve`` as :func:`refine_pair` returns them (the finest level's rows
         those of the chosen wall's iterations, the candidates' not kept), and the chosen shift, voxels (> 0
-        outwards: :func:`second_pass`'s ``wall_shift``; with ``region_mm`` a map on the working grid).
+        outwards: :func:`scripts.refinement.second_pass.second_pass`'s ``wall_shift``; with ``region_mm`` a map on
+        the working grid).
     """
     if wall_search < 1 or search_iterations < 1:
         raise ValueError(f"need wall_search >= 1 and search_iterations >= 1, got {wall_search} and {search_iterations}")

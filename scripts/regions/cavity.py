@@ -321,7 +321,7 @@ def cavity_regions(
             the wall moves to where that field shears most instead of to the strongest edge
             (:mod:`scripts.refinement.second_pass`).
         wall_shift: the cavity dilated (> 0) or eroded (< 0) by this many voxels (6-neighbours) before the snap and
-            the bone gap: a candidate wall of the wall search (:mod:`scripts.refinement.second_pass`); an (X, Y, Z)
+            the bone gap: a candidate wall of the wall search (:mod:`scripts.refinement.wall_search`); an (X, Y, Z)
             map of whole voxels: each voxel's own shift (the search per region). Dilated, it
             grows only farther than ``bone_gap + wall_shift`` voxels from the bones: where a segmenter shrank a bone
             (costal cartilage, a rib), a wall grown by two voxels ran through its lost voxels and their rigidity
