@@ -124,7 +124,8 @@ def second_pass(
             of ``wall_shift`` by the image's similarity (module docstring, :func:`search_wall_shift`); 0: no search.
         search_iterations: the iterations of each candidate of the search (None: ``iterations``).
         wall_shift: the wall the first pass used, the labels' moved by this many voxels (> 0 outwards; that of
-            :func:`first_pass_with_search`; a map of the working grid from its search per region): the snap and the
+            :func:`scripts.refinement.wall_search.first_pass_with_search`; a map of the working grid from its search
+            per region): the snap and the
             search start from it.
 
     Returns:
