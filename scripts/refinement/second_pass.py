@@ -125,8 +125,7 @@ def second_pass(
         search_iterations: the iterations of each candidate of the search (None: ``iterations``).
         wall_shift: the wall the first pass used, the labels' moved by this many voxels (> 0 outwards; that of
             :func:`scripts.refinement.wall_search.first_pass_with_search`; a map of the working grid from its search
-            per region): the snap and the
-            search start from it.
+            per region): the snap and the search start from it.
 
     Returns:
         ``(ddf, curve, (mask, normals, side))``: the field (1, 3, X, Y, Z) voxels, the second pass's loss curve
