@@ -230,7 +230,7 @@ def test_real_segmentation(ct_example_dir):
 
 def test_wall_shift_moves_the_whole_wall_by_whole_voxels():
     """``wall_shift`` k dilates (k > 0) or erodes (k < 0) the cavity by k voxels before the band is built (the
-    candidates of the second pass's wall search): a liver box's cavity side grows by exactly one voxel per face and
+    candidates of the wall search): a liver box's cavity side grows by exactly one voxel per face and
     step; a map moves each voxel's wall by its own shift; a fraction of a voxel or a map of another shape is
     refused."""
     seg = np.zeros((30, 30, 30), dtype=np.uint8)

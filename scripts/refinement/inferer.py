@@ -58,6 +58,7 @@ from scripts.refinement.start import START_MODES, network_start
 from scripts.refinement.wall_search import (
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
+    SEARCH_ITERATIONS,
     first_pass_with_search,
 )
 from scripts.regions import segment as totalsegmentator
@@ -336,7 +337,7 @@ class RefinementInferer(Inferer):
             shift = 0  # the first pass's wall: the labels' moved by this many voxels
             if self.first_wall_search > 0 and slides:
                 searched = (self.region_options, dict(options, **first), self.first_wall_search)
-                n_search = self.second_iterations or SECOND_PASS_ITERATIONS  # each candidate: a second pass's
+                n_search = self.second_iterations or SEARCH_ITERATIONS  # each candidate: a second pass's
                 ddf, curve, shift = first_pass_with_search(
                     fixed, moving, spacing.tolist(), seg, image, *searched, n_search, self.first_wall_region_mm
                 )

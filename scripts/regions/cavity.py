@@ -322,10 +322,10 @@ def cavity_regions(
             (:mod:`scripts.refinement.second_pass`).
         wall_shift: the cavity dilated (> 0) or eroded (< 0) by this many voxels (6-neighbours) before the snap and
             the bone gap: a candidate wall of the wall search (:mod:`scripts.refinement.wall_search`); an (X, Y, Z)
-            map of whole voxels: each voxel's own shift (the search per region). Dilated, it
-            grows only farther than ``bone_gap + wall_shift`` voxels from the bones: where a segmenter shrank a bone
-            (costal cartilage, a rib), a wall grown by two voxels ran through its lost voxels and their rigidity
-            error rose 4x (real CT, ``out2``, a segmenter's labels); near the bones the labels' wall stays.
+            map of whole voxels: each voxel's own shift (the search per region). Dilated, it grows only farther
+            than ``bone_gap + wall_shift`` voxels from the bones: where a segmenter shrank a bone (costal cartilage,
+            a rib), a wall grown by two voxels ran through its lost voxels and their rigidity error rose 4x (real
+            CT, ``out2``, a segmenter's labels); near the bones the labels' wall stays.
 
     Returns:
         ``(mask, normals)``: uint8 (X, Y, Z) 0 Jacobian / 1 rigid / 2 sliding; float32 (3, X, Y, Z) unit normals
