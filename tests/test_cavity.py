@@ -15,8 +15,8 @@ SP = (2.0, 2.0, 2.0)
 
 
 def _phantom():
-    """Liver below a lung lobe (one cavity), a rib 1-3 voxels outside the cavity's x face, a vertebra far away,
-    in a body whose surface is 1 voxel beyond the cavity's low-y face."""
+    """Liver below a lung lobe (one cavity), a rib 1-3 voxels outside the cavity's x face, a vertebra far away (both
+    as bright as bone), in a body whose surface is 1 voxel beyond the cavity's low-y face."""
     seg = np.zeros((40, 40, 40), dtype=np.uint8)
     seg[10:30, 10:30, 8:20] = LIVER
     seg[10:30, 10:30, 20:32] = LUNG
@@ -24,6 +24,7 @@ def _phantom():
     seg[33:37, 16:24, 16:24] = VERTEBRA
     image = np.full(seg.shape, -1000, dtype=np.int16)
     image[2:38, 9:38, 2:38] = 40
+    image[np.isin(seg, (RIB, VERTEBRA))] = 400
     return seg, image
 
 
@@ -98,6 +99,26 @@ def test_a_lost_rib_found_from_its_bright_core_gets_its_dim_rim_too():
     assert (mask[7:10, 12:28, 12:28] == RIGID).all()
     no_rim, _ = cavity_regions(lost, SP, image=image, bone_hu=None)
     assert (no_rim[8, 12:28, 12:28] == RIGID).all() and (no_rim[7, 12:28, 12:28] != RIGID).all()
+
+
+def test_a_bone_label_grown_into_soft_tissue_is_trimmed_by_the_ct():
+    """The rib's label one voxel too thick on the cavity's side (into the liver's soft tissue, 40 HU, as a segmenter's
+    dilated label): with the CT that layer is no bone, and the wall, its band and the rigid voxels are those of the
+    clean label; without the trim (or without the CT) the layer is rigid and the wall keeps a voxel further in."""
+    seg, image = _phantom()
+    grown = seg.copy()
+    grown[10, 12:28, 12:28] = RIB
+    clean, clean_normals = cavity_regions(seg, SP, image=image)
+    mask, normals = cavity_regions(grown, SP, image=image)
+    assert (mask == clean).all() and np.abs(normals - clean_normals).max() < 0.05  # the liver label lost a layer
+    assert (mask[10, 14:26, 14:26] == SLIDING).all() and (mask[7:10, 12:28, 12:28] == RIGID).all()
+    untrimmed, _ = cavity_regions(grown, SP, image=image, bone_trim_hu=None)
+    assert (untrimmed[10, 12:28, 12:28] == RIGID).all() and (untrimmed[11:13, 14:26, 14:26] == SLIDING).all()
+    no_ct, _ = cavity_regions(grown, SP)
+    assert (no_ct[10, 12:28, 12:28] == RIGID).all()
+    image[10, 12:28, 12:28] = 150  # a bright layer is bone: kept
+    kept, _ = cavity_regions(grown, SP, image=image)
+    assert (kept[7:11, 12:28, 12:28] == RIGID).all()
 
 
 def test_the_wall_side_is_the_cavity_and_unknown_on_the_pair_bands_off_the_wall():

@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from scripts.regions.labels import RIGID, SLIDING, label_table
+from scripts.regions.labels import JACOBIAN, RIGID, SLIDING, label_table
 from scripts.regions.masks import DEFAULT_SPEC, as_label_array, build_regularisation_mask, load_region_spec
 from scripts.regions.normals import compute_normals
 
@@ -286,6 +286,7 @@ def cavity_regions(
     body_threshold: float = -500.0,
     bone_gap: int = 1,
     bone_hu: float | None = 100.0,
+    bone_trim_hu: float | None = 50.0,
     snap_mm: float = 0.0,
     unlabelled_bone_hu: float | None = 200.0,
     return_side: bool = False,
@@ -311,6 +312,8 @@ def cavity_regions(
         bone_hu: with ``image``, the bones grow by the voxels of at least ``bone_hu`` HU next to them
             (:func:`rigid_from_image`): a segmenter's bone boundary is off by a voxel or two, and on thin bones (ribs)
             that is much of the bone. ``None``: the segmentation's bones as they are.
+        bone_trim_hu: with ``image``, a bone label's outer voxel layer below this many HU (fat, lung, most soft
+            tissue) is no bone: neither rigid nor kept off the wall (module docstring). ``None``: no trim.
         snap_mm: with ``image`` (or ``shear_field``), move the wall within this distance to the strongest intensity
             edge (or shear, :func:`snap_to_edge`); 0: the wall of the labels.
         unlabelled_bone_hu: with ``image``, the unlabelled voxels (label 0) of at least this many HU that are not
@@ -361,6 +364,10 @@ def cavity_regions(
     cavity = cavity_mask(labels, cavity_labels(spec, table), sp, closing_mm)
     band = np.zeros(labels.shape, dtype=bool)
     bones = np.isin(labels, region_spec.rigid)
+    if img is not None and bone_trim_hu is not None and bones.any():  # a segmenter's bone grown into soft tissue
+        trimmed = bones & ~ndimage.binary_erosion(bones) & (img < bone_trim_hu)
+        bones &= ~trimmed
+        mask[trimmed & (mask == RIGID)] = JACOBIAN
     if img is not None and unlabelled_bone_hu is not None:
         bones |= (labels == 0) & (img >= unlabelled_bone_hu) & ~_shifted(cavity, -2)
     if img is not None and bone_hu is not None and bones.any():  # after: a recovered rib gets its dim rim back too
