@@ -142,6 +142,8 @@ class RefinementInferer(Inferer):
         gamma, smooth, levels, iterations, lr: see :func:`scripts.refinement.optimiser.refine_pair` (None: its default).
         band_mm: half width of the sliding band along the cavity wall, mm.
         closing_mm: radius of the closing that merges the cavity contents into one cavity, mm.
+        bone_trim_hu: with a CT, a bone label's outer voxel layer below this many HU is no bone (``cavity_regions``'
+            ``bone_trim_hu``; None: no trim, the default).
         second_iterations: iterations of the second pass (:mod:`scripts.refinement.second_pass`; default
             :data:`~scripts.refinement.second_pass.SECOND_PASS_ITERATIONS`, 30; 0: none), run when the prior slides
             (``rigidity_shearing_jacobian`` with a segmentation).
@@ -186,6 +188,7 @@ class RefinementInferer(Inferer):
         lr: float | Sequence[float] | None = None,
         band_mm: float = 1.5,
         closing_mm: float = 20.0,
+        bone_trim_hu: float | None = None,
         organ_pairs: bool = False,
         segment: str = "if_available",
         progress: bool = True,
@@ -218,6 +221,9 @@ class RefinementInferer(Inferer):
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
+        if bone_trim_hu is not None and not _is_number(bone_trim_hu):
+            raise InputError(f"--bone_trim_hu must be a number (HU) or null (no trim), got {bone_trim_hu!r}")
+        self.bone_trim_hu = None if bone_trim_hu is None else float(bone_trim_hu)
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
             if weight is not None and not (_is_number(weight) and weight >= 0):
                 raise InputError(
@@ -280,7 +286,12 @@ class RefinementInferer(Inferer):
 
     @property
     def region_options(self) -> dict[str, Any]:
-        return {"band_mm": self.band_mm, "closing_mm": self.closing_mm, "pairs": self.organ_pairs}
+        return {
+            "band_mm": self.band_mm,
+            "closing_mm": self.closing_mm,
+            "pairs": self.organ_pairs,
+            "bone_trim_hu": self.bone_trim_hu,
+        }
 
     def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
         """The TotalSegmentator ``total`` label map of the fixed image (:func:`scripts.regions.segment.run`, fast
