@@ -101,25 +101,26 @@ def test_a_lost_rib_found_from_its_bright_core_gets_its_dim_rim_too():
     assert (no_rim[8, 12:28, 12:28] == RIGID).all() and (no_rim[7, 12:28, 12:28] != RIGID).all()
 
 
-def test_a_bone_label_grown_into_soft_tissue_is_trimmed_by_the_ct():
-    """The rib's label one voxel too thick on the cavity's side (into the liver's soft tissue, 40 HU, as a segmenter's
-    dilated label): with the CT and ``bone_trim_hu`` that layer is no bone, and the wall, its band and the rigid
-    voxels are those of the clean label; without the trim (the default) or without the CT the layer is rigid and the
-    wall keeps a voxel further in."""
+def test_a_bone_label_grown_into_fat_is_trimmed_by_the_ct():
+    """The rib's label one voxel too thick on the cavity's side (into a layer of fat, -100 HU, as a segmenter's
+    dilated label): with the CT and ``bone_trim_hu`` 0 (the value measured in docs/README.md) that layer is no bone,
+    and the wall, its band and the rigid voxels are those of the clean label; without the trim (the default) or
+    without the CT the layer is rigid and the wall keeps a voxel further in; a layer at 150 HU stays bone."""
     seg, image = _phantom()
+    image[10, 12:28, 12:28] = -100
     grown = seg.copy()
     grown[10, 12:28, 12:28] = RIB
-    clean, clean_normals = cavity_regions(seg, SP, image=image, bone_trim_hu=50.0)
+    clean, clean_normals = cavity_regions(seg, SP, image=image, bone_trim_hu=0.0)
     assert (clean == cavity_regions(seg, SP, image=image)[0]).all()  # a bright bone loses nothing
-    mask, normals = cavity_regions(grown, SP, image=image, bone_trim_hu=50.0)
+    mask, normals = cavity_regions(grown, SP, image=image, bone_trim_hu=0.0)
     assert (mask == clean).all() and np.abs(normals - clean_normals).max() < 0.05  # the liver label lost a layer
     assert (mask[10, 14:26, 14:26] == SLIDING).all() and (mask[7:10, 12:28, 12:28] == RIGID).all()
     untrimmed, _ = cavity_regions(grown, SP, image=image)
     assert (untrimmed[10, 12:28, 12:28] == RIGID).all() and (untrimmed[11:13, 14:26, 14:26] == SLIDING).all()
-    no_ct, _ = cavity_regions(grown, SP, bone_trim_hu=50.0)
+    no_ct, _ = cavity_regions(grown, SP, bone_trim_hu=0.0)
     assert (no_ct[10, 12:28, 12:28] == RIGID).all()
     image[10, 12:28, 12:28] = 150  # a bright layer is bone: kept
-    kept, _ = cavity_regions(grown, SP, image=image, bone_trim_hu=50.0)
+    kept, _ = cavity_regions(grown, SP, image=image, bone_trim_hu=0.0)
     assert (kept[7:11, 12:28, 12:28] == RIGID).all()
 
 

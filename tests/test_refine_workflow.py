@@ -206,16 +206,15 @@ def test_the_deep_breathing_config_turns_on_what_large_motions_need():
 
 def test_the_wall_search_config_turns_on_the_search_and_the_step_start():
     """configs/refine_wall_search.json merged after refine.json: the wall search of one voxel before the first pass's
-    finest level (not the second pass's since 0.9.10), per region of 20 mm (since 0.9.11), the bones' labels trimmed
-    at 50 HU (since 0.9.12) and the second pass's step start reach the inferer; the schedule and the rest as
-    refine.json has them."""
+    finest level (not the second pass's since 0.9.10), per region of 20 mm (since 0.9.11), and the second pass's step
+    start reach the inferer; the schedule and the rest as refine.json has them (the bones' labels untrimmed)."""
     root = Path(__file__).resolve().parents[1] / "configs"
     parser = ConfigParser()
     parser.read_config([str(root / name) for name in (*CONFIGS, "refine_wall_search.json")])
     parser.update({"bundle_root": str(root.parent)})
     inferer = parser.get_parsed_content("inferer")
     assert (inferer.first_wall_search, inferer.second_wall_search, inferer.second_step_start) == (1, 0, True)
-    assert inferer.first_wall_region_mm == 20.0 and inferer.region_options["bone_trim_hu"] == 50.0  # since 0.9.12
+    assert inferer.first_wall_region_mm == 20.0 and inferer.region_options["bone_trim_hu"] is None  # not in it
     assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)
     assert inferer.options["sided_upsampling"] is False and inferer.options["iterations"] == [150, 100, 60]
 
@@ -231,7 +230,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         "refine_second_wall_search": 2,
         "refine_first_wall_search": 1,
         "refine_first_wall_region_mm": 20,
-        "bone_trim_hu": 50,
+        "bone_trim_hu": 0,
     }
     for override, expected in (({}, None), (asked, 0.7)):
         parser = ConfigParser()
@@ -247,7 +246,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.first_wall_search == (1 if override else 0)  # the first pass's: off unless asked for
         assert inferer.first_wall_region_mm == (20.0 if override else 0.0)  # one shift for the whole wall
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
-        assert inferer.region_options["bone_trim_hu"] == (50.0 if override else None)  # no trim unless asked for
+        assert inferer.region_options["bone_trim_hu"] == (0.0 if override else None)  # no trim unless asked for
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
         ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),

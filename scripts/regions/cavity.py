@@ -45,11 +45,12 @@ only), with the bones eroded by one voxel from 0.0303 to 0.0043 (0.0022 with the
 found this way grow their dim rim afterwards, as the labelled ones do (at 3 mm a rib's rim is partial volume, below
 the 200 HU that finds the rib): with a segmenter's labels that took the bones' rigidity error from 0.0047 to 0.0034
 on the real CT (default wall), from 0.0189 to 0.0085 at deep breathing, from 0.0109 to 0.0064 on the phantom,
-nothing else changing (docs/README.md, *Walls nobody tuned on*). With ``bone_trim_hu`` (off by default, 50 HU in
-``configs/refine_wall_search.json``) a bone label's outer voxel layer dimmer than that is no bone: a segmenter's label
-grown a voxel into fat or soft tissue otherwise stays rigid and keeps the wall a voxel further in, and the slip is
-lost beside it; at 3 mm a real bone's own rim is partial volume and a few of its voxels fall below 50 HU too (1.7 %
-of the held-out CT's), which then lose their rigidity (measured in docs/README.md).
+nothing else changing (docs/README.md, *Walls nobody tuned on*). With ``bone_trim_hu`` (off by default; 0 HU
+measured) a bone label's outer voxel layer dimmer than that is no bone: a segmenter's label
+grown a voxel into fat or lung otherwise stays rigid and keeps the wall a voxel further in, and the slip is lost
+beside it. WHY 0 HU, not the 50 that would catch soft tissue too: a real bone's own rim is partial volume, and at 50
+HU 1.7 % of the held-out CT's outer bone voxels and the cartilage-like rims of the phantom's ribs lost their
+rigidity (its bones' rigidity error doubled with clean labels); below 0 HU 0.1 % (docs/README.md).
 
 With the CT and ``snap_mm`` > 0 (off by default), the wall first moves to the strongest intensity edge within that
 distance (:func:`snap_to_edge`): a lead for labels a voxel off the organs' boundary, measured in docs/README.md (*Walls
@@ -316,9 +317,8 @@ def cavity_regions(
         bone_hu: with ``image``, the bones grow by the voxels of at least ``bone_hu`` HU next to them
             (:func:`rigid_from_image`): a segmenter's bone boundary is off by a voxel or two, and on thin bones (ribs)
             that is much of the bone. ``None``: the segmentation's bones as they are.
-        bone_trim_hu: with ``image``, a bone label's outer voxel layer below this many HU (fat, lung, most soft
-            tissue) is no bone: neither rigid nor kept off the wall (module docstring; 50 in
-            ``configs/refine_wall_search.json``). ``None`` (the default): no trim.
+        bone_trim_hu: with ``image``, a bone label's outer voxel layer below this many HU (at 0: fat, lung, air) is
+            no bone: neither rigid nor kept off the wall (module docstring). ``None`` (the default): no trim.
         snap_mm: with ``image`` (or ``shear_field``), move the wall within this distance to the strongest intensity
             edge (or shear, :func:`snap_to_edge`); 0: the wall of the labels.
         unlabelled_bone_hu: with ``image``, the unlabelled voxels (label 0) of at least this many HU that are not
