@@ -46,11 +46,12 @@ found this way grow their dim rim afterwards, as the labelled ones do (at 3 mm a
 the 200 HU that finds the rib): with a segmenter's labels that took the bones' rigidity error from 0.0047 to 0.0034
 on the real CT (default wall), from 0.0189 to 0.0085 at deep breathing, from 0.0109 to 0.0064 on the phantom,
 nothing else changing (docs/README.md, *Walls nobody tuned on*). With ``bone_trim_hu`` (off by default; 0 HU
-measured) a bone label's outer voxel layer dimmer than that is no bone: a segmenter's label
-grown a voxel into fat or lung otherwise stays rigid and keeps the wall a voxel further in, and the slip is lost
-beside it. WHY 0 HU, not the 50 that would catch soft tissue too: a real bone's own rim is partial volume, and at 50
-HU 1.7 % of the held-out CT's outer bone voxels and the cartilage-like rims of the phantom's ribs lost their
-rigidity (its bones' rigidity error doubled with clean labels); below 0 HU 0.1 % (docs/README.md).
+measured) a bone label's outer voxel layer dimmer than that is no bone: a segmenter's label grown a voxel into fat or
+lung otherwise stays rigid and keeps the wall a voxel further in, and the slip is lost beside it. WHY 0 HU, not the
+50 that would catch soft tissue too: a real bone's own rim is partial volume, and at 50 HU 1.7 % of the held-out
+CT's outer bone voxels and the cartilage-like rims of the phantom's ribs lost their rigidity (its bones' rigidity
+error doubled with clean labels); below 0 HU 0.1 %. Off by default: on the phantom, whose ribs are a voxel or two
+thick against the lung, the grown voxels it trims had held their neighbours rigid (docs/README.md).
 
 With the CT and ``snap_mm`` > 0 (off by default), the wall first moves to the strongest intensity edge within that
 distance (:func:`snap_to_edge`): a lead for labels a voxel off the organs' boundary, measured in docs/README.md (*Walls
@@ -369,7 +370,7 @@ def cavity_regions(
     cavity = cavity_mask(labels, cavity_labels(spec, table), sp, closing_mm)
     band = np.zeros(labels.shape, dtype=bool)
     bones = np.isin(labels, region_spec.rigid)
-    if img is not None and bone_trim_hu is not None and bones.any():  # a segmenter's bone grown into soft tissue
+    if img is not None and bone_trim_hu is not None and bones.any():  # a segmenter's bone grown into fat or lung
         trimmed = bones & ~ndimage.binary_erosion(bones) & (img < bone_trim_hu)
         bones &= ~trimmed
         mask[trimmed & (mask == RIGID)] = JACOBIAN
