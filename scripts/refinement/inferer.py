@@ -221,6 +221,8 @@ class RefinementInferer(Inferer):
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
+        if isinstance(bone_trim_hu, str) and bone_trim_hu.strip().lower() in ("null", "none"):  # as typed on the CLI
+            bone_trim_hu = None
         if bone_trim_hu is not None and not _is_number(bone_trim_hu):
             raise InputError(f"--bone_trim_hu must be a number (HU) or null (no trim), got {bone_trim_hu!r}")
         self.bone_trim_hu = None if bone_trim_hu is None else float(bone_trim_hu)
