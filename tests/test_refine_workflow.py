@@ -247,11 +247,15 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.first_wall_region_mm == (20.0 if override else 0.0)  # one shift for the whole wall
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
         assert inferer.region_options["bone_trim_hu"] == (0.0 if override else None)  # no trim unless asked for
-    for typed in ("null", "None"):  # the command line's spelling of off (fire leaves "null" a string)
+    for typed in ("null", "None"):  # the command line's spellings of null (fire leaves "null" a string)
         parser = ConfigParser()
         parser.read_config([str(root / name) for name in CONFIGS])
-        parser.update({"bundle_root": str(root.parent), "bone_trim_hu": typed})
-        assert parser.get_parsed_content("inferer").region_options["bone_trim_hu"] is None
+        nulls = {key: typed for key in ("bone_trim_hu", "refine_smooth", "refine_gamma", "refine_iterations")}
+        parser.update({"bundle_root": str(root.parent), **nulls})
+        inferer = parser.get_parsed_content("inferer")
+        assert inferer.region_options["bone_trim_hu"] is None and not {"smooth", "gamma", "iterations"} & set(
+            inferer.options
+        )  # each the default of refine_pair
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
         ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),

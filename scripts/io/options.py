@@ -31,7 +31,7 @@ import torch
 
 from scripts.io.errors import InputError
 
-__all__ = ["parse_flag", "Flags", "usable_cores", "free_cores", "choose_threads", "apply_threads"]
+__all__ = ["parse_flag", "parse_null", "Flags", "usable_cores", "free_cores", "choose_threads", "apply_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,13 @@ class Flags:
 
     def __repr__(self) -> str:
         return "Flags(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self._names) + ")"
+
+
+def parse_null(value: Any) -> Any:
+    """None for the command line's spellings of a config's ``null`` (``--refine_smooth null``: the parser turns only
+    ``None`` into None and leaves ``null`` a string, which the option's check would then refuse); any other value as
+    it is."""
+    return None if isinstance(value, str) and value.strip().lower() in ("null", "none") else value
 
 
 def usable_cores() -> int:

@@ -40,7 +40,7 @@ from monai.inferers import Inferer
 from scripts.evaluation.metrics import folding_from_det
 from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
-from scripts.io.options import parse_flag
+from scripts.io.options import parse_flag, parse_null
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
@@ -221,8 +221,9 @@ class RefinementInferer(Inferer):
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
-        if isinstance(bone_trim_hu, str) and bone_trim_hu.strip().lower() in ("null", "none"):  # as typed on the CLI
-            bone_trim_hu = None
+        gamma, smooth, levels, iterations, lr, bone_trim_hu = map(
+            parse_null, (gamma, smooth, levels, iterations, lr, bone_trim_hu)
+        )  # "null" as typed on the command line
         if bone_trim_hu is not None and not _is_number(bone_trim_hu):
             raise InputError(f"--bone_trim_hu must be a number (HU) or null (no trim), got {bone_trim_hu!r}")
         self.bone_trim_hu = None if bone_trim_hu is None else float(bone_trim_hu)
