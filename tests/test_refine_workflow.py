@@ -251,11 +251,11 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         parser = ConfigParser()
         parser.read_config([str(root / name) for name in CONFIGS])
         nulls = {key: typed for key in ("bone_trim_hu", "refine_smooth", "refine_gamma", "refine_iterations")}
+        nulls["refine_grid_mm"] = typed  # null: the fixed image's own grid
         parser.update({"bundle_root": str(root.parent), **nulls})
         inferer = parser.get_parsed_content("inferer")
-        assert inferer.region_options["bone_trim_hu"] is None and not {"smooth", "gamma", "iterations"} & set(
-            inferer.options
-        )  # each the default of refine_pair
+        assert inferer.grid_mm is None and inferer.region_options["bone_trim_hu"] is None
+        assert not {"smooth", "gamma", "iterations"} & set(inferer.options)  # each the default of refine_pair
     bad_values = [  # one error line naming the option
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
         ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),

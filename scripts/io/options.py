@@ -1,11 +1,13 @@
-"""The options of the workflows that need parsing: the true/false flags, parsed once, and the thread count.
+"""The options of the workflows that need parsing: the true/false flags, parsed once, a typed null, and the thread
+count.
 
 ``python -m monai.bundle run ... --learn2reg false`` hands the config the STRING "false" (the command line's parser
 turns only ``True`` / ``False`` into booleans), and a non-empty string is true in Python. Every config therefore lists
 its boolean options once, in its ``flags`` component (:class:`Flags`), and its components read them from there
 (``"$@flags.learn2reg"``); a config merged later adds its own (``"flags#organ_pairs": "@organ_pairs"``). The values
 are parsed when the workflow starts, and a value that is neither true nor false is one :class:`InputError` naming
-the option and the accepted values.
+the option and the accepted values. Likewise ``--refine_smooth null`` hands over the string "null": :func:`parse_null`
+turns it (and "None") into None where an option's default is null.
 
 ``torch_threads`` (:func:`apply_threads`): on a machine where other jobs run, torch's default of one thread per core
 is the slowest choice. Each parallel op waits at a barrier for its slowest thread, and a thread that shares its core

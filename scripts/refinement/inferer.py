@@ -217,13 +217,13 @@ class RefinementInferer(Inferer):
             raise InputError(f"--segment_fixed must be one of {SEGMENT_CHOICES}, got {segment!r}")
         self.segment = segment
         self.network_inferer, self.use_network = network_inferer, bool(use_network)
+        grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu = map(
+            parse_null, (grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu)
+        )  # "null" as typed on the command line
         self.grid_mm = None if grid_mm is None else float(grid_mm)
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
-        gamma, smooth, levels, iterations, lr, bone_trim_hu = map(
-            parse_null, (gamma, smooth, levels, iterations, lr, bone_trim_hu)
-        )  # "null" as typed on the command line
         if bone_trim_hu is not None and not _is_number(bone_trim_hu):
             raise InputError(f"--bone_trim_hu must be a number (HU) or null (no trim), got {bone_trim_hu!r}")
         self.bone_trim_hu = None if bone_trim_hu is None else float(bone_trim_hu)
