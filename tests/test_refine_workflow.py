@@ -257,6 +257,8 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.grid_mm is None and inferer.region_options["bone_trim_hu"] is None
         assert not {"smooth", "gamma", "iterations"} & set(inferer.options)  # each the default of refine_pair
     bad_values = [  # one error line naming the option
+        ("refine_grid_mm", "abc", "--refine_grid_mm must be a number > 0"),
+        ("refine_grid_mm", 0, "--refine_grid_mm must be a number > 0"),
         ("refine_smooth", "abc", "--refine_smooth must be a number >= 0"),
         ("refine_smooth", -1.0, "--refine_smooth must be a number >= 0"),
         ("refine_gamma", "0.5x", "--refine_gamma must be a number >= 0"),

@@ -220,6 +220,10 @@ class RefinementInferer(Inferer):
         grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu = map(
             parse_null, (grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu)
         )  # "null" as typed on the command line
+        if grid_mm is not None and not (_is_number(grid_mm) and grid_mm > 0):
+            raise InputError(
+                f"--refine_grid_mm must be a number > 0 (mm) or null (the fixed image's grid), got {grid_mm!r}"
+            )
         self.grid_mm = None if grid_mm is None else float(grid_mm)
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
