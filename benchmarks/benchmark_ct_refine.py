@@ -64,6 +64,7 @@ from benchmarks.ct_evaluation import batched, case_regions, evaluate
 from benchmarks.ct_figure import figure
 from benchmarks.ct_network import NetworkMethod
 from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, markdown
+from benchmarks.options import FLAG_HELP, parse_refine_options
 from scripts.io.errors import InputError
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
@@ -271,6 +272,7 @@ def main(argv=None) -> dict:
     p.add_argument("--second-wall-search", type=int, default=None, help=search_help)
     first_help = "the wall search before the first pass's finest level, voxels (default 0: none)"
     p.add_argument("--first-wall-search", type=int, default=None, help=first_help)
+    p.add_argument("--refine-option", action="append", default=[], metavar="KEY=VALUE", help=FLAG_HELP)
     p.add_argument("--elastix-iterations", type=int, default=300)
     p.add_argument("--elastix-grid-mm", type=float, default=12.0)
     p.add_argument("--elastix-rigidity-weight", type=float, default=0.1)
@@ -315,6 +317,7 @@ def main(argv=None) -> dict:
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])
+    refine_kwargs.update(parse_refine_options(args.refine_option))
     if any(m in NETWORK_METHODS for m in methods):
         size = args.network_image_size
         try:

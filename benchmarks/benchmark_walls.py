@@ -41,6 +41,7 @@ from scipy import ndimage as ndi
 
 from benchmarks.benchmark_ct_refine import DATA_DIR, run_method
 from benchmarks.ct_evaluation import case_regions, evaluate
+from benchmarks.options import FLAG_HELP, parse_refine_options
 from scripts.synthesis.breathing import load_real_ct, make_breathing_case, phantom_anatomy
 from scripts.synthesis.walls import SEG_PERTURBATIONS, WALL_VARIANTS, draw_wall, perturb_segmentation, wall_kwargs
 
@@ -126,7 +127,7 @@ def main(argv=None) -> dict:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="another refine_pair / cavity_regions keyword, VALUE as JSON (e.g. fold_barrier=0); repeatable",
+        help=FLAG_HELP,
     )
     p.add_argument("--amplitude-mm", default=None, help="LO,HI range of the contents' motion (default: generator's)")
     p.add_argument("--flow-steps", type=int, default=0, help="generate the motion as a flow (deep breathing), 7")
@@ -157,14 +158,7 @@ def main(argv=None) -> dict:
         refine_kwargs["band_mm"] = args.wall_band_mm
     if args.bone_hu is not None:
         refine_kwargs["bone_hu"] = None if args.bone_hu.lower() == "none" else float(args.bone_hu)
-    for option in args.refine_option:
-        key, sep, value = option.partition("=")
-        try:
-            if not sep or not key.strip():
-                raise ValueError(option)
-            refine_kwargs[key.strip()] = json.loads(value)
-        except ValueError:  # json.JSONDecodeError is one
-            raise SystemExit(f"error: --refine-option takes KEY=VALUE with a JSON value, got {option!r}") from None
+    refine_kwargs.update(parse_refine_options(args.refine_option))
     if args.iterations:
         refine_kwargs["iterations"] = [int(i) for i in args.iterations.split(",")]
         refine_kwargs["levels"] = len(refine_kwargs["iterations"])

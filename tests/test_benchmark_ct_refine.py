@@ -44,6 +44,26 @@ def test_the_refinement_started_from_the_truth_leaves_it_where_its_objective_dis
 def test_unknown_method_is_one_error_line(tmp_path):
     with pytest.raises(SystemExit, match="error: unknown method 'elastic'"):
         bench.main(["--cases", "phantom0", "--methods", "none,elastic", "--out", str(tmp_path)])
+    with pytest.raises(
+        SystemExit, match="error: --refine-option takes KEY=VALUE with a JSON value, got 'bone_trim_hu'"
+    ):
+        bench.main(
+            ["--cases", "phantom0", "--methods", "none", "--refine-option", "bone_trim_hu", "--out", str(tmp_path)]
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_refine_options_are_taken_and_recorded(tmp_path):
+    """--refine-option KEY=JSON: any keyword of the refinement, recorded with the results (``refine_kwargs``)."""
+    args = ["--cases", "phantom0", "--methods", "none", "--out", str(tmp_path), "--refine-option", "bone_trim_hu=0",
+            "--refine-option", "first_wall_region_mm=20.5", "--refine-option", "second_step_start=true"]  # fmt: skip
+    bench.main(args)
+    settings = json.loads((tmp_path / "results.json").read_text())["settings"]["refine_kwargs"]
+    assert (settings["bone_trim_hu"], settings["first_wall_region_mm"], settings["second_step_start"]) == (
+        0,
+        20.5,
+        True,
+    )
 
 
 def test_bad_network_grid_or_weights_are_one_error_line(tmp_path):

@@ -1,0 +1,27 @@
+"""The benchmarks' ``--refine-option KEY=VALUE``: any other keyword of ``refine_pair``, ``cavity_regions`` or the
+passes around them, its value as JSON, so that a benchmark measures an option without a flag of its own."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+FLAG_HELP = "another refine_pair / cavity_regions keyword, VALUE as JSON (e.g. fold_barrier=0); repeatable"
+
+
+def parse_refine_options(options: Sequence[str]) -> dict:
+    """``["bone_trim_hu=0", "first_wall_search=1"]`` -> ``{"bone_trim_hu": 0, "first_wall_search": 1}``.
+
+    Raises:
+        SystemExit: one ``error:`` line for an option without ``=`` or a key, or whose value is no JSON.
+    """
+    parsed = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError(option)
+            parsed[key.strip()] = json.loads(value)
+        except ValueError:  # json.JSONDecodeError is one
+            raise SystemExit(f"error: --refine-option takes KEY=VALUE with a JSON value, got {option!r}") from None
+    return parsed
