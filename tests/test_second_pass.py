@@ -17,6 +17,7 @@ from scripts.refinement.second_pass import (
 )
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
+    blended_run,
     first_pass_with_search,
     search_wall_shift,
 )
@@ -276,3 +277,17 @@ def test_the_search_per_region_moves_each_cavity_to_its_own_true_wall():
         fixed, moving, SP, runs[8.0][0], seg, None, region_options, iterations=0, wall_shift=per_region
     )
     assert float(((side == 1) == truth)[mask == SLIDING].mean()) > 0.85
+
+
+def test_the_finest_level_goes_on_from_the_candidates_chosen_where_each_was_chosen():
+    """blended_run: each voxel's field from the run of the candidate chosen there (the map less the centre), the curve
+    of the candidate chosen on the most voxels; one shift everywhere: that candidate's run itself."""
+    shape = (6, 5, 4)
+    runs = {k: ((torch.full((1, 3) + shape, float(k)), [{"total": float(k)}] * (k + 2)), None) for k in (-1, 0, 1)}
+    shift = np.full(shape, 2)
+    shift[:2] = 3  # the map is centre + k: centre 2, k = 1 on the first two slabs, 0 elsewhere
+    field, curve = blended_run(runs, shift, 2)
+    assert field.shape == (1, 3) + shape and (field[0, :, :2] == 1).all() and (field[0, :, 2:] == 0).all()
+    assert curve == [{"total": 0.0}] * 2  # k = 0 holds 4 of the 6 slabs
+    field, curve = blended_run(runs, -1, 0)
+    assert torch.equal(field, runs[-1][0][0]) and curve == runs[-1][0][1]
