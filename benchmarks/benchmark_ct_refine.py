@@ -108,6 +108,7 @@ SECOND_KEYS = (
     "second_wall_search",
     "first_wall_search",
     "first_wall_region_mm",
+    "first_wall_closings_mm",
     "first_wall_search_iterations",
 )
 
@@ -197,7 +198,7 @@ def run_method(
         first_search = int(refine_kwargs.get("first_wall_search", FIRST_PASS_WALL_SEARCH))
         if method in ("refine_full", "refine_pairs") and first_search > 0:
             region_options = dict(options, pairs=method == "refine_pairs")
-            ddf, _, shift = first_pass_with_search(
+            ddf, _, shift, closing = first_pass_with_search(
                 f,
                 m,
                 list(spacing),
@@ -208,9 +209,10 @@ def run_method(
                 first_search,
                 search_iterations=int(refine_kwargs.get("first_wall_search_iterations", SEARCH_ITERATIONS)),
                 region_mm=float(refine_kwargs.get("first_wall_region_mm", FIRST_PASS_WALL_REGION_MM)),
+                closings=[float(r) for r in refine_kwargs.get("first_wall_closings_mm", ())],
             )
         else:
-            (ddf, _), shift = refine_pair(f, m, list(spacing), **kwargs), 0
+            (ddf, _), shift, closing = refine_pair(f, m, list(spacing), **kwargs), 0, None
         if method in ("refine_full", "refine_pairs") and second > 0:
             ddf, _, (mask, _, _) = second_pass(
                 f,
@@ -219,7 +221,9 @@ def run_method(
                 ddf,
                 case["fixed_seg"],
                 image=fixed,
-                region_options=dict(options, pairs=method == "refine_pairs"),
+                region_options=dict(
+                    options, pairs=method == "refine_pairs", **({} if closing is None else {"closing_mm": closing})
+                ),
                 refine_options=kwargs,
                 snap_mm=float(refine_kwargs.get("second_snap_mm", SECOND_PASS_SNAP_MM)),
                 iterations=second,

@@ -20,6 +20,7 @@ Usage::
     python benchmarks/benchmark_refine.py --second_wall_search 1 --second_step_start true  # refine_wall_search.json
     python benchmarks/benchmark_refine.py --first_wall_search 1   # the search before the first pass's finest level
     python benchmarks/benchmark_refine.py --first_wall_search 2 --first_wall_region_mm 20   # its shift per region
+    python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_closings_mm '[12]'  # a closing candidate
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def run_one(
     second_step_start: bool = SECOND_PASS_STEP_START,
     first_wall_search: int = FIRST_PASS_WALL_SEARCH,
     first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
+    first_wall_closings_mm: Sequence[float] = (),
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
@@ -134,7 +136,7 @@ def run_one(
     schedule = {} if iterations is None else {"iterations": [int(i) for i in iterations], "levels": len(iterations)}
     first = dict(reg_mask=mask, normals=normals, wall_side=side, regulariser=config, **schedule)
     if config == "rigidity_shearing_jacobian" and first_wall_search > 0:
-        ddf, curve, shift = first_pass_with_search(
+        ddf, curve, shift, closing = first_pass_with_search(
             fixed,
             moving,
             (1.0, 1.0, 1.0),
@@ -144,9 +146,10 @@ def run_one(
             first,
             first_wall_search,
             region_mm=first_wall_region_mm,
+            closings=[float(r) for r in first_wall_closings_mm],
         )
     else:
-        (ddf, curve), shift = refine_pair(fixed, moving, (1.0, 1.0, 1.0), **first), 0
+        (ddf, curve), shift, closing = refine_pair(fixed, moving, (1.0, 1.0, 1.0), **first), 0, None
     if two_passes:
         ddf, more, regions = second_pass(
             fixed,
@@ -155,6 +158,7 @@ def run_one(
             ddf,
             case["seg"],
             case["fixed_hu"],
+            region_options=None if closing is None else {"closing_mm": closing},
             iterations=second_iterations,
             wall_search=second_wall_search,
             step_start=second_step_start,
@@ -200,10 +204,12 @@ def main(
     second_step_start: bool = SECOND_PASS_STEP_START,
     first_wall_search: int = FIRST_PASS_WALL_SEARCH,
     first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
+    first_wall_closings_mm: Sequence[float] = (),
 ) -> None:
     second = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
     second.update(second_step_start=bool(second_step_start), first_wall_search=int(first_wall_search))
     second.update(first_wall_region_mm=float(first_wall_region_mm))
+    second.update(first_wall_closings_mm=[float(r) for r in first_wall_closings_mm])
     if run is not None:
         print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return

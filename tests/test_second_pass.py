@@ -17,9 +17,11 @@ from scripts.refinement.second_pass import (
 )
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
+    WallSearch,
     blended_run,
     first_pass_with_search,
     search_wall_shift,
+    uniform_run,
 )
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import SLIDING, TOTALSEG_V2_TOTAL
@@ -184,8 +186,9 @@ def test_the_wall_search_finds_the_true_wall_from_labels_two_voxels_in_on_it_or_
     truth, fixed, moving = case
     seg, first = _liver_box_first_pass(fixed, moving, start, (40, 60))
     as_the_pass = {"lr": 0.1, "band_fold_weight": SECOND_PASS_BAND_FOLD_WEIGHT}  # second_pass's defaults
-    shift, scores, runs = search_wall_shift((fixed, moving), SP, first, (seg, None, {}), as_the_pass, 2, 20)
-    assert shift in shifts, scores
+    found = search_wall_shift((fixed, moving), SP, first, (seg, None, {}), as_the_pass, 2, 20)
+    shift, scores, runs = found.shift, found.scores, found.runs
+    assert shift in shifts and found.closing_mm is None, scores
     assert SECOND_PASS_WALL_SEARCH == 0
     if start == 8:
         searched, _, (mask, _, side) = second_pass(fixed, moving, SP, first, seg, snap_mm=2.0, iterations=40,
@@ -193,7 +196,7 @@ def test_the_wall_search_finds_the_true_wall_from_labels_two_voxels_in_on_it_or_
         snapped, _, (mask0, _, side0) = second_pass(fixed, moving, SP, first, seg, snap_mm=2.0, iterations=40)
         # the chosen candidate's pass is the second pass itself: not run again
         again, curve, _ = second_pass(fixed, moving, SP, first, seg, iterations=20, wall_search=2)
-        assert len(curve) == 20 and torch.equal(again, runs[shift][0][0])
+        assert len(curve) == 20 and torch.equal(again, runs[(shift, None)][0][0])
 
         def on_the_truth(m, s):  # share of the band's voxels whose side is the true one
             return float(((s == 1) == truth)[m == SLIDING].mean())
@@ -217,10 +220,12 @@ def test_the_search_before_the_finest_level_puts_the_first_pass_on_the_true_wall
     mask, normals, side = cavity_regions(seg, SP, return_side=True)
     options = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
     options.update(levels=2, iterations=(40, 60))
-    searched, curve, shift = first_pass_with_search(
+    searched, curve, shift, closing = first_pass_with_search(
         fixed, moving, SP, seg, refine_options=options, wall_search=2, search_iterations=20
     )
-    assert shift == 2 and [sum(row["level"] == level for row in curve) for level in (0, 1)] == [40, 60]
+    assert (
+        shift == 2 and closing is None and [sum(row["level"] == level for row in curve) for level in (0, 1)] == [40, 60]
+    )
     assert all(b["seconds"] >= a["seconds"] for a, b in zip(curve, curve[1:]))
     # measured: the plain first pass's jump 0.22 of 3 voxels, the searched one's 2.99
     assert _jump(searched) > 0.8 * 2 * SLIP and _jump(searched) > _jump(plain) + 1.0, (_jump(plain), _jump(searched))
@@ -280,14 +285,59 @@ def test_the_search_per_region_moves_each_cavity_to_its_own_true_wall():
 
 
 def test_the_finest_level_goes_on_from_the_candidates_chosen_where_each_was_chosen():
-    """blended_run: each voxel's field from the run of the candidate chosen there (the map less the centre), the curve
-    of the candidate chosen on the most voxels; one shift everywhere: that candidate's run itself."""
+    """blended_run: each voxel's field from the run of the candidate chosen there, the curve of the candidate chosen
+    on the most voxels; one candidate everywhere: that candidate's run itself (uniform_run too)."""
     shape = (6, 5, 4)
-    runs = {k: ((torch.full((1, 3) + shape, float(k)), [{"total": float(k)}] * (k + 2)), None) for k in (-1, 0, 1)}
-    shift = np.full(shape, 2)
-    shift[:2] = 3  # the map is centre + k: centre 2, k = 1 on the first two slabs, 0 elsewhere
-    field, curve = blended_run(runs, shift, 2)
-    assert field.shape == (1, 3) + shape and (field[0, :, :2] == 1).all() and (field[0, :, 2:] == 0).all()
-    assert curve == [{"total": 0.0}] * 2  # k = 0 holds 4 of the 6 slabs
-    field, curve = blended_run(runs, -1, 0)
-    assert torch.equal(field, runs[-1][0][0]) and curve == runs[-1][0][1]
+    keys = [(-1, None), (0, None), (1, None), (0, 12.0)]
+    runs = {key: ((torch.full((1, 3) + shape, float(i)), [{"total": float(i)}] * (i + 1)), None) for i, key in
+            enumerate(keys)}  # fmt: skip
+    chosen = np.full(shape, 1)
+    chosen[:2], chosen[5] = 2, 3  # +1 on the first two slabs, the 12 mm closing on the last, 0 elsewhere
+    found = WallSearch(None, None, {}, runs, chosen)
+    field, curve = blended_run(found)
+    assert field.shape == (1, 3) + shape and (field[0, :, :2] == 2).all() and (field[0, :, 2:5] == 1).all()
+    assert (field[0, :, 5] == 3).all() and curve == [{"total": 1.0}] * 2  # 0 holds 3 of the 6 slabs
+    assert uniform_run(found) is None
+    found = WallSearch(None, None, {}, runs, 3)
+    field, curve = blended_run(found)
+    assert torch.equal(field, runs[(0, 12.0)][0][0]) and curve == runs[(0, 12.0)][0][1]
+    assert uniform_run(found) is runs[(0, 12.0)]
+
+
+def test_the_search_tries_other_closing_radii_and_opens_a_gap_the_labels_closing_bridges():
+    """Two organs 8 mm apart slide along z (a 3-voxel jump) against the tissue around AND between them: the labels'
+    closing (20 mm) bridges the gap, so its faces carry no wall; with a 2 mm closing among the candidates the search
+    takes it for the whole wall, the first pass carries the jump across the gap's faces, and the second pass's
+    regions given that radius keep the gap outside the cavity."""
+    truth = np.zeros(SHAPE, bool)
+    truth[4:12, 6:22] = truth[16:24, 6:22] = True
+    v = np.zeros((3,) + SHAPE, np.float32)
+    v[2] = np.where(truth, SLIP, -SLIP)
+    noise = ndimage.gaussian_filter(np.random.default_rng(2).normal(size=SHAPE), 1.2)
+    moving = _t((noise - noise.min()) / np.ptp(noise))[None, None]
+    fixed = Warp(mode="bilinear", padding_mode="border")(moving, _t(v)[None])
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[4:12, 6:22], seg[16:24, 6:22] = TOTALSEG_V2_TOTAL["liver"], TOTALSEG_V2_TOTAL["spleen"]
+    mask, normals, side = cavity_regions(seg, SP, return_side=True)
+    assert (side[12:16, 8:20] == 1).all()  # the labels' closing bridges the gap
+    options = dict(reg_mask=_t(mask)[None, None], normals=_t(normals)[None], wall_side=_t(side)[None, None])
+    options.update(levels=2, iterations=(40, 60))
+    runs = {
+        closings: first_pass_with_search(
+            fixed, moving, SP, seg, None, None, options, wall_search=1, search_iterations=20, closings=closings
+        )
+        for closings in ((), (2.0,))
+    }
+    assert runs[()][3] is None and (runs[(2.0,)][2], runs[(2.0,)][3]) == (0, 2.0)
+
+    def gap_jump(ddf):  # the z jump across the gap's two faces, voxels
+        u = ddf[0, 2].numpy()
+        return float(np.mean([(u[11, 8:20] - u[12, 8:20]).mean(), (u[16, 8:20] - u[15, 8:20]).mean()]))
+
+    without, with_closing = gap_jump(runs[()][0]), gap_jump(runs[(2.0,)][0])
+    # measured: 0.44 of the 3 voxels with the labels' closing, 3.07 with the 2 mm candidate chosen
+    assert with_closing > 0.8 * 2 * SLIP and without < 0.5 * 2 * SLIP, (without, with_closing)
+    _, _, (_, _, side) = second_pass(
+        fixed, moving, SP, runs[(2.0,)][0], seg, None, {"closing_mm": runs[(2.0,)][3]}, iterations=0
+    )
+    assert (side[12:16, 8:20] == 0).all()

@@ -7,7 +7,8 @@ its boolean options once, in its ``flags`` component (:class:`Flags`), and its c
 (``"$@flags.learn2reg"``); a config merged later adds its own (``"flags#organ_pairs": "@organ_pairs"``). The values
 are parsed when the workflow starts, and a value that is neither true nor false is one :class:`InputError` naming
 the option and the accepted values. Likewise ``--refine_smooth null`` hands over the string "null": :func:`parse_null`
-turns it (and "None") into None where an option's default is null.
+turns it (and "None") into None where an option's default is null. The refinement's numbers are checked here too
+(:func:`is_number`, :func:`check_schedule`), before any work.
 
 ``torch_threads`` (:func:`apply_threads`): on a machine where other jobs run, torch's default of one thread per core
 is the slowest choice. Each parallel op waits at a barrier for its slowest thread, and a thread that shares its core
@@ -33,7 +34,17 @@ import torch
 
 from scripts.io.errors import InputError
 
-__all__ = ["parse_flag", "parse_null", "Flags", "usable_cores", "free_cores", "choose_threads", "apply_threads"]
+__all__ = [
+    "parse_flag",
+    "parse_null",
+    "is_number",
+    "check_schedule",
+    "Flags",
+    "usable_cores",
+    "free_cores",
+    "choose_threads",
+    "apply_threads",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +98,30 @@ def parse_null(value: Any) -> Any:
     ``None`` into None and leaves ``null`` a string, which the option's check would then refuse); any other value as
     it is."""
     return None if isinstance(value, str) and value.strip().lower() in ("null", "none") else value
+
+
+def is_number(value: Any, integer: bool = False) -> bool:
+    """``value`` is an int (``integer``) or an int or float, not a bool (the command line gives true/false as bools)."""
+    return not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+
+
+def check_schedule(levels: Any, iterations: Any, lr: Any, default_levels: int) -> None:
+    """--refine_levels / --refine_iterations / --refine_lr as the refinement takes them (``default_levels`` when
+    levels is None), checked before any work: a bad value there would stop the first pair with a ValueError
+    traceback, after the network and the regions ran. Raises :class:`InputError` naming the option."""
+    if levels is not None and not (is_number(levels, integer=True) and levels >= 1):
+        raise InputError(f"--refine_levels must be a whole number >= 1 (or null: {default_levels}), got {levels!r}")
+    n = default_levels if levels is None else levels
+    for name, value, integer, low in (("iterations", iterations, True, 0), ("lr", lr, False, 0)):
+        if value is None:
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        bad = any(not is_number(v, integer) or (v < low if integer else v <= low) for v in values)
+        if bad or (isinstance(value, (list, tuple)) and len(values) != n):
+            what = "a whole number >= 0" if integer else "a number > 0"
+            raise InputError(
+                f"--refine_{name} must be {what}, or a list of {n} (one per level, coarsest first), got {value!r}"
+            )
 
 
 def usable_cores() -> int:

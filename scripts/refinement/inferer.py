@@ -40,7 +40,7 @@ from monai.inferers import Inferer
 from scripts.evaluation.metrics import folding_from_det
 from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
-from scripts.io.options import parse_flag, parse_null
+from scripts.io.options import check_schedule, is_number, parse_flag, parse_null
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
@@ -56,6 +56,7 @@ from scripts.refinement.second_pass import (
 from scripts.refinement.similarity import SIMILARITIES
 from scripts.refinement.start import START_MODES, network_start
 from scripts.refinement.wall_search import (
+    FIRST_PASS_WALL_CLOSINGS_MM,
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
     SEARCH_ITERATIONS,
@@ -102,28 +103,6 @@ def _nearest_on_grid(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 DEFAULT_LEVELS = inspect.signature(refine_pair).parameters["levels"].default
 
 
-def _is_number(value: Any, integer: bool = False) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
-
-
-def _check_schedule(levels: Any, iterations: Any, lr: Any) -> None:
-    """--refine_levels / --refine_iterations / --refine_lr as refine_pair takes them, checked before any work: a
-    bad value there would stop the first pair with a ValueError traceback, after the network and the regions ran."""
-    if levels is not None and not (_is_number(levels, integer=True) and levels >= 1):
-        raise InputError(f"--refine_levels must be a whole number >= 1 (or null: {DEFAULT_LEVELS}), got {levels!r}")
-    n = DEFAULT_LEVELS if levels is None else levels
-    for name, value, integer, low in (("iterations", iterations, True, 0), ("lr", lr, False, 0)):
-        if value is None:
-            continue
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        bad = any(not _is_number(v, integer) or (v < low if integer else v <= low) for v in values)
-        if bad or (isinstance(value, (list, tuple)) and len(values) != n):
-            what = "a whole number >= 0" if integer else "a number > 0"
-            raise InputError(
-                f"--refine_{name} must be {what}, or a list of {n} (one per level, coarsest first), got {value!r}"
-            )
-
-
 class RefinementInferer(Inferer):
     """Inferer of ``configs/refine.json`` (module docstring). Returns ``{"ddf": (1, 3, *G)}`` in voxels of G and
     sets the pair's ``net_affine`` / ``net_shape`` to G, so the writer brings the field back to the fixed grid.
@@ -162,6 +141,8 @@ class RefinementInferer(Inferer):
         first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: a region of it by its own where
             a candidate's similarity, averaged over this many mm, beats the whole wall's there by a margin
             (``search_wall_shift``'s ``region_mm``).
+        first_wall_closings_mm: other closing radii of the cavity (mm) that search tries as candidates too, per
+            region with ``first_wall_region_mm`` (none, the default; ``search_wall_shift``'s ``closings``).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -200,6 +181,7 @@ class RefinementInferer(Inferer):
         second_wall_search: int = SECOND_PASS_WALL_SEARCH,
         first_wall_search: int = FIRST_PASS_WALL_SEARCH,
         first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
+        first_wall_closings_mm: Sequence[float] = FIRST_PASS_WALL_CLOSINGS_MM,
         sided_upsampling: bool = False,
         network_start: str = "field",
     ):
@@ -220,7 +202,7 @@ class RefinementInferer(Inferer):
         grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu = map(
             parse_null, (grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu)
         )  # "null" as typed on the command line
-        if grid_mm is not None and not (_is_number(grid_mm) and grid_mm > 0):
+        if grid_mm is not None and not (is_number(grid_mm) and grid_mm > 0):
             raise InputError(
                 f"--refine_grid_mm must be a number > 0 (mm) or null (the fixed image's grid), got {grid_mm!r}"
             )
@@ -228,25 +210,25 @@ class RefinementInferer(Inferer):
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
-        if bone_trim_hu is not None and not _is_number(bone_trim_hu):
+        if bone_trim_hu is not None and not is_number(bone_trim_hu):
             raise InputError(f"--bone_trim_hu must be a number (HU) or null (no trim), got {bone_trim_hu!r}")
         self.bone_trim_hu = None if bone_trim_hu is None else float(bone_trim_hu)
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
-            if weight is not None and not (_is_number(weight) and weight >= 0):
+            if weight is not None and not (is_number(weight) and weight >= 0):
                 raise InputError(
                     f"--refine_{name} must be a number >= 0 (or null: the default of the prior in use), got {weight!r}"
                 )
-        _check_schedule(levels, iterations, lr)
-        if not (_is_number(second_iterations, integer=True) and second_iterations >= 0):
+        check_schedule(levels, iterations, lr, DEFAULT_LEVELS)
+        if not (is_number(second_iterations, integer=True) and second_iterations >= 0):
             raise InputError(
                 f"--refine_second_iterations must be a whole number >= 0 (0: no second pass), got {second_iterations!r}"
             )
-        if not (_is_number(second_snap_mm) and second_snap_mm >= 0):
+        if not (is_number(second_snap_mm) and second_snap_mm >= 0):
             raise InputError(f"--refine_second_snap_mm must be a number >= 0 (mm), got {second_snap_mm!r}")
-        if not (_is_number(second_lr) and second_lr > 0):
+        if not (is_number(second_lr) and second_lr > 0):
             raise InputError(f"--refine_second_lr must be a number > 0, got {second_lr!r}")
         self.second_iterations, self.second_snap_mm = int(second_iterations), float(second_snap_mm)
-        if not (_is_number(second_band_fold_weight) and second_band_fold_weight >= 0):
+        if not (is_number(second_band_fold_weight) and second_band_fold_weight >= 0):
             raise InputError(
                 f"--refine_second_band_fold_weight must be a number >= 0 (0: the band folds freely), "
                 f"got {second_band_fold_weight!r}"
@@ -254,14 +236,20 @@ class RefinementInferer(Inferer):
         self.second_lr, self.second_band_fold_weight = float(second_lr), float(second_band_fold_weight)
         self.second_step_start = parse_flag(second_step_start, "refine_second_step_start")
         for name, reach in (("second_wall_search", second_wall_search), ("first_wall_search", first_wall_search)):
-            if not (_is_number(reach, integer=True) and reach >= 0):
+            if not (is_number(reach, integer=True) and reach >= 0):
                 raise InputError(f"--refine_{name} must be a whole number of voxels >= 0 (0: no search), got {reach!r}")
         self.second_wall_search, self.first_wall_search = int(second_wall_search), int(first_wall_search)
-        if not (_is_number(first_wall_region_mm) and first_wall_region_mm >= 0):
+        if not (is_number(first_wall_region_mm) and first_wall_region_mm >= 0):
             raise InputError(
                 f"--refine_first_wall_region_mm must be a number >= 0 (mm; 0: one shift), got {first_wall_region_mm!r}"
             )
         self.first_wall_region_mm = float(first_wall_region_mm)
+        closings = first_wall_closings_mm
+        if not (isinstance(closings, (list, tuple)) and all(is_number(r) and r > 0 for r in closings)):
+            raise InputError(
+                f"--refine_first_wall_closings_mm must be a list of radii > 0 (mm; [] none), got {closings!r}"
+            )
+        self.first_wall_closings_mm = tuple(float(r) for r in closings)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
@@ -352,13 +340,14 @@ class RefinementInferer(Inferer):
         image = fixed_hu.numpy() if self.intensity == "ct" else None
         with torch.enable_grad():  # evaluators run the inferer under no_grad
             first = dict(reg_mask=reg_mask, normals=normals, wall_side=side, init_ddf=init, progress=self.progress)
-            shift = 0  # the first pass's wall: the labels' moved by this many voxels
+            shift, closing = 0, None  # the first pass's wall: the labels' moved by this many voxels, their closing
             if self.first_wall_search > 0 and slides:
                 searched = (self.region_options, dict(options, **first), self.first_wall_search)
                 n_search = self.second_iterations or SEARCH_ITERATIONS  # each candidate: a second pass's
-                ddf, curve, shift = first_pass_with_search(
-                    fixed, moving, spacing.tolist(), seg, image, *searched, n_search, self.first_wall_region_mm
-                )
+                ddf, curve, shift, closing = first_pass_with_search(
+                    fixed, moving, spacing.tolist(), seg, image, *searched, n_search, self.first_wall_region_mm,
+                    self.first_wall_closings_mm,
+                )  # fmt: skip
             else:
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)
             if self.second_iterations > 0 and slides:
@@ -369,7 +358,9 @@ class RefinementInferer(Inferer):
                     ddf,
                     seg,
                     image=image,
-                    region_options=self.region_options,
+                    region_options=(
+                        self.region_options if closing is None else {**self.region_options, "closing_mm": closing}
+                    ),
                     refine_options=dict(options, progress=self.progress),
                     snap_mm=self.second_snap_mm,
                     iterations=self.second_iterations,

@@ -143,11 +143,12 @@ def second_pass(
     shift, reuse = wall_shift, None
     if wall_search > 0 and iterations > 0:
         n_search = int(iterations if search_iterations is None else search_iterations)
-        shift, _, runs = search_wall_shift(
+        found = search_wall_shift(
             grid.images, sp, ddf_w, grid.regions, grid.refine_options, int(wall_search), n_search, centre=shift
         )
+        shift = found.shift
         if not step_start and n_search == iterations:  # the candidates' passes are this pass: same start, iterations
-            reuse = uniform_run(runs, shift, wall_shift)
+            reuse = uniform_run(found)
     moved = not np.array_equal(shift, wall_shift)
     if moved and reuse is not None:
         (out, curve), regions = reuse

@@ -60,6 +60,8 @@ __all__ = [
     "FIRST_PASS_WALL_SEARCH",
     "SEARCH_ITERATIONS",
     "WALL_REGION_MARGIN",
+    "FIRST_PASS_WALL_CLOSINGS_MM",
+    "WallSearch",
     "WorkingGrid",
     "blended_run",
     "first_pass_with_search",
@@ -73,6 +75,8 @@ __all__ = [
 # the search before the first pass's finest level and its shift per region (region_mm, 0: one shift for the whole
 # wall): off by default, measured in docs/README.md, *Walls nobody tuned on*
 FIRST_PASS_WALL_SEARCH, FIRST_PASS_WALL_REGION_MM = 0, 0.0
+# other closing radii of the cavity tried by that search (module docstring, *Closing radii*): none by default
+FIRST_PASS_WALL_CLOSINGS_MM: tuple[float, ...] = ()
 # each candidate's iterations before the first pass's finest level: the second pass's 30
 SEARCH_ITERATIONS = 30
 # per region, a voxel leaves the whole wall's shift only for a candidate whose averaged local NCC^2 beats it by this
@@ -82,6 +86,7 @@ WALL_REGION_MARGIN = 0.01
 logger = logging.getLogger(__name__)
 DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
 DEFAULT_SCHEDULE = {k: inspect.signature(refine_pair).parameters[k].default for k in ("levels", "iterations")}
+DEFAULT_CLOSING_MM = inspect.signature(cavity_regions).parameters["closing_mm"].default
 
 
 def first_pass_with_search(
@@ -95,13 +100,15 @@ def first_pass_with_search(
     wall_search: int = 1,
     search_iterations: int = SEARCH_ITERATIONS,
     region_mm: float = FIRST_PASS_WALL_REGION_MM,
-) -> tuple[torch.Tensor, list[dict[str, float]], int | np.ndarray]:
+    closings: Sequence[float] = FIRST_PASS_WALL_CLOSINGS_MM,
+) -> tuple[torch.Tensor, list[dict[str, float]], int | np.ndarray, float | np.ndarray | None]:
     """The first pass with the wall search before its finest level (module docstring, *Before the first pass's finest
     level*): :func:`refine_pair` with ``refine_options`` up to its finest level; every shift of the labelled wall
-    within ``wall_search`` voxels refined ``search_iterations`` iterations from that field and scored by
-    :func:`search_wall_shift`; the chosen candidates' fields (:func:`blended_run`) then go on with the chosen wall (no
-    snap) for the finest level's iterations less ``search_iterations`` (with candidates of more iterations than the
-    finest level's, its whole iterations from the coarser levels' field instead).
+    within ``wall_search`` voxels (and the labels' wall closed with each radius of ``closings``) refined
+    ``search_iterations`` iterations from that field and scored by :func:`search_wall_shift`; the chosen candidates'
+    fields (:func:`blended_run`) then go on with the chosen wall (no snap) for the finest level's iterations less
+    ``search_iterations`` (with candidates of more iterations than the finest level's, its whole iterations from the
+    coarser levels' field instead).
 
     Args:
         fixed, moving, spacing: as :func:`refine_pair` takes them.
@@ -111,14 +118,16 @@ def first_pass_with_search(
             ``init_ddf``, ``levels``, ``iterations``, ``lr``, ...).
         wall_search: the shifts tried, -wall_search..wall_search voxels (> 0).
         search_iterations: Adam iterations of each candidate.
-        region_mm: 0: one shift for the whole wall; > 0: a shift per region (:func:`search_wall_shift`).
+        region_mm: 0: one candidate for the whole wall; > 0: one per region (:func:`search_wall_shift`).
+        closings: closing radii (mm) tried as candidates too (module docstring, *Closing radii*); () none.
 
     Returns:
-        ``(ddf, curve, shift)``: ``ddf`` and ``curve`` as :func:`refine_pair` returns them (the finest level's rows
-        those of the chosen candidate's iterations, with a map the whole wall's, then the rest's; the other
-        candidates' not kept), and the chosen shift, voxels (> 0
-        outwards: :func:`scripts.refinement.second_pass.second_pass`'s ``wall_shift``; with ``region_mm`` a map on
-        the working grid).
+        ``(ddf, curve, shift, closing_mm)``: ``ddf`` and ``curve`` as :func:`refine_pair` returns them (the finest
+        level's rows those of the chosen candidate's iterations, with a map the whole wall's, then the rest's; the
+        other candidates' not kept); the chosen shift, voxels (> 0 outwards:
+        :func:`scripts.refinement.second_pass.second_pass`'s ``wall_shift``; with ``region_mm`` a map on the
+        working grid); the chosen closing radius, mm (None: the labels' own, ``region_options``'; with ``region_mm``
+        a map on the working grid), the ``closing_mm`` of the second pass's regions.
     """
     if wall_search < 1 or search_iterations < 1:
         raise ValueError(f"need wall_search >= 1 and search_iterations >= 1, got {wall_search} and {search_iterations}")
@@ -129,9 +138,9 @@ def first_pass_with_search(
     logger.info("first pass: the wall search (%d voxels in or out) before its finest level", wall_search)
     coarse, curve = refine_pair(fixed, moving, spacing, **dict(options, iterations=iterations[:-1] + [0]))
     if iterations[-1] == 0:
-        return coarse, curve, 0
+        return coarse, curve, 0, None
     grid = working_grid(fixed, moving, spacing, coarse, seg, image, region_options, options, None, None)
-    shift, _, runs = search_wall_shift(
+    found = search_wall_shift(
         grid.images,
         grid.spacing,
         grid.ddf,
@@ -140,25 +149,45 @@ def first_pass_with_search(
         int(wall_search),
         search_iterations,
         region_mm=region_mm,
+        closings=closings,
     )
     rest = iterations[-1] - search_iterations
-    reuse = uniform_run(runs, shift, 0) if rest == 0 else None
+    reuse = uniform_run(found) if rest == 0 else None
     if reuse is not None:  # the chosen candidate's pass is the finest level
         ddf, finest = reuse[0]
     else:
         seg_w, image_w, region_w = grid.regions
-        wall = region_tensors(
-            *cavity_regions(seg_w, grid.spacing, image=image_w, return_side=True, wall_shift=shift, **region_w)
-        )
+        chosen = dict(region_w, wall_shift=found.shift)
+        if found.closing_mm is not None:
+            chosen["closing_mm"] = found.closing_mm
+        wall = region_tensors(*cavity_regions(seg_w, grid.spacing, image=image_w, return_side=True, **chosen))
         if rest > 0:  # the chosen candidates' fields go on for the finest level's remaining iterations
-            start_ddf, rows = blended_run(runs, shift, 0)
+            start_ddf, rows = blended_run(found)
             ddf, more = one_level_pass(grid.images, grid.spacing, start_ddf, wall, rest, grid.refine_options)
             finest = rows + [dict(row, seconds=row["seconds"] + rows[-1]["seconds"]) for row in more]
         else:  # candidates of more iterations than the finest level's: it runs from the coarser levels' field
             ddf, finest = one_level_pass(grid.images, grid.spacing, grid.ddf, wall, iterations[-1], grid.refine_options)
     seconds = time.perf_counter() - start - (finest[-1]["seconds"] if finest else 0.0)  # the candidates' time too
     rows = [dict(row, level=levels - 1, seconds=row["seconds"] + seconds) for row in finest]
-    return resize_field(ddf, tuple(fixed.shape[2:])), curve + rows, shift
+    return resize_field(ddf, tuple(fixed.shape[2:])), curve + rows, found.shift, found.closing_mm
+
+
+class WallSearch(NamedTuple):
+    """What :func:`search_wall_shift` found. Its candidates are keyed ``(k, r)``: the labels' wall moved by
+    ``centre + k`` voxels, the cavity closed with ``r`` mm (None: the labels' own closing, the region options').
+
+    ``shift``: the chosen ``centre + k`` (voxels, > 0 outwards; an (*S) int map with a map ``centre`` or per
+    region); ``closing_mm``: None where every chosen candidate keeps the labels' closing, else the chosen radius
+    (mm; an (*S) map per region); ``scores``: each candidate's mean squared local NCC over the voxels where the
+    candidates disagree; ``runs``: each candidate's pass, ``((field, curve), (mask, normals, side))`` (the field
+    (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them); ``chosen``: the index into ``list(runs)`` of
+    the candidate chosen (one int, or an (*S) map)."""
+
+    shift: int | np.ndarray
+    closing_mm: float | np.ndarray | None
+    scores: dict[tuple, float]
+    runs: dict[tuple, tuple]
+    chosen: int | np.ndarray
 
 
 def search_wall_shift(
@@ -171,9 +200,11 @@ def search_wall_shift(
     iterations: int,
     centre: int | np.ndarray = 0,
     region_mm: float = 0.0,
-) -> tuple[int | np.ndarray, dict[int, float], dict[int, tuple]]:
+    closings: Sequence[float] = (),
+) -> WallSearch:
     """The shift of the whole labelled wall that the image prefers (module docstring), or with ``region_mm`` > 0
-    the shift of each region of it (*Per region*).
+    the shift of each region of it (*Per region*); with ``closings``, the labels' wall closed with other radii too
+    (*Closing radii*).
 
     Args:
         images: (fixed, moving), each (1, 1, *S) normalised, on the working grid.
@@ -185,50 +216,79 @@ def search_wall_shift(
         iterations: Adam iterations of each candidate from ``ddf``.
         centre: the shift the search starts from (that of the wall ``ddf`` was fitted with), voxels: one number or
             an (*S) map.
-        region_mm: 0: one k for the whole wall; > 0: each voxel's k, the best of the candidates' local NCC^2
+        region_mm: 0: one candidate for the whole wall; > 0: each voxel's, the best of the candidates' local NCC^2
             averaged with a Gaussian of this sigma (mm) over the voxels where the candidates disagree where it beats
-            the whole wall's k by :data:`WALL_REGION_MARGIN`, else the whole wall's k.
+            the whole wall's choice by :data:`WALL_REGION_MARGIN`, else the whole wall's choice.
+        closings: other closing radii of the cavity (mm), each a candidate at the shift ``centre`` (a radius equal
+            to the labels' own is skipped).
 
     Returns:
-        ``(shift, scores, runs)``: the chosen shift of the labels' wall, ``centre + k`` (voxels, > 0 outwards; an
-        (*S) int map with a map ``centre`` or ``region_mm``), each k's mean squared local NCC over the voxels that
-        the candidate walls disagree on, and each k's pass, ``((field, curve), (mask, normals, side))`` (the field
-        (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them).
+        :class:`WallSearch`. A tie goes to the labels' closing, then to the k nearest 0.
     """
     fixed, moving = images
     seg, image, options = regions
-    walls = {
-        k: cavity_regions(seg, spacing, image=image, return_side=True, wall_shift=centre + k, **options)
-        for k in range(-reach, reach + 1)
-    }
-    zone = (walls[reach][2] != 0) & (walls[-reach][2] == 0)  # where the candidates disagree
+    own = options.get("closing_mm", DEFAULT_CLOSING_MM)
+    extra = [float(r) for r in closings if np.ndim(own) or float(r) != float(own)]
+    if extra and np.ndim(own):
+        raise ValueError("closing radii are searched from one closing radius of the labels, not a map")
+    keys = [(k, None) for k in range(-reach, reach + 1)] + [(0, r) for r in extra]
+
+    def wall(k: int, r: float | None) -> tuple[np.ndarray, ...]:
+        closing = {} if r is None else {"closing_mm": r}
+        return cavity_regions(
+            seg, spacing, image=image, return_side=True, wall_shift=centre + k, **{**options, **closing}
+        )
+
+    walls = {key: wall(*key) for key in keys}
+    zone = (walls[(reach, None)][2] != 0) & (walls[(-reach, None)][2] == 0)  # where the candidates disagree
+    for r in extra:
+        zone |= (walls[(0, r)][2] != 0) != (walls[(0, None)][2] != 0)
     target, warp = FixedLNCC(fixed, 3), GridWarp()
     runs, local = {}, {}
-    for k, wall in walls.items():
-        tensors = region_tensors(*wall)
-        runs[k] = (one_level_pass(images, spacing, ddf, tensors, iterations, refine_options), tensors)
+    for key, regions_k in walls.items():
+        tensors = region_tensors(*regions_k)
+        runs[key] = (one_level_pass(images, spacing, ddf, tensors, iterations, refine_options), tensors)
         with torch.no_grad():
-            local[k] = target.local(warp(moving, runs[k][0][0]))[0, 0].numpy() * zone
+            local[key] = target.local(warp(moving, runs[key][0][0]))[0, 0].numpy() * zone
     if not zone.any():
-        return centre, {k: float("nan") for k in runs}, runs
-    scores = {k: float(v[zone].mean()) for k, v in local.items()}
-    order = sorted(runs, key=abs)  # max and argmax keep the first of a tie: the k nearest 0
-    whole = max(order, key=lambda k: scores[k])
+        return WallSearch(centre, None, {key: float("nan") for key in keys}, runs, keys.index((0, None)))
+    scores = {key: float(v[zone].mean()) for key, v in local.items()}
+    order = sorted(range(len(keys)), key=lambda i: (keys[i][1] is not None, abs(keys[i][0])))  # max keeps the first
+    whole = max(order, key=lambda i: scores[keys[i]])
     if region_mm <= 0:
-        chose = (
-            f"a shift of {centre + whole:d} voxels" if np.ndim(centre) == 0 else f"{whole:+d} voxels from its centre"
-        )
-        logger.info("the wall search chose %s (mean local NCC^2 %s)", chose,
-                    ", ".join(f"{k:+d}: {v:.4f}" for k, v in scores.items()))  # fmt: skip
-        return centre + whole, scores, runs
+        logger.info("the wall search chose %s (mean local NCC^2 %s)", _name(keys[whole], centre),
+                    ", ".join(f"{_name(key)}: {v:.4f}" for key, v in scores.items()))  # fmt: skip
+        return _found(keys, whole, centre, own, scores, runs)
     sigma = float(region_mm) / np.asarray(spacing, dtype=float)
     weight = ndimage.gaussian_filter(zone.astype(np.float32), sigma)
-    smoothed = np.stack([ndimage.gaussian_filter(local[k], sigma) for k in order]) / np.maximum(weight, 1e-6)
-    gain = np.where(weight > 1e-3, smoothed.max(axis=0) - smoothed[order.index(whole)], 0.0)  # over the whole's k
+    smoothed = np.stack([ndimage.gaussian_filter(local[keys[i]], sigma) for i in order]) / np.maximum(weight, 1e-6)
+    gain = np.where(weight > 1e-3, smoothed.max(axis=0) - smoothed[order.index(whole)], 0.0)  # over the whole's
     best = np.where(gain > WALL_REGION_MARGIN, np.asarray(order)[np.argmax(smoothed, axis=0)], whole)
-    shares = ", ".join(f"{k:+d}: {100 * float((best[zone] == k).mean()):.0f} %" for k in sorted(runs))
-    logger.info("the wall search per region (%g mm) chose the shifts %s of the wall zone", region_mm, shares)
-    return centre + best, scores, runs
+    shares = ", ".join(f"{_name(key)}: {100 * float((best[zone] == i).mean()):.0f} %" for i, key in enumerate(keys))
+    logger.info("the wall search per region (%g mm) chose %s of the wall zone", region_mm, shares)
+    return _found(keys, best, centre, own, scores, runs)
+
+
+def _name(key: tuple, centre: int | np.ndarray | None = None) -> str:
+    """A candidate as the log names it: ``+1`` (k), ``closing 12 mm``; with ``centre`` the shift it makes."""
+    k, r = key
+    if r is not None:
+        return f"the labels' wall closed with {r:g} mm" if centre is not None else f"closing {r:g} mm"
+    if centre is None:
+        return f"{k:+d}"
+    return f"a shift of {centre + k:d} voxels" if np.ndim(centre) == 0 else f"{k:+d} voxels from its centre"
+
+
+def _found(keys, chosen, centre, own, scores, runs) -> WallSearch:
+    """The :class:`WallSearch` of the candidate index ``chosen`` (one int or an (*S) map)."""
+    ks = np.asarray([k for k, _ in keys])
+    radii = [r for _, r in keys]
+    shift = centre + (int(ks[chosen]) if np.ndim(chosen) == 0 else ks[chosen])
+    picked = np.unique(chosen)
+    if all(radii[int(i)] is None for i in picked):
+        return WallSearch(shift, None, scores, runs, chosen)
+    table = np.asarray([float(own) if r is None else r for r in radii])
+    return WallSearch(shift, float(table[chosen]) if np.ndim(chosen) == 0 else table[chosen], scores, runs, chosen)
 
 
 class WorkingGrid(NamedTuple):
@@ -272,21 +332,23 @@ def working_grid(
     )
 
 
-def uniform_run(runs: dict[int, tuple], shift: int | np.ndarray, centre: int | np.ndarray) -> tuple | None:
-    """The search's run of candidate k when ``shift`` is ``centre + k`` everywhere, else None (a map of several)."""
-    offsets = np.unique(np.asarray(shift) - np.asarray(centre))
-    return runs[int(offsets[0])] if len(offsets) == 1 else None
+def uniform_run(found: WallSearch) -> tuple | None:
+    """The search's run of the candidate chosen everywhere, else None (a map of several)."""
+    picked = np.unique(found.chosen)
+    return found.runs[list(found.runs)[int(picked[0])]] if len(picked) == 1 else None
 
 
-def blended_run(runs: dict[int, tuple], shift: int | np.ndarray, centre: int | np.ndarray) -> tuple:
+def blended_run(found: WallSearch) -> tuple:
     """The search's candidates joined where each was chosen: ``(field, curve)``, the field (1, 3, *S) voxels each
-    voxel's from the run of candidate ``shift - centre`` there, the loss curve that of the candidate chosen on the
-    most voxels (off the wall zone every voxel takes the whole wall's choice, so with a map that is the whole wall's
+    voxel's from the run of the candidate chosen there, the loss curve that of the candidate chosen on the most
+    voxels (off the wall zone every voxel takes the whole wall's choice, so with a map that is the whole wall's
     run)."""
-    offsets = np.broadcast_to(np.asarray(shift) - np.asarray(centre), tuple(runs[0][0][0].shape[2:]))
-    ks, counts = np.unique(offsets, return_counts=True)
-    field = sum(runs[int(k)][0][0] * torch.from_numpy(offsets == k) for k in ks)
-    return field, list(runs[int(ks[np.argmax(counts)])][0][1])
+    keys = list(found.runs)
+    first = found.runs[keys[0]][0][0]
+    chosen = np.broadcast_to(np.asarray(found.chosen), tuple(first.shape[2:]))
+    picked, counts = np.unique(chosen, return_counts=True)
+    field = sum(found.runs[keys[int(i)]][0][0] * torch.from_numpy(chosen == i) for i in picked)
+    return field, list(found.runs[keys[int(picked[np.argmax(counts)])]][0][1])
 
 
 def region_tensors(mask: np.ndarray, normals: np.ndarray, side: np.ndarray) -> tuple[torch.Tensor, ...]:

@@ -309,7 +309,8 @@ def cavity_regions(
             and the ``cavity_contents`` group.
         table: label names -> ids (``None``: TotalSegmentator v2).
         band_mm: half width of the wall band: voxels within ``band_mm`` of the wall, on both sides.
-        closing_mm: radius of the closing that merges the content into one cavity.
+        closing_mm: radius of the closing that merges the content into one cavity; an (X, Y, Z) map of radii:
+            each voxel's own (the wall search's closing candidates per region, :mod:`scripts.refinement.wall_search`).
         sigma_mm: Gaussian sigma of the smoothed indicator for the wall normals (default ``max(2 * band_mm,
             2 * max(spacing))``) and of the pair normals (``compute_normals`` default).
         pairs: also mark the organ-organ pair bands of the spec.
@@ -355,10 +356,11 @@ def cavity_regions(
                 f"segmentation {labels.shape} is not on the image's grid {img.shape}: resample it to the fixed image"
             )
         body = body_mask(img, body_threshold)
-    if band_mm <= 0 or closing_mm < 0 or bone_gap < 0:
-        raise ValueError(
-            f"need band_mm > 0, closing_mm >= 0 and bone_gap >= 0, got {band_mm}, {closing_mm}, {bone_gap}"
-        )
+    radii = np.asarray(closing_mm, dtype=float)
+    if band_mm <= 0 or radii.shape not in ((), labels.shape) or (radii < 0).any() or bone_gap < 0:
+        shown = closing_mm if radii.ndim == 0 else f"a {radii.shape} map"  # closing_mm: a number or a map of them
+        need = f"band_mm > 0, closing_mm >= 0 (or a {labels.shape} map of them), bone_gap >= 0"
+        raise ValueError(f"need {need}, got {band_mm}, {shown}, {bone_gap}")
     region_spec = load_region_spec(spec, table)
     if not pairs:
         region_spec = type(region_spec)(rigid=region_spec.rigid, sliding=(), names=region_spec.names)
@@ -367,7 +369,8 @@ def cavity_regions(
     if (mask == SLIDING).any():
         normals = compute_normals(mask == SLIDING, spacing=sp, method="gaussian", sigma_mm=sigma_mm)
 
-    cavity = cavity_mask(labels, cavity_labels(spec, table), sp, closing_mm)
+    content = cavity_labels(spec, table)  # a map of radii: each voxel's cavity closed with its own
+    cavity = np.logical_or.reduce([cavity_mask(labels, content, sp, r) & (radii == r) for r in np.unique(radii)])
     band = np.zeros(labels.shape, dtype=bool)
     bones = np.isin(labels, region_spec.rigid)
     if img is not None and bone_trim_hu is not None and bones.any():  # a segmenter's bone grown into fat or lung
