@@ -80,24 +80,27 @@ def test_refinement_recovers_a_known_motion(known_motion, tmp_path, caplog):
     assert refinement["fold_percent_off_band"] == 0.0 and "diverged" not in caplog.text
 
 
-@pytest.mark.parametrize("region_mm", [0.0, 20.0])
-def test_the_search_before_the_finest_level_runs_through_the_workflow(known_motion, tmp_path, caplog, region_mm):
+@pytest.mark.parametrize("region_mm, closings", [(0.0, []), (20.0, []), (20.0, [12.0])])
+def test_the_search_before_the_finest_level_runs_through_the_workflow(known_motion, tmp_path, caplog, region_mm,
+                                                                      closings):  # fmt: skip
     """``--refine_first_wall_search 1``: the inferer runs the first pass's finest level after the wall search (the
-    log names the chosen shift, or with ``--refine_first_wall_region_mm`` each shift's share of the wall); the loss
-    curve keeps the schedule's shape (the candidates' rows not kept) and the field still recovers the known
-    motion."""
+    log names the chosen shift, or with ``--refine_first_wall_region_mm`` each shift's share of the wall, and with
+    ``--refine_first_wall_closings_mm`` the closing candidate's); the loss curve keeps the schedule's shape (the
+    other candidates' rows not kept) and the field still recovers the known motion."""
     case = known_motion
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="scripts.refinement.wall_search"):
         run_inference_workflow(None, CONFIGS, fixed=case["fixed"], moving=case["moving"], fixed_seg=case["seg"],
                                output_dir=str(out), refine_first_wall_search=1,
-                               refine_first_wall_region_mm=region_mm, **FAST)  # fmt: skip
+                               refine_first_wall_region_mm=region_mm, refine_first_wall_closings_mm=closings,
+                               **FAST)  # fmt: skip
     entry = json.loads((out / "summary.json").read_text())["pairs"][0]
     curve = entry["refinement"]["loss_curve"]
     assert [sum(row["level"] == level for row in curve) for level in range(4)] == [40, 30, 20, 20]
     assert "first pass: the wall search" in caplog.text
     logged = {0.0: "the wall search chose a shift", 20.0: "the wall search per region (20 mm) chose the shifts"}
     assert caplog.text.count(logged[region_mm]) == 1, caplog.text
+    assert ("closing 12 mm: " in caplog.text) is bool(closings)
     body = case["body"]
     before = float(np.linalg.norm(case["true_mm"], axis=-1)[body].mean())
     assert float(endpoint_error(entry, case)[body].mean()) < 0.6 * before
@@ -230,6 +233,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         "refine_second_wall_search": 2,
         "refine_first_wall_search": 1,
         "refine_first_wall_region_mm": 20,
+        "refine_first_wall_closings_mm": [12, 8.5],
         "bone_trim_hu": 0,
     }
     for override, expected in (({}, None), (asked, 0.7)):
@@ -245,8 +249,11 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.second_wall_search == (2 if override else 0)  # its wall search: off unless asked for
         assert inferer.first_wall_search == (1 if override else 0)  # the first pass's: off unless asked for
         assert inferer.first_wall_region_mm == (20.0 if override else 0.0)  # one shift for the whole wall
+        assert inferer.first_wall_closings_mm == ((12.0, 8.5) if override else ())  # no closing candidates
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
         assert inferer.region_options["bone_trim_hu"] == (0.0 if override else None)  # no trim unless asked for
+    parser.update({"refine_first_wall_closings_mm": 12})  # one radius as a number
+    assert parser.get_parsed_content("inferer", lazy=False).first_wall_closings_mm == (12.0,)
     for typed in ("null", "None"):  # the command line's spellings of null (fire leaves "null" a string)
         parser = ConfigParser()
         parser.read_config([str(root / name) for name in CONFIGS])
@@ -278,6 +285,8 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_first_wall_search", "one", "--refine_first_wall_search must be a whole number of voxels >= 0"),
         ("refine_first_wall_region_mm", -5, "--refine_first_wall_region_mm must be a number >= 0"),
         ("refine_first_wall_region_mm", "wide", "--refine_first_wall_region_mm must be a number >= 0"),
+        ("refine_first_wall_closings_mm", [12, -1], "--refine_first_wall_closings_mm must be a list of radii > 0"),
+        ("refine_first_wall_closings_mm", "12 mm", "--refine_first_wall_closings_mm must be a list of radii > 0"),
         ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
         ("bone_trim_hu", "dim", "--bone_trim_hu must be a number (HU) or null"),
         ("bone_trim_hu", [50], "--bone_trim_hu must be a number (HU) or null"),

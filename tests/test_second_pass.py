@@ -18,7 +18,6 @@ from scripts.refinement.second_pass import (
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
     WallSearch,
-    blended_run,
     first_pass_with_search,
     search_wall_shift,
     uniform_run,
@@ -284,24 +283,16 @@ def test_the_search_per_region_moves_each_cavity_to_its_own_true_wall():
     assert float(((side == 1) == truth)[mask == SLIDING].mean()) > 0.85
 
 
-def test_the_finest_level_goes_on_from_the_candidates_chosen_where_each_was_chosen():
-    """blended_run: each voxel's field from the run of the candidate chosen there, the curve of the candidate chosen
-    on the most voxels; one candidate everywhere: that candidate's run itself (uniform_run too)."""
-    shape = (6, 5, 4)
+def test_the_chosen_candidates_run_is_reused_only_where_one_was_chosen_everywhere():
+    """uniform_run: the run of the candidate chosen everywhere (an index into the runs, one or a map of one value),
+    None where a map chose several (the finest level then runs with the map's wall)."""
     keys = [(-1, None), (0, None), (1, None), (0, 12.0)]
-    runs = {key: ((torch.full((1, 3) + shape, float(i)), [{"total": float(i)}] * (i + 1)), None) for i, key in
-            enumerate(keys)}  # fmt: skip
-    chosen = np.full(shape, 1)
-    chosen[:2], chosen[5] = 2, 3  # +1 on the first two slabs, the 12 mm closing on the last, 0 elsewhere
-    found = WallSearch(None, None, {}, runs, chosen)
-    field, curve = blended_run(found)
-    assert field.shape == (1, 3) + shape and (field[0, :, :2] == 2).all() and (field[0, :, 2:5] == 1).all()
-    assert (field[0, :, 5] == 3).all() and curve == [{"total": 1.0}] * 2  # 0 holds 3 of the 6 slabs
-    assert uniform_run(found) is None
-    found = WallSearch(None, None, {}, runs, 3)
-    field, curve = blended_run(found)
-    assert torch.equal(field, runs[(0, 12.0)][0][0]) and curve == runs[(0, 12.0)][0][1]
-    assert uniform_run(found) is runs[(0, 12.0)]
+    runs = {key: ((torch.full((1, 3, 4, 4, 4), float(i)), []), None) for i, key in enumerate(keys)}
+    assert uniform_run(WallSearch(0, 12.0, {}, runs, 3)) is runs[(0, 12.0)]
+    assert uniform_run(WallSearch(1, None, {}, runs, np.full((4, 4, 4), 2))) is runs[(1, None)]
+    several = np.full((4, 4, 4), 1)
+    several[0] = 3
+    assert uniform_run(WallSearch(0, np.where(several == 3, 12.0, 20.0), {}, runs, several)) is None
 
 
 def test_the_search_tries_other_closing_radii_and_opens_a_gap_the_labels_closing_bridges():

@@ -141,8 +141,9 @@ class RefinementInferer(Inferer):
         first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: a region of it by its own where
             a candidate's similarity, averaged over this many mm, beats the whole wall's there by a margin
             (``search_wall_shift``'s ``region_mm``).
-        first_wall_closings_mm: other closing radii of the cavity (mm) that search tries as candidates too, per
-            region with ``first_wall_region_mm`` (none, the default; ``search_wall_shift``'s ``closings``).
+        first_wall_closings_mm: other closing radii of the cavity (mm; a list, or one number) that search tries as
+            candidates too, per region with ``first_wall_region_mm`` (none, the default; ``search_wall_shift``'s
+            ``closings``).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -244,7 +245,7 @@ class RefinementInferer(Inferer):
                 f"--refine_first_wall_region_mm must be a number >= 0 (mm; 0: one shift), got {first_wall_region_mm!r}"
             )
         self.first_wall_region_mm = float(first_wall_region_mm)
-        closings = first_wall_closings_mm
+        closings = [first_wall_closings_mm] if is_number(first_wall_closings_mm) else first_wall_closings_mm
         if not (isinstance(closings, (list, tuple)) and all(is_number(r) and r > 0 for r in closings)):
             raise InputError(
                 f"--refine_first_wall_closings_mm must be a list of radii > 0 (mm; [] none), got {closings!r}"

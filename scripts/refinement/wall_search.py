@@ -15,21 +15,29 @@ on every case (docs/README.md, *Walls nobody tuned on*).
 
 **Before the first pass's finest level** (:func:`first_pass_with_search`, ``--refine_first_wall_search``, off by
 default, on in ``configs/refine_wall_search.json``): the search runs on the coarser levels' field (fitted with the
-labels' wall on a coarser grid: it has not yet drawn the slip to the voxel); the chosen candidates' fields (per
-region: each voxel's own candidate's) then go on with the chosen wall, no snap, for the rest of the finest level's
-iterations (60 less the candidates' 30), so that the finest level's work is not done twice (bundle 0.9.13: the same
-slip within a point on every real-CT row, about a candidate's time less; before, the finest level's whole 60 ran
-again from the coarser levels' field); the second pass starts from that wall (its ``wall_shift``). WHY: after the
-whole first pass the slip is already drawn at the labels' wall, and the second pass's search
-(``--refine_second_wall_search``), from that field, sees less difference between the shifts (real CT, the true wall
-two voxels out of the labels: 73 % of the slip with the second pass's search, 75 % with this one, for 4.5 s more at
-192 x 160 x 256).
+labels' wall on a coarser grid: it has not yet drawn the slip to the voxel), then the finest level's iterations with
+the chosen wall from that field, no snap; the second pass starts from that wall (its ``wall_shift``). WHY NOT go on
+from the chosen candidates' fields for the finest level's remaining 30 iterations (a candidate's time less): the
+real CT's rows were level, but the phantom lost 1-5 points of slip on six of its eight rows (docs/README.md, bundle
+0.9.13). WHY the search here: after the whole first pass the slip is already drawn at the labels' wall, and the
+second pass's search (``--refine_second_wall_search``), from that field, sees less difference between the shifts
+(real CT, the true wall two voxels out of the labels: 73 % of the slip with the second pass's search, 75 % with this
+one, for 4.5 s more at 192 x 160 x 256).
 
 **Per region** (``region_mm`` > 0, ``--refine_first_wall_region_mm``): the same candidates, but a voxel's wall moves
 by the candidate whose squared local NCC, averaged with a Gaussian of ``region_mm`` over the disagreeing voxels,
 beats the whole wall's choice there by :data:`WALL_REGION_MARGIN` (``cavity_regions(..., wall_shift=map)``): for
 labels off in different directions in different places. WHY the margin: where two shifts score alike the choice
 followed noise and the wall came out ragged (the phantom lost up to 5 points of slip; docs/README.md).
+
+**Closing radii** (``closings``, ``--refine_first_wall_closings_mm``, none by default): the labels' cavity closed
+with another radius (at the labels' wall, shift 0) is a candidate too, per region as the shifts are
+(``cavity_regions(..., closing_mm=map)``): where the true cavity is tighter than the closing draws it, fat between
+the organs moves with the wall and a closing of 20 mm bridges it. The zone then also holds the voxels whose side
+the radius changes. Measured (docs/README.md, bundle 0.9.13): a 12 mm candidate took the real CT's tight cavity
+from 71 to 78 % of the slip with clean labels, but with a segmenter's labels it lost up to 13 points on a case
+whose wall lies two voxels out: a smaller closing opens walls between the organs, and freedom the similarity
+always likes; so none by default.
 
 All on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
 mm; :func:`working_grid`): the images, the label map and the field are brought there first (the regions' distance
@@ -63,7 +71,6 @@ __all__ = [
     "FIRST_PASS_WALL_CLOSINGS_MM",
     "WallSearch",
     "WorkingGrid",
-    "blended_run",
     "first_pass_with_search",
     "one_level_pass",
     "region_tensors",
@@ -105,10 +112,8 @@ def first_pass_with_search(
     """The first pass with the wall search before its finest level (module docstring, *Before the first pass's finest
     level*): :func:`refine_pair` with ``refine_options`` up to its finest level; every shift of the labelled wall
     within ``wall_search`` voxels (and the labels' wall closed with each radius of ``closings``) refined
-    ``search_iterations`` iterations from that field and scored by :func:`search_wall_shift`; the chosen candidates'
-    fields (:func:`blended_run`) then go on with the chosen wall (no snap) for the finest level's iterations less
-    ``search_iterations`` (with candidates of more iterations than the finest level's, its whole iterations from the
-    coarser levels' field instead).
+    ``search_iterations`` iterations from that field and scored by :func:`search_wall_shift`; the finest level's
+    iterations, step and band fold weight then run with the chosen wall (no snap) from the coarser levels' field.
 
     Args:
         fixed, moving, spacing: as :func:`refine_pair` takes them.
@@ -123,9 +128,8 @@ def first_pass_with_search(
 
     Returns:
         ``(ddf, curve, shift, closing_mm)``: ``ddf`` and ``curve`` as :func:`refine_pair` returns them (the finest
-        level's rows those of the chosen candidate's iterations, with a map the whole wall's, then the rest's; the
-        other candidates' not kept); the chosen shift, voxels (> 0 outwards:
-        :func:`scripts.refinement.second_pass.second_pass`'s ``wall_shift``; with ``region_mm`` a map on the
+        level's rows those of the chosen wall's iterations, the candidates' not kept); the chosen shift, voxels (> 0
+        outwards: :func:`scripts.refinement.second_pass.second_pass`'s ``wall_shift``; with ``region_mm`` a map on the
         working grid); the chosen closing radius, mm (None: the labels' own, ``region_options``'; with ``region_mm``
         a map on the working grid), the ``closing_mm`` of the second pass's regions.
     """
@@ -151,8 +155,7 @@ def first_pass_with_search(
         region_mm=region_mm,
         closings=closings,
     )
-    rest = iterations[-1] - search_iterations
-    reuse = uniform_run(found) if rest == 0 else None
+    reuse = uniform_run(found) if search_iterations == iterations[-1] else None
     if reuse is not None:  # the chosen candidate's pass is the finest level
         ddf, finest = reuse[0]
     else:
@@ -161,12 +164,7 @@ def first_pass_with_search(
         if found.closing_mm is not None:
             chosen["closing_mm"] = found.closing_mm
         wall = region_tensors(*cavity_regions(seg_w, grid.spacing, image=image_w, return_side=True, **chosen))
-        if rest > 0:  # the chosen candidates' fields go on for the finest level's remaining iterations
-            start_ddf, rows = blended_run(found)
-            ddf, more = one_level_pass(grid.images, grid.spacing, start_ddf, wall, rest, grid.refine_options)
-            finest = rows + [dict(row, seconds=row["seconds"] + rows[-1]["seconds"]) for row in more]
-        else:  # candidates of more iterations than the finest level's: it runs from the coarser levels' field
-            ddf, finest = one_level_pass(grid.images, grid.spacing, grid.ddf, wall, iterations[-1], grid.refine_options)
+        ddf, finest = one_level_pass(grid.images, grid.spacing, grid.ddf, wall, iterations[-1], grid.refine_options)
     seconds = time.perf_counter() - start - (finest[-1]["seconds"] if finest else 0.0)  # the candidates' time too
     rows = [dict(row, level=levels - 1, seconds=row["seconds"] + seconds) for row in finest]
     return resize_field(ddf, tuple(fixed.shape[2:])), curve + rows, found.shift, found.closing_mm
@@ -265,7 +263,7 @@ def search_wall_shift(
     gain = np.where(weight > 1e-3, smoothed.max(axis=0) - smoothed[order.index(whole)], 0.0)  # over the whole's
     best = np.where(gain > WALL_REGION_MARGIN, np.asarray(order)[np.argmax(smoothed, axis=0)], whole)
     shares = ", ".join(f"{_name(key)}: {100 * float((best[zone] == i).mean()):.0f} %" for i, key in enumerate(keys))
-    logger.info("the wall search per region (%g mm) chose %s of the wall zone", region_mm, shares)
+    logger.info("the wall search per region (%g mm) chose the shifts %s of the wall zone", region_mm, shares)
     return _found(keys, best, centre, own, scores, runs)
 
 
@@ -336,19 +334,6 @@ def uniform_run(found: WallSearch) -> tuple | None:
     """The search's run of the candidate chosen everywhere, else None (a map of several)."""
     picked = np.unique(found.chosen)
     return found.runs[list(found.runs)[int(picked[0])]] if len(picked) == 1 else None
-
-
-def blended_run(found: WallSearch) -> tuple:
-    """The search's candidates joined where each was chosen: ``(field, curve)``, the field (1, 3, *S) voxels each
-    voxel's from the run of the candidate chosen there, the loss curve that of the candidate chosen on the most
-    voxels (off the wall zone every voxel takes the whole wall's choice, so with a map that is the whole wall's
-    run)."""
-    keys = list(found.runs)
-    first = found.runs[keys[0]][0][0]
-    chosen = np.broadcast_to(np.asarray(found.chosen), tuple(first.shape[2:]))
-    picked, counts = np.unique(chosen, return_counts=True)
-    field = sum(found.runs[keys[int(i)]][0][0] * torch.from_numpy(chosen == i) for i in picked)
-    return field, list(found.runs[keys[int(picked[np.argmax(counts)])]][0][1])
 
 
 def region_tensors(mask: np.ndarray, normals: np.ndarray, side: np.ndarray) -> tuple[torch.Tensor, ...]:
