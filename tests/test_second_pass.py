@@ -34,18 +34,23 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a).astype(np.float32))
 
 
+def _sliding(truth: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fixed, moving) (1, 1, *S): a textured moving image and the fixed image it gives when ``truth`` (the true
+    cavity) moves SLIP voxels along z and everything else SLIP the other way."""
+    v = np.zeros((3,) + truth.shape, np.float32)
+    v[2] = np.where(truth, SLIP, -SLIP)
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=truth.shape), 1.2)
+    moving = _t((noise - noise.min()) / np.ptp(noise))[None, None]
+    return Warp(mode="bilinear", padding_mode="border")(moving, _t(v)[None]), moving
+
+
 @pytest.fixture(scope="module")
 def case():
     """The true cavity = a box through the whole z range (walls at x and y, tangential slip along z); a textured
     moving image and the fixed image it gives under the true field."""
     truth = np.zeros(SHAPE, bool)
     truth[6:22, 6:22, :] = True
-    v = np.zeros((3,) + SHAPE, np.float32)
-    v[2] = np.where(truth, SLIP, -SLIP)
-    noise = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=SHAPE), 1.2)
-    moving = _t((noise - noise.min()) / np.ptp(noise))[None, None]
-    fixed = Warp(mode="bilinear", padding_mode="border")(moving, _t(v)[None])
-    return truth, fixed, moving
+    return (truth, *_sliding(truth, 0))
 
 
 def _jump(ddf: torch.Tensor) -> float:
@@ -245,11 +250,7 @@ def test_the_search_per_region_moves_each_cavity_to_its_own_true_wall():
     shape, near, far = (56, 24, 12), (slice(4, 18), slice(5, 19)), (slice(38, 52), slice(5, 19))
     truth = np.zeros(shape, bool)
     truth[near] = truth[far] = True
-    v = np.zeros((3,) + shape, np.float32)
-    v[2] = np.where(truth, SLIP, -SLIP)
-    noise = ndimage.gaussian_filter(np.random.default_rng(1).normal(size=shape), 1.2)
-    moving = _t((noise - noise.min()) / np.ptp(noise))[None, None]
-    fixed = Warp(mode="bilinear", padding_mode="border")(moving, _t(v)[None])
+    fixed, moving = _sliding(truth, 1)
     seg = np.zeros(shape, np.uint8)
     seg[3:19, 4:20] = seg[40:50, 7:17] = TOTALSEG_V2_TOTAL["liver"]
     region_options = dict(closing_mm=4.0)  # the two cavities stay apart
@@ -302,11 +303,7 @@ def test_the_search_tries_other_closing_radii_and_opens_a_gap_the_labels_closing
     regions given that radius keep the gap outside the cavity."""
     truth = np.zeros(SHAPE, bool)
     truth[4:12, 6:22] = truth[16:24, 6:22] = True
-    v = np.zeros((3,) + SHAPE, np.float32)
-    v[2] = np.where(truth, SLIP, -SLIP)
-    noise = ndimage.gaussian_filter(np.random.default_rng(2).normal(size=SHAPE), 1.2)
-    moving = _t((noise - noise.min()) / np.ptp(noise))[None, None]
-    fixed = Warp(mode="bilinear", padding_mode="border")(moving, _t(v)[None])
+    fixed, moving = _sliding(truth, 2)
     seg = np.zeros(SHAPE, np.uint8)
     seg[4:12, 6:22], seg[16:24, 6:22] = TOTALSEG_V2_TOTAL["liver"], TOTALSEG_V2_TOTAL["spleen"]
     mask, normals, side = cavity_regions(seg, SP, return_side=True)
