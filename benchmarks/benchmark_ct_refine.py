@@ -221,9 +221,7 @@ def run_method(
                 ddf,
                 case["fixed_seg"],
                 image=fixed,
-                region_options=dict(
-                    options, pairs=method == "refine_pairs", **({} if closing is None else {"closing_mm": closing})
-                ),
+                region_options=dict(options, pairs=method == "refine_pairs"),
                 refine_options=kwargs,
                 snap_mm=float(refine_kwargs.get("second_snap_mm", SECOND_PASS_SNAP_MM)),
                 iterations=second,
@@ -232,6 +230,7 @@ def run_method(
                 step_start=bool(refine_kwargs.get("second_step_start", SECOND_PASS_STEP_START)),
                 wall_search=int(refine_kwargs.get("second_wall_search", SECOND_PASS_WALL_SEARCH)),
                 wall_shift=shift,
+                wall_closing_mm=closing,
             )
             band = mask == 2
         return ddf[0].numpy(), time.perf_counter() - start, band

@@ -158,11 +158,11 @@ def run_one(
             ddf,
             case["seg"],
             case["fixed_hu"],
-            region_options=None if closing is None else {"closing_mm": closing},
             iterations=second_iterations,
             wall_search=second_wall_search,
             step_start=second_step_start,
             wall_shift=shift,
+            wall_closing_mm=closing,
         )
         curve, mask = curve + more, torch.from_numpy(regions[0])[None, None].float()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0

@@ -287,6 +287,11 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_first_wall_region_mm", "wide", "--refine_first_wall_region_mm must be a number >= 0"),
         ("refine_first_wall_closings_mm", [12, -1], "--refine_first_wall_closings_mm must be a list of radii > 0"),
         ("refine_first_wall_closings_mm", "12 mm", "--refine_first_wall_closings_mm must be a list of radii > 0"),
+        (
+            "refine_first_wall_closings_mm",
+            [12],
+            "--refine_first_wall_closings_mm needs --refine_first_wall_search >= 1",
+        ),
         ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
         ("bone_trim_hu", "dim", "--bone_trim_hu must be a number (HU) or null"),
         ("bone_trim_hu", [50], "--bone_trim_hu must be a number (HU) or null"),

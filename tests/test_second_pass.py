@@ -326,6 +326,6 @@ def test_the_search_tries_other_closing_radii_and_opens_a_gap_the_labels_closing
     # measured: 0.44 of the 3 voxels with the labels' closing, 3.07 with the 2 mm candidate chosen
     assert with_closing > 0.8 * 2 * SLIP and without < 0.5 * 2 * SLIP, (without, with_closing)
     _, _, (_, _, side) = second_pass(
-        fixed, moving, SP, runs[(2.0,)][0], seg, None, {"closing_mm": runs[(2.0,)][3]}, iterations=0
+        fixed, moving, SP, runs[(2.0,)][0], seg, None, iterations=0, wall_closing_mm=runs[(2.0,)][3]
     )
     assert (side[12:16, 8:20] == 0).all()

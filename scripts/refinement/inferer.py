@@ -250,6 +250,10 @@ class RefinementInferer(Inferer):
             raise InputError(
                 f"--refine_first_wall_closings_mm must be a list of radii > 0 (mm; [] none), got {closings!r}"
             )
+        if closings and self.first_wall_search == 0:
+            raise InputError(
+                "--refine_first_wall_closings_mm needs --refine_first_wall_search >= 1 (the search tries them)"
+            )
         self.first_wall_closings_mm = tuple(float(r) for r in closings)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
@@ -359,9 +363,7 @@ class RefinementInferer(Inferer):
                     ddf,
                     seg,
                     image=image,
-                    region_options=(
-                        self.region_options if closing is None else {**self.region_options, "closing_mm": closing}
-                    ),
+                    region_options=self.region_options,
                     refine_options=dict(options, progress=self.progress),
                     snap_mm=self.second_snap_mm,
                     iterations=self.second_iterations,
@@ -370,6 +372,7 @@ class RefinementInferer(Inferer):
                     step_start=self.second_step_start,
                     wall_search=self.second_wall_search,
                     wall_shift=shift,
+                    wall_closing_mm=closing,
                 )
                 level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
                 curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]

@@ -100,6 +100,7 @@ def second_pass(
     wall_search: int = SECOND_PASS_WALL_SEARCH,
     search_iterations: int | None = None,
     wall_shift: int | np.ndarray = 0,
+    wall_closing_mm: float | np.ndarray | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, float]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Move the wall to where ``ddf`` shears and refine on (module docstring).
 
@@ -126,6 +127,8 @@ def second_pass(
         wall_shift: the wall the first pass used, the labels' moved by this many voxels (> 0 outwards; that of
             :func:`scripts.refinement.wall_search.first_pass_with_search`; a map of the working grid from its search
             per region): the snap and the search start from it.
+        wall_closing_mm: the closing radius of that wall's cavity, mm (None: ``region_options``' own; a map of the
+            working grid where the first pass's search chose a closing candidate per region).
 
     Returns:
         ``(ddf, curve, (mask, normals, side))``: the field (1, 3, X, Y, Z) voxels, the second pass's loss curve
@@ -136,6 +139,8 @@ def second_pass(
         raise ValueError(
             f"need snap_mm >= 0, iterations >= 0 and wall_search >= 0, got {snap_mm}, {iterations} and {wall_search}"
         )
+    if wall_closing_mm is not None:
+        region_options = {**dict(region_options or {}), "closing_mm": wall_closing_mm}
     grid = working_grid(
         fixed, moving, spacing, ddf, seg, image, region_options, refine_options, lr, band_fold_weight, iterations > 0
     )
