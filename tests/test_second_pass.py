@@ -18,6 +18,7 @@ from scripts.refinement.second_pass import (
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
     WallSearch,
+    choose_candidate,
     first_pass_with_search,
     search_wall_shift,
     uniform_run,
@@ -329,3 +330,23 @@ def test_the_search_tries_other_closing_radii_and_opens_a_gap_the_labels_closing
         fixed, moving, SP, runs[(2.0,)][0], seg, None, iterations=0, wall_closing_mm=runs[(2.0,)][3]
     )
     assert (side[12:16, 8:20] == 0).all()
+
+
+def test_a_closing_candidate_leaves_the_choice_between_the_shifts_as_it_was():
+    """The closing candidates enter after the shifts are chosen (wall_search's docstring, *Closing radii*). The
+    shifted walls disagree on x < 10 (``zone``), the closing's on all of x: there the shift 0 scores best (0.6
+    against 0.5), but -1 scores 0.9 where only the closing's wall differs, so over the union -1 would win. With the
+    closing candidate (0.55 everywhere) the shifts' choice stays 0 (for the whole wall and per region); the closing
+    wins only where it beats that choice by the margin (x >= 10, per region), not for the whole wall (0.55 = 0.55)."""
+    shape = (20, 4, 4)
+    x = np.arange(20)[:, None, None] * np.ones(shape)
+    zone, zones = x < 10, np.ones(shape, bool)
+    local = [np.where(zone, 0.5, 0.9), np.where(zone, 0.6, 0.5), np.full(shape, 0.4), np.full(shape, 0.55)]
+    assert choose_candidate(local[:3], 1, zone, zone) == 1  # the shift 0 (index 1 of -1, 0, +1)
+    assert choose_candidate(local, 1, zone, zones) == 1  # the closing changes nothing for the whole wall
+    sigma = (1.0, 1.0, 1.0)
+    plain, closed = choose_candidate(local[:3], 1, zone, zone, sigma), choose_candidate(local, 1, zone, zones, sigma)
+    assert (plain == 1).all()
+    assert (closed[x < 8] == 1).all() and (closed[x >= 12] == 3).all()  # the closing only beyond the shifts' zone
+    local[3] = np.full(shape, 0.605)  # beats the shift 0 by less than the margin on x < 10: not chosen there
+    assert (choose_candidate(local, 1, zone, zones, sigma)[x < 8] == 1).all()

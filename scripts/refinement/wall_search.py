@@ -67,10 +67,12 @@ __all__ = [
     "FIRST_PASS_WALL_REGION_MM",
     "FIRST_PASS_WALL_SEARCH",
     "SEARCH_ITERATIONS",
+    "WALL_CLOSING_MARGIN",
     "WALL_REGION_MARGIN",
     "FIRST_PASS_WALL_CLOSINGS_MM",
     "WallSearch",
     "WorkingGrid",
+    "choose_candidate",
     "first_pass_with_search",
     "one_level_pass",
     "region_tensors",
@@ -90,6 +92,9 @@ SEARCH_ITERATIONS = 30
 # much there: on the real CT's default wall with clean labels (on the truth) the differences are noise, 0.007 at the
 # 90th percentile of the zone, 0.015 at the 99th; without it the phantom lost 0.7-5.3 points on six of eight rows
 WALL_REGION_MARGIN = 0.01
+# a closing candidate replaces the shifts' choice (per region, or for the whole wall) only where it beats it by more
+# than this (module docstring, *Closing radii*)
+WALL_CLOSING_MARGIN = 0.01
 logger = logging.getLogger(__name__)
 DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
 DEFAULT_SCHEDULE = {k: inspect.signature(refine_pair).parameters[k].default for k in ("levels", "iterations")}
@@ -238,33 +243,76 @@ def search_wall_shift(
         )
 
     walls = {key: wall(*key) for key in keys}
-    zone = (walls[(reach, None)][2] != 0) & (walls[(-reach, None)][2] == 0)  # where the candidates disagree
+    zone = (walls[(reach, None)][2] != 0) & (walls[(-reach, None)][2] == 0)  # where the shifted walls disagree
+    zones = zone.copy()  # and where any candidate's does
     for r in extra:
-        zone |= (walls[(0, r)][2] != 0) != (walls[(0, None)][2] != 0)
+        zones |= (walls[(0, r)][2] != 0) != (walls[(0, None)][2] != 0)
     target, warp = FixedLNCC(fixed, 3), GridWarp()
-    runs, local = {}, {}
+    runs, local = {}, []
     for key, regions_k in walls.items():
         tensors = region_tensors(*regions_k)
         runs[key] = (one_level_pass(images, spacing, ddf, tensors, iterations, refine_options), tensors)
         with torch.no_grad():
-            local[key] = target.local(warp(moving, runs[key][0][0]))[0, 0].numpy() * zone
-    if not zone.any():
+            local.append(target.local(warp(moving, runs[key][0][0]))[0, 0].numpy())
+    if not zones.any():
         return WallSearch(centre, None, {key: float("nan") for key in keys}, runs, keys.index((0, None)))
-    scores = {key: float(v[zone].mean()) for key, v in local.items()}
-    order = sorted(range(len(keys)), key=lambda i: (keys[i][1] is not None, abs(keys[i][0])))  # max keeps the first
-    whole = max(order, key=lambda i: scores[keys[i]])
-    if region_mm <= 0:
-        logger.info("the wall search chose %s (mean local NCC^2 %s)", _name(keys[whole], centre),
+    scores = {key: float(v[zones].mean()) for key, v in zip(keys, local)}
+    sigma = float(region_mm) / np.asarray(spacing, dtype=float) if region_mm > 0 else None
+    best = choose_candidate(local, reach, zone, zones, sigma)
+    if sigma is None:
+        logger.info("the wall search chose %s (mean local NCC^2 %s)", _name(keys[best], centre),
                     ", ".join(f"{_name(key)}: {v:.4f}" for key, v in scores.items()))  # fmt: skip
-        return _found(keys, whole, centre, own, scores, runs)
-    sigma = float(region_mm) / np.asarray(spacing, dtype=float)
-    weight = ndimage.gaussian_filter(zone.astype(np.float32), sigma)
-    smoothed = np.stack([ndimage.gaussian_filter(local[keys[i]], sigma) for i in order]) / np.maximum(weight, 1e-6)
-    gain = np.where(weight > 1e-3, smoothed.max(axis=0) - smoothed[order.index(whole)], 0.0)  # over the whole's
-    best = np.where(gain > WALL_REGION_MARGIN, np.asarray(order)[np.argmax(smoothed, axis=0)], whole)
-    shares = ", ".join(f"{_name(key)}: {100 * float((best[zone] == i).mean()):.0f} %" for i, key in enumerate(keys))
-    logger.info("the wall search per region (%g mm) chose the shifts %s of the wall zone", region_mm, shares)
+    else:
+        shares = ", ".join(f"{_name(k)}: {100 * float((best[zones] == i).mean()):.0f} %" for i, k in enumerate(keys))
+        logger.info("the wall search per region (%g mm) chose the shifts %s of the wall zone", region_mm, shares)
     return _found(keys, best, centre, own, scores, runs)
+
+
+def choose_candidate(
+    local: Sequence[np.ndarray],
+    reach: int,
+    zone: np.ndarray,
+    zones: np.ndarray,
+    sigma: Sequence[float] | None = None,
+) -> int | np.ndarray:
+    """The wall search's choice from its candidates' squared local NCC (module docstring): first among the shifts
+    alone, on the voxels where the shifted walls disagree, then a closing candidate where it beats that choice by
+    more than :data:`WALL_CLOSING_MARGIN` on the voxels where any candidate's wall disagrees (so a closing candidate
+    never changes the choice between the shifts).
+
+    Args:
+        local: each candidate's (*S) squared local NCC, in the search's order: the shifts -reach..reach, then the
+            closing radii.
+        reach: the shifts' reach (2 reach + 1 shifts).
+        zone: (*S) bool, where the shifted walls disagree; ``zones``: where any candidate's does (``zone`` or more).
+        sigma: None: one candidate for the whole wall (the best mean over the zone; a tie: the smallest shift);
+            (3,) voxels: per region (module docstring, *Per region*), each voxel's candidate from the averages with a
+            Gaussian of this sigma, a shift where it beats the whole wall's by :data:`WALL_REGION_MARGIN`.
+
+    Returns:
+        The index of the chosen candidate into ``local``: one int, or with ``sigma`` an (*S) int map.
+    """
+    shifts = sorted(range(2 * reach + 1), key=lambda i: abs(i - reach))  # max keeps the first: the smallest shift
+    closings = list(range(2 * reach + 1, len(local)))
+    whole = max(shifts, key=lambda i: float(local[i][zone].mean()) if zone.any() else float(i == reach))
+    if sigma is None:
+        best = max([whole] + closings, key=lambda i: float(local[i][zones].mean()))
+        clearly = float(local[best][zones].mean()) - float(local[whole][zones].mean()) > WALL_CLOSING_MARGIN
+        return best if clearly else whole
+    best = _regional(local, whole, shifts, zone, sigma, WALL_REGION_MARGIN)
+    return _regional(local, best, closings, zones, sigma, WALL_CLOSING_MARGIN) if closings else best
+
+
+def _regional(local, current, candidates, zone, sigma, margin) -> np.ndarray:
+    """Per voxel, the one of ``candidates`` (indices into ``local``) whose ``local`` NCC^2, averaged with a Gaussian
+    of ``sigma`` voxels over ``zone``, beats ``current``'s there (an index, or an (*S) map of indices: the choice so
+    far) by more than ``margin``, else ``current``: an (*S) map of indices into ``local``."""
+    weight = ndimage.gaussian_filter(zone.astype(np.float32), sigma)
+    smoothed = np.stack([ndimage.gaussian_filter(v * zone, sigma) for v in local]) / np.maximum(weight, 1e-6)
+    base = smoothed[current] if np.ndim(current) == 0 else np.take_along_axis(smoothed, current[None], axis=0)[0]
+    stack = smoothed[list(candidates)]
+    gain = np.where(weight > 1e-3, stack.max(axis=0) - base, 0.0)
+    return np.where(gain > margin, np.asarray(candidates)[np.argmax(stack, axis=0)], current)
 
 
 def _name(key: tuple, centre: int | np.ndarray | None = None) -> str:
