@@ -21,6 +21,7 @@ Usage::
     python benchmarks/benchmark_refine.py --first_wall_search 1   # the search before the first pass's finest level
     python benchmarks/benchmark_refine.py --first_wall_search 2 --first_wall_region_mm 20   # its shift per region
     python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_closings_mm '[12]'  # a closing candidate
+    python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_search_iterations 20  # each candidate's
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from scripts.refinement.second_pass import (
 from scripts.refinement.wall_search import (
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
+    SEARCH_ITERATIONS,
     first_pass_with_search,
 )
 from scripts.regions.cavity import body_mask, cavity_regions
@@ -116,6 +118,7 @@ def run_one(
     first_wall_search: int = FIRST_PASS_WALL_SEARCH,
     first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
     first_wall_closings_mm: Sequence[float] = (),
+    first_wall_search_iterations: int = SEARCH_ITERATIONS,
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
@@ -145,6 +148,7 @@ def run_one(
             None,
             first,
             first_wall_search,
+            int(first_wall_search_iterations),
             region_mm=first_wall_region_mm,
             closings=[float(r) for r in first_wall_closings_mm],
         )
@@ -205,11 +209,13 @@ def main(
     first_wall_search: int = FIRST_PASS_WALL_SEARCH,
     first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
     first_wall_closings_mm: Sequence[float] = (),
+    first_wall_search_iterations: int = SEARCH_ITERATIONS,
 ) -> None:
     second = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
     second.update(second_step_start=bool(second_step_start), first_wall_search=int(first_wall_search))
     second.update(first_wall_region_mm=float(first_wall_region_mm))
     second.update(first_wall_closings_mm=[float(r) for r in first_wall_closings_mm])
+    second.update(first_wall_search_iterations=int(first_wall_search_iterations))
     if run is not None:
         print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return

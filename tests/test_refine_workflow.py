@@ -209,8 +209,9 @@ def test_the_deep_breathing_config_turns_on_what_large_motions_need():
 
 def test_the_wall_search_config_turns_on_the_search_and_the_step_start():
     """configs/refine_wall_search.json merged after refine.json: the wall search of one voxel before the first pass's
-    finest level (not the second pass's since 0.9.10), per region of 20 mm (since 0.9.11), and the second pass's step
-    start reach the inferer; the schedule and the rest as refine.json has them (the bones' labels untrimmed)."""
+    finest level (not the second pass's since 0.9.10), per region of 20 mm (since 0.9.11), with a 12 mm closing among
+    its candidates (since 0.9.14), and the second pass's step start reach the inferer; the schedule and the rest as
+    refine.json has them (the bones' labels untrimmed)."""
     root = Path(__file__).resolve().parents[1] / "configs"
     parser = ConfigParser()
     parser.read_config([str(root / name) for name in (*CONFIGS, "refine_wall_search.json")])
@@ -218,6 +219,7 @@ def test_the_wall_search_config_turns_on_the_search_and_the_step_start():
     inferer = parser.get_parsed_content("inferer")
     assert (inferer.first_wall_search, inferer.second_wall_search, inferer.second_step_start) == (1, 0, True)
     assert inferer.first_wall_region_mm == 20.0 and inferer.region_options["bone_trim_hu"] is None  # not in it
+    assert inferer.first_wall_closings_mm == (12.0,) and inferer.first_wall_search_iterations == 20  # since 0.9.14
     assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)
     assert inferer.options["sided_upsampling"] is False and inferer.options["iterations"] == [150, 100, 60]
 
@@ -234,6 +236,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         "refine_first_wall_search": 1,
         "refine_first_wall_region_mm": 20,
         "refine_first_wall_closings_mm": [12, 8.5],
+        "refine_first_wall_search_iterations": 20,
         "bone_trim_hu": 0,
     }
     for override, expected in (({}, None), (asked, 0.7)):
@@ -250,6 +253,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.first_wall_search == (1 if override else 0)  # the first pass's: off unless asked for
         assert inferer.first_wall_region_mm == (20.0 if override else 0.0)  # one shift for the whole wall
         assert inferer.first_wall_closings_mm == ((12.0, 8.5) if override else ())  # no closing candidates
+        assert inferer.first_wall_search_iterations == (20 if override else 30)  # null: the second pass's 30
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
         assert inferer.region_options["bone_trim_hu"] == (0.0 if override else None)  # no trim unless asked for
     parser.update({"refine_first_wall_closings_mm": 12})  # one radius as a number
@@ -292,6 +296,8 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
             [12],
             "--refine_first_wall_closings_mm needs --refine_first_wall_search >= 1",
         ),
+        ("refine_first_wall_search_iterations", 0, "--refine_first_wall_search_iterations must be a whole number >= 1"),
+        ("refine_first_wall_search_iterations", 2.5, "--refine_first_wall_search_iterations must be a whole number"),
         ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
         ("bone_trim_hu", "dim", "--bone_trim_hu must be a number (HU) or null"),
         ("bone_trim_hu", [50], "--bone_trim_hu must be a number (HU) or null"),

@@ -135,9 +135,10 @@ class RefinementInferer(Inferer):
         second_wall_search: before the second pass, try every shift of the whole labelled wall within this many
             voxels in or out and keep the one the image's similarity prefers (0: none, the default; it costs
             2 n + 1 passes of ``second_iterations``; :func:`scripts.refinement.wall_search.search_wall_shift`).
-        first_wall_search: the same search before the first pass's finest level, each shift refined for
-            ``second_iterations`` (30 when those are 0), the finest level then with the chosen wall (0: none, the
-            default; :func:`scripts.refinement.wall_search.first_pass_with_search`).
+        first_wall_search: the same search before the first pass's finest level, each candidate refined for
+            ``first_wall_search_iterations`` (None: ``second_iterations``, 30 when those are 0), the finest level
+            then with the chosen wall (0: none, the default;
+            :func:`scripts.refinement.wall_search.first_pass_with_search`).
         first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: a region of it by its own where
             a candidate's similarity, averaged over this many mm, beats the whole wall's there by a margin
             (``search_wall_shift``'s ``region_mm``).
@@ -183,6 +184,7 @@ class RefinementInferer(Inferer):
         first_wall_search: int = FIRST_PASS_WALL_SEARCH,
         first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
         first_wall_closings_mm: Sequence[float] = FIRST_PASS_WALL_CLOSINGS_MM,
+        first_wall_search_iterations: int | None = None,
         sided_upsampling: bool = False,
         network_start: str = "field",
     ):
@@ -255,6 +257,14 @@ class RefinementInferer(Inferer):
                 "--refine_first_wall_closings_mm needs --refine_first_wall_search >= 1 (the search tries them)"
             )
         self.first_wall_closings_mm = tuple(float(r) for r in closings)
+        n_search = parse_null(first_wall_search_iterations)
+        if not (n_search is None or (is_number(n_search, integer=True) and n_search >= 1)):
+            raise InputError(
+                f"--refine_first_wall_search_iterations must be a whole number >= 1 or null, got {n_search!r}"
+            )
+        self.first_wall_search_iterations = (
+            self.second_iterations or SEARCH_ITERATIONS if n_search is None else int(n_search)
+        )
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
@@ -348,10 +358,9 @@ class RefinementInferer(Inferer):
             shift, closing = 0, None  # the first pass's wall: the labels' moved by this many voxels, their closing
             if self.first_wall_search > 0 and slides:
                 searched = (self.region_options, dict(options, **first), self.first_wall_search)
-                n_search = self.second_iterations or SEARCH_ITERATIONS  # each candidate: a second pass's
                 ddf, curve, shift, closing = first_pass_with_search(
-                    fixed, moving, spacing.tolist(), seg, image, *searched, n_search, self.first_wall_region_mm,
-                    self.first_wall_closings_mm,
+                    fixed, moving, spacing.tolist(), seg, image, *searched, self.first_wall_search_iterations,
+                    self.first_wall_region_mm, self.first_wall_closings_mm,
                 )  # fmt: skip
             else:
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)

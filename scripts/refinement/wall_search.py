@@ -33,11 +33,13 @@ followed noise and the wall came out ragged (the phantom lost up to 5 points of 
 **Closing radii** (``closings``, ``--refine_first_wall_closings_mm``, none by default): the labels' cavity closed
 with another radius (at the labels' wall, shift 0) is a candidate too, per region as the shifts are
 (``cavity_regions(..., closing_mm=map)``): where the true cavity is tighter than the closing draws it, fat between
-the organs moves with the wall and a closing of 20 mm bridges it. The zone then also holds the voxels whose side
-the radius changes. Measured (docs/README.md, bundle 0.9.13): a 12 mm candidate took the real CT's tight cavity
-from 71 to 78 % of the slip with clean labels, but with a segmenter's labels it lost up to 13 points on a case
-whose wall lies two voxels out: a smaller closing opens walls between the organs, and freedom the similarity
-always likes; so none by default.
+the organs moves with the wall and a closing of 20 mm bridges it. The choice comes in two steps
+(:func:`choose_candidate`): the shifts first, alone, on the voxels where the shifted walls disagree, exactly as
+without closings; then a closing candidate wherever it beats that choice by :data:`WALL_CLOSING_MARGIN`, averaged
+over the voxels where any candidate's wall disagrees. WHY two steps: chosen in one, the closing's voxels entered the
+shifts' scores and moved the whole wall's shift (the phantom's default wall, seed 0: 0 -> -1, 78 -> 71 % of the
+slip, with no voxel closed at 12 mm), and a segmenter's labels lost up to 13 points on a case (docs/README.md,
+bundles 0.9.13 and 0.9.14).
 
 All on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
 mm; :func:`working_grid`): the images, the label map and the field are brought there first (the regions' distance
@@ -92,8 +94,7 @@ SEARCH_ITERATIONS = 30
 # much there: on the real CT's default wall with clean labels (on the truth) the differences are noise, 0.007 at the
 # 90th percentile of the zone, 0.015 at the 99th; without it the phantom lost 0.7-5.3 points on six of eight rows
 WALL_REGION_MARGIN = 0.01
-# a closing candidate replaces the shifts' choice (per region, or for the whole wall) only where it beats it by more
-# than this (module docstring, *Closing radii*)
+# a closing candidate replaces the shifts' choice only where it beats it by more (module docstring, *Closing radii*)
 WALL_CLOSING_MARGIN = 0.01
 logger = logging.getLogger(__name__)
 DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
