@@ -282,9 +282,8 @@ def choose_candidate(
     never changes the choice between the shifts).
 
     Args:
-        local: each candidate's (*S) squared local NCC, in the search's order: the shifts -reach..reach, then the
-            closing radii.
-        reach: the shifts' reach (2 reach + 1 shifts).
+        local, reach: each candidate's (*S) squared local NCC, in the search's order: the 2 reach + 1 shifts
+            -reach..reach, then the closing radii.
         zone: (*S) bool, where the shifted walls disagree; ``zones``: where any candidate's does (``zone`` or more).
         sigma: None: one candidate for the whole wall (the best mean over the zone; a tie: the smallest shift);
             (3,) voxels: per region (module docstring, *Per region*), each voxel's candidate from the averages with a
@@ -308,10 +307,11 @@ def _regional(local, current, candidates, zone, sigma, margin) -> np.ndarray:
     """Per voxel, the one of ``candidates`` (indices into ``local``) whose ``local`` NCC^2, averaged with a Gaussian
     of ``sigma`` voxels over ``zone``, beats ``current``'s there (an index, or an (*S) map of indices: the choice so
     far) by more than ``margin``, else ``current``: an (*S) map of indices into ``local``."""
-    weight = ndimage.gaussian_filter(zone.astype(np.float32), sigma)
-    smoothed = np.stack([ndimage.gaussian_filter(v * zone, sigma) for v in local]) / np.maximum(weight, 1e-6)
-    base = smoothed[current] if np.ndim(current) == 0 else np.take_along_axis(smoothed, current[None], axis=0)[0]
-    stack = smoothed[list(candidates)]
+    weight = np.maximum(ndimage.gaussian_filter(zone.astype(np.float32), sigma), 1e-6)
+    chosen = np.unique(current).tolist()  # only these and the candidates are compared here
+    smoothed = {i: ndimage.gaussian_filter(local[i] * zone, sigma) / weight for i in set(candidates) | set(chosen)}
+    base = sum(np.where(current == i, smoothed[i], 0.0) for i in chosen)  # each voxel its current choice's average
+    stack = np.stack([smoothed[i] for i in candidates])
     gain = np.where(weight > 1e-3, stack.max(axis=0) - base, 0.0)
     return np.where(gain > margin, np.asarray(candidates)[np.argmax(stack, axis=0)], current)
 
