@@ -38,6 +38,7 @@ __all__ = [
     "parse_flag",
     "parse_null",
     "is_number",
+    "check_number",
     "check_schedule",
     "Flags",
     "usable_cores",
@@ -105,12 +106,30 @@ def is_number(value: Any, integer: bool = False) -> bool:
     return not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
 
 
+def check_number(
+    value: Any,
+    flag: str,
+    minimum: float = 0,
+    strict: bool = False,
+    integer: bool = False,
+    unit: str = "",
+    note: str = "",
+) -> int | float:
+    """``value`` of the option ``flag`` as an int (``integer``) or float at least ``minimum`` (above it: ``strict``),
+    checked before any work. Raises :class:`InputError` in the bundle's words, e.g. ``--refine_second_wall_search must
+    be a whole number of voxels >= 0 (0: no search), got -1`` (``unit`` " of voxels", ``note`` "0: no search")."""
+    if is_number(value, integer) and (value > minimum if strict else value >= minimum):
+        return int(value) if integer else float(value)
+    what = ("a whole number" if integer else "a number") + unit + (" > " if strict else " >= ") + f"{minimum:g}"
+    raise InputError(f"{flag} must be {what}{f' ({note})' if note else ''}, got {value!r}")
+
+
 def check_schedule(levels: Any, iterations: Any, lr: Any, default_levels: int) -> None:
     """--refine_levels / --refine_iterations / --refine_lr as the refinement takes them (``default_levels`` when
     levels is None), checked before any work: a bad value there would stop the first pair with a ValueError
     traceback, after the network and the regions ran. Raises :class:`InputError` naming the option."""
-    if levels is not None and not (is_number(levels, integer=True) and levels >= 1):
-        raise InputError(f"--refine_levels must be a whole number >= 1 (or null: {default_levels}), got {levels!r}")
+    if levels is not None:
+        check_number(levels, "--refine_levels", minimum=1, integer=True, note=f"or null: {default_levels}")
     n = default_levels if levels is None else levels
     for name, value, integer, low in (("iterations", iterations, True, 0), ("lr", lr, False, 0)):
         if value is None:

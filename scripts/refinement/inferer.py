@@ -40,7 +40,7 @@ from monai.inferers import Inferer
 from scripts.evaluation.metrics import folding_from_det
 from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
-from scripts.io.options import check_schedule, is_number, parse_flag, parse_null
+from scripts.io.options import check_number, check_schedule, is_number, parse_flag, parse_null
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
@@ -205,11 +205,10 @@ class RefinementInferer(Inferer):
         grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu = map(
             parse_null, (grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu)
         )  # "null" as typed on the command line
-        if grid_mm is not None and not (is_number(grid_mm) and grid_mm > 0):
-            raise InputError(
-                f"--refine_grid_mm must be a number > 0 (mm) or null (the fixed image's grid), got {grid_mm!r}"
-            )
-        self.grid_mm = None if grid_mm is None else float(grid_mm)
+        grid_note = "mm; or null: the fixed image's grid"
+        self.grid_mm = (
+            None if grid_mm is None else check_number(grid_mm, "--refine_grid_mm", strict=True, note=grid_note)
+        )
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
@@ -217,36 +216,24 @@ class RefinementInferer(Inferer):
             raise InputError(f"--bone_trim_hu must be a number (HU) or null (no trim), got {bone_trim_hu!r}")
         self.bone_trim_hu = None if bone_trim_hu is None else float(bone_trim_hu)
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
-            if weight is not None and not (is_number(weight) and weight >= 0):
-                raise InputError(
-                    f"--refine_{name} must be a number >= 0 (or null: the default of the prior in use), got {weight!r}"
-                )
+            if weight is not None:
+                check_number(weight, f"--refine_{name}", note="or null: the default of the prior in use")
         check_schedule(levels, iterations, lr, DEFAULT_LEVELS)
-        if not (is_number(second_iterations, integer=True) and second_iterations >= 0):
-            raise InputError(
-                f"--refine_second_iterations must be a whole number >= 0 (0: no second pass), got {second_iterations!r}"
-            )
-        if not (is_number(second_snap_mm) and second_snap_mm >= 0):
-            raise InputError(f"--refine_second_snap_mm must be a number >= 0 (mm), got {second_snap_mm!r}")
-        if not (is_number(second_lr) and second_lr > 0):
-            raise InputError(f"--refine_second_lr must be a number > 0, got {second_lr!r}")
-        self.second_iterations, self.second_snap_mm = int(second_iterations), float(second_snap_mm)
-        if not (is_number(second_band_fold_weight) and second_band_fold_weight >= 0):
-            raise InputError(
-                f"--refine_second_band_fold_weight must be a number >= 0 (0: the band folds freely), "
-                f"got {second_band_fold_weight!r}"
-            )
-        self.second_lr, self.second_band_fold_weight = float(second_lr), float(second_band_fold_weight)
+        self.second_iterations = check_number(
+            second_iterations, "--refine_second_iterations", integer=True, note="0: no second pass"
+        )
+        self.second_snap_mm = check_number(second_snap_mm, "--refine_second_snap_mm", note="mm")
+        self.second_lr = check_number(second_lr, "--refine_second_lr", strict=True)
+        self.second_band_fold_weight = check_number(
+            second_band_fold_weight, "--refine_second_band_fold_weight", note="0: the band folds freely"
+        )
         self.second_step_start = parse_flag(second_step_start, "refine_second_step_start")
-        for name, reach in (("second_wall_search", second_wall_search), ("first_wall_search", first_wall_search)):
-            if not (is_number(reach, integer=True) and reach >= 0):
-                raise InputError(f"--refine_{name} must be a whole number of voxels >= 0 (0: no search), got {reach!r}")
-        self.second_wall_search, self.first_wall_search = int(second_wall_search), int(first_wall_search)
-        if not (is_number(first_wall_region_mm) and first_wall_region_mm >= 0):
-            raise InputError(
-                f"--refine_first_wall_region_mm must be a number >= 0 (mm; 0: one shift), got {first_wall_region_mm!r}"
-            )
-        self.first_wall_region_mm = float(first_wall_region_mm)
+        reach = {"integer": True, "unit": " of voxels", "note": "0: no search"}
+        self.second_wall_search = check_number(second_wall_search, "--refine_second_wall_search", **reach)
+        self.first_wall_search = check_number(first_wall_search, "--refine_first_wall_search", **reach)
+        self.first_wall_region_mm = check_number(
+            first_wall_region_mm, "--refine_first_wall_region_mm", note="mm; 0: one shift"
+        )
         closings = [first_wall_closings_mm] if is_number(first_wall_closings_mm) else first_wall_closings_mm
         if not (isinstance(closings, (list, tuple)) and all(is_number(r) and r > 0 for r in closings)):
             raise InputError(
@@ -257,13 +244,11 @@ class RefinementInferer(Inferer):
                 "--refine_first_wall_closings_mm needs --refine_first_wall_search >= 1 (the search tries them)"
             )
         self.first_wall_closings_mm = tuple(float(r) for r in closings)
-        n_search = parse_null(first_wall_search_iterations)
-        if not (n_search is None or (is_number(n_search, integer=True) and n_search >= 1)):
-            raise InputError(
-                f"--refine_first_wall_search_iterations must be a whole number >= 1 or null, got {n_search!r}"
-            )
+        n_search, flag = parse_null(first_wall_search_iterations), "--refine_first_wall_search_iterations"
         self.first_wall_search_iterations = (
-            self.second_iterations or SEARCH_ITERATIONS if n_search is None else int(n_search)
+            self.second_iterations or SEARCH_ITERATIONS
+            if n_search is None
+            else check_number(n_search, flag, minimum=1, integer=True, note="or null: the second pass's iterations")
         )
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
