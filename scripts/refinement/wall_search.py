@@ -260,12 +260,12 @@ def search_wall_shift(
     scores = {key: float(v[zones].mean()) for key, v in zip(keys, local)}
     sigma = float(region_mm) / np.asarray(spacing, dtype=float) if region_mm > 0 else None
     best = choose_candidate(local, reach, zone, zones, sigma)
+    means = "mean local NCC^2 " + ", ".join(f"{_name(key)}: {v:.4f}" for key, v in scores.items())  # how close
     if sigma is None:
-        logger.info("the wall search chose %s (mean local NCC^2 %s)", _name(keys[best], centre),
-                    ", ".join(f"{_name(key)}: {v:.4f}" for key, v in scores.items()))  # fmt: skip
+        logger.info("the wall search chose %s (%s)", _name(keys[best], centre), means)
     else:
         shares = ", ".join(f"{_name(k)}: {100 * float((best[zones] == i).mean()):.0f} %" for i, k in enumerate(keys))
-        logger.info("the wall search per region (%g mm) chose the shifts %s of the wall zone", region_mm, shares)
+        logger.info("the wall search per region (%g mm) chose %s of the wall zone (%s)", region_mm, shares, means)
     return _found(keys, best, centre, own, scores, runs)
 
 
