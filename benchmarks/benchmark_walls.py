@@ -24,13 +24,16 @@ Run (from the bundle root)::
     python -m benchmarks.benchmark_walls --walls default --perturbations clean --method refine_true_wall
     python -m benchmarks.benchmark_walls --walls default --perturbations clean --method refine_from_truth
 
-``--profile`` also prints where each refinement puts the slip across the true wall (:func:`jump_profile`).
+``--profile`` also prints where each refinement puts the slip across the true wall (:func:`jump_profile`);
+``--log-search`` the wall search's choices as the bundle logs them (each candidate's share and mean local NCC^2;
+with ``--refine-option first_wall_search=1``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -139,10 +142,14 @@ def main(argv=None) -> dict:
         "those started from the TRUE field, the finest level only (where the objective leads from the truth)",
     )
     p.add_argument("--profile", action="store_true", help="also print where the slip lies (see jump_profile)")
+    p.add_argument("--log-search", action="store_true", help="also print the wall search's choices (its log)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="benchmark_walls", help="folder for results.md / results.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.log_search:
+        logging.basicConfig(format="%(name)s: %(message)s")
+        logging.getLogger("scripts.refinement.wall_search").setLevel(logging.INFO)
     names, walls = args.anatomies.split(","), args.walls.split(",")
     perts, seeds = args.perturbations.split(","), [int(s) for s in args.seeds.split(",")]
     for given, allowed, what in (

@@ -2,6 +2,8 @@
 (benchmarks/benchmark_walls.py)."""
 
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -191,3 +193,19 @@ def test_benchmark_walls_rows_and_files(tmp_path):
     motion = saved["cases"][0]["motion"]  # the case's own motion, beside the refinement's figures
     assert 6.0 <= motion["organ_motion_mm_p5_p50_p95"][1] <= 10.0 and motion["jump_mm_mean"] > 2.0
     assert motion["cavity_det_below_half_pct"] < 5.0 and 0 < saved["cases"][0]["epe_body_seen"] < 3.0  # 2.6 %
+
+
+def test_benchmark_walls_logs_the_wall_search_choice(tmp_path, caplog):
+    from benchmarks import benchmark_walls as bench
+
+    args = ["--anatomies", "phantom", "--walls", "default", "--seeds", "0", "--perturbations", "clean",
+            "--iterations", "20,10", "--refine-option", "first_wall_search=1",
+            "--refine-option", "first_wall_region_mm=20", "--log-search", "--out", str(tmp_path)]  # fmt: skip
+    try:
+        bench.main(args)
+    finally:
+        logging.getLogger("scripts.refinement.wall_search").setLevel(logging.NOTSET)
+    chose = [r.getMessage() for r in caplog.records if "the wall search per region (20 mm) chose" in r.getMessage()]
+    shares = [int(share) for share in re.findall(r": (\d+) %", chose[0])]  # each candidate's share of the wall zone
+    assert len(chose) == 1 and len(shares) == 3 and 98 <= sum(shares) <= 102
+    assert "(mean local NCC^2 -1: 0." in chose[0] and ", +1: 0." in chose[0]  # and how close the choice was
