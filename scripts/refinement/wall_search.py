@@ -265,7 +265,7 @@ def search_wall_shift(
         logger.info("the wall search chose %s (%s)", _name(keys[best], centre), means)
     else:
         shares = ", ".join(f"{_name(k)}: {100 * float((best[zones] == i).mean()):.0f} %" for i, k in enumerate(keys))
-        logger.info("the wall search per region (%g mm) chose %s of the wall zone (%s)", region_mm, shares, means)
+        logger.info("the wall search per region (%g mm) chose the shifts %s of the zone (%s)", region_mm, shares, means)
     return _found(keys, best, centre, own, scores, runs)
 
 
