@@ -21,7 +21,10 @@ Usage::
     python benchmarks/benchmark_refine.py --first_wall_search 1   # the search before the first pass's finest level
     python benchmarks/benchmark_refine.py --first_wall_search 2 --first_wall_region_mm 20   # its shift per region
     python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_closings_mm '[12]'  # a closing candidate
-    python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_search_iterations 20  # each candidate's
+    python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_search_iterations 20  # per candidate
+
+Left out, ``--first_wall_search_iterations`` takes the bundle's rule (``--refine_first_wall_search_iterations null``:
+the second pass's iterations, :func:`scripts.refinement.second_pass.first_search_iterations`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from scripts.evaluation.metrics import folding_percentage
+from scripts.io.errors import InputError
+from scripts.io.options import check_number, parse_null
 from scripts.losses.biomechanical import RIGID, SLIDING
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
@@ -45,12 +50,12 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    first_search_iterations,
     second_pass,
 )
 from scripts.refinement.wall_search import (
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
-    SEARCH_ITERATIONS,
     first_pass_with_search,
 )
 from scripts.regions.cavity import body_mask, cavity_regions
@@ -118,7 +123,7 @@ def run_one(
     first_wall_search: int = FIRST_PASS_WALL_SEARCH,
     first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
     first_wall_closings_mm: Sequence[float] = (),
-    first_wall_search_iterations: int = SEARCH_ITERATIONS,
+    first_wall_search_iterations: int | None = None,
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
@@ -148,7 +153,7 @@ def run_one(
             None,
             first,
             first_wall_search,
-            int(first_wall_search_iterations),
+            first_search_iterations(first_wall_search_iterations, second_iterations),
             region_mm=first_wall_region_mm,
             closings=[float(r) for r in first_wall_closings_mm],
         )
@@ -209,13 +214,19 @@ def main(
     first_wall_search: int = FIRST_PASS_WALL_SEARCH,
     first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
     first_wall_closings_mm: Sequence[float] = (),
-    first_wall_search_iterations: int = SEARCH_ITERATIONS,
+    first_wall_search_iterations: int | None = None,
 ) -> None:
     second = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
     second.update(second_step_start=bool(second_step_start), first_wall_search=int(first_wall_search))
     second.update(first_wall_region_mm=float(first_wall_region_mm))
     second.update(first_wall_closings_mm=[float(r) for r in first_wall_closings_mm])
-    second.update(first_wall_search_iterations=int(first_wall_search_iterations))
+    n_search = parse_null(first_wall_search_iterations)
+    if n_search is not None:  # None: the bundle's rule (the second pass's iterations), first_search_iterations
+        try:
+            n_search = check_number(n_search, "--first_wall_search_iterations", minimum=1, integer=True)
+        except InputError as err:
+            raise SystemExit(f"error: {err}") from None
+    second.update(first_wall_search_iterations=first_search_iterations(n_search, second_iterations))
     if run is not None:
         print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return

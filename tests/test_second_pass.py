@@ -8,15 +8,18 @@ import torch
 from monai.networks.blocks import Warp
 from scipy import ndimage
 
+from benchmarks import benchmark_refine
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    first_search_iterations,
     second_pass,
 )
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
+    SEARCH_ITERATIONS,
     WallSearch,
     choose_candidate,
     first_pass_with_search,
@@ -295,6 +298,16 @@ def test_the_chosen_candidates_run_is_reused_only_where_one_was_chosen_everywher
     several = np.full((4, 4, 4), 1)
     several[0] = 3
     assert uniform_run(WallSearch(0, np.where(several == 3, 12.0, 20.0), {}, runs, several)) is None
+
+
+def test_the_bundle_and_the_benchmark_give_the_search_the_same_iterations():
+    """The candidates' iterations: as asked, else the second pass's, else (no second pass) SEARCH_ITERATIONS; the
+    benchmark's flag takes the same rule and refuses 0 in one line before it builds its case (it used to default to
+    30 whatever --second_iterations said, and to end in a ValueError traceback on 0)."""
+    assert first_search_iterations(None, 45) == 45 and first_search_iterations(20, 45) == 20
+    assert first_search_iterations(None, 0) == SEARCH_ITERATIONS == 30
+    with pytest.raises(SystemExit, match=r"^error: --first_wall_search_iterations must be a whole number >= 1"):
+        benchmark_refine.main(first_wall_search=1, first_wall_search_iterations=0)
 
 
 def test_the_search_tries_other_closing_radii_and_opens_a_gap_the_labels_closing_bridges():

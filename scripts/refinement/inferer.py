@@ -51,6 +51,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    first_search_iterations,
     second_pass,
 )
 from scripts.refinement.similarity import SIMILARITIES
@@ -59,7 +60,6 @@ from scripts.refinement.wall_search import (
     FIRST_PASS_WALL_CLOSINGS_MM,
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
-    SEARCH_ITERATIONS,
     first_pass_with_search,
 )
 from scripts.regions import segment as totalsegmentator
@@ -245,11 +245,9 @@ class RefinementInferer(Inferer):
             )
         self.first_wall_closings_mm = tuple(float(r) for r in closings)
         n_search, flag = parse_null(first_wall_search_iterations), "--refine_first_wall_search_iterations"
-        self.first_wall_search_iterations = (
-            self.second_iterations or SEARCH_ITERATIONS
-            if n_search is None
-            else check_number(n_search, flag, minimum=1, integer=True, note="or null: the second pass's iterations")
-        )
+        note = "or null: the second pass's iterations"
+        checked = None if n_search is None else check_number(n_search, flag, minimum=1, integer=True, note=note)
+        self.first_wall_search_iterations = first_search_iterations(checked, self.second_iterations)
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")

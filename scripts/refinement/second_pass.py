@@ -48,6 +48,7 @@ import torch
 from scripts.refinement.pyramid import resize_field, resize_labels
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
+    SEARCH_ITERATIONS,
     one_level_pass,
     region_tensors,
     search_wall_shift,
@@ -64,6 +65,7 @@ __all__ = [
     "SECOND_PASS_SNAP_MM",
     "SECOND_PASS_STEP_START",
     "SECOND_PASS_WALL_SEARCH",
+    "first_search_iterations",
     "second_pass",
 ]
 
@@ -81,6 +83,14 @@ SECOND_PASS_BAND_FOLD_WEIGHT = 1.0
 SECOND_PASS_STEP_START = False
 # the wall search (module docstring): off by default; it costs 2 * wall_search + 1 more passes of search_iterations
 SECOND_PASS_WALL_SEARCH = 0
+
+
+def first_search_iterations(requested: int | None, second_iterations: int) -> int:
+    """The iterations of each candidate of the search before the first pass's finest level
+    (:func:`scripts.refinement.wall_search.first_pass_with_search`): ``requested``, else (None) the second pass's
+    ``second_iterations``, else (no second pass) :data:`~scripts.refinement.wall_search.SEARCH_ITERATIONS`. The
+    bundle's option and the benchmarks' flag both take this rule."""
+    return int(requested) if requested is not None else int(second_iterations or SEARCH_ITERATIONS)
 
 
 def second_pass(
