@@ -62,6 +62,7 @@ import torch
 
 from scripts.losses.biomechanical import BiomechanicalLoss
 from scripts.refinement.pyramid import (
+    WORKING_GRID_MM,
     grid_spacing,
     resize_field,
     resize_field_sided,
@@ -199,7 +200,7 @@ def refine_pair(
     levels: int = 3,
     iterations: int | Sequence[int] = (150, 100, 60),
     lr: float | Sequence[float] = 0.3,
-    grid_mm: float | None = 2.0,
+    grid_mm: float | None = WORKING_GRID_MM,
     lncc_kernel: int = 3,
     mind_radius: int = 1,
     mind_dilation: int = 2,

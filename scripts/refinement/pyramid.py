@@ -10,20 +10,27 @@ in voxels is rescaled by (m - 1) / (n - 1) along each axis when it moves from n 
 - :func:`resize_field_sided`: the same, each side of the sliding wall interpolated from its own side only;
 - :func:`resize_regions`: the regularisation mask and its sliding normals, keeping a thin band alive;
 - :func:`resize_side`: the wall's side (1 inside, 0 outside, -1 unknown), nearest sample;
-- :func:`resize_labels`: a label map (or any map of classes), nearest sample.
+- :func:`resize_labels`: a label map (or any map of classes), nearest sample;
+- :func:`working_grid`: a pass's images, field, label map and CT on the working grid (:class:`WorkingGrid`), for the
+  one-level passes of :mod:`scripts.refinement.wall_search` and :mod:`scripts.refinement.second_pass`;
+- :func:`region_tensors`: ``cavity_regions``' arrays as the refinement takes them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from scripts.regions.labels import RIGID, SLIDING
 
 __all__ = [
+    "WORKING_GRID_MM",
+    "WorkingGrid",
     "working_shape",
     "grid_spacing",
     "resize_image",
@@ -32,7 +39,12 @@ __all__ = [
     "resize_regions",
     "resize_side",
     "resize_labels",
+    "region_tensors",
+    "working_grid",
 ]
+
+# the working grid's voxel size, mm: refine_pair's ``grid_mm`` (scripts/refinement/optimiser.py says why 2 mm)
+WORKING_GRID_MM = 2.0
 
 
 def working_shape(shape: Sequence[int], spacing: Sequence[float], grid_mm: float | None) -> tuple[int, ...]:
@@ -164,3 +176,60 @@ def resize_labels(labels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     if tuple(labels.shape[2:]) == shape:
         return labels
     return _nearest_sample(labels, shape)
+
+
+class WorkingGrid(NamedTuple):
+    """A pass's inputs on the working grid: ``images`` (fixed, moving) (1, 1, *S) or None, ``spacing`` (3,) mm,
+    ``ddf`` (1, 3, *S) voxels, ``regions`` (label map, CT or None, ``cavity_regions`` keywords) and the
+    ``refine_options`` of each one-level pass there."""
+
+    images: tuple[torch.Tensor, torch.Tensor] | None
+    spacing: list[float]
+    ddf: torch.Tensor
+    regions: tuple[np.ndarray, np.ndarray | None, dict[str, Any]]
+    refine_options: dict[str, Any]
+
+
+def working_grid(
+    fixed, moving, spacing, ddf, seg, image, region_options, refine_options, lr, band_fold_weight, with_images=True
+):
+    """The images, field, label map and CT on the refinement's working grid (module docstring), and the keywords of
+    the one-level passes there: ``refine_options`` without the regions, start and schedule, with the pass's ``lr``
+    (None: the finest level's) and ``band_fold_weight`` (None: the first pass's); the images only ``with_images``
+    (a pass without iterations needs none)."""
+    region_options = {
+        k: v for k, v in (region_options or {}).items() if k not in ("snap_mm", "shear_field", "return_side")
+    }
+    drop = ("reg_mask", "normals", "wall_side", "init_ddf", "levels", "iterations")
+    refine_options = {k: v for k, v in (refine_options or {}).items() if k not in drop}
+    if band_fold_weight is not None:
+        refine_options["band_fold_weight"] = float(band_fold_weight)
+    if lr is not None:
+        refine_options["lr"] = float(lr)
+    elif isinstance(refine_options.get("lr"), (list, tuple)):
+        refine_options["lr"] = float(refine_options["lr"][-1])
+    in_shape = tuple(fixed.shape[2:])
+    work = working_shape(in_shape, spacing, refine_options.pop("grid_mm", WORKING_GRID_MM))
+    sp = grid_spacing(in_shape, spacing, work) if work != in_shape else [float(s) for s in spacing]
+    seg_w = resize_labels(torch.from_numpy(np.asarray(seg).astype(np.int32))[None, None], work)[0, 0].numpy()
+    image_w = None if image is None else resize_image(_volume(image), work)[0, 0].numpy()
+    images = (resize_image(fixed.float(), work), resize_image(moving.float(), work)) if with_images else None
+    return WorkingGrid(
+        images, sp, resize_field(ddf.detach().float(), work), (seg_w, image_w, region_options), refine_options
+    )
+
+
+def region_tensors(mask: np.ndarray, normals: np.ndarray, side: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """``cavity_regions``' (mask, normals, side) arrays as :func:`refine_pair` takes them: (1, 1, *S) float mask,
+    (1, 3, *S) normals, (1, 1, *S) float side."""
+    return (
+        torch.from_numpy(mask.astype(np.float32))[None, None],
+        torch.from_numpy(normals)[None],
+        torch.from_numpy(side.astype(np.float32))[None, None],
+    )
+
+
+def _volume(image: Any) -> torch.Tensor:
+    """(X, Y, Z) array or tensor -> (1, 1, X, Y, Z) float32 tensor."""
+    volume = image.detach().float() if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
+    return volume.float().reshape((1, 1) + tuple(volume.shape[-3:]))

@@ -45,15 +45,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from scripts.refinement.pyramid import resize_field, resize_labels
+from scripts.refinement.pyramid import region_tensors, resize_field, resize_labels, working_grid
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
     SEARCH_ITERATIONS,
     one_level_pass,
-    region_tensors,
     search_wall_shift,
     uniform_run,
-    working_grid,
 )
 from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import SLIDING

@@ -42,8 +42,9 @@ slip, with no voxel closed at 12 mm), and a segmenter's labels lost up to 13 poi
 bundles 0.9.13 and 0.9.14).
 
 All on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
-mm; :func:`working_grid`): the images, the label map and the field are brought there first (the regions' distance
-transforms and filters cost about their voxel count), and the field goes back to the input grid at the end.
+mm; :func:`scripts.refinement.pyramid.working_grid`): the images, the label map and the field are brought there
+first (the regions' distance transforms and filters cost about their voxel count), and the field goes back to the
+input grid at the end.
 Conventions are those of :func:`~scripts.refinement.optimiser.refine_pair`: images (1, 1, X, Y, Z) normalised, the
 field (1, 3, X, Y, Z) in voxels of that grid, ``spacing`` (3,) mm.
 """
@@ -61,7 +62,7 @@ import torch
 from scipy import ndimage
 
 from scripts.refinement.optimiser import refine_pair
-from scripts.refinement.pyramid import grid_spacing, resize_field, resize_image, resize_labels, working_shape
+from scripts.refinement.pyramid import region_tensors, resize_field, working_grid
 from scripts.refinement.similarity import FixedLNCC, GridWarp
 from scripts.regions.cavity import cavity_regions
 
@@ -73,14 +74,11 @@ __all__ = [
     "WALL_REGION_MARGIN",
     "FIRST_PASS_WALL_CLOSINGS_MM",
     "WallSearch",
-    "WorkingGrid",
     "choose_candidate",
     "first_pass_with_search",
     "one_level_pass",
-    "region_tensors",
     "search_wall_shift",
     "uniform_run",
-    "working_grid",
 ]
 
 # the search before the first pass's finest level and its shift per region (region_mm, 0: one shift for the whole
@@ -97,7 +95,6 @@ WALL_REGION_MARGIN = 0.01
 # a closing candidate replaces the shifts' choice only where it beats it by more (module docstring, *Closing radii*)
 WALL_CLOSING_MARGIN = 0.01
 logger = logging.getLogger(__name__)
-DEFAULT_GRID_MM = inspect.signature(refine_pair).parameters["grid_mm"].default
 DEFAULT_SCHEDULE = {k: inspect.signature(refine_pair).parameters[k].default for k in ("levels", "iterations")}
 DEFAULT_CLOSING_MM = inspect.signature(cavity_regions).parameters["closing_mm"].default
 
@@ -338,61 +335,10 @@ def _found(keys, chosen, centre, own, scores, runs) -> WallSearch:
     return WallSearch(shift, float(table[chosen]) if np.ndim(chosen) == 0 else table[chosen], scores, runs, chosen)
 
 
-class WorkingGrid(NamedTuple):
-    """A pass's inputs on the working grid: ``images`` (fixed, moving) (1, 1, *S) or None, ``spacing`` (3,) mm,
-    ``ddf`` (1, 3, *S) voxels, ``regions`` (label map, CT or None, ``cavity_regions`` keywords) and the
-    ``refine_options`` of each one-level pass there."""
-
-    images: tuple[torch.Tensor, torch.Tensor] | None
-    spacing: list[float]
-    ddf: torch.Tensor
-    regions: tuple[np.ndarray, np.ndarray | None, dict[str, Any]]
-    refine_options: dict[str, Any]
-
-
-def working_grid(
-    fixed, moving, spacing, ddf, seg, image, region_options, refine_options, lr, band_fold_weight, with_images=True
-):
-    """The images, field, label map and CT on the refinement's working grid (module docstring), and the keywords of
-    the one-level passes there: ``refine_options`` without the regions, start and schedule, with the pass's ``lr``
-    (None: the finest level's) and ``band_fold_weight`` (None: the first pass's); the images only ``with_images``
-    (a pass without iterations needs none)."""
-    region_options = {
-        k: v for k, v in (region_options or {}).items() if k not in ("snap_mm", "shear_field", "return_side")
-    }
-    drop = ("reg_mask", "normals", "wall_side", "init_ddf", "levels", "iterations")
-    refine_options = {k: v for k, v in (refine_options or {}).items() if k not in drop}
-    if band_fold_weight is not None:
-        refine_options["band_fold_weight"] = float(band_fold_weight)
-    if lr is not None:
-        refine_options["lr"] = float(lr)
-    elif isinstance(refine_options.get("lr"), (list, tuple)):
-        refine_options["lr"] = float(refine_options["lr"][-1])
-    in_shape = tuple(fixed.shape[2:])
-    work = working_shape(in_shape, spacing, refine_options.pop("grid_mm", DEFAULT_GRID_MM))
-    sp = grid_spacing(in_shape, spacing, work) if work != in_shape else [float(s) for s in spacing]
-    seg_w = resize_labels(torch.from_numpy(np.asarray(seg).astype(np.int32))[None, None], work)[0, 0].numpy()
-    image_w = None if image is None else resize_image(_volume(image), work)[0, 0].numpy()
-    images = (resize_image(fixed.float(), work), resize_image(moving.float(), work)) if with_images else None
-    return WorkingGrid(
-        images, sp, resize_field(ddf.detach().float(), work), (seg_w, image_w, region_options), refine_options
-    )
-
-
 def uniform_run(found: WallSearch) -> tuple | None:
     """The search's run of the candidate chosen everywhere, else None (a map of several)."""
     picked = np.unique(found.chosen)
     return found.runs[list(found.runs)[int(picked[0])]] if len(picked) == 1 else None
-
-
-def region_tensors(mask: np.ndarray, normals: np.ndarray, side: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """``cavity_regions``' (mask, normals, side) arrays as :func:`refine_pair` takes them: (1, 1, *S) float mask,
-    (1, 3, *S) normals, (1, 1, *S) float side."""
-    return (
-        torch.from_numpy(mask.astype(np.float32))[None, None],
-        torch.from_numpy(normals)[None],
-        torch.from_numpy(side.astype(np.float32))[None, None],
-    )
 
 
 def one_level_pass(images, spacing, ddf, regions, iterations, refine_options) -> tuple[torch.Tensor, list[dict]]:
@@ -412,9 +358,3 @@ def one_level_pass(images, spacing, ddf, regions, iterations, refine_options) ->
         grid_mm=None,
         **refine_options,
     )
-
-
-def _volume(image: Any) -> torch.Tensor:
-    """(X, Y, Z) array or tensor -> (1, 1, X, Y, Z) float32 tensor."""
-    volume = image.detach().float() if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
-    return volume.float().reshape((1, 1) + tuple(volume.shape[-3:]))
