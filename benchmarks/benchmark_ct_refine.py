@@ -74,13 +74,14 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    first_search_iterations,
     second_pass,
 )
 from scripts.refinement.start import START_MODES, network_start
 from scripts.refinement.wall_search import (
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
-    SEARCH_ITERATIONS,
+    WALL_RUNOFF_ITERATIONS,
     first_pass_with_search,
 )
 from scripts.regions.cavity import cavity_regions
@@ -110,6 +111,7 @@ SECOND_KEYS = (
     "first_wall_region_mm",
     "first_wall_closings_mm",
     "first_wall_search_iterations",
+    "first_wall_runoff_iterations",
 )
 
 
@@ -207,9 +209,10 @@ def run_method(
                 region_options,
                 kwargs,
                 first_search,
-                search_iterations=int(refine_kwargs.get("first_wall_search_iterations", SEARCH_ITERATIONS)),
+                search_iterations=first_search_iterations(refine_kwargs.get("first_wall_search_iterations"), second),
                 region_mm=float(refine_kwargs.get("first_wall_region_mm", FIRST_PASS_WALL_REGION_MM)),
                 closings=[float(r) for r in refine_kwargs.get("first_wall_closings_mm", ())],
+                runoff=int(refine_kwargs.get("first_wall_runoff_iterations", WALL_RUNOFF_ITERATIONS)),
             )
         else:
             (ddf, _), shift, closing = refine_pair(f, m, list(spacing), **kwargs), 0, None

@@ -22,6 +22,7 @@ Usage::
     python benchmarks/benchmark_refine.py --first_wall_search 2 --first_wall_region_mm 20   # its shift per region
     python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_closings_mm '[12]'  # a closing candidate
     python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_search_iterations 20  # per candidate
+    python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_runoff_iterations 40  # its run-off
 
 Left out, ``--first_wall_search_iterations`` takes the bundle's rule (``--refine_first_wall_search_iterations null``:
 the second pass's iterations, :func:`scripts.refinement.second_pass.first_search_iterations`).
@@ -56,6 +57,7 @@ from scripts.refinement.second_pass import (
 from scripts.refinement.wall_search import (
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
+    WALL_RUNOFF_ITERATIONS,
     first_pass_with_search,
 )
 from scripts.regions.cavity import body_mask, cavity_regions
@@ -124,6 +126,7 @@ def run_one(
     first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
     first_wall_closings_mm: Sequence[float] = (),
     first_wall_search_iterations: int | None = None,
+    first_wall_runoff_iterations: int = WALL_RUNOFF_ITERATIONS,
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
@@ -156,6 +159,7 @@ def run_one(
             first_search_iterations(first_wall_search_iterations, second_iterations),
             region_mm=first_wall_region_mm,
             closings=[float(r) for r in first_wall_closings_mm],
+            runoff=int(first_wall_runoff_iterations),
         )
     else:
         (ddf, curve), shift, closing = refine_pair(fixed, moving, (1.0, 1.0, 1.0), **first), 0, None
@@ -215,6 +219,7 @@ def main(
     first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
     first_wall_closings_mm: Sequence[float] = (),
     first_wall_search_iterations: int | None = None,
+    first_wall_runoff_iterations: int = WALL_RUNOFF_ITERATIONS,
 ) -> None:
     second = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
     second.update(second_step_start=bool(second_step_start), first_wall_search=int(first_wall_search))
@@ -227,6 +232,7 @@ def main(
         except InputError as err:
             raise SystemExit(f"error: {err}") from None
     second.update(first_wall_search_iterations=first_search_iterations(n_search, second_iterations))
+    second.update(first_wall_runoff_iterations=int(first_wall_runoff_iterations))
     if run is not None:
         print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return

@@ -298,6 +298,16 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ),
         ("refine_first_wall_search_iterations", 0, "--refine_first_wall_search_iterations must be a whole number >= 1"),
         ("refine_first_wall_search_iterations", 2.5, "--refine_first_wall_search_iterations must be a whole number"),
+        (
+            "refine_first_wall_runoff_iterations",
+            -1,
+            "--refine_first_wall_runoff_iterations must be a whole number >= 0",
+        ),
+        (
+            "refine_first_wall_runoff_iterations",
+            40,
+            "--refine_first_wall_runoff_iterations needs --refine_first_wall_search >= 1",
+        ),
         ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
         ("bone_trim_hu", "dim", "--bone_trim_hu must be a number (HU) or null"),
         ("bone_trim_hu", [50], "--bone_trim_hu must be a number (HU) or null"),

@@ -2,6 +2,8 @@
 one or two voxels inside the true sliding wall, the wall moved to where the first field shears or where the search
 chooses, and the jump then lies on the true wall."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from monai.networks.blocks import Warp
 from scipy import ndimage
 
 from benchmarks import benchmark_refine
+from scripts.refinement import wall_search
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
     SECOND_PASS_BAND_FOLD_WEIGHT,
@@ -215,6 +218,42 @@ def test_the_wall_search_finds_the_true_wall_from_labels_two_voxels_in_on_it_or_
         )
         # measured: the first field's jump 0.22 of 3 voxels, the snap's 2.64, the search's 2.66
         assert _jump(searched) > 0.8 * 2 * SLIP and _jump(searched) >= _jump(snapped) - 0.05
+
+
+def test_the_run_off_goes_on_only_where_the_local_ncc_and_the_objective_disagree(case, monkeypatch, caplog):
+    """Labels two voxels inside the true wall: the local NCC chooses +2 and so does the objective (each candidate's
+    lowest total loss), so the run-off adds nothing (the same choice and passes as without it). With the objective
+    steered to the labels' own wall (its pass's totals lowered by 1), the two shifts +2 and 0 go on 10 iterations
+    each from their fields, the others do not, and the local NCC then chooses between the two: +2 again."""
+    truth, fixed, moving = case
+    seg, first = _liver_box_first_pass(fixed, moving, 8, (40, 60))
+    args = ((fixed, moving), SP, first, (seg, None, {}), {"lr": 0.1}, 2, 20)
+    plain = search_wall_shift(*args)
+    agreed = search_wall_shift(*args, runoff=10)
+    assert plain.shift == agreed.shift == 2 and all(len(run[0][1]) == 20 for run in agreed.runs.values())
+    assert all(torch.equal(agreed.runs[key][0][0], plain.runs[key][0][0]) for key in plain.runs)
+    passes = wall_search.one_level_pass
+
+    def steered(images, spacing, ddf, regions, iterations, options):  # the candidates' passes in the keys' order
+        field, curve = passes(images, spacing, ddf, regions, iterations, options)
+        calls.append(iterations)
+        if len(calls) == 3:  # the shift 0: -2, -1, 0, +1, +2
+            curve = [dict(row, total=row["total"] - 1.0) for row in curve]
+        return field, curve
+
+    calls: list[int] = []
+    monkeypatch.setattr(wall_search, "one_level_pass", steered)
+    with caplog.at_level(logging.INFO, logger="scripts.refinement.wall_search"):
+        found = search_wall_shift(*args, runoff=10)
+    assert calls == [20] * 5 + [10, 10] and found.shift == 2, (calls, found.scores)
+    assert {key: len(run[0][1]) for key, run in found.runs.items()} == {
+        (-2, None): 20,
+        (-1, None): 20,
+        (0, None): 30,
+        (1, None): 20,
+        (2, None): 30,
+    }
+    assert "run-off: the local NCC chose +2, the objective +0; after 10 iterations more" in caplog.text
 
 
 def test_the_search_before_the_finest_level_puts_the_first_pass_on_the_true_wall(case):

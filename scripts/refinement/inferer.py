@@ -60,6 +60,7 @@ from scripts.refinement.wall_search import (
     FIRST_PASS_WALL_CLOSINGS_MM,
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
+    WALL_RUNOFF_ITERATIONS,
     first_pass_with_search,
 )
 from scripts.regions import segment as totalsegmentator
@@ -145,6 +146,9 @@ class RefinementInferer(Inferer):
         first_wall_closings_mm: other closing radii of the cavity (mm; a list, or one number) that search tries as
             candidates too, per region with ``first_wall_region_mm`` (none, the default; ``search_wall_shift``'s
             ``closings``).
+        first_wall_runoff_iterations: > 0: where that search's local NCC and its candidates' objective prefer
+            different shifts for the whole wall, both go on this many iterations and are chosen again (0: none, the
+            default; ``search_wall_shift``'s ``runoff``).
         sided_upsampling: carry the field between levels with each side of the wall from its own side (see
             :func:`~scripts.refinement.optimiser.refine_pair`); off by default, for large motions.
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
@@ -185,6 +189,7 @@ class RefinementInferer(Inferer):
         first_wall_region_mm: float = FIRST_PASS_WALL_REGION_MM,
         first_wall_closings_mm: Sequence[float] = FIRST_PASS_WALL_CLOSINGS_MM,
         first_wall_search_iterations: int | None = None,
+        first_wall_runoff_iterations: int = WALL_RUNOFF_ITERATIONS,
         sided_upsampling: bool = False,
         network_start: str = "field",
     ):
@@ -248,6 +253,12 @@ class RefinementInferer(Inferer):
         note = "or null: the second pass's iterations"
         checked = None if n_search is None else check_number(n_search, flag, minimum=1, integer=True, note=note)
         self.first_wall_search_iterations = first_search_iterations(checked, self.second_iterations)
+        flag = "--refine_first_wall_runoff_iterations"
+        self.first_wall_runoff_iterations = check_number(
+            first_wall_runoff_iterations, flag, integer=True, note="0: none"
+        )
+        if self.first_wall_runoff_iterations and self.first_wall_search == 0:
+            raise InputError(f"{flag} needs --refine_first_wall_search >= 1 (the run-off is that search's)")
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
@@ -343,7 +354,7 @@ class RefinementInferer(Inferer):
                 searched = (self.region_options, dict(options, **first), self.first_wall_search)
                 ddf, curve, shift, closing = first_pass_with_search(
                     fixed, moving, spacing.tolist(), seg, image, *searched, self.first_wall_search_iterations,
-                    self.first_wall_region_mm, self.first_wall_closings_mm,
+                    self.first_wall_region_mm, self.first_wall_closings_mm, self.first_wall_runoff_iterations,
                 )  # fmt: skip
             else:
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)

@@ -41,6 +41,15 @@ shifts' scores and moved the whole wall's shift (the phantom's default wall, see
 slip, with no voxel closed at 12 mm), and a segmenter's labels lost up to 13 points on a case (docs/README.md,
 bundles 0.9.13 and 0.9.14).
 
+**Run-off** (``runoff``, ``--refine_first_wall_runoff_iterations``, 0 by default): the shifts' scores are close
+(0.001-0.003 apart on the hard cases) and longer passes can reverse them. A second judge comes free: the lowest total
+loss each candidate's pass reached (the objective every pass minimises: the whole image's similarity and the
+regulariser, which charges a wall that strains the field). Where the two judges differ on the whole wall's shift,
+both shifts' passes go on ``runoff`` iterations from their fields and the shifts are chosen again between the two
+(:func:`_run_off`; a closing keeps the voxels it won). WHY not the best two always, nor the objective alone: each
+gained on ``out2`` with a segmenter's labels (54 -> 58 % of the slip) and lost 8 and 6 points on a phantom case
+(``in1``, a segmenter's labels; docs/benchmark_results/walls_search_choice/).
+
 All on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
 mm; :func:`scripts.refinement.pyramid.working_grid`): the images, the label map and the field are brought there
 first (the regions' distance transforms and filters cost about their voxel count), and the field goes back to the
@@ -72,6 +81,7 @@ __all__ = [
     "SEARCH_ITERATIONS",
     "WALL_CLOSING_MARGIN",
     "WALL_REGION_MARGIN",
+    "WALL_RUNOFF_ITERATIONS",
     "FIRST_PASS_WALL_CLOSINGS_MM",
     "WallSearch",
     "choose_candidate",
@@ -94,6 +104,8 @@ SEARCH_ITERATIONS = 30
 WALL_REGION_MARGIN = 0.01
 # a closing candidate replaces the shifts' choice only where it beats it by more (module docstring, *Closing radii*)
 WALL_CLOSING_MARGIN = 0.01
+# the run-off's iterations (module docstring, *Run-off*): 0, none, by default
+WALL_RUNOFF_ITERATIONS = 0
 logger = logging.getLogger(__name__)
 DEFAULT_SCHEDULE = {k: inspect.signature(refine_pair).parameters[k].default for k in ("levels", "iterations")}
 DEFAULT_CLOSING_MM = inspect.signature(cavity_regions).parameters["closing_mm"].default
@@ -111,6 +123,7 @@ def first_pass_with_search(
     search_iterations: int = SEARCH_ITERATIONS,
     region_mm: float = FIRST_PASS_WALL_REGION_MM,
     closings: Sequence[float] = FIRST_PASS_WALL_CLOSINGS_MM,
+    runoff: int = WALL_RUNOFF_ITERATIONS,
 ) -> tuple[torch.Tensor, list[dict[str, float]], int | np.ndarray, float | np.ndarray | None]:
     """The first pass with the wall search before its finest level (module docstring, *Before the first pass's finest
     level*): :func:`refine_pair` with ``refine_options`` up to its finest level; every shift of the labelled wall
@@ -128,6 +141,7 @@ def first_pass_with_search(
         search_iterations: Adam iterations of each candidate.
         region_mm: 0: one candidate for the whole wall; > 0: one per region (:func:`search_wall_shift`).
         closings: closing radii (mm) tried as candidates too (module docstring, *Closing radii*); () none.
+        runoff: the run-off's iterations (module docstring, *Run-off*); 0 none.
 
     Returns:
         ``(ddf, curve, shift, closing_mm)``: ``ddf`` and ``curve`` as :func:`refine_pair` returns them (the finest
@@ -157,9 +171,10 @@ def first_pass_with_search(
         search_iterations,
         region_mm=region_mm,
         closings=closings,
+        runoff=runoff,
     )
     reuse = uniform_run(found) if search_iterations == iterations[-1] else None
-    if reuse is not None:  # the chosen candidate's pass is the finest level
+    if reuse is not None and len(reuse[0][1]) == search_iterations:  # the chosen pass is the finest level (no run-off)
         ddf, finest = reuse[0]
     else:
         seg_w, image_w, region_w = grid.regions
@@ -202,6 +217,7 @@ def search_wall_shift(
     centre: int | np.ndarray = 0,
     region_mm: float = 0.0,
     closings: Sequence[float] = (),
+    runoff: int = WALL_RUNOFF_ITERATIONS,
 ) -> WallSearch:
     """The shift of the whole labelled wall that the image prefers (module docstring), or with ``region_mm`` > 0
     the shift of each region of it (*Per region*); with ``closings``, the labels' wall closed with other radii too
@@ -222,6 +238,8 @@ def search_wall_shift(
             the whole wall's choice by :data:`WALL_REGION_MARGIN`, else the whole wall's choice.
         closings: other closing radii of the cavity (mm), each a candidate at the shift ``centre`` (a radius equal
             to the labels' own is skipped).
+        runoff: > 0: where the local NCC and the objective prefer different shifts for the whole wall, both go on
+            this many iterations and the shifts are chosen again between the two (module docstring, *Run-off*).
 
     Returns:
         :class:`WallSearch`. A tie goes to the labels' closing, then to the k nearest 0.
@@ -246,17 +264,24 @@ def search_wall_shift(
     for r in extra:
         zones |= (walls[(0, r)][2] != 0) != (walls[(0, None)][2] != 0)
     target, warp = FixedLNCC(fixed, 3), GridWarp()
+
+    def score(field: torch.Tensor) -> np.ndarray:  # the squared local NCC of moving warped by field, (*S)
+        with torch.no_grad():
+            return target.local(warp(moving, field))[0, 0].numpy()
+
     runs, local = {}, []
     for key, regions_k in walls.items():
         tensors = region_tensors(*regions_k)
         runs[key] = (one_level_pass(images, spacing, ddf, tensors, iterations, refine_options), tensors)
-        with torch.no_grad():
-            local.append(target.local(warp(moving, runs[key][0][0]))[0, 0].numpy())
+        local.append(score(runs[key][0][0]))
     if not zones.any():
         return WallSearch(centre, None, {key: float("nan") for key in keys}, runs, keys.index((0, None)))
     scores = {key: float(v[zones].mean()) for key, v in zip(keys, local)}
     sigma = float(region_mm) / np.asarray(spacing, dtype=float) if region_mm > 0 else None
     best = choose_candidate(local, reach, zone, zones, sigma)
+    if runoff > 0:
+        more = (images, spacing, refine_options, int(runoff), score)
+        best = _run_off(keys, runs, local, best, (reach, zone, zones, sigma), more)
     means = "mean local NCC^2 " + ", ".join(f"{_name(key)}: {v:.4f}" for key, v in scores.items())  # how close
     if sigma is None:
         logger.info("the wall search chose %s (%s)", _name(keys[best], centre), means)
@@ -289,15 +314,50 @@ def choose_candidate(
     Returns:
         The index of the chosen candidate into ``local``: one int, or with ``sigma`` an (*S) int map.
     """
-    shifts = sorted(range(2 * reach + 1), key=lambda i: abs(i - reach))  # max keeps the first: the smallest shift
-    closings = list(range(2 * reach + 1, len(local)))
-    whole = max(shifts, key=lambda i: float(local[i][zone].mean()) if zone.any() else float(i == reach))
+    shifts, closings = list(range(2 * reach + 1)), list(range(2 * reach + 1, len(local)))
+    whole = _whole_shift(local, reach, zone)
     if sigma is None:
         best = max([whole] + closings, key=lambda i: float(local[i][zones].mean()))
         clearly = float(local[best][zones].mean()) - float(local[whole][zones].mean()) > WALL_CLOSING_MARGIN
         return best if clearly else whole
     best = _regional(local, whole, shifts, zone, sigma, WALL_REGION_MARGIN)
     return _regional(local, best, closings, zones, sigma, WALL_CLOSING_MARGIN) if closings else best
+
+
+def _whole_shift(local: Sequence[np.ndarray], reach: int, zone: np.ndarray) -> int:
+    """The shift for the whole wall (an index into ``local``): the best mean over ``zone``; a tie, the smallest."""
+    shifts = sorted(range(2 * reach + 1), key=lambda i: abs(i - reach))  # max keeps the first: the smallest shift
+    return max(shifts, key=lambda i: float(local[i][zone].mean()) if zone.any() else float(i == reach))
+
+
+def _run_off(keys, runs, local, best, choice, more) -> int | np.ndarray:
+    """The run-off (module docstring, *Run-off*): ``choice`` (reach, zone, zones, sigma) and ``best`` as
+    :func:`choose_candidate` took and gave them; ``more`` (images, spacing, refine_options, iterations, score): the
+    passes and the scoring of the search. Where the local NCC's shift for the whole wall and the objective's (the
+    shift whose pass ended at the lowest total loss; a tie: the smallest) differ, both passes go on ``iterations``
+    from their fields (``runs`` and ``local`` updated in place) and the shifts are chosen again between the two; the
+    closing candidates keep the voxels they won. Returns the choice (``best`` where the two agree)."""
+    reach, zone, zones, sigma = choice
+    images, spacing, refine_options, iterations, score = more
+    by_ncc = _whole_shift(local, reach, zone)
+    totals = [min(row["total"] for row in runs[keys[i]][0][1]) for i in range(2 * reach + 1)]
+    by_objective = min(range(2 * reach + 1), key=lambda i: (totals[i], abs(i - reach)))
+    if by_ncc == by_objective:
+        return best
+    for i in (by_ncc, by_objective):
+        (field, curve), tensors = runs[keys[i]]
+        field, rows = one_level_pass(images, spacing, field, tensors, iterations, refine_options)
+        runs[keys[i]], local[i] = ((field, curve + rows), tensors), score(field)
+    logger.info(
+        "the wall search's run-off: the local NCC chose %s, the objective %s; after %d iterations more, mean local "
+        "NCC^2 %.4f and %.4f over the zone",
+        *(_name(keys[i]) for i in (by_ncc, by_objective)),
+        iterations,
+        *(float(local[i][zones].mean()) for i in (by_ncc, by_objective)),
+    )
+    out = [v if i in (by_ncc, by_objective) else v - 2.0 for i, v in enumerate(local)]  # NCC^2 <= 1: never chosen
+    again, closed = choose_candidate(out, reach, zone, zones, sigma), np.asarray(best) > 2 * reach
+    return np.where(closed, best, again) if np.ndim(closed) else (best if closed else again)
 
 
 def _regional(local, current, candidates, zone, sigma, margin) -> np.ndarray:
