@@ -210,8 +210,8 @@ def test_the_deep_breathing_config_turns_on_what_large_motions_need():
 def test_the_wall_search_config_turns_on_the_search_and_the_step_start():
     """configs/refine_wall_search.json merged after refine.json: the wall search of one voxel before the first pass's
     finest level (not the second pass's since 0.9.10), per region of 20 mm (since 0.9.11), with a 12 mm closing among
-    its candidates (since 0.9.14), and the second pass's step start reach the inferer; the schedule and the rest as
-    refine.json has them (the bones' labels untrimmed)."""
+    its candidates (since 0.9.14) and a run-off of 40 iterations (since 0.9.16), and the second pass's step start
+    reach the inferer; the schedule and the rest as refine.json has them (the bones' labels untrimmed)."""
     root = Path(__file__).resolve().parents[1] / "configs"
     parser = ConfigParser()
     parser.read_config([str(root / name) for name in (*CONFIGS, "refine_wall_search.json")])
@@ -220,6 +220,7 @@ def test_the_wall_search_config_turns_on_the_search_and_the_step_start():
     assert (inferer.first_wall_search, inferer.second_wall_search, inferer.second_step_start) == (1, 0, True)
     assert inferer.first_wall_region_mm == 20.0 and inferer.region_options["bone_trim_hu"] is None  # not in it
     assert inferer.first_wall_closings_mm == (12.0,) and inferer.first_wall_search_iterations == 20  # since 0.9.14
+    assert inferer.first_wall_runoff_iterations == 40  # since 0.9.16
     assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)
     assert inferer.options["sided_upsampling"] is False and inferer.options["iterations"] == [150, 100, 60]
 
