@@ -195,9 +195,9 @@ class WallSearch(NamedTuple):
     ``shift``: the chosen ``centre + k`` (voxels, > 0 outwards; an (*S) int map with a map ``centre`` or per
     region); ``closing_mm``: None where every chosen candidate keeps the labels' closing, else the chosen radius
     (mm; an (*S) map per region); ``scores``: each candidate's mean squared local NCC over the voxels where the
-    candidates disagree; ``runs``: each candidate's pass, ``((field, curve), (mask, normals, side))`` (the field
-    (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them); ``chosen``: the index into ``list(runs)`` of
-    the candidate chosen (one int, or an (*S) map)."""
+    candidates disagree, after its first ``iterations``; ``runs``: each candidate's pass, ``((field, curve), (mask,
+    normals, side))`` (the field (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them; a run-off's two
+    passes with its iterations too); ``chosen``: the index into ``list(runs)`` of the chosen (an int or (*S) map)."""
 
     shift: int | np.ndarray
     closing_mm: float | np.ndarray | None
