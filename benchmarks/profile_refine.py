@@ -25,6 +25,7 @@ from benchmarks.benchmark_refine import build_case
 from scripts.losses.biomechanical import BiomechanicalLoss
 from scripts.refinement.optimiser import backward_terms, level_terms
 from scripts.refinement.pyramid import (
+    WORKING_GRID_MM,
     grid_spacing,
     resize_field,
     resize_image,
@@ -36,7 +37,7 @@ from scripts.refinement.similarity import GridWarp, Similarity
 from scripts.regions.labels import SLIDING
 
 
-def finest_level(case: dict, grid_mm: float = 2.0) -> dict:
+def finest_level(case: dict, grid_mm: float = WORKING_GRID_MM) -> dict:
     """The finest level's inputs on the working grid: images, regions, side, spacing and a field (the true one)."""
     fixed, moving = (torch.from_numpy(case[k])[None, None] for k in ("fixed", "moving"))
     in_shape = tuple(fixed.shape[2:])

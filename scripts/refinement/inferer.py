@@ -44,6 +44,7 @@ from scripts.io.options import check_number, check_schedule, is_number, parse_fl
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.pyramid import WORKING_GRID_MM
 from scripts.refinement.second_pass import (
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_ITERATIONS,
@@ -163,7 +164,7 @@ class RefinementInferer(Inferer):
         self,
         network_inferer: Inferer | None = None,
         use_network: bool = False,
-        grid_mm: float | None = 2.0,
+        grid_mm: float | None = WORKING_GRID_MM,
         intensity: str = "ct",
         hu_window: Sequence[float] = (-1200.0, 400.0),
         regulariser: str = "rigidity_shearing_jacobian",
