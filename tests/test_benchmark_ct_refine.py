@@ -1,6 +1,7 @@
 """The CT benchmark script (benchmarks/benchmark_ct_refine.py) end to end on the phantom."""
 
 import json
+import re
 
 import pytest
 
@@ -50,6 +51,14 @@ def test_unknown_method_is_one_error_line(tmp_path):
         bench.main(
             ["--cases", "phantom0", "--methods", "none", "--refine-option", "bone_trim_hu", "--out", str(tmp_path)]
         )
+    # the passes' options follow the bundle's rules: a negative run-off or no search iterations stop before any work
+    for option, words in (
+        ("first_wall_runoff_iterations=-1", "first_wall_runoff_iterations must be a whole number >= 0, got -1"),
+        ("first_wall_search_iterations=0", "first_wall_search_iterations must be a whole number >= 1 (or null"),
+        ("second_lr=0", "second_lr must be a number > 0, got 0"),
+    ):
+        with pytest.raises(SystemExit, match=re.escape(f"error: --refine-option {words}")):
+            bench.main(["--cases", "phantom0", "--methods", "none", "--refine-option", option, "--out", str(tmp_path)])
     assert not list(tmp_path.iterdir())
 
 

@@ -1,16 +1,23 @@
 """The refinement's fast paths give the values of the general ones: finite differences with a one-allocation
 backward (scripts/losses/differences.py), the warp with a kept grid and the LNCC with the fixed image's sums computed
 once (scripts/refinement/similarity.py), the per-level weights of the diffusion and fold barrier
-(scripts/refinement/terms.py). Speed itself is measured by ``python -m benchmarks.profile_refine``."""
+(scripts/refinement/terms.py), and the hand-written backward passes of bundle 0.9.17 (the fold barrier's sparse one,
+the regulariser on fixed regions, the diffusion's band by index, the LNCC's), each against autograd over the whole
+grid. Speed itself is measured by ``python -m benchmarks.profile_refine``."""
+
+import math
 
 import pytest
 import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 from monai.networks.blocks import Warp
+from torch.nn import functional as F
 
 from scripts.losses.biomechanical import BiomechanicalLoss
-from scripts.losses.differences import central_difference, forward_difference
+from scripts.losses.differences import central_difference, forward_difference, weighted_squared_difference
+from scripts.losses.fixed_regions import FixedRegionLoss
 from scripts.refinement.optimiser import BAND_FOLD_WEIGHT, level_terms
+from scripts.refinement.pyramid import _gaussian_blur
 from scripts.refinement.similarity import FixedLNCC, GridWarp, Similarity, box_sum
 from scripts.refinement.terms import (
     diffusion_weights,
@@ -97,7 +104,7 @@ def test_per_level_weights_give_the_diffusion_of_the_masks():
     plain = sum(torch.diff(u_mm, dim=2 + a).div(s).square().sum(dim=1).mean() for a, s in enumerate(spacing))
     nothing = torch.zeros((1, 1) + tuple(ddf.shape[2:]), dtype=torch.bool)
     weights = diffusion_weights(spacing, ddf.shape[2:], nothing, torch.zeros_like(ddf))
-    assert float(weighted_diffusion(u_mm, weights, None)) == pytest.approx(float(plain), rel=1e-6)
+    assert float(weighted_diffusion(u_mm, weights)) == pytest.approx(float(plain), rel=1e-6)
     assert float(forward_diffusion(ddf, spacing_t, spacing, None, None)) == pytest.approx(float(plain), rel=1e-6)
 
 
@@ -139,3 +146,157 @@ def test_the_refinement_charges_a_fold_on_the_band_a_tenth():
     assert folds[0.1] == pytest.approx(0.005 / 3.5, rel=1e-5)
     default = level_terms(u_vox, *args, band, torch.zeros(1, 3, n, n, n))["fold"][1]
     assert float(default()) == pytest.approx(folds[0.1], rel=1e-6)
+
+
+def _dense_fold_barrier(u_vox, weights, tau=0.2):
+    """The fold barrier by autograd over the whole grid (before bundle 0.9.17): the reference of the sparse backward."""
+    cols = [torch.diff(u_vox, dim=2 + axis, append=u_vox.narrow(2 + axis, -1, 1)) for axis in range(3)]
+    det = torch.linalg.det(
+        torch.stack([torch.stack([cols[a][:, k] for a in range(3)], -1) for k in range(3)], -2)
+        + torch.eye(3, dtype=u_vox.dtype)
+    )
+    return (torch.relu(tau - det).square() * weights[:, 0]).sum()
+
+
+@pytest.mark.parametrize("batch, shape", [(1, (6, 7, 8)), (2, (5, 4, 9)), (1, (3, 3, 4))])
+def test_the_fold_barrier_differentiates_only_the_cells_under_it_and_equals_autograd(batch, shape):
+    """The barrier's backward pass visits only the cells where det J_f < tau; on a field with many folds its value and
+    gradient are those of autograd over the whole grid (torch.linalg.det of J_f), with the weights of fold_weights
+    and with weights on the last slices too (where the padded difference is a constant 0)."""
+    gen = torch.Generator().manual_seed(batch)
+    u_vox = (0.6 * torch.randn((batch, 3) + shape, generator=gen, dtype=torch.float64)).requires_grad_()
+    kept = fold_weights(shape, torch.rand((1, 1) + shape, generator=gen) > 0.3).double()
+    everywhere = torch.rand((1, 1) + shape, generator=gen, dtype=torch.float64)
+    for weights in (kept, everywhere):
+        ours = forward_fold_barrier(u_vox, None, weights=weights)
+        reference = _dense_fold_barrier(u_vox, weights)
+        assert 0.01 < float(reference) and float(ours) == pytest.approx(float(reference), rel=1e-12)
+        (g_ours,), (g_ref,) = torch.autograd.grad(ours, u_vox), torch.autograd.grad(reference, u_vox)
+        assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-12) and float(g_ref.abs().max()) > 0.01
+    assert torch.autograd.gradcheck(lambda x: forward_fold_barrier(x, None, weights=kept), (u_vox,))
+    with pytest.raises(ValueError, match="must not require grad"):
+        forward_fold_barrier(u_vox, None, weights=kept.clone().requires_grad_())
+
+
+@pytest.mark.parametrize("mode", ["jacobian", "rigidity_jacobian", "rigidity_shearing_jacobian"])
+def test_the_fixed_region_loss_is_the_biomechanical_loss(mode):
+    """FixedRegionLoss (regions indexed once, the rigid and sliding voxels' derivatives from one gather, the
+    log-Jacobian's backward by cofactors) gives BiomechanicalLoss's terms and gradient, for every rigidity,
+    weighting and an anisotropic spacing, on fields that fold (float64: to rounding)."""
+    gen = torch.Generator().manual_seed(3)
+    for batch, shape in ((1, (7, 8, 9)), (2, (5, 6, 4))):
+        u = (0.3 * torch.randn((batch, 3) + shape, generator=gen, dtype=torch.float64)).requires_grad_()
+        mask = torch.randint(0, 3, (batch, 1) + shape, generator=gen).double()
+        normals = torch.randn((batch, 3) + shape, generator=gen, dtype=torch.float64)
+        normals = normals / normals.norm(dim=1, keepdim=True)
+        for rigidity, weighting, spacing in (("linear", "region", (1.0,) * 3), ("finite", "volume", (1.5, 2.0, 2.5))):
+            loss = BiomechanicalLoss(mode=mode, rigidity=rigidity, weighting=weighting, fold_penalty=1.0)
+            expected = loss.terms(u, mask, normals, spacing=spacing)
+            ours = FixedRegionLoss(loss, mask, normals, spacing).terms(u)
+            for name, value in expected.items():
+                assert float(ours[name]) == pytest.approx(float(value), rel=1e-12, abs=1e-15), name
+            (g_ours,) = torch.autograd.grad(ours["total"], u)
+            (g_ref,) = torch.autograd.grad(expected["total"], u)
+            assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-10 * float(g_ref.abs().max()))
+    if mode != "jacobian":
+        with pytest.raises(ValueError, match="needs the regularisation label map"):
+            FixedRegionLoss(BiomechanicalLoss(mode=mode), None, None, (1.0,) * 3)
+
+
+def _dense_diffusion(u_mm, spacing, sliding, normals, side):
+    """D over the whole grid by autograd (before bundle 0.9.17), the charges of tests/test_refinement_terms.py."""
+    total = u_mm.new_zeros(())
+    un = (u_mm * normals).sum(dim=1, keepdim=True)
+    ut = u_mm - un * normals
+    for axis, s in enumerate(spacing):
+        n = u_mm.shape[2 + axis] - 1
+        a, b = sliding.narrow(2 + axis, 0, n), sliding.narrow(2 + axis, 1, n)
+        sa, sb = side.narrow(2 + axis, 0, n), side.narrow(2 + axis, 1, n)
+        known = a & b & (sa >= 0) & (sb >= 0)
+        crossing, guessed, full = known & (sa != sb), a & b & ~known, (~a & ~b) | (known & (sa == sb))
+        t_weight = (1 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n).abs()).square()
+        d_u, d_un, d_ut = (torch.diff(x, dim=2 + axis).square() for x in (u_mm, un, ut))
+        pairs = (
+            d_u.sum(1, keepdim=True) * full
+            + d_un * (crossing | guessed)
+            + d_ut.sum(1, keepdim=True) * guessed * t_weight
+        )
+        total = total + pairs.sum() / (s * s * pairs.numel())
+    return total
+
+
+def test_the_diffusion_charges_the_band_from_its_pairs_alone():
+    """weighted_diffusion differences the band's pairs from one gather of the field (the dense part by
+    weighted_squared_difference): value and gradient equal the dense computation, with the sides known, unknown
+    (-1) and absent; weighted_squared_difference itself is the weighted sum of torch.diff's squares."""
+    gen = torch.Generator().manual_seed(5)
+    shape, spacing = (7, 8, 9), (1.5, 2.0, 2.5)
+    u = torch.randn((1, 3) + shape, generator=gen, dtype=torch.float64).requires_grad_()
+    sliding = torch.rand((1, 1) + shape, generator=gen) > 0.5
+    normals = torch.randn((1, 3) + shape, generator=gen, dtype=torch.float64)
+    normals = normals / normals.norm(dim=1, keepdim=True) * sliding
+    spacing_t = torch.tensor(spacing, dtype=torch.float64).reshape(1, 3, 1, 1, 1)
+    side = torch.randint(-1, 2, (1, 1) + shape, generator=gen)
+    for sides, reference_sides in (
+        (side, side),
+        (side.clamp(min=0), side.clamp(min=0)),
+        (None, -torch.ones_like(side)),
+    ):
+        ours = forward_diffusion(u, spacing_t, spacing, sliding, normals, sides)
+        reference = _dense_diffusion(u * spacing_t, spacing, sliding, normals, reference_sides)
+        # (the per-level weights are float32, the field float64 here: equal to float32 rounding)
+        assert float(ours) == pytest.approx(float(reference), rel=1e-6)
+        (g_ours,), (g_ref,) = torch.autograd.grad(ours, u), torch.autograd.grad(reference, u)
+        assert torch.allclose(g_ours, g_ref, rtol=1e-6, atol=1e-9)
+    weight = torch.rand((1, 1, 6) + shape[1:], generator=gen, dtype=torch.float64)
+    plain = (torch.diff(u, dim=2).square() * weight).sum()
+    assert float(weighted_squared_difference(u, 2, weight)) == pytest.approx(float(plain), rel=1e-12)
+    assert torch.autograd.gradcheck(lambda x: weighted_squared_difference(x, 2, weight), (u,))
+    with pytest.raises(ValueError, match="one field"):
+        weighted_diffusion(torch.zeros((2, 3) + shape), diffusion_weights(spacing, shape, None, None))
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_the_lncc_backward_by_hand_equals_autograd(kernel):
+    """FixedLNCC's loss differentiates by hand (box sums of d cc / d(p, q, r)): its value and gradient equal
+    autograd's through FixedLNCC.local, flat patches (where the variance is clamped) included; box_sum is a sum over
+    the window (conv3d with a kernel of ones, zero padding)."""
+    gen = torch.Generator().manual_seed(kernel)
+    fixed = torch.rand(1, 1, 9, 10, 11, generator=gen, dtype=torch.float64)
+    fixed[..., :4, :4, :4] = 0.3
+    pred = torch.rand(1, 1, 9, 10, 11, generator=gen, dtype=torch.float64)
+    pred[..., :5, :5, :5] = 0.7
+    pred.requires_grad_()
+    lncc = FixedLNCC(fixed, kernel)
+    ours, reference = lncc(pred), lncc.local(pred).mean().neg()
+    assert float(ours) == pytest.approx(float(reference), rel=1e-12)
+    (g_ours,), (g_ref,) = torch.autograd.grad(ours, pred), torch.autograd.grad(reference, pred)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(lncc, (pred,))
+    x = torch.rand(1, 2, 5, 6, 7, generator=gen, dtype=torch.float64)
+    ones = torch.ones(1, 1, kernel, kernel, kernel, dtype=torch.float64)
+    by_conv = torch.cat([F.conv3d(x[:, c : c + 1], ones, padding=kernel // 2) for c in range(2)], dim=1)
+    assert torch.allclose(box_sum(x, kernel), by_conv, rtol=1e-12)
+
+
+def test_the_pyramid_blur_is_the_separable_gaussian_convolution():
+    """The pyramid's anti-aliasing blur (shifted views of the padded image, one pass per tap) gives the values of the
+    separable Gaussian by conv3d with the border replicated, per axis and sigma (0: the axis untouched)."""
+    gen = torch.Generator().manual_seed(7)
+    image = torch.rand(2, 2, 12, 9, 10, generator=gen, dtype=torch.float64)
+    sigmas = (1.0, 0.0, 1.7)
+    expected = image
+    for axis, sigma in enumerate(sigmas):
+        if sigma == 0.0:
+            continue
+        radius = int(math.ceil(2.5 * sigma))
+        x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        weights = (kernel / kernel.sum()).reshape(shape).repeat(2, 1, 1, 1, 1)
+        expected = F.conv3d(F.pad(expected, pad, mode="replicate"), weights, groups=2)
+    assert torch.allclose(_gaussian_blur(image, sigmas), expected, rtol=1e-12, atol=1e-14)
+    assert torch.equal(_gaussian_blur(image, (0.0, 0.1, 0.2)), image)

@@ -76,7 +76,7 @@ def region_mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> to
     return weighted.sum() / total.clamp_min(torch.finfo(values.dtype).tiny)
 
 
-def _jacobian_term(det: torch.Tensor, eps: float, fold_penalty: float) -> torch.Tensor:
+def jacobian_term(det: torch.Tensor, eps: float, fold_penalty: float) -> torch.Tensor:
     """(log max(det, eps))^2 per voxel, plus ``fold_penalty * relu(eps - det)`` so folds keep a gradient."""
     term = log_jacobian(det, eps).square()
     if fold_penalty > 0:
@@ -84,7 +84,7 @@ def _jacobian_term(det: torch.Tensor, eps: float, fold_penalty: float) -> torch.
     return term
 
 
-def _rigidity_term(grad: Components, mode: str) -> torch.Tensor:
+def rigidity_term(grad: Components, mode: str) -> torch.Tensor:
     return strain_energy(grad) if mode == "linear" else finite_rigidity_energy(grad)
 
 
@@ -121,7 +121,7 @@ class RigidityLoss(_FieldLoss):
 
     def forward(self, ddf: torch.Tensor, mask: torch.Tensor | None = None, spacing: SpacingLike = None) -> torch.Tensor:
         """ddf (B, D, *S); mask (B, 1, *S) or (B, *S) rigid region (all voxels if None): scalar."""
-        term = _rigidity_term(self.gradient(ddf, spacing), self.mode)
+        term = rigidity_term(self.gradient(ddf, spacing), self.mode)
         return region_mean(term, _as_weights(mask, term))
 
 
@@ -159,7 +159,7 @@ class JacobianLoss(_FieldLoss):
     def forward(self, ddf: torch.Tensor, mask: torch.Tensor | None = None, spacing: SpacingLike = None) -> torch.Tensor:
         """ddf (B, D, *S); mask (B, 1, *S) or (B, *S) (all voxels if None): scalar."""
         det = jacobian_det(self.gradient(ddf, spacing))
-        term = _jacobian_term(det, self.eps, self.fold_penalty)
+        term = jacobian_term(det, self.eps, self.fold_penalty)
         return region_mean(term, _as_weights(mask, term))
 
 
@@ -211,7 +211,7 @@ class BiomechanicalLoss(_FieldLoss):
         """The terms ``jacobian``, ``rigidity``, ``shearing`` (region means, or with ``weighting="volume"`` region
         sums over the grid's voxel count) and their sum ``total`` (scalars)."""
         grad = self.gradient(ddf, spacing)
-        jac_term = _jacobian_term(jacobian_det(grad), self.eps, self.fold_penalty)
+        jac_term = jacobian_term(jacobian_det(grad), self.eps, self.fold_penalty)
         zero = jac_term.new_zeros(())
         out = {"jacobian": jac_term.mean(), "rigidity": zero, "shearing": zero}
         if self.mode != "jacobian":
@@ -236,7 +236,7 @@ class BiomechanicalLoss(_FieldLoss):
             if rigid.any():
                 # the strain is evaluated on the rigid voxels only: small temporaries, fast backward
                 index = rigid.reshape(-1).nonzero()[:, 0]
-                out["rigidity"] = _rigidity_term(gather_voxels(grad, index), self.rigidity).mean()
+                out["rigidity"] = rigidity_term(gather_voxels(grad, index), self.rigidity).mean()
             if self.weighting == "volume":
                 total = float(labels.numel())
                 out["rigidity"] = out["rigidity"] * (float(rigid.sum()) / total)

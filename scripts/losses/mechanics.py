@@ -32,6 +32,7 @@ __all__ = [
     "gather_voxels",
     "jacobian_matrix",
     "jacobian_det",
+    "det3",
     "jacobian_determinant",
     "jacobian_map",
     "linear_strain",
@@ -95,13 +96,16 @@ def gradient_components(ddf: torch.Tensor, spacing: SpacingLike = None, units: s
     sp = as_spacing(spacing, ndim, ddf.shape[0], ddf)
     unit_spacing = spacing is None or bool(torch.all(sp == 1))
     comps: Components = []
+    # the channels by unbind, whose backward is one stack (indexing ddf[:, k] would fill a zeroed copy of the whole
+    # field per channel and derivative in the backward pass)
+    channels = ddf.unbind(1)
     for k in range(ndim):
         scales = [None] * ndim
         if not unit_spacing:
             # voxel units: d(u_k s_k)/d(i_l s_l) = (s_k / s_l) du_k/di_l; mm units: (1 / s_l) du_k/di_l
             numerator = sp[:, k] if units == "voxel" else torch.ones_like(sp[:, k])
             scales = [(numerator / sp[:, l]).reshape(-1, *([1] * ndim)) for l in range(ndim)]
-        comps.append([central_difference(ddf[:, k], 1 + l, scales[l]) for l in range(ndim)])
+        comps.append([central_difference(channels[k], 1 + l, scales[l]) for l in range(ndim)])
     return comps
 
 
@@ -142,6 +146,29 @@ def jacobian_det(grad: torch.Tensor | Components) -> torch.Tensor:
     d, e, f = g[1][0], 1 + g[1][1], g[1][2]
     p, h, i = g[2][0], g[2][1], 1 + g[2][2]
     return a * (e * i - f * h) - b * (d * i - f * p) + c * (d * h - e * p)
+
+
+def det3(m: Components) -> torch.Tensor:
+    """det of the 3 x 3 matrices ``m[k][l]`` (tensors of one shape; J itself, not its gradient), expanded along the
+    first row with in-place products: values only (no autograd graph; for hand-written backward passes), a new
+    tensor."""
+    minor = m[1][1] * m[2][2]
+    det = minor.addcmul_(m[1][2], m[2][1], value=-1.0).mul_(m[0][0])
+    minor = torch.mul(m[1][0], m[2][2])
+    det.addcmul_(m[0][1], minor.addcmul_(m[1][2], m[2][0], value=-1.0), value=-1.0)
+    minor = torch.mul(m[1][0], m[2][1], out=minor)
+    return det.addcmul_(m[0][2], minor.addcmul_(m[1][1], m[2][0], value=-1.0))
+
+
+def cofactor_row(m: Components, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row ``k`` of the cofactor matrix of the 3 x 3 matrices ``m[k][l]``, d det / d m[k][l] for l = 0, 1, 2: the
+    cross product of the two other rows (values only)."""
+    r1, r2 = m[(k + 1) % 3], m[(k + 2) % 3]
+    return (
+        torch.mul(r1[1], r2[2]).addcmul_(r1[2], r2[1], value=-1.0),
+        torch.mul(r1[2], r2[0]).addcmul_(r1[0], r2[2], value=-1.0),
+        torch.mul(r1[0], r2[1]).addcmul_(r1[1], r2[0], value=-1.0),
+    )
 
 
 def jacobian_determinant(ddf: torch.Tensor, spacing: SpacingLike = None, units: str = "voxel") -> torch.Tensor:

@@ -61,6 +61,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from scripts.losses.biomechanical import BiomechanicalLoss
+from scripts.losses.fixed_regions import FixedRegionLoss
 from scripts.refinement.pyramid import (
     WORKING_GRID_MM,
     grid_spacing,
@@ -123,7 +124,8 @@ def level_terms(
     (:mod:`scripts.refinement.similarity`), the ``BiomechanicalLoss``); ``sliding``, ``smooth_normals``, ``side``: the
     band, normals and wall side of D (:mod:`scripts.refinement.terms`; None: plain diffusion, or the side guessed
     from the normals); ``band_fold_weight``: the fold barrier's weight on the band's cells (1 off it). What does not
-    change within the level (the diffusion's and the barrier's weights) is computed here, once."""
+    change within the level (the diffusion's and the barrier's weights, the regulariser's regions:
+    :class:`~scripts.losses.fixed_regions.FixedRegionLoss`) is computed here, once."""
     alpha, gamma, smooth, fold_barrier = weights
     sim, warp, reg = losses
     spacing_t = torch.tensor(spacing).reshape(1, 3, 1, 1, 1)
@@ -132,8 +134,8 @@ def level_terms(
     pairs = diffusion_weights(spacing, shape, sliding, smooth_normals, side)
     return {
         "fold": (fold_barrier, functools.partial(forward_fold_barrier, param, None, weights=cells)),
-        "smooth": (smooth, lambda: weighted_diffusion(param * spacing_t, pairs, smooth_normals)),
-        "regulariser": (gamma, functools.partial(reg, param, reg_mask, normals, spacing=spacing)),
+        "smooth": (smooth, lambda: weighted_diffusion(param * spacing_t, pairs)),
+        "regulariser": (gamma, functools.partial(FixedRegionLoss(reg, reg_mask, normals, spacing), param)),
         "similarity": (alpha, functools.partial(sim.warped, warp, source, target, param)),
     }
 

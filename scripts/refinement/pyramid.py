@@ -60,21 +60,25 @@ def grid_spacing(shape_in: Sequence[int], spacing: Sequence[float], shape_out: S
 
 
 def _gaussian_blur(image: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, X, Y, Z), sigma in voxels per axis (0: that axis untouched)."""
+    """Separable Gaussian blur of (B, C, X, Y, Z), sigma in voxels per axis (0: that axis untouched), the border
+    replicated. Each axis is a weighted sum of shifted views of the padded image (one pass per tap): on the CPU a
+    1-channel ``conv3d`` with a (k, 1, 1) kernel, the same sums, took 13 times as long (0.71 against 0.054 s for a
+    192 x 160 x 256 image on 2 threads; the overlay blurs a dozen)."""
     out = image
     for axis, sigma in enumerate(sigmas):
         if sigma <= 0.2:
             continue
         radius = max(1, int(math.ceil(2.5 * sigma)))
-        x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+        x = torch.arange(-radius, radius + 1, dtype=image.dtype)
         kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = kernel.numel()
+        kernel = (kernel / kernel.sum()).tolist()
         pad = [0] * 6
         pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-        c = out.shape[1]
-        out = F.conv3d(F.pad(out, pad, mode="replicate"), kernel.reshape(shape).repeat(c, 1, 1, 1, 1), groups=c)
+        padded = F.pad(out, pad, mode="replicate")
+        n = out.shape[2 + axis]
+        out = padded.narrow(2 + axis, 0, n) * kernel[0]
+        for tap in range(1, len(kernel)):
+            out.add_(padded.narrow(2 + axis, tap, n), alpha=kernel[tap])
     return out
 
 

@@ -15,7 +15,9 @@ image, which the general versions cannot know (one iteration at 97 x 81 x 129 on
 * MONAI's LNCC filters five local sums per call, two of them of the fixed image, which does not change, by
   ``conv3d`` with a 1-channel kernel, a slow path on the CPU (81 ms; 48 by slices). :class:`FixedLNCC` computes the
   fixed image's sums once per level, and the moving image's three by a box filter whose backward pass is itself
-  (:func:`box_sum`: a zero-padded symmetric window is self-adjoint).
+  (:func:`box_sum`: a zero-padded symmetric window is self-adjoint). Since bundle 0.9.17 the loss is differentiated by
+  hand (:class:`_FixedLNCCLoss`: the box sum of the local NCC's derivatives by the three sums), not by autograd
+  through a dozen temporaries, and the box filter writes each axis' first two terms at once.
 
 Conventions: images (1, C, X, Y, Z), fields (1, 3, X, Y, Z) in voxels, channel k along array axis k,
 ``warped(x) = moving(x + u(x))`` with voxel centres 0..n-1 (``align_corners=True``), border padding.
@@ -36,12 +38,20 @@ SIMILARITIES = ("lncc", "mind", "mse")
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """The sum over the (2 radius + 1)^3 window around each voxel of (B, C, X, Y, Z) ``x``, zeros beyond the grid."""
+    """The sum over the (2 radius + 1)^3 window around each voxel of (B, C, X, Y, Z) ``x``, zeros beyond the grid.
+    Per axis, the window's first two terms are written into a new tensor and the others added to it (one write and
+    ``2 radius - 1`` additions per axis, instead of a copy and ``2 radius`` additions)."""
     for dim in (2, 3, 4):
-        out = x.clone()
         n = x.shape[dim]
-        for shift in range(1, min(radius, n - 1) + 1):
-            out.narrow(dim, shift, n - shift).add_(x.narrow(dim, 0, n - shift))
+        reach = min(radius, n - 1)
+        out = torch.empty_like(x)
+        # out[i] = x[i] + x[i - 1] where i - 1 exists (else x[0]), then the other shifts added
+        out.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
+        if reach >= 1:
+            torch.add(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1), out=out.narrow(dim, 1, n - 1))
+        for shift in range(1, reach + 1):
+            if shift > 1:
+                out.narrow(dim, shift, n - shift).add_(x.narrow(dim, 0, n - shift))
             out.narrow(dim, 0, n - shift).add_(x.narrow(dim, shift, n - shift))
         x = out
     return x
@@ -68,6 +78,48 @@ def box_sum(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return _BoxSum.apply(x, kernel_size // 2)
 
 
+class _FixedLNCCLoss(torch.autograd.Function):
+    """-mean(cc) of :meth:`FixedLNCC.local`, differentiated by hand: with the moving window sums p, q = sum pred^2 and
+    r = sum target * pred, cc = (cross^2 + nr) / (t_var p_var), cross = r - p t / V, p_var = max(q - p^2 / V, dr),
+    the loss' gradient is the box sum (its own adjoint) of d cc / d(p, q, r), times (1, 2 pred, target). Autograd's
+    chain through the same expression keeps a dozen temporaries per call."""
+
+    @staticmethod
+    def forward(ctx, pred, lncc):
+        stacked = torch.empty((pred.shape[0], 3) + tuple(pred.shape[2:]), dtype=pred.dtype, device=pred.device)
+        stacked[:, 0] = pred[:, 0]
+        torch.mul(pred[:, 0], pred[:, 0], out=stacked[:, 1])
+        torch.mul(lncc.target[:, 0], pred[:, 0], out=stacked[:, 2])
+        p_sum, q_sum, r_sum = _box(stacked, lncc.kernel_size // 2).split(1, dim=1)
+        p_avg = p_sum / lncc.volume
+        cross = r_sum - p_avg * lncc.t_sum
+        p_var = q_sum - p_avg * p_sum
+        free = p_var >= lncc.smooth_dr  # where the clamp passes the gradient (as torch.clamp's)
+        p_var.clamp_(min=lncc.smooth_dr)
+        inv = (lncc.t_var * p_var).reciprocal_()
+        cc = (cross * cross).add_(lncc.smooth_nr).mul_(inv)
+        value = cc.mean().neg()
+        d_r = cross.mul_(inv).mul_(2.0)  # d cc / d r
+        d_q = cc.div_(p_var).neg_().mul_(free)  # d cc / d q
+        ctx.save_for_backward(pred, d_r, d_q, p_sum)
+        ctx.lncc = lncc
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        pred, d_r, d_q, p_sum = ctx.saved_tensors
+        lncc = ctx.lncc
+        scale = -grad / pred.numel()
+        stacked = torch.empty((pred.shape[0], 3) + tuple(pred.shape[2:]), dtype=pred.dtype, device=pred.device)
+        # d cc / d p = d_r * (-t / V) + d_q * (-2 p / V), by the chain through cross and p_var
+        p_part = torch.mul(d_r, lncc.t_sum, out=stacked[:, :1]).add_(d_q * p_sum, alpha=2.0)
+        p_part.mul_(-scale / lncc.volume)
+        torch.mul(d_q, scale, out=stacked[:, 1:2])
+        torch.mul(d_r, scale, out=stacked[:, 2:])
+        b_p, b_q, b_r = _box(stacked, lncc.kernel_size // 2).split(1, dim=1)
+        return b_p.add_(b_q.mul_(pred).mul_(2.0)).add_(b_r.mul_(lncc.target)), None
+
+
 class FixedLNCC:
     """MONAI's LNCC loss (-mean of the squared local NCC over ``kernel_size``^3 windows) against a fixed ``target``
     (1, 1, X, Y, Z), whose local sums are computed once. ``smooth_nr``, ``smooth_dr``: MONAI's defaults."""
@@ -83,8 +135,11 @@ class FixedLNCC:
             self.t_var = torch.clamp(sums[1:] - self.t_avg * self.t_sum, min=self.smooth_dr)
 
     def __call__(self, pred: torch.Tensor) -> torch.Tensor:
-        """pred (1, 1, X, Y, Z) on the target's grid: the scalar loss, in [-1, 0]."""
-        return self.local(pred).mean().neg()
+        """pred (1, 1, X, Y, Z) on the target's grid: the scalar loss, in [-1, 0] (the value of ``-local(pred).mean()``
+        with a hand-written backward pass, :class:`_FixedLNCCLoss`)."""
+        if pred.shape != self.target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} must have the fixed image's shape {tuple(self.target.shape)}")
+        return _FixedLNCCLoss.apply(pred, self)
 
     def local(self, pred: torch.Tensor) -> torch.Tensor:
         """pred (1, 1, X, Y, Z) on the target's grid: the squared local NCC of each voxel's window, (1, 1, X, Y, Z)
@@ -92,7 +147,7 @@ class FixedLNCC:
         if pred.shape != self.target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} must have the fixed image's shape {tuple(self.target.shape)}")
         sums = box_sum(torch.cat([pred, pred * pred, self.target * pred], dim=1), self.kernel_size)
-        p_sum, p2_sum, tp_sum = sums[:, :1], sums[:, 1:2], sums[:, 2:]
+        p_sum, p2_sum, tp_sum = sums.split(1, dim=1)  # a split's backward is one cat (a slice's a zeroed copy)
         p_avg = p_sum / self.volume
         cross = tp_sum - p_avg * self.t_sum
         p_var = torch.clamp(p2_sum - p_avg * p_sum, min=self.smooth_dr)
