@@ -1,5 +1,6 @@
 #!/bin/bash
-# back to back: the refinement before (HEAD d1da6e5, worktree) and after (working tree), default and overlay options
+# back to back: the refinement before (commit d1da6e5, `git worktree add /tmp/oldtree d1da6e5`) and after (this tree,
+# /work/main), without and with the overlay options
 OV="--first_wall_search 1 --first_wall_region_mm 20 --second_step_start true --first_wall_closings_mm [12] --first_wall_search_iterations 20 --first_wall_runoff_iterations 40"
 for order in "old new" "new old"; do
   for which in $order; do
