@@ -33,6 +33,7 @@ __all__ = [
     "jacobian_matrix",
     "jacobian_det",
     "det3",
+    "cofactor_row",
     "jacobian_determinant",
     "jacobian_map",
     "linear_strain",

@@ -101,7 +101,7 @@ def diffusion_weights(
         if bool(charged.any()):
             pairs = _band_pairs(charged, axis, shape, normals)
             cells = (0, 0) + pairs.pop("cells")
-            pairs["normal"] = torch.full((len(cells[2]),), scale)
+            pairs["normal"] = torch.full((len(cells[2]),), scale, device=sliding.device)
             pairs["tangential"] = None
             if bool(guessed.any()):
                 tangential = (1.0 - normals[:, axis : axis + 1].narrow(2 + axis, 0, n_pairs).abs()).square()
