@@ -41,8 +41,7 @@ class _Stencil:
     def __init__(self, cells: torch.Tensor, grid: Sequence[int]):
         voxels = math.prod(grid)
         strides = (grid[1] * grid[2], grid[2], 1)
-        s = cells % voxels
-        coords = (s // strides[0], (s // strides[1]) % grid[1], s % grid[2])
+        coords = torch.unravel_index(cells % voxels, tuple(grid))
         plus, minus, factors = [], [], []
         for axis in range(3):
             c = coords[axis]

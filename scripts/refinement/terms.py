@@ -52,18 +52,19 @@ from scripts.losses.mechanics import cofactor_row, det3
 __all__ = ["diffusion_weights", "fold_weights", "forward_diffusion", "forward_fold_barrier", "weighted_diffusion"]
 
 
-def _band_pairs(pairs: torch.Tensor, axis: int, shape: Sequence[int], normals: torch.Tensor) -> dict:
+def _band_pairs(pairs: torch.Tensor, axis: int, shape: Sequence[int], normals: torch.Tensor) -> tuple[dict, tuple]:
     """The pairs ``pairs`` ((1, 1, ...) bool over the pairs along ``axis``) as flat indices into the grid ``shape``:
-    ``index`` (2 N,) the base voxels then their forward neighbours, ``normals`` the (3, N) normals at each."""
+    ``index`` (2 N,) the base voxels then their forward neighbours, ``normals`` the (3, N) normals at each; and the
+    pairs' index into ``pairs`` (to gather their weights)."""
     coords = pairs[0, 0].nonzero().unbind(1)
     base = (coords[0] * shape[1] + coords[1]) * shape[2] + coords[2]
     stride = (shape[1] * shape[2], shape[2], 1)[axis]
     flat_normals = normals.reshape(normals.shape[1], -1)
-    return {
+    band = {
         "index": torch.cat([base, base + stride]),
         "normals": (flat_normals[:, base], flat_normals[:, base + stride]),
-        "cells": coords,
     }
+    return band, (0, 0) + coords
 
 
 def diffusion_weights(
@@ -99,8 +100,7 @@ def diffusion_weights(
         weights = {"full": full.float() * scale}
         charged = crossing | guessed  # u . n charged on these pairs, the tangential part too where guessed
         if bool(charged.any()):
-            pairs = _band_pairs(charged, axis, shape, normals)
-            cells = (0, 0) + pairs.pop("cells")
+            pairs, cells = _band_pairs(charged, axis, shape, normals)
             pairs["normal"] = torch.full((len(cells[2]),), scale, device=sliding.device)
             pairs["tangential"] = None
             if bool(guessed.any()):
@@ -196,7 +196,7 @@ class _FoldBarrier(torch.autograd.Function):
         rows = [flat[3 * k : 3 * k + 3] for k in range(3)]  # J at the cells
         du = torch.zeros(batch * 3 * voxels, dtype=weighted.dtype, device=weighted.device)
         h = -2.0 * grad * weighted  # d value / d det at each cell
-        coords = (s // (grid[1] * grid[2]), (s // grid[2]) % grid[1], s % grid[2])
+        coords = torch.unravel_index(s, tuple(grid))
         strides = (grid[1] * grid[2], grid[2], 1)
         for k in range(3):
             cof = cofactor_row(rows, k)  # d det / d J[k][a]
