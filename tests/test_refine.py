@@ -211,13 +211,13 @@ def test_terms_back_propagated_one_at_a_time_give_the_gradient_of_their_sum(regu
     backward pass of the sum (similarity, regulariser, diffusion, fold barrier), to float rounding."""
     from scripts.losses.biomechanical import BiomechanicalLoss
     from scripts.refinement.optimiser import backward_terms, level_terms
-    from scripts.refinement.similarity import Similarity
+    from scripts.refinement.similarity import GridWarp, Similarity
 
     v_true, mask, normals = _sliding_case()
     fixed, moving = _pair(v_true, seed=4)
     sim = Similarity(similarity, 3, 1, 2)
     source, target = sim.prepare(fixed, moving, [2.0, 2.0, 2.0])
-    losses = (sim, Warp(mode="bilinear", padding_mode="border"), BiomechanicalLoss(mode=regulariser, fold_penalty=1.0))
+    losses = (sim, GridWarp(), BiomechanicalLoss(mode=regulariser, fold_penalty=1.0))
     sliding = (mask == SLIDING) if regulariser == "rigidity_shearing_jacobian" else None
     param = (v_true + 0.3 * torch.randn(v_true.shape, generator=torch.Generator().manual_seed(0))).requires_grad_()
     weights = (1.0, 0.5, 0.5, 10.0)

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from scripts.losses.mind import mind_ssc
 
-__all__ = ["SIMILARITIES", "FixedLNCC", "GridWarp", "Similarity", "box_sum"]
+__all__ = ["SIMILARITIES", "CornerTable", "FixedLNCC", "GridWarp", "Similarity", "box_sum"]
 
 SIMILARITIES = ("lncc", "mind", "mse")
 
@@ -154,9 +154,74 @@ class FixedLNCC:
         return (cross * cross + self.smooth_nr) / (self.t_var * p_var)
 
 
+class CornerTable:
+    """A one-channel image's 2 x 2 x 2 neighbourhoods, gathered once for the many fields a level warps it by.
+
+    ``table`` is (8, N), N = (X - 1)(Y - 1)(Z - 1): row ``4 a + 2 b + c`` holds ``image[i + a, j + b, k + c]`` for
+    every cell corner (i, j, k) < (X - 1, Y - 1, Z - 1), so a field's trilinear samples need one ``index_select`` of
+    eight contiguous rows (eight times the image's memory, kept for the level)."""
+
+    def __init__(self, image: torch.Tensor):
+        if image.ndim != 5 or image.shape[:2] != (1, 1) or min(image.shape[2:]) < 2:
+            raise ValueError(f"a corner table takes a (1, 1, X, Y, Z) image, each side >= 2, got {tuple(image.shape)}")
+        x, y, z = self.shape = tuple(image.shape[2:])
+        v = image.detach()[0, 0]
+        self.table = torch.stack(
+            [v[a : x - 1 + a, b : y - 1 + b, c : z - 1 + c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+        )
+        self.table = self.table.reshape(8, -1)
+
+
+class _Trilinear(torch.autograd.Function):
+    """``image(x + u(x))`` by trilinear interpolation, border padding (the position clamped to the grid, no gradient
+    where it was clamped, as ``grid_sample``'s), from a :class:`CornerTable`; differentiated by hand: the derivative
+    along an axis is the difference of the two corner planes across it, interpolated in the other two axes."""
+
+    @staticmethod
+    def forward(ctx, ddf, corners):
+        shape = corners.shape
+        fracs, inside, index = [], [], None
+        for k, n in enumerate(shape):
+            ref = torch.arange(n, dtype=ddf.dtype, device=ddf.device).reshape([-1 if a == k else 1 for a in range(3)])
+            pos = ddf[0, k] + ref
+            clamped = pos.clamp(0, n - 1)
+            inside.append(clamped == pos)
+            cell = clamped.floor().clamp_(max=n - 2)  # the last cell holds the grid's far border (fraction 1)
+            fracs.append((clamped - cell).reshape(-1))
+            cell = cell.to(torch.int32)
+            index = cell if index is None else index.mul_(n - 1).add_(cell)
+        c = corners.table.index_select(1, index.reshape(-1))  # (8, M)
+        fx, fy, fz = fracs
+        along_x = torch.lerp(c[:4], c[4:], fx)  # (4, M): the corners (b, c) of each y-z face, interpolated in x
+        along_y = torch.lerp(along_x[:2], along_x[2:], fy)  # (2, M)
+        out = torch.lerp(along_y[0], along_y[1], fz)
+        ctx.save_for_backward(c, fx, fy, fz, *inside)
+        return out.reshape((1, 1) + shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        c, fx, fy, fz, *inside = ctx.saved_tensors
+        grad = grad.reshape(-1)
+        along_x = torch.lerp(c[:4], c[4:], fx)
+        along_y = torch.lerp(along_x[:2], along_x[2:], fy)
+        across_x = c[4:] - c[:4]  # (4, M): x differences, interpolated in y then z
+        across_x = torch.lerp(across_x[:2], across_x[2:], fy)
+        across_y = along_x[2:] - along_x[:2]  # (2, M): y differences of the x-interpolated faces, interpolated in z
+        derivatives = (
+            torch.lerp(across_x[0], across_x[1], fz),
+            torch.lerp(across_y[0], across_y[1], fz),
+            along_y[1] - along_y[0],
+        )
+        out = torch.empty((1, 3) + tuple(inside[0].shape), dtype=grad.dtype, device=grad.device)
+        for k, (d, mask) in enumerate(zip(derivatives, inside)):
+            torch.mul(d.mul_(grad).view(mask.shape), mask, out=out[0, k])
+        return out, None
+
+
 class GridWarp:
-    """``moving(x + u(x))`` by trilinear ``grid_sample`` with border padding, as MONAI's ``Warp(mode="bilinear",
-    padding_mode="border")``; the normalised voxel grid of the last shape is kept."""
+    """``moving(x + u(x))`` by trilinear interpolation with border padding, as MONAI's ``Warp(mode="bilinear",
+    padding_mode="border")``: a one-channel image (or its :class:`CornerTable`) by :class:`_Trilinear`, a descriptor of
+    several channels by ``grid_sample`` (whose normalised voxel grid of the last shape is kept)."""
 
     def __init__(self):
         self._shape: tuple[int, ...] | None = None
@@ -171,11 +236,16 @@ class GridWarp:
             self._shape = shape
         return self._ref, self._scale
 
-    def __call__(self, image: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
-        """image (1, C, X, Y, Z), ddf (1, 3, X, Y, Z) in voxels: the warped image (1, C, X, Y, Z)."""
-        shape = tuple(image.shape[2:])
-        if ddf.ndim != 5 or tuple(ddf.shape[1:]) != (3,) + shape:
-            raise ValueError(f"ddf must be (B, 3, *S) with S = {shape} (the image's grid), got {tuple(ddf.shape)}")
+    def __call__(self, image: torch.Tensor | CornerTable, ddf: torch.Tensor) -> torch.Tensor:
+        """image (1, C, X, Y, Z) or its :class:`CornerTable`, ddf (1, 3, X, Y, Z) in voxels: the warped image (1, C, X,
+        Y, Z)."""
+        shape = image.shape if isinstance(image, CornerTable) else tuple(image.shape[2:])
+        if ddf.ndim != 5 or tuple(ddf.shape) != (1, 3) + shape:
+            raise ValueError(f"ddf must be (1, 3, *S) with S = {shape} (the image's grid), got {tuple(ddf.shape)}")
+        if isinstance(image, CornerTable):
+            return _Trilinear.apply(ddf, image)
+        if image.shape[1] == 1 and min(shape) >= 2 and not image.requires_grad:
+            return _Trilinear.apply(ddf, CornerTable(image))
         ref, scale = self._grid(shape, ddf)
         grid = ref + (ddf.flip(1) * scale).permute(0, 2, 3, 4, 1)
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -192,18 +262,18 @@ class Similarity:
         self.mind = lambda x, sp: mind_ssc(x, radius=mind_radius, dilation=mind_dilation, spacing=sp)
 
     def prepare(self, fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float]):
-        """What is warped (moving image or its MIND descriptor) and the target: the fixed image (``"mse"``), its
-        descriptor (``"mind"``) or its :class:`FixedLNCC` (``"lncc"``)."""
+        """What is warped (the moving image's :class:`CornerTable`, or its MIND descriptor) and the target: the fixed
+        image (``"mse"``), its descriptor (``"mind"``) or its :class:`FixedLNCC` (``"lncc"``)."""
         if self.name == "mind":
             with torch.no_grad():
                 return self.mind(moving, spacing), self.mind(fixed, spacing)
         if self.name == "lncc":
-            return moving, FixedLNCC(fixed, self.lncc_kernel)
-        return moving, fixed
+            return CornerTable(moving), FixedLNCC(fixed, self.lncc_kernel)
+        return CornerTable(moving), fixed
 
-    def warped(self, warp, source: torch.Tensor, target, ddf: torch.Tensor) -> torch.Tensor:
-        """The similarity of ``source`` warped by ``ddf`` (``warp(source, ddf)``: a :class:`GridWarp` or MONAI's
-        ``Warp``) to the ``target`` of :meth:`prepare`."""
+    def warped(self, warp, source, target, ddf: torch.Tensor) -> torch.Tensor:
+        """The similarity of ``source`` (of :meth:`prepare`) warped by ``ddf`` (``warp(source, ddf)``, a
+        :class:`GridWarp`) to the ``target`` of :meth:`prepare`."""
         moved = warp(source, ddf)
         if isinstance(target, FixedLNCC):
             return target(moved)

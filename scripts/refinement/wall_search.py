@@ -72,7 +72,7 @@ from scipy import ndimage
 
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.pyramid import region_tensors, resize_field, working_grid
-from scripts.refinement.similarity import FixedLNCC, GridWarp
+from scripts.refinement.similarity import CornerTable, FixedLNCC, GridWarp
 from scripts.regions.cavity import cavity_regions
 
 __all__ = [
@@ -263,11 +263,11 @@ def search_wall_shift(
     zones = zone.copy()  # and where any candidate's does
     for r in extra:
         zones |= (walls[(0, r)][2] != 0) != (walls[(0, None)][2] != 0)
-    target, warp = FixedLNCC(fixed, 3), GridWarp()
+    target, warp, source = FixedLNCC(fixed, 3), GridWarp(), CornerTable(moving)
 
     def score(field: torch.Tensor) -> np.ndarray:  # the squared local NCC of moving warped by field, (*S)
         with torch.no_grad():
-            return target.local(warp(moving, field))[0, 0].numpy()
+            return target.local(warp(source, field))[0, 0].numpy()
 
     runs, local = {}, []
     for key, regions_k in walls.items():
