@@ -2,16 +2,24 @@
 
 The values are MONAI's: :class:`GridWarp` samples as ``monai.networks.blocks.Warp(mode="bilinear",
 padding_mode="border")`` does, :class:`FixedLNCC` is ``monai.losses.LocalNormalizedCrossCorrelationLoss`` (rectangular
-window, its default smoothing constants) with the fixed image as its target; tests/test_refine_similarity.py checks
-both against MONAI. They exist because the refinement calls them hundreds of times on the same grid and the same fixed
-image, which the general versions cannot know (one iteration at 97 x 81 x 129 on one thread,
-``python -m benchmarks.profile_refine``):
+window, its default smoothing constants) with the fixed image as its target; tests/test_refine_speed.py checks both
+against MONAI (values and gradients to float rounding). They exist because the refinement calls them hundreds of
+times on the same grid and the same fixed image, which the general versions cannot know (one iteration at 97 x 81 x
+129 on one thread, ``python -m benchmarks.profile_refine``):
 
 * MONAI's ``Warp`` adds the field to its cached voxel grid, then normalises each coordinate to [-1, 1] by writing into
   a permuted view of the sum, and reorders the coordinates by indexing; autograd copies the whole grid for each of
   those writes and again in the backward pass (168 ms forward and backward against 86 ms here, of which
-  ``grid_sample`` itself takes 64). :class:`GridWarp` keeps the normalised grid of each shape and adds the field
-  scaled and reordered in one expression;
+  ``grid_sample`` itself takes 64). :class:`GridWarp` kept the normalised grid of each shape and added the field
+  scaled and reordered in one expression. Since bundle 0.9.18 a one-channel image is sampled by hand
+  (:class:`_Trilinear`): the moving image does not change within a level, so its 2 x 2 x 2 neighbourhoods are
+  gathered into a table once (:class:`CornerTable`), a field's samples are one ``index_select`` of eight rows and
+  three ``lerp``, and the derivative along an axis is the difference of the corner planes across it, interpolated in
+  the other two. WHY: ``grid_sample``'s 3-D CPU kernel divides its work by batch item, so with the refinement's one
+  pair it runs on one thread whatever the machine has; these are whole-volume tensor operations, parallel like the
+  other terms (forward and backward at 96 x 80 x 128 on 2 threads: 75-80 ms against 35-41 here; about level on one
+  thread; ``benchmarks.profile_refine``'s similarity on 2 threads 100-115 -> 53-78 ms). A descriptor of several
+  channels (MIND, 12) still goes through ``grid_sample``: its table would hold eight copies of every channel;
 * MONAI's LNCC filters five local sums per call, two of them of the fixed image, which does not change, by
   ``conv3d`` with a 1-channel kernel, a slow path on the CPU (81 ms; 48 by slices). :class:`FixedLNCC` computes the
   fixed image's sums once per level, and the moving image's three by a box filter whose backward pass is itself
