@@ -43,7 +43,7 @@ import numpy as np
 
 from scripts.evaluation.metrics import folding_percentage
 from scripts.io.errors import InputError
-from scripts.io.options import check_number, parse_null
+from scripts.io.options import parse_null
 from scripts.losses.biomechanical import RIGID, SLIDING
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
@@ -51,6 +51,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_ITERATIONS,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    check_pass_options,
     first_search_iterations,
     second_pass,
 )
@@ -221,18 +222,18 @@ def main(
     first_wall_search_iterations: int | None = None,
     first_wall_runoff_iterations: int = WALL_RUNOFF_ITERATIONS,
 ) -> None:
-    second = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
-    second.update(second_step_start=bool(second_step_start), first_wall_search=int(first_wall_search))
-    second.update(first_wall_region_mm=float(first_wall_region_mm))
+    passes = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
+    passes.update(first_wall_search=first_wall_search, first_wall_region_mm=first_wall_region_mm)
+    passes.update(first_wall_search_iterations=parse_null(first_wall_search_iterations))
+    passes.update(first_wall_runoff_iterations=first_wall_runoff_iterations)
+    try:  # the bundle's rules (second_pass.PASS_RULES): one error line before any work
+        second = check_pass_options(passes, "--")
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
+    # None: the bundle's rule (the second pass's iterations)
+    n_search = first_search_iterations(second["first_wall_search_iterations"], second["second_iterations"])
+    second.update(first_wall_search_iterations=n_search, second_step_start=bool(second_step_start))
     second.update(first_wall_closings_mm=[float(r) for r in first_wall_closings_mm])
-    n_search = parse_null(first_wall_search_iterations)
-    if n_search is not None:  # None: the bundle's rule (the second pass's iterations), first_search_iterations
-        try:
-            n_search = check_number(n_search, "--first_wall_search_iterations", minimum=1, integer=True)
-        except InputError as err:
-            raise SystemExit(f"error: {err}") from None
-    second.update(first_wall_search_iterations=first_search_iterations(n_search, second_iterations))
-    second.update(first_wall_runoff_iterations=int(first_wall_runoff_iterations))
     if run is not None:
         print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return

@@ -7,30 +7,17 @@ import json
 from collections.abc import Sequence
 
 from scripts.io.errors import InputError
-from scripts.io.options import check_number
+from scripts.refinement.second_pass import check_pass_options
 
 FLAG_HELP = "another refine_pair / cavity_regions keyword, VALUE as JSON (e.g. fold_barrier=0); repeatable"
 
 
-# the passes' options that the benchmarks read themselves (not refine_pair's keywords, which refine_pair checks):
-# the rules of the bundle's --refine_* options (scripts/refinement/inferer.py), so that a bad value stops the
-# benchmark before any work instead of running silently (a negative run-off) or ending in a traceback
-PASS_RULES = {
-    "second_iterations": dict(integer=True),
-    "second_snap_mm": dict(unit=" of mm"),
-    "second_lr": dict(strict=True),
-    "second_band_fold_weight": {},
-    "second_wall_search": dict(integer=True, unit=" of voxels"),
-    "first_wall_search": dict(integer=True, unit=" of voxels"),
-    "first_wall_region_mm": dict(unit=" of mm"),
-    "first_wall_search_iterations": dict(integer=True, minimum=1, note="or null: the second pass's iterations"),
-    "first_wall_runoff_iterations": dict(integer=True),
-}
-
-
 def parse_refine_options(options: Sequence[str]) -> dict:
-    """``["bone_trim_hu=0", "first_wall_search=1"]`` -> ``{"bone_trim_hu": 0, "first_wall_search": 1}``, the
-    options of :data:`PASS_RULES` checked by their rules (``first_wall_search_iterations`` may be null).
+    """``["bone_trim_hu=0", "first_wall_search=1"]`` -> ``{"bone_trim_hu": 0, "first_wall_search": 1}``. The passes'
+    options that the benchmarks read themselves (not ``refine_pair``'s keywords, which it checks) are checked by the
+    bundle's own rules (:func:`scripts.refinement.second_pass.check_pass_options`; ``first_wall_search_iterations``
+    may be null), so that a bad value stops the benchmark before any work instead of running silently (a negative
+    run-off) or ending in a traceback.
 
     Raises:
         SystemExit: one ``error:`` line for an option without ``=`` or a key, whose value is no JSON, or that
@@ -45,11 +32,8 @@ def parse_refine_options(options: Sequence[str]) -> dict:
             parsed[key.strip()] = json.loads(value)
         except ValueError:  # json.JSONDecodeError is one
             raise SystemExit(f"error: --refine-option takes KEY=VALUE with a JSON value, got {option!r}") from None
-    for key, rule in PASS_RULES.items():
-        if key not in parsed or (key == "first_wall_search_iterations" and parsed[key] is None):
-            continue
-        try:
-            check_number(parsed[key], f"--refine-option {key}", **rule)
-        except InputError as err:
-            raise SystemExit(f"error: {err}") from None
+    try:
+        check_pass_options(parsed, "--refine-option ")
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
     return parsed

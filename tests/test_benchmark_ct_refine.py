@@ -6,6 +6,8 @@ import re
 import pytest
 
 from benchmarks import benchmark_ct_refine as bench
+from benchmarks.options import parse_refine_options
+from scripts.refinement.second_pass import PASS_RULES
 
 
 def test_phantom_rows_table_and_json(tmp_path):
@@ -53,13 +55,18 @@ def test_unknown_method_is_one_error_line(tmp_path):
         )
     # the passes' options follow the bundle's rules: a negative run-off or no search iterations stop before any work
     for option, words in (
-        ("first_wall_runoff_iterations=-1", "first_wall_runoff_iterations must be a whole number >= 0, got -1"),
+        ("first_wall_runoff_iterations=-1", "first_wall_runoff_iterations must be a whole number >= 0 (0: none), got"),
         ("first_wall_search_iterations=0", "first_wall_search_iterations must be a whole number >= 1 (or null"),
         ("second_lr=0", "second_lr must be a number > 0, got 0"),
     ):
         with pytest.raises(SystemExit, match=re.escape(f"error: --refine-option {words}")):
             bench.main(["--cases", "phantom0", "--methods", "none", "--refine-option", option, "--out", str(tmp_path)])
     assert not list(tmp_path.iterdir())
+    # every numeric option of the passes, by the bundle's own rules (second_pass.PASS_RULES, the inferer's too)
+    for key in PASS_RULES:
+        with pytest.raises(SystemExit, match=re.escape(f"error: --refine-option {key} must be a")):
+            parse_refine_options([f"{key}=-1"])
+        assert parse_refine_options([f"{key}=2"]) == {key: 2}
 
 
 def test_refine_options_are_taken_and_recorded(tmp_path):

@@ -52,6 +52,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_SNAP_MM,
     SECOND_PASS_STEP_START,
     SECOND_PASS_WALL_SEARCH,
+    check_pass_options,
     first_search_iterations,
     second_pass,
 )
@@ -225,21 +226,23 @@ class RefinementInferer(Inferer):
             if weight is not None:
                 check_number(weight, f"--refine_{name}", note="or null: the default of the prior in use")
         check_schedule(levels, iterations, lr, DEFAULT_LEVELS)
-        self.second_iterations = check_number(
-            second_iterations, "--refine_second_iterations", integer=True, note="0: no second pass"
+        passes = dict(
+            second_iterations=second_iterations,
+            second_snap_mm=second_snap_mm,
+            second_lr=second_lr,
+            second_band_fold_weight=second_band_fold_weight,
+            second_wall_search=second_wall_search,
+            first_wall_search=first_wall_search,
+            first_wall_region_mm=first_wall_region_mm,
+            first_wall_search_iterations=parse_null(first_wall_search_iterations),
+            first_wall_runoff_iterations=first_wall_runoff_iterations,
         )
-        self.second_snap_mm = check_number(second_snap_mm, "--refine_second_snap_mm", note="mm")
-        self.second_lr = check_number(second_lr, "--refine_second_lr", strict=True)
-        self.second_band_fold_weight = check_number(
-            second_band_fold_weight, "--refine_second_band_fold_weight", note="0: the band folds freely"
-        )
+        checked = check_pass_options(passes, "--refine_")  # second_pass.PASS_RULES
+        self.second_iterations, self.second_snap_mm = checked["second_iterations"], checked["second_snap_mm"]
+        self.second_lr, self.second_band_fold_weight = checked["second_lr"], checked["second_band_fold_weight"]
         self.second_step_start = parse_flag(second_step_start, "refine_second_step_start")
-        reach = {"integer": True, "unit": " of voxels", "note": "0: no search"}
-        self.second_wall_search = check_number(second_wall_search, "--refine_second_wall_search", **reach)
-        self.first_wall_search = check_number(first_wall_search, "--refine_first_wall_search", **reach)
-        self.first_wall_region_mm = check_number(
-            first_wall_region_mm, "--refine_first_wall_region_mm", note="mm; 0: one shift"
-        )
+        self.second_wall_search, self.first_wall_search = checked["second_wall_search"], checked["first_wall_search"]
+        self.first_wall_region_mm = checked["first_wall_region_mm"]
         closings = [first_wall_closings_mm] if is_number(first_wall_closings_mm) else first_wall_closings_mm
         if not (isinstance(closings, (list, tuple)) and all(is_number(r) and r > 0 for r in closings)):
             raise InputError(
@@ -250,14 +253,10 @@ class RefinementInferer(Inferer):
                 "--refine_first_wall_closings_mm needs --refine_first_wall_search >= 1 (the search tries them)"
             )
         self.first_wall_closings_mm = tuple(float(r) for r in closings)
-        n_search, flag = parse_null(first_wall_search_iterations), "--refine_first_wall_search_iterations"
-        note = "or null: the second pass's iterations"
-        checked = None if n_search is None else check_number(n_search, flag, minimum=1, integer=True, note=note)
-        self.first_wall_search_iterations = first_search_iterations(checked, self.second_iterations)
+        n_search = checked["first_wall_search_iterations"]
+        self.first_wall_search_iterations = first_search_iterations(n_search, self.second_iterations)
+        self.first_wall_runoff_iterations = checked["first_wall_runoff_iterations"]
         flag = "--refine_first_wall_runoff_iterations"
-        self.first_wall_runoff_iterations = check_number(
-            first_wall_runoff_iterations, flag, integer=True, note="0: none"
-        )
         if self.first_wall_runoff_iterations and self.first_wall_search == 0:
             raise InputError(f"{flag} needs --refine_first_wall_search >= 1 (the run-off is that search's)")
         options = {"gamma": gamma, "smooth": smooth, "levels": levels, "iterations": iterations, "lr": lr}

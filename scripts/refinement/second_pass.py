@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scripts.io.options import check_number
 from scripts.refinement.pyramid import region_tensors, resize_field, resize_labels, working_grid
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
@@ -57,12 +58,14 @@ from scripts.regions.cavity import cavity_regions
 from scripts.regions.labels import SLIDING
 
 __all__ = [
+    "PASS_RULES",
     "SECOND_PASS_BAND_FOLD_WEIGHT",
     "SECOND_PASS_ITERATIONS",
     "SECOND_PASS_LR",
     "SECOND_PASS_SNAP_MM",
     "SECOND_PASS_STEP_START",
     "SECOND_PASS_WALL_SEARCH",
+    "check_pass_options",
     "first_search_iterations",
     "second_pass",
 ]
@@ -81,6 +84,35 @@ SECOND_PASS_BAND_FOLD_WEIGHT = 1.0
 SECOND_PASS_STEP_START = False
 # the wall search (module docstring): off by default; it costs 2 * wall_search + 1 more passes of search_iterations
 SECOND_PASS_WALL_SEARCH = 0
+
+# the rules of the passes' numeric options, by their names after --refine_ (the keywords of
+# scripts.io.options.check_number): the bundle's inferer (scripts/refinement/inferer.py) and the benchmarks'
+# --refine-option (benchmarks/options.py) check them alike, by check_pass_options
+PASS_RULES: dict[str, dict[str, Any]] = {
+    "second_iterations": dict(integer=True, note="0: no second pass"),
+    "second_snap_mm": dict(note="mm"),
+    "second_lr": dict(strict=True),
+    "second_band_fold_weight": dict(note="0: the band folds freely"),
+    "second_wall_search": dict(integer=True, unit=" of voxels", note="0: no search"),
+    "first_wall_search": dict(integer=True, unit=" of voxels", note="0: no search"),
+    "first_wall_region_mm": dict(note="mm; 0: one shift"),
+    "first_wall_search_iterations": dict(integer=True, minimum=1, note="or null: the second pass's iterations"),
+    "first_wall_runoff_iterations": dict(integer=True, note="0: none"),
+}
+
+# the one of them that may be null (None): the second pass's iterations, first_search_iterations
+NULLABLE = "first_wall_search_iterations"
+
+
+def check_pass_options(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Those of ``values`` that :data:`PASS_RULES` names, checked by their rules before any work (``NULLABLE`` may be
+    None), each as an int or float; a bad one raises :class:`~scripts.io.errors.InputError` naming the option as
+    ``prefix + name`` (the bundle's ``--refine_``, the benchmarks' ``--refine-option ``)."""
+    return {
+        key: value if key == NULLABLE and value is None else check_number(value, prefix + key, **PASS_RULES[key])
+        for key, value in values.items()
+        if key in PASS_RULES
+    }
 
 
 def first_search_iterations(requested: int | None, second_iterations: int) -> int:
