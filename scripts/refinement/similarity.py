@@ -12,14 +12,13 @@ times on the same grid and the same fixed image, which the general versions cann
   those writes and again in the backward pass (168 ms forward and backward against 86 ms here, of which
   ``grid_sample`` itself takes 64). :class:`GridWarp` kept the normalised grid of each shape and added the field
   scaled and reordered in one expression. Since bundle 0.9.18 a one-channel image is sampled by hand
-  (:class:`_Trilinear`): the moving image does not change within a level, so its 2 x 2 x 2 neighbourhoods are
-  gathered into a table once (:class:`CornerTable`), a field's samples are one ``index_select`` of eight rows and
-  three ``lerp``, and the derivative along an axis is the difference of the corner planes across it, interpolated in
-  the other two. WHY: ``grid_sample``'s 3-D CPU kernel divides its work by batch item, so with the refinement's one
-  pair it runs on one thread whatever the machine has; these are whole-volume tensor operations, parallel like the
-  other terms (forward and backward at 96 x 80 x 128 on 2 threads: 75-80 ms against 35-41 here; about level on one
-  thread; ``benchmarks.profile_refine``'s similarity on 2 threads 100-115 -> 53-78 ms). A descriptor of several
-  channels (MIND, 12) still goes through ``grid_sample``: its table would hold eight copies of every channel;
+  (:class:`_Trilinear`: each voxel's eight corners by eight ``index_select`` of the flat image, three ``lerp``, the
+  derivative by the corner planes' differences, computed with the value and kept for the backward pass). WHY:
+  ``grid_sample``'s 3-D CPU kernel divides its work by batch item, so with the refinement's one pair it runs on one
+  thread whatever the machine has; these are whole-volume tensor operations, parallel like the other terms (forward
+  and backward at 97 x 81 x 129: 2 threads 75-80 ms for ``grid_sample``, 35 here; 1 thread 55; the iteration's
+  similarity in ``benchmarks.profile_refine`` on 2 threads 100-115 -> 53-78 ms). A descriptor of several channels
+  (MIND, 12) still goes through ``grid_sample``;
 * MONAI's LNCC filters five local sums per call, two of them of the fixed image, which does not change, by
   ``conv3d`` with a 1-channel kernel, a slow path on the CPU (81 ms; 48 by slices). :class:`FixedLNCC` computes the
   fixed image's sums once per level, and the moving image's three by a box filter whose backward pass is itself
@@ -40,7 +39,7 @@ from torch.nn import functional as F
 
 from scripts.losses.mind import mind_ssc
 
-__all__ = ["SIMILARITIES", "CornerTable", "FixedLNCC", "GridWarp", "Similarity", "box_sum"]
+__all__ = ["SIMILARITIES", "FixedLNCC", "GridWarp", "Similarity", "box_sum"]
 
 SIMILARITIES = ("lncc", "mind", "mse")
 
@@ -162,32 +161,17 @@ class FixedLNCC:
         return (cross * cross + self.smooth_nr) / (self.t_var * p_var)
 
 
-class CornerTable:
-    """A one-channel image's 2 x 2 x 2 neighbourhoods, gathered once for the many fields a level warps it by.
-
-    ``table`` is (8, N), N = (X - 1)(Y - 1)(Z - 1): row ``4 a + 2 b + c`` holds ``image[i + a, j + b, k + c]`` for
-    every cell corner (i, j, k) < (X - 1, Y - 1, Z - 1), so a field's trilinear samples need one ``index_select`` of
-    eight contiguous rows (eight times the image's memory, kept for the level)."""
-
-    def __init__(self, image: torch.Tensor):
-        if image.ndim != 5 or image.shape[:2] != (1, 1) or min(image.shape[2:]) < 2:
-            raise ValueError(f"a corner table takes a (1, 1, X, Y, Z) image, each side >= 2, got {tuple(image.shape)}")
-        x, y, z = self.shape = tuple(image.shape[2:])
-        v = image.detach()[0, 0]
-        self.table = torch.stack(
-            [v[a : x - 1 + a, b : y - 1 + b, c : z - 1 + c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]
-        )
-        self.table = self.table.reshape(8, -1)
-
-
 class _Trilinear(torch.autograd.Function):
-    """``image(x + u(x))`` by trilinear interpolation, border padding (the position clamped to the grid, no gradient
-    where it was clamped, as ``grid_sample``'s), from a :class:`CornerTable`; differentiated by hand: the derivative
-    along an axis is the difference of the two corner planes across it, interpolated in the other two axes."""
+    """``image(x + u(x))`` of a one-channel image by trilinear interpolation, border padding (the position clamped to
+    the grid, no gradient where it was clamped, as ``grid_sample``'s). The eight corners of each voxel's cell come by
+    eight ``index_select`` of the flat image (the cell's flat index plus each corner's offset; cells end at n - 2, so
+    every corner lies on the grid), interpolated by three ``lerp``. The derivative along an axis is the difference of
+    the corner planes across it, interpolated in the other two: computed here with the value, since it needs the same
+    corners, and kept (3 volumes) for the backward pass, which only multiplies it by the incoming gradient."""
 
     @staticmethod
-    def forward(ctx, ddf, corners):
-        shape = corners.shape
+    def forward(ctx, ddf, image):
+        shape = tuple(image.shape[2:])
         fracs, inside, index = [], [], None
         for k, n in enumerate(shape):
             ref = torch.arange(n, dtype=ddf.dtype, device=ddf.device).reshape([-1 if a == k else 1 for a in range(3)])
@@ -197,39 +181,38 @@ class _Trilinear(torch.autograd.Function):
             cell = clamped.floor().clamp_(max=n - 2)  # the last cell holds the grid's far border (fraction 1)
             fracs.append((clamped - cell).reshape(-1))
             cell = cell.to(torch.int32)
-            index = cell if index is None else index.mul_(n - 1).add_(cell)
-        c = corners.table.index_select(1, index.reshape(-1))  # (8, M)
+            index = cell if index is None else index.mul_(n).add_(cell)
+        index, flat, (_, y, z) = index.reshape(-1), image.reshape(-1), shape
+        c = torch.empty((8, index.numel()), dtype=image.dtype, device=image.device)  # row 4 a + 2 b + e: (+a, +b, +e)
+        for row, offset in enumerate(a * y * z + b * z + e for a in (0, 1) for b in (0, 1) for e in (0, 1)):
+            torch.index_select(flat, 0, index + offset if offset else index, out=c[row])
         fx, fy, fz = fracs
-        along_x = torch.lerp(c[:4], c[4:], fx)  # (4, M): the corners (b, c) of each y-z face, interpolated in x
+        along_x = torch.lerp(c[:4], c[4:], fx)  # (4, M): the corners (b, e) of each y-z face, interpolated in x
         along_y = torch.lerp(along_x[:2], along_x[2:], fy)  # (2, M)
         out = torch.lerp(along_y[0], along_y[1], fz)
-        ctx.save_for_backward(c, fx, fy, fz, *inside)
+        if ctx.needs_input_grad[0]:
+            slope = torch.empty((1, 3) + shape, dtype=ddf.dtype, device=ddf.device)
+            across_x = torch.sub(c[4:], c[:4], out=c[4:])  # x differences, interpolated in y then z
+            across_x = torch.lerp(across_x[:2], across_x[2:], fy)
+            torch.lerp(across_x[0], across_x[1], fz, out=slope[0, 0].view(-1))
+            across_y = torch.sub(along_x[2:], along_x[:2], out=along_x[2:])  # y differences of the x-interpolated faces
+            torch.lerp(across_y[0], across_y[1], fz, out=slope[0, 1].view(-1))
+            torch.sub(along_y[1], along_y[0], out=slope[0, 2].view(-1))
+            for k in range(3):
+                slope[0, k].mul_(inside[k])
+            ctx.save_for_backward(slope)
         return out.reshape((1, 1) + shape)
 
     @staticmethod
     def backward(ctx, grad):
-        c, fx, fy, fz, *inside = ctx.saved_tensors
-        grad = grad.reshape(-1)
-        along_x = torch.lerp(c[:4], c[4:], fx)
-        along_y = torch.lerp(along_x[:2], along_x[2:], fy)
-        across_x = c[4:] - c[:4]  # (4, M): x differences, interpolated in y then z
-        across_x = torch.lerp(across_x[:2], across_x[2:], fy)
-        across_y = along_x[2:] - along_x[:2]  # (2, M): y differences of the x-interpolated faces, interpolated in z
-        derivatives = (
-            torch.lerp(across_x[0], across_x[1], fz),
-            torch.lerp(across_y[0], across_y[1], fz),
-            along_y[1] - along_y[0],
-        )
-        out = torch.empty((1, 3) + tuple(inside[0].shape), dtype=grad.dtype, device=grad.device)
-        for k, (d, mask) in enumerate(zip(derivatives, inside)):
-            torch.mul(d.mul_(grad).view(mask.shape), mask, out=out[0, k])
-        return out, None
+        (slope,) = ctx.saved_tensors
+        return slope * grad, None
 
 
 class GridWarp:
     """``moving(x + u(x))`` by trilinear interpolation with border padding, as MONAI's ``Warp(mode="bilinear",
-    padding_mode="border")``: a one-channel image (or its :class:`CornerTable`) by :class:`_Trilinear`, a descriptor of
-    several channels by ``grid_sample`` (whose normalised voxel grid of the last shape is kept)."""
+    padding_mode="border")``: a one-channel image by :class:`_Trilinear`, a descriptor of several channels by
+    ``grid_sample`` (whose normalised voxel grid of the last shape is kept)."""
 
     def __init__(self):
         self._shape: tuple[int, ...] | None = None
@@ -244,16 +227,13 @@ class GridWarp:
             self._shape = shape
         return self._ref, self._scale
 
-    def __call__(self, image: torch.Tensor | CornerTable, ddf: torch.Tensor) -> torch.Tensor:
-        """image (1, C, X, Y, Z) or its :class:`CornerTable`, ddf (1, 3, X, Y, Z) in voxels: the warped image (1, C, X,
-        Y, Z)."""
-        shape = image.shape if isinstance(image, CornerTable) else tuple(image.shape[2:])
+    def __call__(self, image: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
+        """image (1, C, X, Y, Z), ddf (1, 3, X, Y, Z) in voxels: the warped image (1, C, X, Y, Z)."""
+        shape = tuple(image.shape[2:])
         if ddf.ndim != 5 or tuple(ddf.shape) != (1, 3) + shape:
             raise ValueError(f"ddf must be (1, 3, *S) with S = {shape} (the image's grid), got {tuple(ddf.shape)}")
-        if isinstance(image, CornerTable):
+        if image.shape[:2] == (1, 1) and min(shape) >= 2 and not image.requires_grad:
             return _Trilinear.apply(ddf, image)
-        if image.shape[1] == 1 and min(shape) >= 2 and not image.requires_grad:
-            return _Trilinear.apply(ddf, CornerTable(image))
         ref, scale = self._grid(shape, ddf)
         grid = ref + (ddf.flip(1) * scale).permute(0, 2, 3, 4, 1)
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -270,18 +250,18 @@ class Similarity:
         self.mind = lambda x, sp: mind_ssc(x, radius=mind_radius, dilation=mind_dilation, spacing=sp)
 
     def prepare(self, fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float]):
-        """What is warped (the moving image's :class:`CornerTable`, or its MIND descriptor) and the target: the fixed
-        image (``"mse"``), its descriptor (``"mind"``) or its :class:`FixedLNCC` (``"lncc"``)."""
+        """What is warped (moving image or its MIND descriptor) and the target: the fixed image (``"mse"``), its
+        descriptor (``"mind"``) or its :class:`FixedLNCC` (``"lncc"``)."""
         if self.name == "mind":
             with torch.no_grad():
                 return self.mind(moving, spacing), self.mind(fixed, spacing)
         if self.name == "lncc":
-            return CornerTable(moving), FixedLNCC(fixed, self.lncc_kernel)
-        return CornerTable(moving), fixed
+            return moving, FixedLNCC(fixed, self.lncc_kernel)
+        return moving, fixed
 
-    def warped(self, warp, source, target, ddf: torch.Tensor) -> torch.Tensor:
-        """The similarity of ``source`` (of :meth:`prepare`) warped by ``ddf`` (``warp(source, ddf)``, a
-        :class:`GridWarp`) to the ``target`` of :meth:`prepare`."""
+    def warped(self, warp, source: torch.Tensor, target, ddf: torch.Tensor) -> torch.Tensor:
+        """The similarity of ``source`` warped by ``ddf`` (``warp(source, ddf)``: a :class:`GridWarp` or MONAI's
+        ``Warp``) to the ``target`` of :meth:`prepare`."""
         moved = warp(source, ddf)
         if isinstance(target, FixedLNCC):
             return target(moved)

@@ -52,8 +52,7 @@ gained on ``out2`` with a segmenter's labels (54 -> 58 % of the slip) and lost 8
 
 All on the refinement's WORKING grid (``grid_mm`` of :func:`~scripts.refinement.optimiser.refine_pair`, about 2
 mm; :func:`scripts.refinement.pyramid.working_grid`): the images, the label map and the field are brought there
-first (the regions' distance transforms and filters cost about their voxel count), and the field goes back to the
-input grid at the end.
+first (the regions' distance transforms and filters cost about their voxel count), the field back at the end.
 Conventions are those of :func:`~scripts.refinement.optimiser.refine_pair`: images (1, 1, X, Y, Z) normalised, the
 field (1, 3, X, Y, Z) in voxels of that grid, ``spacing`` (3,) mm.
 """
@@ -72,7 +71,7 @@ from scipy import ndimage
 
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.pyramid import region_tensors, resize_field, working_grid
-from scripts.refinement.similarity import CornerTable, FixedLNCC, GridWarp
+from scripts.refinement.similarity import FixedLNCC, GridWarp
 from scripts.regions.cavity import cavity_regions
 
 __all__ = [
@@ -192,12 +191,12 @@ class WallSearch(NamedTuple):
     """What :func:`search_wall_shift` found. Its candidates are keyed ``(k, r)``: the labels' wall moved by
     ``centre + k`` voxels, the cavity closed with ``r`` mm (None: the labels' own closing, the region options').
 
-    ``shift``: the chosen ``centre + k`` (voxels, > 0 outwards; an (*S) int map with a map ``centre`` or per
-    region); ``closing_mm``: None where every chosen candidate keeps the labels' closing, else the chosen radius
-    (mm; an (*S) map per region); ``scores``: each candidate's mean squared local NCC over the voxels where the
-    candidates disagree, after its first ``iterations``; ``runs``: each candidate's pass, ``((field, curve), (mask,
-    normals, side))`` (the field (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them; a run-off's two
-    passes with its iterations too); ``chosen``: the index into ``list(runs)`` of the chosen (an int or (*S) map)."""
+    ``shift``: the chosen ``centre + k`` (voxels, > 0 outwards; an (*S) int map with a map ``centre`` or per region);
+    ``closing_mm``: None where every chosen candidate keeps the labels' closing, else the chosen radius (mm; an (*S)
+    map per region); ``scores``: each candidate's mean squared local NCC over the voxels where the candidates
+    disagree, after its first ``iterations``; ``runs``: each candidate's pass, ``((field, curve), (mask, normals,
+    side))`` (the field (1, 3, *S) voxels; the regions as :func:`refine_pair` takes them; a run-off's two passes with
+    its iterations too); ``chosen``: the index into ``list(runs)`` of the chosen (an int or (*S) map)."""
 
     shift: int | np.ndarray
     closing_mm: float | np.ndarray | None
@@ -263,11 +262,11 @@ def search_wall_shift(
     zones = zone.copy()  # and where any candidate's does
     for r in extra:
         zones |= (walls[(0, r)][2] != 0) != (walls[(0, None)][2] != 0)
-    target, warp, source = FixedLNCC(fixed, 3), GridWarp(), CornerTable(moving)
+    target, warp = FixedLNCC(fixed, 3), GridWarp()
 
     def score(field: torch.Tensor) -> np.ndarray:  # the squared local NCC of moving warped by field, (*S)
         with torch.no_grad():
-            return target.local(warp(source, field))[0, 0].numpy()
+            return target.local(warp(moving, field))[0, 0].numpy()
 
     runs, local = {}, []
     for key, regions_k in walls.items():
@@ -282,7 +281,8 @@ def search_wall_shift(
     if runoff > 0:
         more = (images, spacing, refine_options, int(runoff), score)
         best = _run_off(keys, runs, local, best, (reach, zone, zones, sigma), more)
-    means = "mean local NCC^2 " + ", ".join(f"{_name(key)}: {v:.4f}" for key, v in scores.items())  # how close
+    judged = [float(v[zone if r is None else zones].mean()) for (_, r), v in zip(keys, local)]  # as chosen below
+    means = "mean local NCC^2 " + ", ".join(f"{_name(key)}: {v:.4f}" for key, v in zip(keys, judged))
     if sigma is None:
         logger.info("the wall search chose %s (%s)", _name(keys[best], centre), means)
     else:
@@ -353,7 +353,7 @@ def _run_off(keys, runs, local, best, choice, more) -> int | np.ndarray:
         "NCC^2 %.4f and %.4f over the zone",
         *(_name(keys[i]) for i in (by_ncc, by_objective)),
         iterations,
-        *(float(local[i][zones].mean()) for i in (by_ncc, by_objective)),
+        *(float(local[i][zone].mean()) for i in (by_ncc, by_objective)),
     )
     out = [v if i in (by_ncc, by_objective) else v - 2.0 for i, v in enumerate(local)]  # NCC^2 <= 1: never chosen
     again, closed = choose_candidate(out, reach, zone, zones, sigma), np.asarray(best) > 2 * reach
