@@ -101,15 +101,15 @@ PASS_RULES: dict[str, dict[str, Any]] = {
 }
 
 # the one of them that may be null (None): the second pass's iterations, first_search_iterations
-NULLABLE = "first_wall_search_iterations"
+_NULLABLE = "first_wall_search_iterations"
 
 
 def check_pass_options(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """Those of ``values`` that :data:`PASS_RULES` names, checked by their rules before any work (``NULLABLE`` may be
-    None), each as an int or float; a bad one raises :class:`~scripts.io.errors.InputError` naming the option as
+    """Those of ``values`` that :data:`PASS_RULES` names, checked by their rules before any work (``_NULLABLE`` may
+    be None), each as an int or float; a bad one raises :class:`~scripts.io.errors.InputError` naming the option as
     ``prefix + name`` (the bundle's ``--refine_``, the benchmarks' ``--refine-option ``)."""
     return {
-        key: value if key == NULLABLE and value is None else check_number(value, prefix + key, **PASS_RULES[key])
+        key: value if key == _NULLABLE and value is None else check_number(value, prefix + key, **PASS_RULES[key])
         for key, value in values.items()
         if key in PASS_RULES
     }

@@ -16,9 +16,9 @@ times on the same grid and the same fixed image, which the general versions cann
   derivative by the corner planes' differences, computed with the value and kept for the backward pass). WHY:
   ``grid_sample``'s 3-D CPU kernel divides its work by batch item, so with the refinement's one pair it runs on one
   thread whatever the machine has; these are whole-volume tensor operations, parallel like the other terms (forward
-  and backward at 97 x 81 x 129: 2 threads 75-80 ms for ``grid_sample``, 35 here; 1 thread 55; the iteration's
-  similarity in ``benchmarks.profile_refine`` on 2 threads 100-115 -> 53-78 ms). A descriptor of several channels
-  (MIND, 12) still goes through ``grid_sample``;
+  and backward at about 97 x 81 x 129 on 2 threads: 75-80 ms for ``grid_sample``, 35 here, 55 on one thread; the
+  iteration's similarity in ``benchmarks.profile_refine`` on 2 threads 101-163 -> 58-78 ms). A descriptor of
+  several channels (MIND, 12) still goes through ``grid_sample``;
 * MONAI's LNCC filters five local sums per call, two of them of the fixed image, which does not change, by
   ``conv3d`` with a 1-channel kernel, a slow path on the CPU (81 ms; 48 by slices). :class:`FixedLNCC` computes the
   fixed image's sums once per level, and the moving image's three by a box filter whose backward pass is itself
@@ -162,12 +162,14 @@ class FixedLNCC:
 
 
 class _Trilinear(torch.autograd.Function):
-    """``image(x + u(x))`` of a one-channel image by trilinear interpolation, border padding (the position clamped to
-    the grid, no gradient where it was clamped, as ``grid_sample``'s). The eight corners of each voxel's cell come by
-    eight ``index_select`` of the flat image (the cell's flat index plus each corner's offset; cells end at n - 2, so
-    every corner lies on the grid), interpolated by three ``lerp``. The derivative along an axis is the difference of
-    the corner planes across it, interpolated in the other two: computed here with the value, since it needs the same
-    corners, and kept (3 volumes) for the backward pass, which only multiplies it by the incoming gradient."""
+    """``image(x + u(x))`` of a one-channel image by trilinear interpolation, border padding (the position clamped
+    to the grid, no gradient where it was clamped, as ``grid_sample``'s; a position exactly on the border, as the
+    grid's outer faces at rest, gets the one-sided derivative there, where ``grid_sample`` gives none). The eight
+    corners of each voxel's cell come by eight ``index_select`` of the flat image (the cell's flat index plus each
+    corner's offset; cells end at n - 2, so every corner lies on the grid), interpolated by three ``lerp``. The
+    derivative along an axis is the difference of the corner planes across it, interpolated in the other two:
+    computed here with the value, since it needs the same corners, and kept (3 volumes) for the backward pass, which
+    only multiplies it by the incoming gradient."""
 
     @staticmethod
     def forward(ctx, ddf, image):
