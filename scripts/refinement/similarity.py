@@ -15,10 +15,10 @@ times on the same grid and the same fixed image, which the general versions cann
   (:class:`_Trilinear`: each voxel's eight corners by eight ``index_select`` of the flat image, three ``lerp``, the
   derivative by the corner planes' differences, computed with the value and kept for the backward pass). WHY:
   ``grid_sample``'s 3-D CPU kernel divides its work by batch item, so with the refinement's one pair it runs on one
-  thread whatever the machine has; these are whole-volume tensor operations, parallel like the other terms (forward
-  and backward at about 97 x 81 x 129 on 2 threads: 75-80 ms for ``grid_sample``, 35 here, 55 on one thread; the
-  iteration's similarity in ``benchmarks.profile_refine`` on 2 threads 101-163 -> 58-78 ms). A descriptor of
-  several channels (MIND, 12) still goes through ``grid_sample``;
+  thread whatever the machine has; these are whole-volume tensor operations, parallel like the other terms (the
+  iteration's similarity in ``python -m benchmarks.profile_refine`` at 97 x 81 x 129: 2 threads 101-163 -> 58-78
+  ms, 1 thread 127 -> 98 ms; docs/benchmark_results/refine_speed_0918/). A descriptor of several channels (MIND,
+  12) still goes through ``grid_sample``;
 * MONAI's LNCC filters five local sums per call, two of them of the fixed image, which does not change, by
   ``conv3d`` with a 1-channel kernel, a slow path on the CPU (81 ms; 48 by slices). :class:`FixedLNCC` computes the
   fixed image's sums once per level, and the moving image's three by a box filter whose backward pass is itself
