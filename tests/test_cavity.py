@@ -4,7 +4,7 @@ segmentations."""
 import numpy as np
 import pytest
 
-from scripts.regions.cavity import body_mask, cavity_labels, cavity_regions, snap_to_edge
+from scripts.regions.cavity import body_mask, cavity_labels, cavity_mask, cavity_regions, snap_to_edge
 from scripts.regions.labels import JACOBIAN, RIGID, SLIDING, TOTALSEG_V2_TOTAL
 from scripts.regions.masks import build_regularisation_mask, load_region_spec
 
@@ -289,3 +289,25 @@ def test_an_outward_wall_shift_keeps_off_the_bones_by_the_shift_too():
     assert not shifted[20, 15, 15] and not shifted[21, 15, 15]  # towards the rib: the labels' wall
     assert shifted[8, 15, 15] and not shifted[7, 15, 15]  # away from it: two voxels out
     assert (shifted | ~plain).all()  # never smaller than the labels' cavity
+
+
+def test_the_walls_of_one_pair_close_its_cavity_and_fill_its_body_once():
+    """The wall search asks for several walls of the same labels (scripts/regions/memo.py): the closing of the cavity
+    and the body mask are computed once per labels and image, and each wall equals the one computed afresh; other
+    labels are a new entry; a caller writing into a mask it got changes nothing for the next caller."""
+    seg, image = _phantom()
+    cavity_mask.cache_clear(), body_mask.cache_clear()
+    walls = {k: cavity_regions(seg, SP, image=image, return_side=True, wall_shift=k) for k in (-1, 0, 1)}
+    assert (cavity_mask.misses, cavity_mask.hits, body_mask.misses, body_mask.hits) == (1, 2, 1, 2)
+    for k, wall in walls.items():
+        cavity_mask.cache_clear(), body_mask.cache_clear()
+        fresh = cavity_regions(seg, SP, image=image, return_side=True, wall_shift=k)
+        assert all(np.array_equal(a, b) for a, b in zip(wall, fresh)), k
+    assert not np.array_equal(walls[1][2], walls[0][2]) and not np.array_equal(walls[-1][2], walls[0][2])
+    body = body_mask(image)
+    body[:] = False
+    assert body_mask(image).sum() > 20000 and body_mask.hits == 2
+    shorter = seg.copy()
+    shorter[10:30, 10:30, 8:14] = 0  # the liver's lowest six slices lost
+    assert not np.array_equal(cavity_regions(shorter, SP, image=image, return_side=True)[2], walls[0][2])
+    assert cavity_mask.misses == 2

@@ -81,19 +81,11 @@ from scipy import ndimage
 
 from scripts.regions.labels import JACOBIAN, RIGID, SLIDING, label_table
 from scripts.regions.masks import DEFAULT_SPEC, as_label_array, build_regularisation_mask, load_region_spec
+from scripts.regions.memo import array_memo
 from scripts.regions.normals import compute_normals
 
-__all__ = [
-    "CAVITY_GROUP",
-    "DEFAULT_CAVITY_CONTENTS",
-    "cavity_labels",
-    "body_mask",
-    "cavity_mask",
-    "rigid_from_image",
-    "snap_to_edge",
-    "wall_layers",
-    "cavity_regions",
-]
+__all__ = ["CAVITY_GROUP", "DEFAULT_CAVITY_CONTENTS", "cavity_labels", "body_mask", "cavity_mask", "rigid_from_image"]
+__all__ += ["snap_to_edge", "wall_layers", "cavity_regions"]
 
 CAVITY_GROUP = "cavity_contents"
 # used when the spec has no ``cavity_contents`` group (names of the TotalSegmentator v2 ``total`` task)
@@ -158,6 +150,7 @@ def _check_spacing(spacing: Any) -> np.ndarray:
     return sp
 
 
+@array_memo  # the same body for every wall of a pair (scripts/regions/memo.py)
 def body_mask(image: Any, threshold: float = -500.0) -> np.ndarray:
     """Body of a CT (X, Y, Z) in HU: voxels above ``threshold``, largest component, holes filled (in 3D and slice by
     slice along every axis, so that the lungs and an airway open at the crop border are inside): bool (X, Y, Z)."""
@@ -174,13 +167,12 @@ def body_mask(image: Any, threshold: float = -500.0) -> np.ndarray:
     body = lab == int(sizes.argmax())
     body = ndimage.binary_fill_holes(body)
     for axis in range(3):
-        for i in range(body.shape[axis]):
-            sl = [slice(None)] * 3
-            sl[axis] = i
-            body[tuple(sl)] = ndimage.binary_fill_holes(body[tuple(sl)])
+        for plane in np.moveaxis(body, axis, 0):  # views of the body: filled in place
+            plane[...] = ndimage.binary_fill_holes(plane)
     return body
 
 
+@array_memo  # the same closing for every shift of the wall search
 def cavity_mask(labels: np.ndarray, content: Sequence[int], spacing: np.ndarray, closing_mm: float) -> np.ndarray:
     """The closed, hole-filled union of the content labels: bool (X, Y, Z).
 
