@@ -23,6 +23,7 @@ Usage::
     python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_closings_mm '[12]'  # a closing candidate
     python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_search_iterations 20  # per candidate
     python benchmarks/benchmark_refine.py --first_wall_search 1 --first_wall_runoff_iterations 40  # its run-off
+    python benchmarks/benchmark_refine.py --configs '["rigidity_shearing_jacobian"]' --similarity mind  # MIND-SSC
 
 Left out, ``--first_wall_search_iterations`` takes the bundle's rule (``--refine_first_wall_search_iterations null``:
 the second pass's iterations, :func:`scripts.refinement.second_pass.first_search_iterations`).
@@ -55,6 +56,7 @@ from scripts.refinement.second_pass import (
     first_search_iterations,
     second_pass,
 )
+from scripts.refinement.similarity import SIMILARITIES
 from scripts.refinement.wall_search import (
     FIRST_PASS_WALL_REGION_MM,
     FIRST_PASS_WALL_SEARCH,
@@ -128,10 +130,11 @@ def run_one(
     first_wall_closings_mm: Sequence[float] = (),
     first_wall_search_iterations: int | None = None,
     first_wall_runoff_iterations: int = WALL_RUNOFF_ITERATIONS,
+    similarity: str = "lncc",
 ) -> dict:
     """One refinement in this process (with the sliding prior and ``second_iterations`` > 0, then its second pass):
     seconds, peak RSS and accuracy figures. ``iterations``: the first pass's schedule (None: refine_pair's default,
-    as configs/refine.json runs it)."""
+    as configs/refine.json runs it); ``similarity``: both passes' (``refine_pair``'s)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -146,7 +149,7 @@ def run_one(
     start, cpu0 = time.perf_counter(), time.process_time()
     two_passes = config == "rigidity_shearing_jacobian" and second_iterations > 0
     schedule = {} if iterations is None else {"iterations": [int(i) for i in iterations], "levels": len(iterations)}
-    first = dict(reg_mask=mask, normals=normals, wall_side=side, regulariser=config, **schedule)
+    first = dict(reg_mask=mask, normals=normals, wall_side=side, regulariser=config, similarity=similarity, **schedule)
     if config == "rigidity_shearing_jacobian" and first_wall_search > 0:
         ddf, curve, shift, closing = first_pass_with_search(
             fixed,
@@ -172,6 +175,7 @@ def run_one(
             ddf,
             case["seg"],
             case["fixed_hu"],
+            refine_options={"similarity": similarity},
             iterations=second_iterations,
             wall_search=second_wall_search,
             step_start=second_step_start,
@@ -192,6 +196,7 @@ def run_one(
     return dict(
         config=config,
         threads=threads,
+        similarity=similarity,
         grid=list(fixed.shape[2:]),
         seconds=round(seconds, 1),
         cpu_seconds=round(cpu_seconds, 1),
@@ -221,6 +226,7 @@ def main(
     first_wall_closings_mm: Sequence[float] = (),
     first_wall_search_iterations: int | None = None,
     first_wall_runoff_iterations: int = WALL_RUNOFF_ITERATIONS,
+    similarity: str = "lncc",
 ) -> None:
     passes = dict(second_iterations=second_iterations, second_wall_search=second_wall_search)
     passes.update(first_wall_search=first_wall_search, first_wall_region_mm=first_wall_region_mm)
@@ -234,6 +240,9 @@ def main(
     n_search = first_search_iterations(second["first_wall_search_iterations"], second["second_iterations"])
     second.update(first_wall_search_iterations=n_search, second_step_start=bool(second_step_start))
     second.update(first_wall_closings_mm=[float(r) for r in first_wall_closings_mm])
+    if similarity not in SIMILARITIES:
+        raise SystemExit(f"error: --similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
+    second.update(similarity=similarity)
     if run is not None:
         print(json.dumps(run_one(run, threads, iterations=iterations, **second)))
         return
