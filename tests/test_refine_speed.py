@@ -18,6 +18,7 @@ from scripts.losses.differences import central_difference, forward_difference, w
 from scripts.losses.fixed_regions import FixedRegionLoss
 from scripts.refinement.optimiser import BAND_FOLD_WEIGHT, level_terms
 from scripts.refinement.pyramid import _gaussian_blur
+from scripts.refinement import similarity
 from scripts.refinement.similarity import FixedLNCC, GridWarp, Similarity, box_sum
 from scripts.refinement.terms import (
     diffusion_weights,
@@ -56,8 +57,8 @@ def _field_and_image(shape=(9, 11, 13), seed=0):
 
 def test_grid_warp_samples_as_monai_warp_and_keeps_the_gradient():
     """GridWarp's hand-written trilinear sampler (one channel) gives MONAI Warp's values and
-    gradients, border padding included (a 2.5-voxel random field throws many positions off the grid); a descriptor of
-    several channels goes through grid_sample, also as MONAI's."""
+    gradients, border padding included (a 2.5-voxel random field throws many positions off the grid); an image that
+    needs a gradient of its own goes through grid_sample, also as MONAI's."""
     image, ddf = _field_and_image()
     assert float(((ddf + torch.arange(9.0).reshape(9, 1, 1))[0, 0] > 8).float().mean()) > 0.05  # clamped voxels
     ddf_a, ddf_b = ddf.clone().requires_grad_(), ddf.clone().requires_grad_()
@@ -70,13 +71,37 @@ def test_grid_warp_samples_as_monai_warp_and_keeps_the_gradient():
     assert torch.allclose(ddf_a.grad, ddf_b.grad, atol=1e-5)
     with torch.no_grad():  # no gradient asked: the value alone, the same
         assert torch.equal(GridWarp()(image, ddf_a), ours.detach())
-    warp = GridWarp()  # several channels: grid_sample, whose grid a second shape rebuilds
+    warp = GridWarp()  # an image that needs a gradient: grid_sample, whose grid a second shape rebuilds
     image2, ddf2 = _field_and_image((6, 5, 4), seed=1)
-    image2 = torch.cat([image2, 1.0 - image2], dim=1)
-    warp(torch.cat([image, image], dim=1), ddf)
-    assert torch.allclose(warp(image2, ddf2), Warp("bilinear", "border")(image2, ddf2), atol=1e-5)
+    warp(image.clone().requires_grad_(), ddf)
+    warped2 = warp(image2.clone().requires_grad_(), ddf2)
+    assert warped2.requires_grad and torch.allclose(warped2, Warp("bilinear", "border")(image2, ddf2), atol=1e-5)
     with pytest.raises(ValueError, match=r"ddf must be \(1, 3, \*S\)"):
         warp(image, ddf2)
+
+
+def test_several_channels_are_sampled_together_chunk_by_chunk(monkeypatch):
+    """Several channels (the MIND descriptor's 12) go through the hand-written sampler too, channels last and a chunk of
+    voxels at a time: MONAI Warp's values and gradients, with chunks that do not divide the grid (the last one
+    short), and the gradient against finite differences (float64)."""
+    monkeypatch.setattr(similarity, "CHUNK_VOXELS", 500)  # 1287 voxels: chunks of 500, 500, 287
+    image, ddf = _field_and_image()
+    gen = torch.Generator().manual_seed(2)
+    image = torch.cat([image, 1.0 - image, torch.rand((1, 3, 9, 11, 13), generator=gen)], dim=1)  # 5 channels
+    ddf_a, ddf_b = ddf.clone().requires_grad_(), ddf.clone().requires_grad_()
+    ours = GridWarp()(image, ddf_a)
+    monai = Warp(mode="bilinear", padding_mode="border")(image, ddf_b)
+    assert ours.shape == (1, 5, 9, 11, 13) and torch.allclose(ours, monai, atol=1e-5)
+    weight = torch.rand(ours.shape, generator=gen)
+    (ours * weight).sum().backward()
+    (monai * weight).sum().backward()
+    assert torch.allclose(ddf_a.grad, ddf_b.grad, atol=1e-4) and float(ddf_a.grad.abs().max()) > 0.5
+    with torch.no_grad():
+        assert torch.equal(GridWarp()(image, ddf_a), ours.detach())
+    small = torch.rand((1, 3, 5, 6, 4), generator=gen, dtype=torch.float64)
+    field = (1.5 * torch.randn((1, 3, 5, 6, 4), generator=gen, dtype=torch.float64)).requires_grad_()
+    monkeypatch.setattr(similarity, "CHUNK_VOXELS", 37)
+    assert torch.autograd.gradcheck(lambda u: GridWarp()(small, u), (field,))
 
 
 def test_trilinear_sampler_gradient_is_exact():

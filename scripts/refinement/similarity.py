@@ -42,6 +42,9 @@ from scripts.losses.mind import mind_ssc
 __all__ = ["SIMILARITIES", "FixedLNCC", "GridWarp", "Similarity", "box_sum"]
 
 SIMILARITIES = ("lncc", "mind", "mse")
+# voxels sampled at a time when the warped image has several channels (the MIND descriptor's 12: their corners
+# (8, CHUNK_VOXELS, 12) float32 are 25 MB)
+CHUNK_VOXELS = 1 << 16
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -161,45 +164,111 @@ class FixedLNCC:
         return (cross * cross + self.smooth_nr) / (self.t_var * p_var)
 
 
+def _cells(ddf: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Each voxel's cell under ``x + u(x)`` (ddf (1, 3, *S) voxels): the flat index of its low corner (int32, (M,)),
+    the fractions along each axis ((M,) each) and where the position lay on the grid (bool (*S) each axis)."""
+    fracs, inside, index = [], [], None
+    for k, n in enumerate(shape):
+        ref = torch.arange(n, dtype=ddf.dtype, device=ddf.device).reshape([-1 if a == k else 1 for a in range(3)])
+        pos = ddf[0, k] + ref
+        clamped = pos.clamp(0, n - 1)
+        inside.append(clamped == pos)
+        cell = clamped.floor().clamp_(max=n - 2)  # the last cell holds the grid's far border (fraction 1)
+        fracs.append((clamped - cell).reshape(-1))
+        cell = cell.to(torch.int32)
+        index = cell if index is None else index.mul_(n).add_(cell)
+    return index.reshape(-1), fracs, inside
+
+
+def _corners(flat: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...], out: torch.Tensor) -> torch.Tensor:
+    """The eight corners of each cell of one channel's flat image, into ``out`` (8, M): row 4 a + 2 b + e the corner
+    (+a, +b, +e)."""
+    for row, offset in enumerate(_offsets(shape)):
+        torch.index_select(flat, 0, index + offset if offset else index, out=out[row])
+    return out
+
+
+def _offsets(shape: tuple[int, ...]) -> list[int]:
+    """The flat offsets of a cell's eight corners from its low one, in the order 4 a + 2 b + e of (+a, +b, +e)."""
+    _, y, z = shape
+    return [a * y * z + b * z + e for a in (0, 1) for b in (0, 1) for e in (0, 1)]
+
+
+def _interpolate(c: torch.Tensor, fracs: Sequence[torch.Tensor], slope: torch.Tensor | None = None) -> torch.Tensor:
+    """The value (M,) from the corners ``c`` (8, M) by three ``lerp``; with ``slope`` (3, M) the derivative along each
+    axis written there (the corner planes' difference across it, interpolated in the other two; ``c`` overwritten)."""
+    fx, fy, fz = fracs
+    along_x = torch.lerp(c[:4], c[4:], fx)  # (4, M): the corners (b, e) of each y-z face, interpolated in x
+    along_y = torch.lerp(along_x[:2], along_x[2:], fy)  # (2, M)
+    out = torch.lerp(along_y[0], along_y[1], fz)
+    if slope is not None:
+        across_x = torch.sub(c[4:], c[:4], out=c[4:])  # x differences, interpolated in y then z
+        across_x = torch.lerp(across_x[:2], across_x[2:], fy)
+        torch.lerp(across_x[0], across_x[1], fz, out=slope[0])
+        across_y = torch.sub(along_x[2:], along_x[:2], out=along_x[2:])  # y differences of the x-interpolated faces
+        torch.lerp(across_y[0], across_y[1], fz, out=slope[1])
+        torch.sub(along_y[1], along_y[0], out=slope[2])
+    return out
+
+
+def _channels_last(
+    last: torch.Tensor,
+    index: torch.Tensor,
+    fracs: Sequence[torch.Tensor],
+    shape: tuple[int, ...],
+    incoming: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Several channels at once: the image ``last`` (N, C) channels last, each corner gathered as rows of C values,
+    :data:`CHUNK_VOXELS` voxels at a time (the corners of a chunk (8, chunk, C): 25 MB at C = 12). Without
+    ``incoming``: the values (M, C); with ``incoming`` (M, C), the gradient by the field (3, M): per voxel and axis the
+    sum over the channels of each one's derivative times its incoming gradient."""
+    count, channels = index.numel(), last.shape[1]
+    offsets = _offsets(shape)
+    result = last.new_empty((3, count) if incoming is not None else (count, channels))
+    c = last.new_empty((8, min(CHUNK_VOXELS, count), channels))
+    for start in range(0, count, CHUNK_VOXELS):
+        stop = min(start + CHUNK_VOXELS, count)
+        cells, corners = index[start:stop], c[:, : stop - start]
+        for row, offset in enumerate(offsets):
+            torch.index_select(last, 0, cells + offset if offset else cells, out=corners[row])
+        part = [f[start:stop, None] for f in fracs]  # (chunk, 1): the same fraction for every channel
+        if incoming is None:
+            result[start:stop] = _interpolate(corners, part)
+            continue
+        slope = last.new_empty((3, stop - start, channels))
+        _interpolate(corners, part, slope)
+        torch.sum(slope.mul_(incoming[start:stop]), dim=-1, out=result[:, start:stop])
+    return result
+
+
 class _Trilinear(torch.autograd.Function):
-    """``image(x + u(x))`` of a one-channel image by trilinear interpolation, border padding (the position clamped
+    """``image(x + u(x))`` of an image (1, C, *S) by trilinear interpolation, border padding (the position clamped
     to the grid, no gradient where it was clamped, as ``grid_sample``'s; a position exactly on the border, as the
     grid's outer faces at rest, gets the one-sided derivative there, where ``grid_sample`` gives none). The eight
     corners of each voxel's cell come by eight ``index_select`` of the flat image (the cell's flat index plus each
     corner's offset; cells end at n - 2, so every corner lies on the grid), interpolated by three ``lerp``. The
-    derivative along an axis is the difference of the corner planes across it, interpolated in the other two:
-    computed here with the value, since it needs the same corners, and kept (3 volumes) for the backward pass, which
-    only multiplies it by the incoming gradient."""
+    derivative along an axis is the difference of the corner planes across it, interpolated in the other two. One
+    channel: computed here with the value, since it needs the same corners, and kept (3 volumes) for the backward
+    pass, which only multiplies it by the incoming gradient. Several (the MIND descriptor's 12): the cells are found
+    once for all channels; the backward pass gathers each channel's corners again and sums its derivatives times its
+    incoming gradient (3 volumes kept for all channels instead of 3 per channel)."""
 
     @staticmethod
     def forward(ctx, ddf, image):
-        shape = tuple(image.shape[2:])
-        fracs, inside, index = [], [], None
-        for k, n in enumerate(shape):
-            ref = torch.arange(n, dtype=ddf.dtype, device=ddf.device).reshape([-1 if a == k else 1 for a in range(3)])
-            pos = ddf[0, k] + ref
-            clamped = pos.clamp(0, n - 1)
-            inside.append(clamped == pos)
-            cell = clamped.floor().clamp_(max=n - 2)  # the last cell holds the grid's far border (fraction 1)
-            fracs.append((clamped - cell).reshape(-1))
-            cell = cell.to(torch.int32)
-            index = cell if index is None else index.mul_(n).add_(cell)
-        index, flat, (_, y, z) = index.reshape(-1), image.reshape(-1), shape
-        c = torch.empty((8, index.numel()), dtype=image.dtype, device=image.device)  # row 4 a + 2 b + e: (+a, +b, +e)
-        for row, offset in enumerate(a * y * z + b * z + e for a in (0, 1) for b in (0, 1) for e in (0, 1)):
-            torch.index_select(flat, 0, index + offset if offset else index, out=c[row])
-        fx, fy, fz = fracs
-        along_x = torch.lerp(c[:4], c[4:], fx)  # (4, M): the corners (b, e) of each y-z face, interpolated in x
-        along_y = torch.lerp(along_x[:2], along_x[2:], fy)  # (2, M)
-        out = torch.lerp(along_y[0], along_y[1], fz)
-        if ctx.needs_input_grad[0]:
-            slope = torch.empty((1, 3) + shape, dtype=ddf.dtype, device=ddf.device)
-            across_x = torch.sub(c[4:], c[:4], out=c[4:])  # x differences, interpolated in y then z
-            across_x = torch.lerp(across_x[:2], across_x[2:], fy)
-            torch.lerp(across_x[0], across_x[1], fz, out=slope[0, 0].view(-1))
-            across_y = torch.sub(along_x[2:], along_x[:2], out=along_x[2:])  # y differences of the x-interpolated faces
-            torch.lerp(across_y[0], across_y[1], fz, out=slope[0, 1].view(-1))
-            torch.sub(along_y[1], along_y[0], out=slope[0, 2].view(-1))
+        shape, channels = tuple(image.shape[2:]), image.shape[1]
+        index, fracs, inside = _cells(ddf, shape)
+        flat = image.reshape(channels, -1)
+        if channels > 1:
+            last = flat.t().contiguous()  # (N, C): a corner's channels side by side, gathered as one row
+            out = _channels_last(last, index, fracs, shape)
+            if ctx.needs_input_grad[0]:
+                ctx.save_for_backward(index, torch.stack(fracs), torch.stack(inside), last)
+                ctx.shape = shape
+            return out.t().reshape((1, channels) + shape)
+        slope = torch.empty((1, 3) + shape, dtype=ddf.dtype, device=ddf.device) if ctx.needs_input_grad[0] else None
+        c = torch.empty((8, index.numel()), dtype=image.dtype, device=image.device)
+        out = _interpolate(_corners(flat[0], index, shape, c), fracs, None if slope is None else slope[0].view(3, -1))
+        if slope is not None:
             for k in range(3):
                 slope[0, k].mul_(inside[k])
             ctx.save_for_backward(slope)
@@ -207,8 +276,13 @@ class _Trilinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        (slope,) = ctx.saved_tensors
-        return slope * grad, None
+        if len(ctx.saved_tensors) == 1:
+            (slope,) = ctx.saved_tensors
+            return slope * grad, None
+        index, fracs, inside, last = ctx.saved_tensors
+        incoming = grad.reshape(last.shape[1], -1).t().contiguous()  # (M, C)
+        total = _channels_last(last, index, fracs.unbind(0), ctx.shape, incoming)
+        return total.mul_(inside.reshape(3, -1)).reshape((1, 3) + ctx.shape), None
 
 
 class GridWarp:
@@ -234,7 +308,7 @@ class GridWarp:
         shape = tuple(image.shape[2:])
         if ddf.ndim != 5 or tuple(ddf.shape) != (1, 3) + shape:
             raise ValueError(f"ddf must be (1, 3, *S) with S = {shape} (the image's grid), got {tuple(ddf.shape)}")
-        if image.shape[:2] == (1, 1) and min(shape) >= 2 and not image.requires_grad:
+        if image.shape[0] == 1 and min(shape) >= 2 and not image.requires_grad:
             return _Trilinear.apply(ddf, image)
         ref, scale = self._grid(shape, ddf)
         grid = ref + (ddf.flip(1) * scale).permute(0, 2, 3, 4, 1)
