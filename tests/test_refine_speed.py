@@ -16,9 +16,9 @@ from torch.nn import functional as F
 from scripts.losses.biomechanical import BiomechanicalLoss
 from scripts.losses.differences import central_difference, forward_difference, weighted_squared_difference
 from scripts.losses.fixed_regions import FixedRegionLoss
+from scripts.refinement import similarity
 from scripts.refinement.optimiser import BAND_FOLD_WEIGHT, level_terms
 from scripts.refinement.pyramid import _gaussian_blur
-from scripts.refinement import similarity
 from scripts.refinement.similarity import FixedLNCC, GridWarp, Similarity, box_sum
 from scripts.refinement.terms import (
     diffusion_weights,
