@@ -216,15 +216,14 @@ def _channels_last(
     index: torch.Tensor,
     fracs: Sequence[torch.Tensor],
     shape: tuple[int, ...],
-    incoming: torch.Tensor | None = None,
+    slope: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Several channels at once: the image ``last`` (N, C) channels last, each corner gathered as rows of C values,
-    :data:`CHUNK_VOXELS` voxels at a time (the corners of a chunk (8, chunk, C): 25 MB at C = 12). Without
-    ``incoming``: the values (M, C); with ``incoming`` (M, C), the gradient by the field (3, M): per voxel and axis the
-    sum over the channels of each one's derivative times its incoming gradient."""
+    """Several channels at once: the image ``last`` (N, C) channels last, each corner gathered as a row of C values,
+    :data:`CHUNK_VOXELS` voxels at a time (the corners of a chunk (8, chunk, C): 25 MB at C = 12). Returns the values
+    (M, C); with ``slope`` (3, M, C) the derivatives along each axis written there."""
     count, channels = index.numel(), last.shape[1]
     offsets = _offsets(shape)
-    result = last.new_empty((3, count) if incoming is not None else (count, channels))
+    result = last.new_empty((count, channels))
     c = last.new_empty((8, min(CHUNK_VOXELS, count), channels))
     for start in range(0, count, CHUNK_VOXELS):
         stop = min(start + CHUNK_VOXELS, count)
@@ -232,12 +231,7 @@ def _channels_last(
         for row, offset in enumerate(offsets):
             torch.index_select(last, 0, cells + offset if offset else cells, out=corners[row])
         part = [f[start:stop, None] for f in fracs]  # (chunk, 1): the same fraction for every channel
-        if incoming is None:
-            result[start:stop] = _interpolate(corners, part)
-            continue
-        slope = last.new_empty((3, stop - start, channels))
-        _interpolate(corners, part, slope)
-        torch.sum(slope.mul_(incoming[start:stop]), dim=-1, out=result[:, start:stop])
+        result[start:stop] = _interpolate(corners, part, None if slope is None else slope[:, start:stop])
     return result
 
 
@@ -260,10 +254,12 @@ class _Trilinear(torch.autograd.Function):
         flat = image.reshape(channels, -1)
         if channels > 1:
             last = flat.t().contiguous()  # (N, C): a corner's channels side by side, gathered as one row
-            out = _channels_last(last, index, fracs, shape)
-            if ctx.needs_input_grad[0]:
-                ctx.save_for_backward(index, torch.stack(fracs), torch.stack(inside), last)
-                ctx.shape = shape
+            slope = last.new_empty((3, index.numel(), channels)) if ctx.needs_input_grad[0] else None
+            out = _channels_last(last, index, fracs, shape, slope)
+            if slope is not None:
+                for k in range(3):
+                    slope[k].mul_(inside[k].reshape(-1, 1))
+                ctx.save_for_backward(slope)
             return out.t().reshape((1, channels) + shape)
         slope = torch.empty((1, 3) + shape, dtype=ddf.dtype, device=ddf.device) if ctx.needs_input_grad[0] else None
         c = torch.empty((8, index.numel()), dtype=image.dtype, device=image.device)
@@ -276,13 +272,15 @@ class _Trilinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if len(ctx.saved_tensors) == 1:
-            (slope,) = ctx.saved_tensors
+        (slope,) = ctx.saved_tensors
+        if slope.ndim == 5:  # one channel
             return slope * grad, None
-        index, fracs, inside, last = ctx.saved_tensors
-        incoming = grad.reshape(last.shape[1], -1).t().contiguous()  # (M, C)
-        total = _channels_last(last, index, fracs.unbind(0), ctx.shape, incoming)
-        return total.mul_(inside.reshape(3, -1)).reshape((1, 3) + ctx.shape), None
+        _, count, channels = slope.shape
+        incoming, total = grad.reshape(channels, count).t().contiguous(), slope.new_empty((3, count))
+        for start in range(0, count, CHUNK_VOXELS):  # per voxel and axis, the sum over the channels
+            stop = min(start + CHUNK_VOXELS, count)
+            torch.sum(slope[:, start:stop] * incoming[start:stop], dim=-1, out=total[:, start:stop])
+        return total.reshape((1, 3) + tuple(grad.shape[2:])), None
 
 
 class GridWarp:
