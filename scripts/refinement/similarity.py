@@ -17,8 +17,11 @@ times on the same grid and the same fixed image, which the general versions cann
   ``grid_sample``'s 3-D CPU kernel divides its work by batch item, so with the refinement's one pair it runs on one
   thread whatever the machine has; these are whole-volume tensor operations, parallel like the other terms (the
   iteration's similarity in ``python -m benchmarks.profile_refine`` at 97 x 81 x 129: 2 threads 101-163 -> 58-78
-  ms, 1 thread 127 -> 98 ms; docs/benchmark_results/refine_speed_0918/). A descriptor of several channels (MIND,
-  12) still goes through ``grid_sample``;
+  ms, 1 thread 127 -> 98 ms; docs/benchmark_results/refine_speed_0918/). Since 0.9.19 a descriptor of several
+  channels (MIND, 12) too: its cells found once, the image channels last so that a corner's channels come as one row,
+  a chunk of voxels at a time, the derivatives kept (3 x 12 volumes, 145 MB at that grid) so that the backward pass
+  is a sum over the channels (MIND's similarity term on 2 threads 557-569 -> 343-375 ms, a whole refinement with MIND
+  71.1-76.3 -> 47.4-49.3 s; docs/benchmark_results/refine_speed_0919/);
 * MONAI's LNCC filters five local sums per call, two of them of the fixed image, which does not change, by
   ``conv3d`` with a 1-channel kernel, a slow path on the CPU (81 ms; 48 by slices). :class:`FixedLNCC` computes the
   fixed image's sums once per level, and the moving image's three by a box filter whose backward pass is itself
@@ -241,11 +244,10 @@ class _Trilinear(torch.autograd.Function):
     grid's outer faces at rest, gets the one-sided derivative there, where ``grid_sample`` gives none). The eight
     corners of each voxel's cell come by eight ``index_select`` of the flat image (the cell's flat index plus each
     corner's offset; cells end at n - 2, so every corner lies on the grid), interpolated by three ``lerp``. The
-    derivative along an axis is the difference of the corner planes across it, interpolated in the other two. One
-    channel: computed here with the value, since it needs the same corners, and kept (3 volumes) for the backward
-    pass, which only multiplies it by the incoming gradient. Several (the MIND descriptor's 12): the cells are found
-    once for all channels; the backward pass gathers each channel's corners again and sums its derivatives times its
-    incoming gradient (3 volumes kept for all channels instead of 3 per channel)."""
+    derivative along an axis is the difference of the corner planes across it, interpolated in the other two:
+    computed here with the value, since it needs the same corners, and kept for the backward pass, which only
+    multiplies it by the incoming gradient (3 volumes per channel; several channels summed). Several channels (the
+    MIND descriptor's 12) share their cells and are gathered channels last (:func:`_channels_last`)."""
 
     @staticmethod
     def forward(ctx, ddf, image):
@@ -285,8 +287,8 @@ class _Trilinear(torch.autograd.Function):
 
 class GridWarp:
     """``moving(x + u(x))`` by trilinear interpolation with border padding, as MONAI's ``Warp(mode="bilinear",
-    padding_mode="border")``: a one-channel image by :class:`_Trilinear`, a descriptor of several channels by
-    ``grid_sample`` (whose normalised voxel grid of the last shape is kept)."""
+    padding_mode="border")``: by :class:`_Trilinear` (one pair, an image that needs no gradient of its own, every
+    side at least 2 voxels), else by ``grid_sample`` (whose normalised voxel grid of the last shape is kept)."""
 
     def __init__(self):
         self._shape: tuple[int, ...] | None = None

@@ -4,6 +4,7 @@ normals, from a segmentation.
 - ``labels``: label tables (TotalSegmentator v2, Learn2Reg) and the region constants;
 - ``masks``, ``normals``: segmentation -> mask; the unit normals of a sliding interface;
 - ``cavity``: sliding along the whole wall of the body cavities (the refinement's regions);
+- ``memo``: the last results of the regions' pure functions of whole arrays (the wall search's shared closing);
 - ``segment``, ``precompute``: CLIs: TotalSegmentator without download; masks and normals to disk.
 
 May import: scripts.io.

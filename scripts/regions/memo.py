@@ -3,9 +3,10 @@
 The refinement asks :func:`scripts.regions.cavity.cavity_regions` for several walls of the same labels: the first
 pass's regions, each candidate of the wall search (three shifts and a closing radius, per region twice more for the
 chosen map: :mod:`scripts.refinement.wall_search`), the second pass's. Each call closed the same content with the same
-radius (two Euclidean distance transforms of the padded volume, about 0.45 s at the 97 x 81 x 129 working grid) and
-filled the same body's holes slice by slice (0.1 s): eight closings and six body masks, 4.3 of the 48 s of the wall
-search's overlay (``cProfile`` of ``benchmarks/benchmark_refine.py``, docs/benchmark_results/refine_speed_0919/).
+radius (two Euclidean distance transforms of the padded volume, 0.4-0.7 s at the 97 x 81 x 129 working grid) and
+filled the same body's holes slice by slice (0.1 s): in a ``cProfile`` of ``benchmarks/benchmark_refine.py`` with
+``configs/refine_wall_search.json``'s options, eight closings and six body masks took 6.3 of ``cavity_regions``' 10.7
+s; with this cache two closings and one body mask, 1.0 of 3.8 s (docs/benchmark_results/refine_speed_0919/).
 WHY a cache keyed by the arrays' contents, not an object handed from call to call: every caller (the wall search,
 the second pass, the inferer, the benchmarks) gets it without a new argument, and a caller that changed its labels
 gets a new entry, never a stale one.
