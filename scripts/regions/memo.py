@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -51,27 +52,30 @@ def array_memo(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     arguments' contents. The wrapper's ``hits`` and ``misses`` count the calls served from the cache and computed;
     ``cache_clear()`` empties it."""
     cache: OrderedDict[Any, np.ndarray] = OrderedDict()
-    signature = inspect.signature(fn)
+    signature, lock = inspect.signature(fn), threading.Lock()  # the cache's order and size, from any thread
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> np.ndarray:
         bound = signature.bind(*args, **kwargs)  # one key however the arguments are passed, defaults included
         bound.apply_defaults()
         key = tuple((name, _key(value)) for name, value in bound.arguments.items())
-        if key in cache:
-            cache.move_to_end(key)
-            call.hits += 1
-            return cache[key].copy()
-        out = fn(*args, **kwargs)
-        call.misses += 1
-        cache[key] = out.copy()
-        while len(cache) > MAX_ENTRIES:
-            cache.popitem(last=False)
+        with lock:
+            if key in cache:
+                cache.move_to_end(key)
+                call.hits += 1
+                return cache[key].copy()
+        out = fn(*args, **kwargs)  # outside the lock: two threads may compute the same entry, never a wrong one
+        with lock:
+            call.misses += 1
+            cache[key] = out.copy()
+            while len(cache) > MAX_ENTRIES:
+                cache.popitem(last=False)
         return out
 
     def cache_clear() -> None:
-        cache.clear()
-        call.hits = call.misses = 0
+        with lock:
+            cache.clear()
+            call.hits = call.misses = 0
 
     call.hits = call.misses = 0
     call.cache_clear = cache_clear
