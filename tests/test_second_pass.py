@@ -342,11 +342,15 @@ def test_the_chosen_candidates_run_is_reused_only_where_one_was_chosen_everywher
 def test_the_bundle_and_the_benchmark_give_the_search_the_same_iterations():
     """The candidates' iterations: as asked, else the second pass's, else (no second pass) SEARCH_ITERATIONS; the
     benchmark's flag takes the same rule and refuses 0 in one line before it builds its case (it used to default to
-    30 whatever --second_iterations said, and to end in a ValueError traceback on 0)."""
+    30 whatever --second_iterations said, and to end in a ValueError traceback on 0); an unknown similarity too."""
     assert first_search_iterations(None, 45) == 45 and first_search_iterations(20, 45) == 20
     assert first_search_iterations(None, 0) == SEARCH_ITERATIONS == 30
     with pytest.raises(SystemExit, match=r"^error: --first_wall_search_iterations must be a whole number >= 1"):
         benchmark_refine.main(first_wall_search=1, first_wall_search_iterations=0)
+    with pytest.raises(SystemExit, match=r"^error: --similarity must be one of lncc, mind, mse, got 'ncc'$"):
+        benchmark_refine.main(similarity="ncc")  # also before the case
+    seeds = {benchmark_refine.case_path(seed) for seed in (0, 1, 2)}  # each motion its own cached pair
+    assert len(seeds) == 3 and benchmark_refine.case_path(0) == benchmark_refine.CACHE
 
 
 def test_the_search_tries_other_closing_radii_and_opens_a_gap_the_labels_closing_bridges():
