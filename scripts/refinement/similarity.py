@@ -198,8 +198,9 @@ def _offsets(shape: tuple[int, ...]) -> list[int]:
 
 
 def _interpolate(c: torch.Tensor, fracs: Sequence[torch.Tensor], slope: torch.Tensor | None = None) -> torch.Tensor:
-    """The value (M,) from the corners ``c`` (8, M) by three ``lerp``; with ``slope`` (3, M) the derivative along each
-    axis written there (the corner planes' difference across it, interpolated in the other two; ``c`` overwritten)."""
+    """The value (M,) from the corners ``c`` (8, M) by three ``lerp`` (or (M, C) from (8, M, C), the fractions (M, 1));
+    with ``slope`` (3, M) (or (3, M, C)) the derivative along each axis written there (the corner planes' difference
+    across it, interpolated in the other two; ``c`` overwritten)."""
     fx, fy, fz = fracs
     along_x = torch.lerp(c[:4], c[4:], fx)  # (4, M): the corners (b, e) of each y-z face, interpolated in x
     along_y = torch.lerp(along_x[:2], along_x[2:], fy)  # (2, M)
