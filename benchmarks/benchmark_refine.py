@@ -126,7 +126,6 @@ def build_case(path: Path = CACHE, seed: int = 0) -> Path:
 def run_one(
     config: str,
     threads: int,
-    path: Path = CACHE,
     second_iterations: int = SECOND_PASS_ITERATIONS,
     iterations: Sequence[int] | None = None,
     second_wall_search: int = SECOND_PASS_WALL_SEARCH,
@@ -146,7 +145,7 @@ def run_one(
     import torch
 
     torch.set_num_threads(threads)
-    case = np.load(path if case_seed == 0 else case_path(case_seed))
+    case = np.load(case_path(case_seed))
     fixed, moving = (torch.from_numpy(case[k])[None, None] for k in ("fixed", "moving"))
     mask = torch.from_numpy(case["mask"])[None, None].float()
     normals = torch.from_numpy(case["normals"])[None]
