@@ -1,8 +1,9 @@
 #!/bin/bash
 # the overlay's 96 held-out cases (those of ../../walls_runoff/), two queues at a time on the 2 cores, from the bundle's
 # root: bash docs/benchmark_results/refine_speed_0917/walls/run.sh A & bash docs/benchmark_results/refine_speed_0917/walls/run.sh B
-# (a second argument: the output folder instead of this one, e.g. docs/benchmark_results/refine_speed_0918/walls)
-B=".venv/bin/python -m benchmarks.benchmark_walls --threads 1 --perturbations clean,segmenter --log-search"
+# (a second argument: the output folder instead of this one, e.g. docs/benchmark_results/refine_speed_0918/walls;
+# THREADS=2 in the environment: each case on 2 threads, for one queue at a time)
+B=".venv/bin/python -m benchmarks.benchmark_walls --threads ${THREADS:-1} --perturbations clean,segmenter --log-search"
 R="--refine-option first_wall_search=1 --refine-option second_step_start=true --refine-option first_wall_region_mm=20"
 R="$R --refine-option first_wall_closings_mm=[12] --refine-option first_wall_search_iterations=20"
 R="$R --refine-option first_wall_runoff_iterations=40"
