@@ -4,7 +4,8 @@ segmentations."""
 import numpy as np
 import pytest
 
-from scripts.regions.cavity import body_mask, cavity_labels, cavity_mask, cavity_regions, snap_to_edge
+from scripts.regions import cavity
+from scripts.regions.cavity import body_mask, cavity_labels, cavity_mask, cavity_regions, snap_to_edge, wall_band
 from scripts.regions.labels import JACOBIAN, RIGID, SLIDING, TOTALSEG_V2_TOTAL
 from scripts.regions.masks import build_regularisation_mask, load_region_spec
 
@@ -195,6 +196,27 @@ def test_band_touches_the_wall_on_both_sides_on_an_anisotropic_grid():
     assert mask[20, 20, 7] == SLIDING and mask[20, 20, 8] == SLIDING and mask[20, 20, 9] == JACOBIAN
     assert mask[10, 20, 14] == SLIDING and mask[9, 20, 14] == RIGID
     assert normals[1, 20, 9, 14] < -0.9 and normals[2, 20, 20, 7] < -0.9  # outward: towards low y, low z
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), (1.0, 1.0, 1.0), (0.8, 0.8, 3.0), (0.5, 1.0, 1.5)])
+@pytest.mark.parametrize("band_mm", [1.0, 1.5, 2.5, 4.0])
+def test_the_wall_band_is_every_voxel_within_its_width_of_the_wall_dilated_or_transformed(
+    spacing, band_mm, monkeypatch
+):
+    # a ball's wall: a voxel is in the band iff some voxel across the wall lies within band_mm + half the finest voxel
+    # (brute force over all pairs); the ball's dilation (up to BAND_BALL_MAX offsets) and the distance transforms
+    # (a wider ball, or BAND_BALL_MAX 0) give exactly those voxels
+    sp = np.array(spacing)
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip((12, 11, 9), sp)], indexing="ij"))
+    inside = ((grid - grid.reshape(3, -1).mean(1)[:, None, None, None]) ** 2).sum(0) < (0.3 * grid.max()) ** 2
+    points = grid.reshape(3, -1).T
+    pair = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))  # every voxel pair, mm
+    across = inside.ravel()[:, None] != inside.ravel()[None]
+    near = (np.where(across, pair, np.inf).min(1) - 0.5 * sp.min() <= band_mm + 1e-6).reshape(inside.shape)
+    assert inside.any() and near.any() and not near.all()
+    assert np.array_equal(wall_band(inside, sp, band_mm), near)
+    monkeypatch.setattr(cavity, "BAND_BALL_MAX", 0)  # every ball too large: the distance transforms
+    assert np.array_equal(wall_band(inside, sp, band_mm), near)
 
 
 def test_snap_moves_a_wall_a_voxel_off_to_the_image_edge_and_leaves_a_flat_image_alone():

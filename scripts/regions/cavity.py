@@ -85,9 +85,10 @@ from scripts.regions.memo import array_memo
 from scripts.regions.normals import compute_normals
 
 __all__ = ["CAVITY_GROUP", "DEFAULT_CAVITY_CONTENTS", "cavity_labels", "body_mask", "cavity_mask", "rigid_from_image"]
-__all__ += ["snap_to_edge", "wall_layers", "cavity_regions"]
+__all__ += ["snap_to_edge", "wall_band", "wall_layers", "cavity_regions"]
 
 CAVITY_GROUP = "cavity_contents"
+BAND_BALL_MAX = 125  # the most offsets of the band's ball dilated by (wall_band); more: two distance transforms
 # used when the spec has no ``cavity_contents`` group (names of the TotalSegmentator v2 ``total`` task)
 DEFAULT_CAVITY_CONTENTS = (
     "lung_upper_lobe_left",
@@ -135,8 +136,7 @@ def cavity_labels(
 ) -> tuple[int, ...]:
     """Label ids of the cavity content: group ``cavity_contents`` of the spec (file or dict; ``None``: the bundle's
     ``configs/regions.json``), else :data:`DEFAULT_CAVITY_CONTENTS`; names resolved with ``table``."""
-    if spec is None:
-        spec = DEFAULT_SPEC
+    spec = DEFAULT_SPEC if spec is None else spec
     raw = dict(spec) if isinstance(spec, Mapping) else json.loads(open(spec).read())
     groups = raw.get("groups", {}) or {}
     names = groups.get(CAVITY_GROUP, DEFAULT_CAVITY_CONTENTS)
@@ -164,8 +164,7 @@ def body_mask(image: Any, threshold: float = -500.0) -> np.ndarray:
         return above
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    body = lab == int(sizes.argmax())
-    body = ndimage.binary_fill_holes(body)
+    body = ndimage.binary_fill_holes(lab == int(sizes.argmax()))
     for axis in range(3):
         for plane in np.moveaxis(body, axis, 0):  # views of the body: filled in place
             plane[...] = ndimage.binary_fill_holes(plane)
@@ -208,6 +207,20 @@ def wall_layers(mask: np.ndarray) -> np.ndarray:
     """The voxels that touch the mask's boundary (6-neighbours across it), on both sides, bool (X, Y, Z); the grid
     border is no boundary."""
     return (mask & ~ndimage.binary_erosion(mask, border_value=1)) | (ndimage.binary_dilation(mask) & ~mask)
+
+
+def wall_band(cavity: np.ndarray, spacing: np.ndarray, band_mm: float) -> np.ndarray:
+    """The voxels within ``band_mm`` of the cavity's wall on either side (their distance to the nearest voxel across it
+    less half the finest voxel: the wall lies half a voxel beyond the boundary voxels' centres), bool (X, Y, Z). WHY
+    dilations by that ball (up to :data:`BAND_BALL_MAX` offsets; the default band at 1-2 mm: 7-33), not two distance
+    transforms: the same voxels, 7-14x faster at 97 x 81 x 129 (a dozen bands per wall search)."""
+    reach = np.floor((band_mm + 0.5 * float(spacing.min()) + 1e-6) / spacing).astype(int)
+    grid = np.meshgrid(*[np.arange(-r, r + 1) * s for r, s in zip(reach, spacing)], indexing="ij")
+    ball = np.sqrt(sum(g**2 for g in grid)) - 0.5 * float(spacing.min()) <= band_mm + 1e-6
+    if ball.sum() <= BAND_BALL_MAX:
+        return (cavity & ndimage.binary_dilation(~cavity, ball)) | (~cavity & ndimage.binary_dilation(cavity, ball))
+    distance = np.where(cavity, *(ndimage.distance_transform_edt(c, sampling=spacing) for c in (cavity, ~cavity)))
+    return distance - 0.5 * float(spacing.min()) <= band_mm + 1e-6
 
 
 def _shifted(mask: np.ndarray, k: int) -> np.ndarray:
@@ -386,12 +399,8 @@ def cavity_regions(
     if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
         cavity &= ~ndimage.binary_dilation(bones, iterations=bone_gap)
     if cavity.any() and not cavity.all():
-        d_out = ndimage.distance_transform_edt(~cavity, sampling=sp)
-        d_in = ndimage.distance_transform_edt(cavity, sampling=sp)
-        # the wall lies half a voxel beyond the centres of the boundary voxels; the voxels touching it (6-neighbours
-        # across it) are always in the band, also along a coarse axis of an anisotropic grid
-        band = np.where(cavity, d_in, d_out) - 0.5 * float(sp.min()) <= band_mm + 1e-6
-        band |= wall_layers(cavity)
+        # the voxels touching the wall (6-neighbours across it) are always in the band, also along a coarse axis
+        band = wall_band(cavity, sp, band_mm) | wall_layers(cavity)
         if body is not None:
             band &= body
         sigma = float(sigma_mm) if sigma_mm is not None else max(2.0 * band_mm, 2.0 * float(sp.max()))

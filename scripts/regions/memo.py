@@ -11,8 +11,9 @@ WHY a cache keyed by the arrays' contents, not an object handed from call to cal
 the second pass, the inferer, the benchmarks) gets it without a new argument, and a caller that changed its labels
 gets a new entry, never a stale one.
 
-The key of an array is its shape, dtype and a BLAKE2 digest of its bytes (about 4 ms for 4 MB); of a number or a short
-sequence its values. Each function keeps its last :data:`MAX_ENTRIES` results; a result comes back as a copy, so a
+The key of an array is its shape, dtype and a BLAKE2 digest of its bytes (about 4 ms for 4 MB); a tensor, list or tuple
+is keyed as the array it makes (a list of label ids by its digest too); anything else (a number, a string) by its
+value. Each function keeps its last :data:`MAX_ENTRIES` results; a result comes back as a copy, so a
 caller that writes into it cannot change what the next caller gets.
 """
 
@@ -35,7 +36,8 @@ MAX_ENTRIES = 4
 
 
 def _key(value: Any) -> Any:
-    """A hashable stand-in for an argument: arrays (and tensors) by shape, dtype and digest, others by value."""
+    """A hashable stand-in for an argument: arrays, tensors, lists and tuples by shape, dtype and digest (a sequence
+    of other objects item by item), others by value."""
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
     if isinstance(value, (np.ndarray, list, tuple)):
