@@ -399,8 +399,7 @@ def cavity_regions(
     if bone_gap > 0 and bones.any():  # the wall keeps off the bones (module docstring)
         cavity &= ~ndimage.binary_dilation(bones, iterations=bone_gap)
     if cavity.any() and not cavity.all():
-        # the voxels touching the wall (6-neighbours across it) are always in the band, also along a coarse axis
-        band = wall_band(cavity, sp, band_mm) | wall_layers(cavity)
+        band = wall_band(cavity, sp, band_mm) | wall_layers(cavity)  # those touching the wall always (a coarse axis)
         if body is not None:
             band &= body
         sigma = float(sigma_mm) if sigma_mm is not None else max(2.0 * band_mm, 2.0 * float(sp.max()))

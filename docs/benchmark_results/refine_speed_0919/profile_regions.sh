@@ -1,8 +1,9 @@
 #!/bin/bash
 # the overlay's timing case (benchmark_refine --run with configs/refine_wall_search.json's options) under cProfile,
 # before (/tmp/oldtree: `git worktree add /tmp/oldtree 1b2a17f`) and after (/work/main): how many times the regions'
-# closing of the cavity (cavity_mask) and the body mask ran, and the seconds of cavity_regions in all
-for tree in /tmp/oldtree /work/main; do
+# closing of the cavity (cavity_mask) and the body mask ran, and the seconds of cavity_regions in all.
+# usage: profile_regions.sh [OLD [NEW]] (the trees; defaults /tmp/oldtree and /work/main)
+for tree in ${1:-/tmp/oldtree} ${2:-/work/main}; do
   echo "== $tree $(date +%H:%M:%S)"
   (cd $tree && PYTHONPATH=. /work/main/.venv/bin/python -c "
 import cProfile, pstats, io
