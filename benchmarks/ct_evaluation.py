@@ -69,7 +69,7 @@ def evaluate(
     ddf: np.ndarray, case: dict, regions: dict[str, np.ndarray], own_band: np.ndarray | None = None
 ) -> dict[str, float]:
     """All metrics of one field (see the module docstring); ``own_band``: the sliding band the method was given
-    (fold % outside it; the whole grid for a method without one)."""
+    (fold % outside it and inside it; outside: the whole grid for a method without one)."""
     spacing = [float(s) for s in case["spacing"]]
     pred, true = batched(ddf).float(), batched(case["ddf"]).float()
     out: dict[str, float] = {}
@@ -101,4 +101,5 @@ def evaluate(
     own = np.ones(det.shape, bool) if own_band is None else ~own_band
     out["fold_pct_off_own_band"] = float(100.0 * (det[own] <= 0).mean())
     out["fold_voxels_off_own_band"] = float((det[own] <= 0).sum())
+    out["fold_pct_in_own_band"] = float(100.0 * (det[~own] <= 0).mean()) if (~own).any() else 0.0  # the slip's folds
     return out

@@ -21,6 +21,8 @@ def test_phantom_rows_table_and_json(tmp_path):
     assert 0.9 < true["dice_organs"] < 1.0 and true["dice_bones"] > 0.95
     assert ours["epe_body"] < 0.4 * none["epe_body"] and ours["slip"] > 0.6  # measured: 1.26 of 3.87 mm, 74 %
     assert ours["fold_voxels_off_own_band"] == 0 and true["fold_voxels_off_own_band"] == 0 < true["fold_pct"]
+    # the true field folds only at its wall: a larger share of that band than of the grid
+    assert true["fold_pct_in_own_band"] > true["fold_pct"] and none["fold_pct_in_own_band"] == 0.0
     table = (out / "results.md").read_text()
     # the share of the organs' true motion recovered along it: all of it for the true field, none for no field
     assert true["motion_organs"] == pytest.approx(1.0, abs=1e-6) and none["motion_organs"] == 0.0

@@ -17,8 +17,10 @@ from monai.bundle import ConfigParser
 
 from scripts.inference.predict import run_inference_workflow
 from scripts.io.errors import find_input_error
+from scripts.refinement.inferer import fold_percents
 from scripts.refinement.start import network_start
 from scripts.regions.cavity import cavity_regions
+from scripts.regions.labels import RIGID, SLIDING
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
 CONFIGS = ("inference.json", "refine.json")
@@ -137,8 +139,23 @@ def test_a_diverging_refinement_is_reported(known_motion, tmp_path, caplog, monk
                            fixed_seg=known_motion["seg"], output_dir=str(out), refine_iterations=[5, 5, 5],
                            refine_second_iterations=0, refine_lr=20.0, progress=False)  # fmt: skip
     entry = json.loads((out / "summary.json").read_text())["pairs"][0]
-    assert entry["refinement"]["fold_percent_off_band"] > 0.1
+    assert entry["refinement"]["fold_percent_off_band"] > 0.1 and entry["refinement"]["fold_percent_in_band"] > 0.1
     assert "the refinement diverged" in caplog.text and "lower --refine_lr (now 20.0)" in caplog.text
+
+
+def test_the_report_counts_the_folds_off_the_band_and_in_it_apart():
+    # u_x = -2 (x - 10) on x 10..20, constant beyond: det J = 1 + du_x/dx (central differences) is -1 on x 11..19 and 0
+    # on x 10 and 20: 11 folded slices, all inside the band x 8..22 (15 slices); none off it, and none on the grid's
+    # other axes; without regions every voxel counts as off the band
+    x = torch.arange(32, dtype=torch.float32)
+    ddf = torch.zeros(1, 3, 32, 6, 7)
+    ddf[0, 0] = (-2.0 * (x - 10).clamp(0, 10))[:, None, None]
+    mask = torch.zeros(1, 1, 32, 6, 7)
+    mask[:, :, 8:23] = SLIDING
+    mask[:, :, :4] = RIGID
+    off, inside = fold_percents(ddf, mask)
+    assert off == 0.0 and inside == pytest.approx(100.0 * 11 / 15)
+    assert fold_percents(ddf, None) == (pytest.approx(100.0 * 11 / 32), 0.0)
 
 
 def test_refinement_without_segmentation_uses_the_jacobian_prior(known_motion, tmp_path, caplog):

@@ -77,11 +77,13 @@ logger = logging.getLogger(__name__)
 FOLD_WARNING_PERCENT = 0.1
 
 
-def fold_percent_off_band(ddf: torch.Tensor, reg_mask: torch.Tensor | None) -> float:
-    """% of the voxels outside the sliding band (all voxels without regions) where det J <= 0; ddf (1, 3, *G)."""
+def fold_percents(ddf: torch.Tensor, reg_mask: torch.Tensor | None) -> tuple[float, float]:
+    """(% of the voxels outside the sliding band (all voxels without regions), % of those inside it) where det J <= 0;
+    ddf (1, 3, *G), reg_mask (1, 1, *G). Outside the band a fold is a fault; inside it, a slip's (a tangential jump
+    is no bijection of the voxel grid at the wall: the true fields of the known-motion cases fold there too)."""
     det = jacobian_determinant(ddf.float())[0]
-    keep = torch.ones_like(det, dtype=torch.bool) if reg_mask is None else reg_mask[0, 0].round() != SLIDING
-    return float(folding_from_det(det[keep][None])[0]) if bool(keep.any()) else 0.0
+    band = torch.zeros_like(det, dtype=torch.bool) if reg_mask is None else reg_mask[0, 0].round() == SLIDING
+    return tuple(float(folding_from_det(det[m][None])[0]) if bool(m.any()) else 0.0 for m in (~band, band))
 
 
 INTENSITIES = ("ct", "minmax")
@@ -380,7 +382,7 @@ class RefinementInferer(Inferer):
                 level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
                 curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]
                 reg_mask = torch.from_numpy(regions[0])[None, None]
-        folds = fold_percent_off_band(ddf, reg_mask)
+        folds, folds_in_band = fold_percents(ddf, reg_mask)
         # the similarity at the start of the finest level and at its end, the level's best state (lowest total loss)
         rows = [row for row in curve if row["level"] == curve[-1]["level"]] if curve else []
         finest = [rows[0]["similarity"], min(rows, key=lambda row: row["total"])["similarity"]] if rows else [0.0, 0.0]
@@ -397,6 +399,7 @@ class RefinementInferer(Inferer):
         pair.net_affine, pair.net_shape = affine, tuple(shape)
         pair.report["refinement"] = {
             "fold_percent_off_band": folds,
+            "fold_percent_in_band": folds_in_band,
             "grid": list(shape),
             "grid_spacing_mm": [float(s) for s in spacing],
             "start": (
