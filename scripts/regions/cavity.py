@@ -213,7 +213,7 @@ def wall_band(cavity: np.ndarray, spacing: np.ndarray, band_mm: float) -> np.nda
     """The voxels within ``band_mm`` of the cavity's wall on either side (their distance to the nearest voxel across it
     less half the finest voxel: the wall lies half a voxel beyond the boundary voxels' centres), bool (X, Y, Z). WHY
     dilations by that ball (up to :data:`BAND_BALL_MAX` offsets; the default band at 1-2 mm: 7-33), not two distance
-    transforms: the same voxels, 7-14x faster at 97 x 81 x 129 (a dozen bands per wall search)."""
+    transforms: the same voxels at a fraction of the time, six bands per pair in the overlay's wall search."""
     reach = np.floor((band_mm + 0.5 * float(spacing.min()) + 1e-6) / spacing).astype(int)
     grid = np.meshgrid(*[np.arange(-r, r + 1) * s for r, s in zip(reach, spacing)], indexing="ij")
     ball = np.sqrt(sum(g**2 for g in grid)) - 0.5 * float(spacing.min()) <= band_mm + 1e-6

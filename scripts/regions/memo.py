@@ -13,8 +13,8 @@ gets a new entry, never a stale one.
 
 The key of an array is its shape, dtype and a BLAKE2 digest of its bytes (about 4 ms for 4 MB); a tensor, list or tuple
 is keyed as the array it makes (a list of label ids by its digest too); anything else (a number, a string) by its
-value. Each function keeps its last :data:`MAX_ENTRIES` results; a result comes back as a copy, so a
-caller that writes into it cannot change what the next caller gets.
+value. Each function keeps its last :data:`MAX_ENTRIES` results; a result comes back as a copy, so a caller that
+writes into it cannot change what the next caller gets.
 """
 
 from __future__ import annotations
