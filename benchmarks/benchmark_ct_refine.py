@@ -98,7 +98,8 @@ NETWORK_METHODS = ("network", "network_refine")
 EXTRA_METHODS = ("refine_true_wall", "refine_from_truth") + NETWORK_METHODS
 HU_WINDOW = (-1200.0, 400.0)
 # options of cavity_regions, not of refine_pair
-REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "bone_trim_hu", "snap_mm", "unlabelled_bone_hu")
+REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "bone_trim_hu", "snap_mm")
+REGION_KEYS += ("unlabelled_bone_hu", "unlabelled_air_hu")
 # the second pass of the refinement (scripts/refinement/second_pass.py), as configs/refine.json runs it
 SECOND_KEYS = (
     "second_iterations",

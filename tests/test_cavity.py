@@ -125,6 +125,25 @@ def test_a_bone_label_grown_into_fat_is_trimmed_by_the_ct():
     assert (kept[7:11, 12:28, 12:28] == RIGID).all()
 
 
+def test_a_lobe_the_segmenter_missed_is_content_from_its_darkness_and_air_away_from_the_content_is_not():
+    """With the CT, unlabelled air touching the cavity's content is content: a lung lobe the segmenter left out
+    keeps the wall at the lung's outer face, where the labels alone put the wall through the lung. An air pocket
+    that the body encloses but no content label touches (as the air between the back and the table) stays out:
+    taken in, the closing would have bridged the cavity over to it."""
+    seg, image = _phantom()
+    image[10:30, 10:30, 20:32] = -850  # the lung is dark
+    image[4:36, 33:36, 4:36] = -1000  # an air pocket enclosed by the body, three voxels off the cavity
+    missed = seg.copy()
+    missed[10:30, 10:30, 26:32] = 0  # the lung's upper half unlabelled (a lobe left out)
+    _, _, clean = cavity_regions(seg, SP, image=image, return_side=True)
+    mask, _, side = cavity_regions(missed, SP, image=image, return_side=True)
+    _, _, labels_only = cavity_regions(missed, SP, image=image, return_side=True, unlabelled_air_hu=None)
+    assert labels_only[20, 20, 29] == 0 and side[20, 20, 29] == 1  # the missed lobe: out by its labels, in now
+    assert (side[10:30, 10:30, 8:32] == clean[10:30, 10:30, 8:32]).all()  # the cavity the clean labels give
+    assert mask[20, 20, 31] == SLIDING and mask[20, 20, 32] == SLIDING  # the wall band at the lung's outer face
+    assert (side[:, 31:, :] == 0).all() and (clean[:, 31:, :] == 0).all()  # the pocket (y 33-35) stays out
+
+
 def test_the_wall_side_is_the_cavity_and_unknown_on_the_pair_bands_off_the_wall():
     seg, image = _phantom()
     mask, normals, side = cavity_regions(seg, SP, image=image, return_side=True)

@@ -14,7 +14,10 @@ CONTENT, wherever it meets anything else:
   trachea, bladder, prostate, unlabelled tissue;
 * the cavity = content closed by a ball of ``closing_mm`` (bridges the fissures, the diaphragm gap between lung and
   liver/spleen, fat between organs) with its holes filled: those are interfaces INSIDE the cavity, handled by the
-  organ-organ pairs of the spec; the wall is the boundary of this cavity; the image border is never a wall;
+  organ-organ pairs of the spec; the wall is the boundary of this cavity; the image border is never a wall. With the
+  CT, unlabelled air (below ``unlabelled_air_hu``, -400 HU) touching the content is content too: a lobe the segmenter
+  missed is still dark, and without it the wall ran through the lung (the phantom, whose lung is one lobe a side:
+  41-49 -> 71-78 % of the slip where the segmenter left one out; docs/README.md, bundle 0.9.21);
 * the cavity keeps ``bone_gap`` voxels (1) off the rigid labels: the rigidity term's central differences at a bone's
   surface reach one voxel out, and where that voxel lay inside the cavity (a lung voxel against a rib) they
   spanned the slip, so the bone and the organ held each other back; with the gap the voxel beside the bone is the
@@ -35,10 +38,9 @@ the bones' rigidity error on the real CT fell from 0.0282 to 0.0219 with it, 0.0
 eroded by one voxel; 0.0022 / 0.0024 with the clean labels: ``benchmarks/benchmark_walls.py``). And, with the CT, the
 UNLABELLED voxels of at least ``unlabelled_bone_hu`` (200 HU) that are not deep in the cavity (two voxels or more
 inside it): a rib that the segmenter eroded away or missed has no label left to grow from (a rib is one or two voxels
-thick at 3 mm), but it is still bright, and nothing else bright lies unlabelled in the wall (a small enhanced vessel
-or a calcification there may as well move rigidly; the contents' bright voxels, contrast in the bowel or a kidney,
-are labelled or lie deeper). The cavity's outer two voxel layers are searched too: the closing of the contents
-bridges over a rib that lost its label. With a segmenter's labels (each label one voxel in or out, noisy
+thick at 3 mm), but it is still bright, and nothing else bright lies unlabelled in the wall (the contents' bright
+voxels are labelled or lie deeper). The cavity's outer two voxel layers are searched too: the closing of the
+contents bridges over a rib that lost its label. With a segmenter's labels (each label one voxel in or out, noisy
 boundaries) the bones' rigidity error on the real CT fell from 0.0123 to 0.0039 (searching outside the cavity
 only), with the bones eroded by one voxel from 0.0303 to 0.0043 (0.0022 with the clean labels, unchanged; seeds
 0-2, ``benchmarks/benchmark_walls.py``); on the phantom the outer layers took it from 0.0226 to 0.0105. The bones
@@ -47,11 +49,9 @@ the 200 HU that finds the rib): with a segmenter's labels that took the bones' r
 on the real CT (default wall), from 0.0189 to 0.0085 at deep breathing, from 0.0109 to 0.0064 on the phantom,
 nothing else changing (docs/README.md, *Walls nobody tuned on*). With ``bone_trim_hu`` (off by default; 0 HU
 measured) a bone label's outer voxel layer dimmer than that is no bone: a segmenter's label grown a voxel into fat or
-lung otherwise stays rigid and keeps the wall a voxel further in, and the slip is lost beside it. WHY 0 HU, not the
-50 that would catch soft tissue too: a real bone's own rim is partial volume, and at 50 HU 1.7 % of the held-out
-CT's outer bone voxels and the cartilage-like rims of the phantom's ribs lost their rigidity (its bones' rigidity
-error doubled with clean labels); below 0 HU 0.1 %. Off by default: on the phantom, whose ribs are a voxel or two
-thick against the lung, the grown voxels it trims had held their neighbours rigid (docs/README.md).
+lung otherwise stays rigid and keeps the wall a voxel further in, and the slip is lost beside it. WHY 0 HU, not 50:
+a real bone's rim is partial volume (docs/README.md). Off by default: on the phantom, whose ribs are a voxel or two
+thick against the lung, the grown voxels it trims had held their neighbours rigid.
 
 With the CT and ``snap_mm`` > 0 (off by default), the wall first moves to the strongest intensity edge within that
 distance (:func:`snap_to_edge`): a lead for labels a voxel off the organs' boundary, measured in docs/README.md (*Walls
@@ -60,8 +60,7 @@ are right. Given a first refinement's field (``shear_field``), the wall moves in
 most: the refinement's second pass (:mod:`scripts.refinement.second_pass`), on by default in ``configs/refine.json``.
 
 With ``return_side``, the cavity also comes back as the wall's side (1 inside, 0 outside, -1 on the organ-organ pair
-bands off the wall): the refinement's diffusion then frees the slip exactly on the voxel pairs that cross the wall
-(:mod:`scripts.refinement.terms`).
+bands off the wall): the diffusion frees the slip on the pairs that cross the wall (:mod:`scripts.refinement.terms`).
 
 Mask: 1 on the rigid labels of the spec (bones), 2 on the wall band and on the organ-organ pair bands of the spec
 (their normals from :func:`scripts.regions.normals.compute_normals`, ``method="gaussian"``), 0 elsewhere; the wall
@@ -89,31 +88,11 @@ __all__ += ["snap_to_edge", "wall_band", "wall_layers", "cavity_regions"]
 
 CAVITY_GROUP = "cavity_contents"
 BAND_BALL_MAX = 125  # the most offsets of the band's ball dilated by (wall_band); more: two distance transforms
-# used when the spec has no ``cavity_contents`` group (names of the TotalSegmentator v2 ``total`` task)
-DEFAULT_CAVITY_CONTENTS = (
-    "lung_upper_lobe_left",
-    "lung_lower_lobe_left",
-    "lung_upper_lobe_right",
-    "lung_middle_lobe_right",
-    "lung_lower_lobe_right",
-    "heart",
-    "atrial_appendage_left",
-    "pulmonary_vein",
-    "liver",
-    "gallbladder",
-    "portal_vein_and_splenic_vein",
-    "spleen",
-    "stomach",
-    "pancreas",
-    "duodenum",
-    "small_bowel",
-    "colon",
-    "kidney_left",
-    "kidney_right",
-    "kidney_cyst_left",
-    "kidney_cyst_right",
-    "adrenal_gland_left",
-    "adrenal_gland_right",
+DEFAULT_CAVITY_CONTENTS = tuple(  # without a ``cavity_contents`` group in the spec (TotalSegmentator v2 names)
+    """lung_upper_lobe_left lung_lower_lobe_left lung_upper_lobe_right lung_middle_lobe_right lung_lower_lobe_right
+    heart atrial_appendage_left pulmonary_vein liver gallbladder portal_vein_and_splenic_vein spleen stomach
+    pancreas duodenum small_bowel colon kidney_left kidney_right kidney_cyst_left kidney_cyst_right
+    adrenal_gland_left adrenal_gland_right""".split()
 )
 
 
@@ -172,12 +151,14 @@ def body_mask(image: Any, threshold: float = -500.0) -> np.ndarray:
 
 
 @array_memo  # the same closing for every shift of the wall search
-def cavity_mask(labels: np.ndarray, content: Sequence[int], spacing: np.ndarray, closing_mm: float) -> np.ndarray:
-    """The closed, hole-filled union of the content labels: bool (X, Y, Z).
+def cavity_mask(
+    labels: np.ndarray, content: Sequence[int], spacing: np.ndarray, closing_mm: float, extra: np.ndarray | None = None
+) -> np.ndarray:
+    """The closed, hole-filled union of the content labels (and of the voxels of bool ``extra``): bool (X, Y, Z).
 
     The closing by a ball of ``closing_mm`` is done with two Euclidean distance transforms (cost independent of the
     radius); the volume is padded (edge values) so that the image border does not erode the cavity."""
-    inside = np.isin(labels, list(content))
+    inside = np.isin(labels, list(content)) if extra is None else np.isin(labels, list(content)) | extra
     if closing_mm > 0 and inside.any():
         pad = [(int(np.ceil(closing_mm / s)) + 1,) * 2 for s in spacing]
         padded = np.pad(inside, pad, mode="edge")
@@ -185,6 +166,17 @@ def cavity_mask(labels: np.ndarray, content: Sequence[int], spacing: np.ndarray,
         closed = ndimage.distance_transform_edt(dilated, sampling=spacing) > closing_mm
         inside = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, inside.shape))] | inside
     return ndimage.binary_fill_holes(inside)
+
+
+@array_memo  # once per pair: the wall search's candidates share it
+def _air_content(labels, image, body, content, hu) -> np.ndarray:
+    """The unlabelled voxels of the body darker than ``hu`` HU, in the (6-connected) components that touch a content
+    label: a lung lobe the segmenter missed, gas beside the bowel; not the air between the body and the table, which
+    the body mask's hole filling takes in."""
+    air = (labels == 0) & (image < hu) & body
+    parts, _ = ndimage.label(air)
+    touching = np.unique(parts[ndimage.binary_dilation(np.isin(labels, list(content))) & air])
+    return np.isin(parts, touching[touching > 0])
 
 
 def rigid_from_image(bones: np.ndarray, image: np.ndarray, bone_hu: float = 100.0, grow: int = 1) -> np.ndarray:
@@ -300,6 +292,7 @@ def cavity_regions(
     bone_trim_hu: float | None = None,
     snap_mm: float = 0.0,
     unlabelled_bone_hu: float | None = 200.0,
+    unlabelled_air_hu: float | None = -400.0,
     return_side: bool = False,
     shear_field: Any | None = None,
     wall_shift: int = 0,
@@ -331,6 +324,8 @@ def cavity_regions(
         unlabelled_bone_hu: with ``image``, the unlabelled voxels (label 0) of at least this many HU that are not
             two voxels or more inside the cavity are bones too (module docstring: a rib the segmenter eroded away);
             ``None``: only labelled bones.
+        unlabelled_air_hu: with ``image``, the unlabelled voxels of the body darker than this many HU (lung, gas)
+            are cavity content (module docstring: a lung lobe the segmenter missed); ``None``: the labels alone.
         return_side: also return the wall's side for ``refine_pair(wall_side=...)``.
         shear_field: a displacement field (3, X, Y, Z) in mm on the same grid, a first refinement's: with ``snap_mm``
             the wall moves to where that field shears most instead of to the strongest edge
@@ -375,7 +370,12 @@ def cavity_regions(
         normals = compute_normals(mask == SLIDING, spacing=sp, method="gaussian", sigma_mm=sigma_mm)
 
     content = cavity_labels(spec, table)  # a map of radii: each voxel's cavity closed with its own
-    cavity = np.logical_or.reduce([cavity_mask(labels, content, sp, r) & (radii == r) for r in np.unique(radii)])
+    air = (
+        None
+        if img is None or unlabelled_air_hu is None
+        else _air_content(labels, img, body, content, unlabelled_air_hu)
+    )
+    cavity = np.logical_or.reduce([cavity_mask(labels, content, sp, r, air) & (radii == r) for r in np.unique(radii)])
     band = np.zeros(labels.shape, dtype=bool)
     bones = np.isin(labels, region_spec.rigid)
     if img is not None and bone_trim_hu is not None and bones.any():  # a segmenter's bone grown into fat or lung
