@@ -16,8 +16,8 @@ CONTENT, wherever it meets anything else:
   liver/spleen, fat between organs) with its holes filled: those are interfaces INSIDE the cavity, handled by the
   organ-organ pairs of the spec; the wall is the boundary of this cavity; the image border is never a wall. With the
   CT, unlabelled air (below ``unlabelled_air_hu``, -400 HU) touching the content is content too: a lobe the segmenter
-  missed is still dark, and without it the wall ran through the lung (the phantom, whose lung is one lobe a side:
-  41-49 -> 71-78 % of the slip where the segmenter left one out; docs/README.md, bundle 0.9.21);
+  missed is still dark, and without it the wall ran through the lung (the phantom, whose lung is one lobe a side,
+  where the segmenter left one out: 36-49 -> 69-78 % of the slip; docs/README.md, bundle 0.9.21);
 * the cavity keeps ``bone_gap`` voxels (1) off the rigid labels: the rigidity term's central differences at a bone's
   surface reach one voxel out, and where that voxel lay inside the cavity (a lung voxel against a rib) they
   spanned the slip, so the bone and the organ held each other back; with the gap the voxel beside the bone is the
@@ -50,8 +50,8 @@ on the real CT (default wall), from 0.0189 to 0.0085 at deep breathing, from 0.0
 nothing else changing (docs/README.md, *Walls nobody tuned on*). With ``bone_trim_hu`` (off by default; 0 HU
 measured) a bone label's outer voxel layer dimmer than that is no bone: a segmenter's label grown a voxel into fat or
 lung otherwise stays rigid and keeps the wall a voxel further in, and the slip is lost beside it. WHY 0 HU, not 50:
-a real bone's rim is partial volume (docs/README.md). Off by default: on the phantom, whose ribs are a voxel or two
-thick against the lung, the grown voxels it trims had held their neighbours rigid.
+a real bone's rim is partial volume (docs/README.md, bundle 0.9.12). Off by default: on the phantom, whose ribs are a
+voxel or two thick against the lung, the grown voxels it trims had held their neighbours rigid.
 
 With the CT and ``snap_mm`` > 0 (off by default), the wall first moves to the strongest intensity edge within that
 distance (:func:`snap_to_edge`): a lead for labels a voxel off the organs' boundary, measured in docs/README.md (*Walls
@@ -169,7 +169,9 @@ def cavity_mask(
 
 
 @array_memo  # once per pair: the wall search's candidates share it
-def _air_content(labels, image, body, content, hu) -> np.ndarray:
+def _air_content(
+    labels: np.ndarray, image: np.ndarray, body: np.ndarray, content: Sequence[int], hu: float
+) -> np.ndarray:
     """The unlabelled voxels of the body darker than ``hu`` HU, in the (6-connected) components that touch a content
     label: a lung lobe the segmenter missed, gas beside the bowel; not the air between the body and the table, which
     the body mask's hole filling takes in."""
@@ -325,7 +327,7 @@ def cavity_regions(
             two voxels or more inside the cavity are bones too (module docstring: a rib the segmenter eroded away);
             ``None``: only labelled bones.
         unlabelled_air_hu: with ``image``, the unlabelled voxels of the body darker than this many HU (lung, gas)
-            are cavity content (module docstring: a lung lobe the segmenter missed); ``None``: the labels alone.
+            that touch a content label are content (module docstring: a missed lobe); ``None``: the labels alone.
         return_side: also return the wall's side for ``refine_pair(wall_side=...)``.
         shear_field: a displacement field (3, X, Y, Z) in mm on the same grid, a first refinement's: with ``snap_mm``
             the wall moves to where that field shears most instead of to the strongest edge
@@ -370,11 +372,9 @@ def cavity_regions(
         normals = compute_normals(mask == SLIDING, spacing=sp, method="gaussian", sigma_mm=sigma_mm)
 
     content = cavity_labels(spec, table)  # a map of radii: each voxel's cavity closed with its own
-    air = (
-        None
-        if img is None or unlabelled_air_hu is None
-        else _air_content(labels, img, body, content, unlabelled_air_hu)
-    )
+    air = None  # with the CT: the unlabelled air that touches the content (a lobe the segmenter missed)
+    if img is not None and unlabelled_air_hu is not None:
+        air = _air_content(labels, img, body, content, unlabelled_air_hu)
     cavity = np.logical_or.reduce([cavity_mask(labels, content, sp, r, air) & (radii == r) for r in np.unique(radii)])
     band = np.zeros(labels.shape, dtype=bool)
     bones = np.isin(labels, region_spec.rigid)
