@@ -31,7 +31,7 @@ CONTENT, wherever it meets anything else:
   a band that is two walls thick at thin structures. Band voxels whose smoothed gradient is negligible (no clear
   wall within ~sigma) are dropped from the band.
 
-The bones: the rigid labels of the spec, grown by the bright voxels next to them when the CT is given
+The bones: the rigid labels of the spec, grown by the bright voxels next to them (diagonals too) when the CT is given
 (:func:`rigid_from_image`, ``bone_hu`` 100 HU): a segmenter's bone boundary is off by a voxel here and there, and the
 rigidity term then misses a rib's rim (with each label perturbed by ±1 voxel, a missing organ and noisy boundaries,
 the bones' rigidity error on the real CT fell from 0.0282 to 0.0219 with it, 0.0218 to 0.0156 with every label
@@ -183,11 +183,11 @@ def _air_content(
 
 def rigid_from_image(bones: np.ndarray, image: np.ndarray, bone_hu: float = 100.0, grow: int = 1) -> np.ndarray:
     """The segmented bones (bool (X, Y, Z)) grown by the voxels of at least ``bone_hu`` HU within ``grow`` voxels of
-    them. A label map shrunk or noisy at a bone's surface gets the bright rim back (on a rib one or two voxels thick
-    the rim is much of the bone); soft tissue next to a bone stays out (at 3 mm, 90 % of the voxels within two voxels
-    of the example CT's bones lie below 84 HU, the bones' surface voxels have a median of 187 HU); a bone the
-    segmentation missed altogether stays missed (only its neighbourhood is searched)."""
-    return bones | (ndimage.binary_dilation(bones, iterations=grow) & (image >= bone_hu))
+    them, diagonals included. A label map shrunk or noisy at a bone's surface gets the bright rim back (on a rib one or
+    two voxels thick the rim is much of the bone; a label shrunk all round keeps only diagonal neighbours at the
+    edges); soft tissue next to a bone stays out (at 3 mm, 90 % of the voxels within two voxels of the example CT's
+    bones lie below 84 HU, the bones' surface voxels a median of 187 HU); a bone the labels missed stays missed."""
+    return bones | (ndimage.binary_dilation(bones, np.ones((3, 3, 3), bool), iterations=grow) & (image >= bone_hu))
 
 
 def _smoothed_gradient(mask: np.ndarray, sigma_mm: float, spacing: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The overlay's 96 held-out cases with the labels' cavity alone (walls_labels/: ``unlabelled_air_hu=null``) and with
 the unlabelled air as cavity content (walls/), the same code on the same machine: per row (mean over its seeds) the
 slip %, band EPE, body EPE (mm) and bone rigidity, then the cases whose slip moved 2 points or more, and the sums.
-Usage, from this folder: python compare.py [OLD_FOLDER] (e.g. ../refine_speed_0920/walls: 0.9.20, stop 53's machine)"""
+Usage, from this folder: python compare.py [OLD_FOLDER [NEW_FOLDER]] (e.g. ../refine_speed_0920/walls: 0.9.20, stop 53's
+machine; two folders, as ../walls_bone_edges/ does: the columns are headed by their paths)"""
 
 import collections
 import re
@@ -25,11 +26,13 @@ def load(folder):
     return out
 
 
-old, new = load(sys.argv[1] if len(sys.argv) > 1 else "walls_labels"), load("walls")
+paths = (sys.argv[1:] + ["walls_labels", "walls"][len(sys.argv) - 1 :])[:2]
+old, new = load(paths[0]), load(paths[1])
+names = ("labels alone", "air as content") if len(sys.argv) < 3 else paths
 rows = collections.defaultdict(list)
 for key in sorted(new):
     rows[key[:3] + ("seeds 0-2" if key[3] < 3 else "seeds 3-5",)].append(key)
-print(f"{'row':44} {'labels alone: slip (seeds), band, body, rigidity':>50}   {'air as content':>44}")
+print(f"{'row':44} {names[0] + ': slip (seeds), band, body, rigidity':>50}   {names[1]:>44}")
 for row, keys in sorted(rows.items()):
     cells = []
     for run in (old, new):
@@ -45,5 +48,5 @@ for k, a, b in moved:
         f"  {' '.join(map(str, k))}: slip {a[0]:.0f} -> {b[0]:.0f}, band {a[1]} -> {b[1]}, body {a[2]} -> {b[2]}, "
         f"rigidity {a[3]} -> {b[3]}"
     )
-for name, run in (("labels alone", old), ("air as content", new)):
+for name, run in zip(names, (old, new)):
     print(f"sum of the slips, {name}: {sum(run[k][0] for k in new):.0f}")
