@@ -31,7 +31,7 @@ old, new = load(paths[0]), load(paths[1])
 names = ("labels alone", "air as content") if len(sys.argv) < 3 else paths
 rows = collections.defaultdict(list)
 for key in sorted(new):
-    rows[key[:3] + ("seeds 0-2" if key[3] < 3 else "seeds 3-5",)].append(key)
+    rows[key[:3] + (f"seeds {key[3] // 3 * 3}-{key[3] // 3 * 3 + 2}",)].append(key)  # seeds in threes: 0-2, 3-5, ...
 print(f"{'row':44} {names[0] + ': slip (seeds), band, body, rigidity':>50}   {names[1]:>44}")
 for row, keys in sorted(rows.items()):
     cells = []
