@@ -5,9 +5,7 @@
 #   bash docs/benchmark_results/walls_air_content/run.sh A & bash docs/benchmark_results/walls_air_content/run.sh B
 # The overlay's 96 held-out cases with the new default: ../refine_speed_0917/walls/run.sh A|B walls (here: walls/).
 B=".venv/bin/python -m benchmarks.benchmark_walls --threads 1 --log-search --walls default"
-OV="--refine-option first_wall_search=1 --refine-option second_step_start=true --refine-option first_wall_region_mm=20"
-OV="$OV --refine-option first_wall_closings_mm=[12] --refine-option first_wall_search_iterations=20"
-OV="$OV --refine-option first_wall_runoff_iterations=40"
+. "$(dirname "$0")/../overlay_options.sh"  # OV: the overlay's options
 OFF="--refine-option unlabelled_air_hu=null"
 D=docs/benchmark_results/walls_air_content
 run() { PYTHONPATH=. $B "$@"; }

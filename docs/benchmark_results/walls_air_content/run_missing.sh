@@ -5,9 +5,7 @@
 #   bash docs/benchmark_results/walls_air_content/run_missing.sh A & bash docs/benchmark_results/walls_air_content/run_missing.sh B
 B=".venv/bin/python -m benchmarks.benchmark_walls --threads 1 --log-search --walls default --perturbations missing"
 B="$B --seeds 0,1,2,3,4,5,6,7,8"
-OV="--refine-option first_wall_search=1 --refine-option second_step_start=true --refine-option first_wall_region_mm=20"
-OV="$OV --refine-option first_wall_closings_mm=[12] --refine-option first_wall_search_iterations=20"
-OV="$OV --refine-option first_wall_runoff_iterations=40"
+. "$(dirname "$0")/../overlay_options.sh"  # OV: the overlay's options
 D=docs/benchmark_results/walls_air_content
 if [ "$1" = A ]; then
   { PYTHONPATH=. $B $OV --anatomies phantom,ct --out $D/missing_air; } > $D/missing_a.log 2>&1

@@ -4,9 +4,7 @@
 #   bash docs/benchmark_results/walls_bone_edges/run.sh A & bash docs/benchmark_results/walls_bone_edges/run.sh B
 # The overlay's 96 held-out cases: ../refine_speed_0917/walls/run.sh A|B docs/benchmark_results/walls_bone_edges/walls
 B=".venv/bin/python -m benchmarks.benchmark_walls --threads 1 --log-search --walls default"
-OV="--refine-option first_wall_search=1 --refine-option second_step_start=true --refine-option first_wall_region_mm=20"
-OV="$OV --refine-option first_wall_closings_mm=[12] --refine-option first_wall_search_iterations=20"
-OV="$OV --refine-option first_wall_runoff_iterations=40"
+. "$(dirname "$0")/../overlay_options.sh"  # OV: the overlay's options
 D=docs/benchmark_results/walls_bone_edges
 run() { PYTHONPATH=. $B "$@"; }
 if [ "$1" = A ]; then  # configs/refine.json (no overlay) on the phantom, seeds 0-8; the overlay on its seeds 3-8

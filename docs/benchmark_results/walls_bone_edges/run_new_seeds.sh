@@ -6,9 +6,7 @@
 #   (cd /tmp/wt921 && bash /work/main/docs/benchmark_results/walls_bone_edges/run_new_seeds.sh /work/main/docs/benchmark_results/walls_bone_edges/new_seeds_0921) &
 #   bash docs/benchmark_results/walls_bone_edges/run_new_seeds.sh docs/benchmark_results/walls_bone_edges/new_seeds_0922
 B=".venv/bin/python -m benchmarks.benchmark_walls --threads 1 --log-search --perturbations segmenter"
-OV="--refine-option first_wall_search=1 --refine-option second_step_start=true --refine-option first_wall_region_mm=20"
-OV="$OV --refine-option first_wall_closings_mm=[12] --refine-option first_wall_search_iterations=20"
-OV="$OV --refine-option first_wall_runoff_iterations=40"
+. "$(dirname "$0")/../overlay_options.sh"  # OV: the overlay's options
 mkdir -p "$1"
 { PYTHONPATH=. $B $OV --anatomies phantom --walls default,in1,layer,out2 --seeds 9,10,11,12,13,14 --out "$1/phantom"
   PYTHONPATH=. $B $OV --anatomies ct --walls default,out2 --seeds 6,7,8 --out "$1/ct"; } > "$1/run.log" 2>&1

@@ -5,9 +5,9 @@
 #   RUNOFF=40 bash docs/benchmark_results/walls_runoff_seeds678/run.sh docs/benchmark_results/walls_runoff_seeds678/runoff40 &
 #   RUNOFF=0 bash docs/benchmark_results/walls_runoff_seeds678/run.sh docs/benchmark_results/walls_runoff_seeds678/runoff0
 B=".venv/bin/python -m benchmarks.benchmark_walls --threads 1 --perturbations segmenter --log-search"
-R="--refine-option first_wall_search=1 --refine-option second_step_start=true --refine-option first_wall_region_mm=20"
-R="$R --refine-option first_wall_closings_mm=[12] --refine-option first_wall_search_iterations=20"
-R="$R --refine-option first_wall_runoff_iterations=${RUNOFF:?RUNOFF=40 or 0}"
+: "${RUNOFF:?RUNOFF=40 or 0}"
+. "$(dirname "$0")/../overlay_options.sh"  # OV: the overlay's options, its run-off's iterations RUNOFF
+R="$OV"
 D=${1:?the output folder}
 mkdir -p $D
 { PYTHONPATH=. $B $R --anatomies ct --seeds 6,7,8 --walls default,tight,wide,out2,in1,layer,psoas_in,diaphragm_out --out $D/ct

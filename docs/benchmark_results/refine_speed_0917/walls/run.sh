@@ -5,9 +5,8 @@
 # THREADS=2 in the environment: each case on 2 threads, for one queue at a time; EXTRA="--refine-option K=V ...": more
 # options, e.g. EXTRA="--refine-option unlabelled_air_hu=null" for the labels' cavity alone since 0.9.21)
 B=".venv/bin/python -m benchmarks.benchmark_walls --threads ${THREADS:-1} --perturbations clean,segmenter --log-search"
-R="--refine-option first_wall_search=1 --refine-option second_step_start=true --refine-option first_wall_region_mm=20"
-R="$R --refine-option first_wall_closings_mm=[12] --refine-option first_wall_search_iterations=20"
-R="$R --refine-option first_wall_runoff_iterations=40 ${EXTRA:-}"  # EXTRA: more options (bundle 0.9.21's A/B)
+. "$(dirname "$0")/../../overlay_options.sh"  # OV: the overlay's options
+R="$OV ${EXTRA:-}"  # EXTRA: more options (bundle 0.9.21's A/B)
 D=${2:-docs/benchmark_results/refine_speed_0917/walls}
 if [ "$1" = A ]; then
   PYTHONPATH=. $B $R --anatomies ct --seeds 0,1,2 --walls tight,out2,in1,wide --out $D/ct_a > $D/ct_a.log 2>&1
