@@ -3,7 +3,7 @@
 import pytest
 
 from scripts.io.errors import InputError
-from scripts.io.options import check_number
+from scripts.io.options import check_number, check_optional_numbers
 
 
 def test_a_number_comes_back_as_the_type_the_option_wants():
@@ -32,3 +32,19 @@ def test_a_bad_value_is_one_line_naming_the_option_and_the_rule(value, kwargs, m
     with pytest.raises(InputError) as err:
         check_number(value, "--x", **kwargs)
     assert str(err.value) == message
+
+
+def test_a_number_or_null_comes_back_as_a_float_or_none_and_anything_else_is_one_line():
+    """``check_optional_numbers`` (the regions' HU rules, bundle 0.9.23): ints and floats as floats, negative ones
+    too, None and the command line's "null" / "None" as None; a bool (the command line's true), a string or a list
+    is one :class:`InputError` naming the option."""
+    given = {"bone_hu": 100, "unlabelled_air_hu": -400.5, "bone_trim_hu": "null", "unlabelled_bone_hu": None}
+    assert check_optional_numbers(given, "HU") == {
+        "bone_hu": 100.0,
+        "unlabelled_air_hu": -400.5,
+        "bone_trim_hu": None,
+        "unlabelled_bone_hu": None,
+    }
+    for bad in (True, "200 HU", [200]):
+        with pytest.raises(InputError, match=r"^--bone_hu must be a number or null \(HU; null: off\), got "):
+            check_optional_numbers({"bone_trim_hu": 0, "bone_hu": bad}, "HU; null: off")

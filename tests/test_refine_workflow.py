@@ -20,7 +20,7 @@ from scripts.io.errors import find_input_error
 from scripts.refinement.inferer import fold_percents
 from scripts.refinement.start import network_start
 from scripts.regions.cavity import cavity_regions
-from scripts.regions.labels import RIGID, SLIDING
+from scripts.regions.labels import RIGID, SLIDING, TOTALSEG_V2_TOTAL
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
 CONFIGS = ("inference.json", "refine.json")
@@ -327,8 +327,11 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
             "--refine_first_wall_runoff_iterations needs --refine_first_wall_search >= 1",
         ),
         ("refine_network_start", "organs", "--refine_network_start must be one of ('field', 'cavity')"),
-        ("bone_trim_hu", "dim", "--bone_trim_hu must be a number (HU) or null"),
-        ("bone_trim_hu", [50], "--bone_trim_hu must be a number (HU) or null"),
+        ("bone_trim_hu", "dim", "--bone_trim_hu must be a number or null (HU; null turns that rule off)"),
+        ("bone_trim_hu", [50], "--bone_trim_hu must be a number or null"),
+        ("bone_hu", "bright", "--bone_hu must be a number or null"),
+        ("unlabelled_bone_hu", True, "--unlabelled_bone_hu must be a number or null"),
+        ("unlabelled_air_hu", "-400 HU", "--unlabelled_air_hu must be a number or null"),
     ]
     for key, bad, message in bad_values:
         parser = ConfigParser()
@@ -338,6 +341,45 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
             parser.get_parsed_content("inferer")
         err = find_input_error(info.value)
         assert err is not None and message in str(err), (key, repr(info.value))
+
+
+def test_the_image_rules_of_the_regions_are_options_and_null_turns_one_off():
+    """configs/refine.json's ``bone_hu``, ``unlabelled_bone_hu`` and ``unlabelled_air_hu`` (bundle 0.9.23) reach
+    ``cavity_regions`` through the inferer's regions: by default the rules as ``cavity_regions`` has them (a lung lobe
+    the segmenter left out is content from its darkness, a rib it missed is bone from its brightness, a labelled
+    rib's dim rim is bone), another number moves a rule's threshold, ``null`` as typed on the command line turns one
+    off (the wall through the lung as the labels alone put it; the missed rib soft)."""
+    ids = {n: TOTALSEG_V2_TOTAL[n] for n in ("liver", "lung_lower_lobe_left", "rib_left_5")}
+    seg = np.zeros((40, 40, 40), dtype=np.uint8)
+    seg[10:30, 10:30, 8:20], seg[10:30, 10:30, 20:26] = (
+        ids["liver"],
+        ids["lung_lower_lobe_left"],
+    )  # upper lung: left out
+    seg[6, 12:28, 12:28] = ids["rib_left_5"]
+    image = np.full(seg.shape, -1000.0, dtype=np.float32)
+    image[2:38, 9:38, 2:38] = 40.0
+    image[10:30, 10:30, 20:32] = -850.0  # the lung, labelled and not
+    image[6, 12:28, 12:28], image[5, 12:28, 12:28] = 400.0, 150.0  # the labelled rib and its dim unlabelled rim
+    image[33, 12:28, 12:28] = 400.0  # a rib three voxels outside the cavity that no label holds
+    root = Path(__file__).resolve().parents[1] / "configs"
+    off = {"unlabelled_air_hu": "null", "unlabelled_bone_hu": "None"}
+    regions = {}
+    for name, override in (("default", {}), ("off", off), ("bone_hu 300", {"bone_hu": 300})):
+        parser = ConfigParser()
+        parser.read_config([str(root / name) for name in CONFIGS])
+        parser.update({"bundle_root": str(root.parent), **override})
+        inferer = parser.get_parsed_content("inferer")
+        expected = {"bone_hu": 100.0, "unlabelled_bone_hu": 200.0, "unlabelled_air_hu": -400.0, **override}
+        expected = {k: None if v in ("null", "None") else float(v) for k, v in expected.items()}
+        assert {k: inferer.region_options[k] for k in expected} == expected
+        pair = type("Pair", (), {"fixed_seg": seg, "name": "pair"})()
+        _, mask, _, side, _ = inferer.regions(pair, seg.shape, np.array([2.0, 2.0, 2.0]), torch.from_numpy(image))
+        regions[name] = mask[0, 0].numpy(), side[0, 0].numpy()
+    (mask, side), (mask_off, side_off), (mask_300, _) = regions["default"], regions["off"], regions["bone_hu 300"]
+    assert side[20, 20, 29] == 1 and side_off[20, 20, 29] == 0  # the lobe left out: content by default only
+    assert (mask[33, 14:26, 14:26] == RIGID).all() and not (mask_off[33, 14:26, 14:26] == RIGID).any()  # missed rib
+    assert (mask[5, 14:26, 14:26] == RIGID).all() and (mask_off[5, 14:26, 14:26] == RIGID).all()  # the rim: bone_hu
+    assert not (mask_300[5, 14:26, 14:26] == RIGID).any() and (mask_300[6, 14:26, 14:26] == RIGID).all()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ its boolean options once, in its ``flags`` component (:class:`Flags`), and its c
 are parsed when the workflow starts, and a value that is neither true nor false is one :class:`InputError` naming
 the option and the accepted values. Likewise ``--refine_smooth null`` hands over the string "null": :func:`parse_null`
 turns it (and "None") into None where an option's default is null. The refinement's numbers are checked here too
-(:func:`is_number`, :func:`check_schedule`), before any work.
+(:func:`is_number`, :func:`check_optional_numbers`, :func:`check_schedule`), before any work.
 
 ``torch_threads`` (:func:`apply_threads`): on a machine where other jobs run, torch's default of one thread per core
 is the slowest choice. Each parallel op waits at a barrier for its slowest thread, and a thread that shares its core
@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,19 @@ def check_number(
         return int(value) if integer else float(value)
     what = ("a whole number" if integer else "a number") + unit + (" > " if strict else " >= ") + f"{minimum:g}"
     raise InputError(f"{flag} must be {what}{f' ({note})' if note else ''}, got {value!r}")
+
+
+def check_optional_numbers(options: Mapping[str, Any], note: str) -> dict[str, float | None]:
+    """Options (the flag without its dashes -> the value) that take a number or null (:func:`parse_null`), as floats
+    or None, checked before any work. Raises :class:`InputError` naming the first that is neither, e.g. ``--bone_hu
+    must be a number or null (HU; null turns that rule off), got 'dim'`` (``note`` "HU; null turns that rule off")."""
+    out = {}
+    for key, value in options.items():
+        value = parse_null(value)
+        if value is not None and not is_number(value):
+            raise InputError(f"--{key} must be a number or null ({note}), got {value!r}")
+        out[key] = None if value is None else float(value)
+    return out
 
 
 def check_schedule(levels: Any, iterations: Any, lr: Any, default_levels: int) -> None:

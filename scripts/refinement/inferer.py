@@ -40,7 +40,7 @@ from monai.inferers import Inferer
 from scripts.evaluation.metrics import folding_from_det
 from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
-from scripts.io.options import check_number, check_schedule, is_number, parse_flag, parse_null
+from scripts.io.options import check_number, check_optional_numbers, check_schedule, is_number, parse_flag, parse_null
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
@@ -126,8 +126,8 @@ class RefinementInferer(Inferer):
         gamma, smooth, levels, iterations, lr: see :func:`scripts.refinement.optimiser.refine_pair` (None: its default).
         band_mm: half width of the sliding band along the cavity wall, mm.
         closing_mm: radius of the closing that merges the cavity contents into one cavity, mm.
-        bone_trim_hu: with a CT, a bone label's outer voxel layer below this many HU is no bone (``cavity_regions``'
-            ``bone_trim_hu``; None: no trim, the default).
+        bone_trim_hu, bone_hu, unlabelled_bone_hu, unlabelled_air_hu: with a CT, the image's rules of
+            ``cavity_regions`` (its keywords, HU; None: that rule off; ``bone_trim_hu`` off by default).
         second_iterations: iterations of the second pass (:mod:`scripts.refinement.second_pass`; default
             :data:`~scripts.refinement.second_pass.SECOND_PASS_ITERATIONS`, 30; 0: none), run when the prior slides
             (``rigidity_shearing_jacobian`` with a segmentation).
@@ -180,6 +180,9 @@ class RefinementInferer(Inferer):
         band_mm: float = 1.5,
         closing_mm: float = 20.0,
         bone_trim_hu: float | None = None,
+        bone_hu: float | None = 100.0,
+        unlabelled_bone_hu: float | None = 200.0,
+        unlabelled_air_hu: float | None = -400.0,
         organ_pairs: bool = False,
         segment: str = "if_available",
         progress: bool = True,
@@ -211,8 +214,8 @@ class RefinementInferer(Inferer):
             raise InputError(f"--segment_fixed must be one of {SEGMENT_CHOICES}, got {segment!r}")
         self.segment = segment
         self.network_inferer, self.use_network = network_inferer, bool(use_network)
-        grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu = map(
-            parse_null, (grid_mm, gamma, smooth, levels, iterations, lr, bone_trim_hu)
+        grid_mm, gamma, smooth, levels, iterations, lr = map(
+            parse_null, (grid_mm, gamma, smooth, levels, iterations, lr)
         )  # "null" as typed on the command line
         grid_note = "mm; or null: the fixed image's grid"
         self.grid_mm = (
@@ -221,9 +224,9 @@ class RefinementInferer(Inferer):
         self.intensity, self.hu_window = intensity, tuple(float(h) for h in hu_window)
         self.regulariser, self.similarity, self.band_mm, self.progress = regulariser, similarity, band_mm, progress
         self.closing_mm, self.organ_pairs = float(closing_mm), bool(organ_pairs)
-        if bone_trim_hu is not None and not is_number(bone_trim_hu):
-            raise InputError(f"--bone_trim_hu must be a number (HU) or null (no trim), got {bone_trim_hu!r}")
-        self.bone_trim_hu = None if bone_trim_hu is None else float(bone_trim_hu)
+        rules = dict(bone_trim_hu=bone_trim_hu, bone_hu=bone_hu, unlabelled_bone_hu=unlabelled_bone_hu,
+                     unlabelled_air_hu=unlabelled_air_hu)  # fmt: skip
+        self.hu_rules = check_optional_numbers(rules, "HU; null turns that rule off")
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
             if weight is not None:
                 check_number(weight, f"--refine_{name}", note="or null: the default of the prior in use")
@@ -296,7 +299,7 @@ class RefinementInferer(Inferer):
             "band_mm": self.band_mm,
             "closing_mm": self.closing_mm,
             "pairs": self.organ_pairs,
-            "bone_trim_hu": self.bone_trim_hu,
+            **self.hu_rules,
         }
 
     def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
