@@ -106,6 +106,7 @@ def _nearest_on_grid(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 DEFAULT_LEVELS = inspect.signature(refine_pair).parameters["levels"].default
+REGION_DEFAULTS = {key: p.default for key, p in inspect.signature(cavity_regions).parameters.items()}
 
 
 class RefinementInferer(Inferer):
@@ -180,9 +181,9 @@ class RefinementInferer(Inferer):
         band_mm: float = 1.5,
         closing_mm: float = 20.0,
         bone_trim_hu: float | None = None,
-        bone_hu: float | None = 100.0,
-        unlabelled_bone_hu: float | None = 200.0,
-        unlabelled_air_hu: float | None = -400.0,
+        bone_hu: float | None = REGION_DEFAULTS["bone_hu"],
+        unlabelled_bone_hu: float | None = REGION_DEFAULTS["unlabelled_bone_hu"],
+        unlabelled_air_hu: float | None = REGION_DEFAULTS["unlabelled_air_hu"],
         organ_pairs: bool = False,
         segment: str = "if_available",
         progress: bool = True,
