@@ -352,10 +352,8 @@ def test_the_image_rules_of_the_regions_are_options_and_null_turns_one_off():
     off (the wall through the lung as the labels alone put it; the missed rib soft)."""
     ids = {n: TOTALSEG_V2_TOTAL[n] for n in ("liver", "lung_lower_lobe_left", "rib_left_5")}
     seg = np.zeros((40, 40, 40), dtype=np.uint8)
-    seg[10:30, 10:30, 8:20], seg[10:30, 10:30, 20:26] = (
-        ids["liver"],
-        ids["lung_lower_lobe_left"],
-    )  # upper lung: left out
+    seg[10:30, 10:30, 8:20] = ids["liver"]
+    seg[10:30, 10:30, 20:26] = ids["lung_lower_lobe_left"]  # its upper part (z 26-31) left out
     seg[6, 12:28, 12:28] = ids["rib_left_5"]
     image = np.full(seg.shape, -1000.0, dtype=np.float32)
     image[2:38, 9:38, 2:38] = 40.0
@@ -364,19 +362,20 @@ def test_the_image_rules_of_the_regions_are_options_and_null_turns_one_off():
     image[33, 12:28, 12:28] = 400.0  # a rib three voxels outside the cavity that no label holds
     root = Path(__file__).resolve().parents[1] / "configs"
     off = {"unlabelled_air_hu": "null", "unlabelled_bone_hu": "None"}
+    defaults = inspect.signature(cavity_regions).parameters  # the config's defaults are the function's
+    defaults = {k: defaults[k].default for k in ("bone_hu", "unlabelled_bone_hu", "unlabelled_air_hu")}
     regions = {}
-    for name, override in (("default", {}), ("off", off), ("bone_hu 300", {"bone_hu": 300})):
+    for case, override in (("default", {}), ("off", off), ("bone_hu 300", {"bone_hu": 300})):
         parser = ConfigParser()
         parser.read_config([str(root / name) for name in CONFIGS])
         parser.update({"bundle_root": str(root.parent), **override})
         inferer = parser.get_parsed_content("inferer")
-        defaults = inspect.signature(cavity_regions).parameters  # the config's defaults are the function's
-        expected = {k: defaults[k].default for k in ("bone_hu", "unlabelled_bone_hu", "unlabelled_air_hu")} | override
+        expected = defaults | override
         expected = {k: None if v in ("null", "None") else float(v) for k, v in expected.items()}
         assert {k: inferer.region_options[k] for k in expected} == expected
         pair = type("Pair", (), {"fixed_seg": seg, "name": "pair"})()
         _, mask, _, side, _ = inferer.regions(pair, seg.shape, np.array([2.0, 2.0, 2.0]), torch.from_numpy(image))
-        regions[name] = mask[0, 0].numpy(), side[0, 0].numpy()
+        regions[case] = mask[0, 0].numpy(), side[0, 0].numpy()
     (mask, side), (mask_off, side_off), (mask_300, _) = regions["default"], regions["off"], regions["bone_hu 300"]
     assert side[20, 20, 29] == 1 and side_off[20, 20, 29] == 0  # the lobe left out: content by default only
     assert (mask[33, 14:26, 14:26] == RIGID).all() and not (mask_off[33, 14:26, 14:26] == RIGID).any()  # missed rib
