@@ -35,12 +35,9 @@ for seed in seeds:
         wall_voxels = case["wall"]
         pred, true = torch.from_numpy(ddf)[None].float(), torch.from_numpy(case["ddf"])[None].float()
         normals, spacing = torch.from_numpy(case["normals"]).float(), [float(s) for s in case["spacing"]]
-        subsets = {"all": wall_voxels, "in band": wall_voxels & (off == 0)}
-        subsets.update(
-            {"1 voxel off": wall_voxels & (off > 0) & (off <= 1.5), "2 off": wall_voxels & (off > 1.5) & (off <= 2.5)}
-        )
-        subsets["more"] = wall_voxels & (off > 2.5)
         one_off = wall_voxels & (off > 0) & (off <= 1.5)
+        subsets = {"all": wall_voxels, "in band": wall_voxels & (off == 0), "1 voxel off": one_off}
+        subsets.update({"2 off": wall_voxels & (off > 1.5) & (off <= 2.5), "more": wall_voxels & (off > 2.5)})
         subsets.update({"1 off, band inside": one_off & band_inside, "1 off, band outside": one_off & ~band_inside})
         cells = []
         for label, subset in subsets.items():
