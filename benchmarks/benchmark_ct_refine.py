@@ -34,12 +34,15 @@ Our refinement gets only what a user has at test time: the two images and the FI
 band along the cavity wall, normals: ``refine_full``, as ``configs/refine.json`` does by default;
 then its second pass, :mod:`scripts.refinement.second_pass`, as ``configs/refine.json`` runs it by default
 (``--second-iterations 0``: one pass, as ``--refine_second_iterations 0``); ``refine_pairs`` also the organ-organ
-pair bands of ``configs/regions.json``, ``--organ_pairs true``). The Jacobian-only refinement gets no regions at all
-(``regulariser="jacobian"``, plain diffusion).
+pair bands of ``configs/regions.json``, ``--organ_pairs true``). Without a segmentation: ``refine_image``, the CT's
+voxels above the bones' threshold rigid (:func:`scripts.regions.image.image_bones`, as ``configs/refine.json`` runs
+without one since bundle 0.9.24), the log-Jacobian prior elsewhere; ``refine_jacobian``, no regions at all
+(``regulariser="jacobian"``, plain diffusion: ``configs/refine.json`` without one until 0.9.23).
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference
 path, :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from
-the network's field (``--network-refine-iterations``, default 40,30,20: fewer than from identity);
+the network's field (``--network-refine-iterations``, default 40,30,20: fewer than from identity),
+``network_refine_image`` is ``refine_image`` started so (no segmentation anywhere);
 ``--network-image-size X,Y,Z`` runs a ``--ckpt`` trained on another grid (``--image_size`` of its training).
 
 Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``)::
@@ -85,13 +88,15 @@ from scripts.refinement.wall_search import (
     first_pass_with_search,
 )
 from scripts.regions.cavity import cavity_regions
+from scripts.regions.image import image_bones
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import phantom_case, real_ct_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
-METHODS = ("none", "true", "refine_full", "refine_pairs", "refine_jacobian", "elastix", "elastix_rigidity", "ants_syn")
-NETWORK_METHODS = ("network", "network_refine")
+METHODS = ("none", "true", "refine_full", "refine_pairs", "refine_jacobian", "refine_image")
+METHODS += ("elastix", "elastix_rigidity", "ants_syn")
+NETWORK_METHODS = ("network", "network_refine", "network_refine_image")
 # not in the default run: the refinement given the TRUE regions (the case's wall band and normals, its bones), the
 # ceiling of what a better wall estimate could give; and with them started from the TRUE field, the finest level's
 # iterations only (``refine_from_truth``): where the objective itself leads from the truth, the floor of any start
@@ -154,7 +159,7 @@ def run_method(
         rigid = refine_kwargs["network"].rigid
         start = refine_kwargs["network"].network_field  # refine.json starts from the field without rigid bones
         init = (batched(start), seconds, None if rigid is None else batched(rigid))
-        method = "refine_full"
+        method = "refine_image" if method == "network_refine_image" else "refine_full"
         refine_kwargs = {**refine_kwargs, "iterations": refine_kwargs["network_refine_iterations"]}
     if method == "none":
         return np.zeros((3, *fixed.shape), np.float32), 0.0, None
@@ -194,6 +199,10 @@ def run_method(
                 kwargs.update(init_ddf=batched(case["ddf"].astype(np.float32)), levels=1)
                 default = inspect.signature(refine_pair).parameters["iterations"].default  # configs/refine.json's
                 kwargs["iterations"] = [list(kwargs.get("iterations", default))[-1]]  # the finest level's
+        elif method == "refine_image":  # no segmentation: the CT's bones by HU, as configs/refine.json without one
+            kwargs.update(
+                reg_mask=batched(image_bones(fixed)[0].astype(np.float32))[None], regulariser="rigidity_jacobian"
+            )
         else:
             kwargs["regulariser"] = "jacobian"
         f, m = batched(normalise(fixed))[None], batched(normalise(moving))[None]

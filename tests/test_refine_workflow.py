@@ -16,12 +16,13 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from scripts.evaluation.metrics import rigidity_error
 from scripts.inference.predict import run_inference_workflow
 from scripts.io.errors import find_input_error
 from scripts.refinement.inferer import fold_percents
 from scripts.refinement.start import network_start
 from scripts.regions.cavity import cavity_regions
-from scripts.regions.labels import RIGID, SLIDING, TOTALSEG_V2_TOTAL
+from scripts.regions.labels import RIGID, SLIDING, TOTALSEG_V2_TOTAL, vertebrae_ids
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
 CONFIGS = ("inference.json", "refine.json")
@@ -159,13 +160,54 @@ def test_the_report_counts_the_folds_off_the_band_and_in_it_apart():
     assert fold_percents(ddf, None) == (pytest.approx(100.0 * 11 / 32), 0.0)
 
 
-def test_refinement_without_segmentation_uses_the_jacobian_prior(known_motion, tmp_path, caplog):
-    out = tmp_path / "out"
-    run_inference_workflow(None, CONFIGS, fixed=known_motion["fixed"], moving=known_motion["moving"],
-                           output_dir=str(out), refine_iterations=[5, 5, 5], progress=False)  # fmt: skip
-    entry = json.loads((out / "summary.json").read_text())["pairs"][0]
-    assert entry["refinement"]["regulariser"] == "jacobian"
-    assert "no segmentation of the fixed image" in caplog.text
+def test_without_a_segmentation_the_bones_of_a_ct_stay_rigid_by_their_hu(known_motion, tmp_path, caplog):
+    """No ``--fixed_seg`` and no TotalSegmentator (bundle 0.9.24): the fixed CT's voxels above the bones' threshold
+    (``auto``: 100 HU on this unenhanced CT) are rigid, the log-Jacobian prior elsewhere; ``null`` leaves the
+    log-Jacobian prior alone, as before. The known motion moves the vertebrae rigidly: with the rule their rigidity
+    error (on their voxels that the rule holds, above 100 HU) falls several times, and the body's endpoint error
+    stays."""
+    fixed = np.asanyarray(nib.load(known_motion["fixed"]).dataobj)
+    vertebrae = np.isin(known_motion["labels"], vertebrae_ids()) & (fixed > 100)  # the rule's share of them
+    vertebrae = torch.from_numpy(vertebrae.astype(np.float32))[None, None]
+    body = known_motion["body"]
+    measured = {}
+    for value in ("auto", "null"):
+        out = tmp_path / value
+        run_inference_workflow(None, CONFIGS, fixed=known_motion["fixed"], moving=known_motion["moving"],
+                               output_dir=str(out), refine_image_bones_hu=value, **FAST)  # fmt: skip
+        entry = json.loads((out / "summary.json").read_text())["pairs"][0]
+        ddf = nib.load(entry["outputs"]["ddf"]).get_fdata()[..., 0, :] * np.array([-1.0, -1.0, 1.0])  # RAS mm
+        field = torch.from_numpy(np.moveaxis(ddf, -1, 0).astype(np.float32))[None]  # (1, 3, X, Y, Z), mm
+        rigidity = float(rigidity_error(field, vertebrae, (3.0, 3.0, 3.0), units="mm")[0])
+        epe = float(endpoint_error(entry, known_motion)[body].mean())
+        measured[value] = entry, rigidity, epe
+    (image, rigidity, epe), (plain, rigidity_plain, epe_plain) = measured["auto"], measured["null"]
+    assert image["refinement"]["regulariser"] == "rigidity_jacobian" and image["image_bones"]["hu"] == 100.0
+    assert 0.5 < image["image_bones"]["rigid_percent"] < 10.0  # the bones, not the body
+    assert plain["refinement"]["regulariser"] == "jacobian" and "image_bones" not in plain
+    assert "the voxels above 100 HU rigid (bones)" in caplog.text and "log-Jacobian prior only" in caplog.text
+    assert rigidity < rigidity_plain / 2.5, (rigidity, rigidity_plain)  # measured 0.017 against 0.066
+    assert epe < epe_plain + 0.1, (epe, epe_plain)  # 1.96 against 1.93 mm: this motion bends the ribs, the rule not
+
+
+def test_an_image_not_in_hounsfield_units_gets_no_bones_without_a_segmentation():
+    """An MR-like or rescaled image has no bones by HU: without a segmentation it gets the log-Jacobian prior alone."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(root / name) for name in CONFIGS])
+    parser.update({"bundle_root": str(root.parent), "segment_fixed": "never"})
+    inferer = parser.get_parsed_content("inferer")
+    image = np.full((20, 20, 20), -1000.0, dtype=np.float32)
+    image[2:18, 2:18, 2:18], image[8:12, 8:12, 2:18] = 40.0, 700.0  # a body with a bone in it
+    report = {}
+    for values, expected in ((image, "rigidity_jacobian"), ((image + 1024.0) / 4.0, "jacobian")):  # HU / rescaled
+        pair = type("Pair", (), {"fixed_seg": None, "name": "pair", "report": report})()
+        regulariser, mask, *_ = inferer.regions(pair, image.shape, np.ones(3), torch.from_numpy(values))
+        assert regulariser == expected
+        if expected == "jacobian":
+            assert mask is None
+        else:
+            assert int((mask == RIGID).sum()) == 4 * 4 * 16 and bool((mask[0, 0, 8:12, 8:12, 2:18] == RIGID).all())
 
 
 @pytest.mark.parametrize("kind", ["other_grid", "not_a_label_map"])
@@ -333,6 +375,8 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("bone_hu", "bright", "--bone_hu must be a number or null"),
         ("unlabelled_bone_hu", True, "--unlabelled_bone_hu must be a number or null"),
         ("unlabelled_air_hu", "-400 HU", "--unlabelled_air_hu must be a number or null"),
+        ("refine_image_bones_hu", "bright", "--refine_image_bones_hu 'bright': give a number of HU or auto"),
+        ("refine_image_bones_hu", True, "--refine_image_bones_hu 'true': give a number of HU or auto"),
     ]
     for key, bad, message in bad_values:
         parser = ConfigParser()

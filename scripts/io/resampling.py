@@ -11,8 +11,8 @@ A displacement in voxels of a grid has channel k along array axis k and maps a v
   image's network grid when the two lie on different grids; training and inference share it);
 - :func:`field_to_fixed_grid`: the network's displacement (network voxels) -> voxels of the fixed image's native grid;
 - :func:`physical_displacement`, :func:`warp_to_fixed`;
-- :func:`coarse_grid`, :func:`area_resize`: a coarser grid over the same box, and a volume averaged onto it (the
-  refinement's grid, the rigid bones' grid).
+- :func:`coarse_grid`, :func:`area_resize`, :func:`labels_on_coarse_grid`: a coarser grid over the same box, a
+  volume averaged onto it and a label map sampled on it (the refinement's grid, the rigid bones' grid).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "warp_to_fixed",
     "coarse_grid",
     "area_resize",
+    "labels_on_coarse_grid",
 ]
 
 
@@ -225,3 +226,11 @@ def area_resize(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     if tuple(volume.shape) == tuple(shape):
         return volume.float()
     return F.interpolate(volume[None, None].float(), size=tuple(shape), mode="area")[0, 0]
+
+
+def labels_on_coarse_grid(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A label map (X, Y, Z) sampled at the voxel centres of the edge-aligned coarser grid of ``shape``
+    (:func:`coarse_grid`'s): nearest, no label mixed."""
+    index = [np.minimum(np.floor((np.arange(m) + 0.5) * (n / m)).astype(np.int64), n - 1) for n, m in
+             zip(labels.shape, shape)]  # fmt: skip
+    return labels[np.ix_(*index)]

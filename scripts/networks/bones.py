@@ -17,14 +17,11 @@ docs/README.md, *Rigid bones*). The two fields are exact on the bones' grid G (t
 about ``grid_mm``): the rigid map is linear, so G's trilinear interpolation back to the fixed grid keeps it exact
 where w is 1.
 
-The threshold. A bone is brighter than the soft tissue around it, and how bright that tissue is depends on the
-scan: about 40 HU without contrast (the held-out CT: organs' median 38 HU, marrow 137), 70-110 HU in a portal-venous
-phase (the DICOM series of ../shared/data: liver median 93, p90 112; there a fixed 100 HU made half the liver rigid).
-``hu="auto"`` (the default) takes ``max(100, median + 60)`` HU, the median over the fixed image's voxels between 0
-and 250 HU (mostly soft tissue): 100 HU on the held-out CT and the generated phantoms, 133 HU on that DICOM series
-(the liver then nowhere rigid, 90 % of the bones' voxels rigid). Limits: an enhanced aorta (150-250 HU) lies above
-any such threshold and moves with the bones (it lies on the spine); all bones share one rigid map. A fixed image
-that is not in HU (:func:`hounsfield_like`: an MR image, a rescaled CT) gets the network's field as it is.
+The threshold (:func:`scripts.regions.image.bone_threshold_hu`, the refinement without a segmentation reads the
+same rule): ``hu="auto"`` (the default) takes ``max(100, median + 60)`` HU over the fixed image's soft tissue, so
+that a portal-venous liver (70-110 HU) is no bone. Limits: an enhanced aorta (150-250 HU) lies above any such
+threshold and moves with the bones (it lies on the spine); all bones share one rigid map. A fixed image that is not
+in HU (:func:`scripts.regions.image.hounsfield_like`: an MR image, a rescaled CT) gets the network's field as it is.
 """
 
 from __future__ import annotations
@@ -39,37 +36,9 @@ from scipy import ndimage
 
 from scripts.io.errors import InputError
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid
+from scripts.regions.image import bone_threshold_hu, hounsfield_like
 
-__all__ = ["hounsfield_like", "bone_threshold_hu", "bone_weight", "RigidBonesInferer"]
-
-
-AUTO_FLOOR_HU, AUTO_ABOVE_SOFT_HU = 100.0, 60.0
-
-
-def hounsfield_like(values: np.ndarray) -> bool:
-    """True when ``values`` (any shape; NaN / Inf ignored) are CT Hounsfield units: air or lung below -500 HU in the
-    1st percentile, nothing below -1100 HU beyond it, nothing above 4000 HU below the 99.9th percentile. An MR image or
-    a rescaled CT is not: its "bones" by HU would be anything bright."""
-    sample = np.asarray(values, dtype=np.float32).ravel()
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return False
-    low, high = np.percentile(sample, [1, 99.9])
-    return bool(-1100.0 <= low <= -500.0 and high <= 4000.0)
-
-
-def bone_threshold_hu(fixed_hu: np.ndarray, hu: float | str = "auto") -> float:
-    """The bones' threshold in HU: ``hu`` itself, or with ``"auto"`` ``max(100, median + 60)`` over the voxels of
-    ``fixed_hu`` between 0 and 250 HU (module docstring; 100 without any)."""
-    if isinstance(hu, str) and hu.strip().lower() == "auto":
-        volume = np.asarray(fixed_hu)
-        soft = volume[(volume > 0) & (volume < 250)]
-        median = float(np.median(soft)) if soft.size else 0.0
-        return max(AUTO_FLOOR_HU, median + AUTO_ABOVE_SOFT_HU)
-    try:
-        return float(hu)
-    except (TypeError, ValueError):
-        raise InputError(f"--rigid_bones_hu {hu!r}: give a number of HU or auto (the default)") from None
+__all__ = ["bone_weight", "RigidBonesInferer"]
 
 
 def bone_weight(fixed_hu: np.ndarray, spacing, hu: float | str = "auto", near_mm: float = 3.0, fall_mm: float = 6.0):

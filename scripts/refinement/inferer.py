@@ -14,7 +14,8 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    the fixed grid, sampled at G's voxel centres; without it, made on the fly by :mod:`scripts.regions.segment` when
    TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
-   Without a segmentation: the log-Jacobian prior alone, with a notice.
+   Without a segmentation, a CT's bones from its HU alone (``image_bones_hu``, :mod:`scripts.regions.image`), the
+   log-Jacobian prior elsewhere, with a notice.
 4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
    level after the wall search, :func:`scripts.refinement.wall_search.first_pass_with_search`); with the sliding band
    and ``second_iterations`` > 0 (30 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the
@@ -41,7 +42,7 @@ from scripts.evaluation.metrics import folding_from_det
 from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
 from scripts.io.options import check_number, check_optional_numbers, check_schedule, is_number, parse_flag, parse_null
-from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, warp_to_fixed
+from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, labels_on_coarse_grid, warp_to_fixed
 from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.pyramid import WORKING_GRID_MM
@@ -67,6 +68,7 @@ from scripts.refinement.wall_search import (
 )
 from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import cavity_regions
+from scripts.regions.image import bone_threshold_hu, hounsfield_like, image_bones
 from scripts.regions.labels import RIGID, SLIDING
 
 __all__ = ["RefinementInferer", "FOLD_WARNING_PERCENT"]
@@ -96,13 +98,6 @@ def _normalise(volume: torch.Tensor, intensity: str, window: Sequence[float]) ->
         return ((volume - lo) / (hi - lo)).clamp(0.0, 1.0)
     lo, hi = float(volume.min()), float(volume.max())
     return (volume - lo) / (hi - lo) if hi > lo else torch.zeros_like(volume)
-
-
-def _nearest_on_grid(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """A label map resampled at the voxel centres of an edge-aligned coarser grid (nearest)."""
-    index = [np.minimum(np.floor((np.arange(m) + 0.5) * (n / m)).astype(np.int64), n - 1) for n, m in
-             zip(labels.shape, shape)]  # fmt: skip
-    return labels[np.ix_(*index)]
 
 
 DEFAULT_LEVELS = inspect.signature(refine_pair).parameters["levels"].default
@@ -159,6 +154,8 @@ class RefinementInferer(Inferer):
         organ_pairs: also let the organ-organ pairs of the region spec slide (lung / liver, ...); off by default:
             in breathing the cavity contents move together and slide along the wall (docs/README.md, the CT
             benchmark: the pair bands let textureless organs lag behind).
+        image_bones_hu: without a segmentation, the voxels of a CT above this many HU are rigid ("auto": 60 HU above
+            its soft tissue, at least 100; :func:`scripts.regions.image.image_bones`); None: the log-Jacobian prior.
         segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
             installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
         progress: show a progress bar per pair.
@@ -185,6 +182,7 @@ class RefinementInferer(Inferer):
         unlabelled_bone_hu: float | None = REGION_DEFAULTS["unlabelled_bone_hu"],
         unlabelled_air_hu: float | None = REGION_DEFAULTS["unlabelled_air_hu"],
         organ_pairs: bool = False,
+        image_bones_hu: float | str | None = "auto",
         segment: str = "if_available",
         progress: bool = True,
         second_iterations: int = SECOND_PASS_ITERATIONS,
@@ -228,6 +226,9 @@ class RefinementInferer(Inferer):
         rules = dict(bone_trim_hu=bone_trim_hu, bone_hu=bone_hu, unlabelled_bone_hu=unlabelled_bone_hu,
                      unlabelled_air_hu=unlabelled_air_hu)  # fmt: skip
         self.hu_rules = check_optional_numbers(rules, "HU; null turns that rule off")
+        self.image_bones_hu = parse_null(image_bones_hu)
+        if self.image_bones_hu is not None:
+            bone_threshold_hu(np.zeros(1), self.image_bones_hu, "--refine_image_bones_hu")  # checks the value
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
             if weight is not None:
                 check_number(weight, f"--refine_{name}", note="or null: the default of the prior in use")
@@ -270,27 +271,27 @@ class RefinementInferer(Inferer):
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
 
     def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
-        """(regulariser, reg_mask, normals, wall side, label map) on the refinement grid: from the fixed segmentation,
-        or the log-Jacobian prior alone (with a notice; the rest None) without one."""
+        """(regulariser, reg_mask, normals, wall side, label map) on the refinement grid: from the fixed segmentation;
+        without one (a notice; normals, side and labels None), a CT's bones by HU or the log-Jacobian prior alone."""
         if pair.fixed_seg is None:
             pair.fixed_seg = self.segment_on_the_fly(pair)
         if pair.fixed_seg is None:
-            logger.warning(
-                "%s: no segmentation of the fixed image (--fixed_seg): refining with the log-Jacobian prior only "
-                "(no rigid bones, no sliding)",
-                pair.name,
-            )
-            return "jacobian", None, None, None, None
-        seg = _nearest_on_grid(np.asarray(pair.fixed_seg), shape)
+            hu = fixed_hu.numpy()
+            if self.image_bones_hu is None or self.regulariser == "jacobian" or not hounsfield_like(hu):
+                logger.warning("%s: no segmentation of the fixed image (--fixed_seg): refining with the log-Jacobian "
+                               "prior only (no rigid bones, no sliding)", pair.name)  # fmt: skip
+                return "jacobian", None, None, None, None
+            mask, threshold = image_bones(hu, self.image_bones_hu, "--refine_image_bones_hu")
+            pair.report["image_bones"] = {"hu": threshold, "rigid_percent": float((mask == RIGID).mean() * 100.0)}
+            logger.warning("%s: no segmentation of the fixed image (--fixed_seg): the voxels above %.0f HU rigid "
+                           "(bones), the log-Jacobian prior elsewhere (no sliding)", pair.name, threshold)  # fmt: skip
+            return "rigidity_jacobian", torch.from_numpy(mask)[None, None], None, None, None
+        seg = labels_on_coarse_grid(np.asarray(pair.fixed_seg), shape)
         body = fixed_hu.numpy() if self.intensity == "ct" else None
         mask, normals, side = cavity_regions(seg, spacing, image=body, return_side=True, **self.region_options)
-        logger.info(
-            "%s: regions on the %s grid: %d rigid, %d sliding voxels",
-            pair.name,
-            "x".join(map(str, shape)),
-            int((mask == RIGID).sum()),
-            int((mask == SLIDING).sum()),
-        )
+        counts = int((mask == RIGID).sum()), int((mask == SLIDING).sum())
+        logger.info("%s: regions on the %s grid: %d rigid, %d sliding voxels", pair.name, "x".join(map(str, shape)),
+                    *counts)  # fmt: skip
         mask, normals, side = torch.from_numpy(mask), torch.from_numpy(normals), torch.from_numpy(side)
         return self.regulariser, mask[None, None], normals[None], side[None, None], seg
 
