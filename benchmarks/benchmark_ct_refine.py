@@ -35,9 +35,12 @@ band along the cavity wall, normals: ``refine_full``, as ``configs/refine.json``
 then its second pass, :mod:`scripts.refinement.second_pass`, as ``configs/refine.json`` runs it by default
 (``--second-iterations 0``: one pass, as ``--refine_second_iterations 0``); ``refine_pairs`` also the organ-organ
 pair bands of ``configs/regions.json``, ``--organ_pairs true``). Without a segmentation: ``refine_image``, the CT's
-voxels above the bones' threshold rigid (:func:`scripts.regions.image.image_bones`, as ``configs/refine.json`` runs
+voxels above the bones' threshold rigid (:func:`scripts.regions.label_free.image_bones`, as ``configs/refine.json`` runs
 without one since bundle 0.9.24), the log-Jacobian prior elsewhere; ``refine_jacobian``, no regions at all
-(``regulariser="jacobian"``, plain diffusion: ``configs/refine.json`` without one until 0.9.23).
+(``regulariser="jacobian"``, plain diffusion: ``configs/refine.json`` without one until 0.9.23); ``refine_image_band``,
+``refine_image`` and then its second pass along the band where its field shears
+(:func:`scripts.refinement.second_pass.shear_band_pass`, ``--refine_shear_band 0.35``; ``--refine-option
+shear_band=T`` another threshold).
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference
 path, :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from
@@ -79,6 +82,7 @@ from scripts.refinement.second_pass import (
     SECOND_PASS_WALL_SEARCH,
     first_search_iterations,
     second_pass,
+    shear_band_pass,
 )
 from scripts.refinement.start import START_MODES, network_start
 from scripts.refinement.wall_search import (
@@ -87,14 +91,14 @@ from scripts.refinement.wall_search import (
     WALL_RUNOFF_ITERATIONS,
     first_pass_with_search,
 )
-from scripts.regions.cavity import cavity_regions
-from scripts.regions.image import image_bones
+from scripts.regions.cavity import body_mask, cavity_regions
+from scripts.regions.label_free import SHEAR_BAND_THRESHOLD, image_bones
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import phantom_case, real_ct_case
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "totalsegmentator_example"
-METHODS = ("none", "true", "refine_full", "refine_pairs", "refine_jacobian", "refine_image")
+METHODS = ("none", "true", "refine_full", "refine_pairs", "refine_jacobian", "refine_image", "refine_image_band")
 METHODS += ("elastix", "elastix_rigidity", "ants_syn")
 NETWORK_METHODS = ("network", "network_refine", "network_refine_image")
 # not in the default run: the refinement given the TRUE regions (the case's wall band and normals, its bones), the
@@ -106,18 +110,10 @@ HU_WINDOW = (-1200.0, 400.0)
 REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "bone_trim_hu", "snap_mm")
 REGION_KEYS += ("unlabelled_bone_hu", "unlabelled_air_hu")
 # the second pass of the refinement (scripts/refinement/second_pass.py), as configs/refine.json runs it
-SECOND_KEYS = (
-    "second_iterations",
-    "second_snap_mm",
-    "second_lr",
-    "second_band_fold_weight",
-    "second_step_start",
-    "second_wall_search",
-    "first_wall_search",
-    "first_wall_region_mm",
-    "first_wall_closings_mm",
-    "first_wall_search_iterations",
-    "first_wall_runoff_iterations",
+SECOND_KEYS = (  # fmt: skip
+    "second_iterations", "second_snap_mm", "second_lr", "second_band_fold_weight", "second_step_start",
+    "second_wall_search", "first_wall_search", "first_wall_region_mm", "first_wall_closings_mm",
+    "first_wall_search_iterations", "first_wall_runoff_iterations", "shear_band",
 )
 
 
@@ -165,6 +161,8 @@ def run_method(
         return np.zeros((3, *fixed.shape), np.float32), 0.0, None
     if method == "true":  # the ceiling of the label metrics: a slip is no bijection of the voxel grid near the wall
         return case["ddf"].astype(np.float32), 0.0, ndi.binary_dilation(case["wall"])  # it folds at the wall only
+    band_pass = method == "refine_image_band"  # refine_image, then the band where its field shears
+    method = "refine_image" if band_pass else method
     if method.startswith("refine"):
         start = time.perf_counter()
         kwargs = {
@@ -226,16 +224,19 @@ def run_method(
             )
         else:
             (ddf, _), shift, closing = refine_pair(f, m, list(spacing), **kwargs), 0, None
+        if band_pass and second > 0:
+            rest = {k: v for k, v in kwargs.items() if k not in ("reg_mask", "regulariser", "init_ddf")}
+            threshold = float(refine_kwargs.get("shear_band", SHEAR_BAND_THRESHOLD))
+            passed = (f, m, list(spacing), ddf, kwargs["reg_mask"], body_mask(fixed), threshold, rest, second)
+            weight = refine_kwargs.get("second_band_fold_weight", SECOND_PASS_BAND_FOLD_WEIGHT)
+            ddf, _, mask = shear_band_pass(
+                *passed, float(refine_kwargs.get("second_lr", SECOND_PASS_LR)), float(weight)
+            )
+            band = mask[0, 0].numpy() == 2
         if method in ("refine_full", "refine_pairs") and second > 0:
             ddf, _, (mask, _, _) = second_pass(
-                f,
-                m,
-                list(spacing),
-                ddf,
-                case["fixed_seg"],
-                image=fixed,
+                f, m, list(spacing), ddf, case["fixed_seg"], image=fixed, refine_options=kwargs,
                 region_options=dict(options, pairs=method == "refine_pairs"),
-                refine_options=kwargs,
                 snap_mm=float(refine_kwargs.get("second_snap_mm", SECOND_PASS_SNAP_MM)),
                 iterations=second,
                 lr=float(refine_kwargs.get("second_lr", SECOND_PASS_LR)),
@@ -244,7 +245,7 @@ def run_method(
                 wall_search=int(refine_kwargs.get("second_wall_search", SECOND_PASS_WALL_SEARCH)),
                 wall_shift=shift,
                 wall_closing_mm=closing,
-            )
+            )  # fmt: skip
             band = mask == 2
         return ddf[0].numpy(), time.perf_counter() - start, band
     if method.startswith("elastix"):

@@ -23,6 +23,7 @@ Run (from the bundle root)::
     python -m benchmarks.benchmark_walls --walls default --amplitude-mm 15,30 --flow-steps 7   # deep breathing
     python -m benchmarks.benchmark_walls --walls default --perturbations clean --method refine_true_wall
     python -m benchmarks.benchmark_walls --walls default --perturbations clean --method refine_from_truth
+    python -m benchmarks.benchmark_walls --perturbations clean --method refine_image_band   # no segmentation
 
 ``--profile`` also prints where each refinement puts the slip across the true wall (:func:`jump_profile`);
 ``--log-search`` the wall search's choices as the bundle logs them (each candidate's share and mean local NCC^2;
@@ -137,9 +138,10 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--method",
         default="refine_full",
-        choices=("refine_full", "refine_true_wall", "refine_from_truth"),
+        choices=("refine_full", "refine_true_wall", "refine_from_truth", "refine_image", "refine_image_band"),
         help="the refinement as configs/refine.json runs it; given the TRUE wall band, bones and normals; or with "
-        "those started from the TRUE field, the finest level only (where the objective leads from the truth)",
+        "those started from the TRUE field, the finest level only (where the objective leads from the truth); with no "
+        "segmentation: the bones from the image, and also the band where its field shears (--refine_shear_band)",
     )
     p.add_argument("--profile", action="store_true", help="also print where the slip lies (see jump_profile)")
     p.add_argument("--log-search", action="store_true", help="also print the wall search's choices (its log)")

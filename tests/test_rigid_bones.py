@@ -1,6 +1,6 @@
-"""Rigid bones in the written field (scripts/networks/bones.py; its threshold: scripts/regions/image.py): the weight w
-against its closed form, the blend on a small pair, and end to end through ``run inference`` with the shipped CT model
-on a real CT moved on the table."""
+"""Rigid bones in the written field (scripts/networks/bones.py; its threshold: scripts/regions/label_free.py): the
+weight w against its closed form, the blend on a small pair, and end to end through ``run inference`` with the
+shipped CT model on a real CT moved on the table."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 
 from scripts.io.errors import InputError
 from scripts.networks.bones import RigidBonesInferer, bone_weight
-from scripts.regions.image import bone_threshold_hu
+from scripts.regions.label_free import bone_threshold_hu
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 

@@ -42,6 +42,7 @@ __all__ = [
     "std_log_from_det",
     "det_map_statistics",
     "folding_percentage",
+    "fold_percents",
     "std_log_jacobian",
     "rigidity_error",
     "mse",
@@ -124,6 +125,15 @@ def _rigidity(energy: torch.Tensor, reg_mask: torch.Tensor) -> torch.Tensor:
 def folding_percentage(ddf: torch.Tensor, spacing: SpacingLike = None, units: str = "voxel") -> torch.Tensor:
     """Percentage of voxels with det J <= 0, per pair: (B,)."""
     return folding_from_det(jacobian_determinant(ddf, spacing, units))
+
+
+def fold_percents(ddf: torch.Tensor, reg_mask: torch.Tensor | None) -> tuple[float, float]:
+    """(% of the voxels outside the sliding band (all voxels without regions), % of those inside it) where det J <= 0;
+    ddf (1, 3, *G), reg_mask (1, 1, *G). Outside the band a fold is a fault; inside it, a slip's (a tangential jump
+    is no bijection of the voxel grid at the wall: the true fields of the known-motion cases fold there too)."""
+    det = jacobian_determinant(ddf.float())[0]
+    band = torch.zeros_like(det, dtype=torch.bool) if reg_mask is None else reg_mask[0, 0].round() == SLIDING
+    return tuple(float(folding_from_det(det[m][None])[0]) if bool(m.any()) else 0.0 for m in (~band, band))
 
 
 def std_log_jacobian(

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from scripts.networks.registration import CachedGridWarp
-from scripts.regions.image import hounsfield_like
+from scripts.regions.label_free import hounsfield_like
 
 __all__ = ["TRAINED_ON", "looks_like_ct", "check_modality", "alignment_change", "check_alignment"]
 
@@ -51,7 +51,7 @@ SYNTHETIC_CONFIGS = "--config_file \"['configs/inference.json','configs/syntheti
 
 def looks_like_ct(path: str | Path, slices: int = 5) -> bool | None:
     """True when the image's intensities are CT Hounsfield units (a few slices through
-    :func:`scripts.regions.image.hounsfield_like`: air or lung below -500 HU in the 1st percentile, nothing below
+    :func:`scripts.regions.label_free.hounsfield_like`: air or lung below -500 HU in the 1st percentile, nothing below
     -1100 HU beyond it); False when they are not; None for a file that is not NIfTI or cannot be read."""
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):

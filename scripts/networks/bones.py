@@ -17,11 +17,12 @@ docs/README.md, *Rigid bones*). The two fields are exact on the bones' grid G (t
 about ``grid_mm``): the rigid map is linear, so G's trilinear interpolation back to the fixed grid keeps it exact
 where w is 1.
 
-The threshold (:func:`scripts.regions.image.bone_threshold_hu`, the refinement without a segmentation reads the
+The threshold (:func:`scripts.regions.label_free.bone_threshold_hu`, the refinement without a segmentation reads the
 same rule): ``hu="auto"`` (the default) takes ``max(100, median + 60)`` HU over the fixed image's soft tissue, so
 that a portal-venous liver (70-110 HU) is no bone. Limits: an enhanced aorta (150-250 HU) lies above any such
 threshold and moves with the bones (it lies on the spine); all bones share one rigid map. A fixed image that is not
-in HU (:func:`scripts.regions.image.hounsfield_like`: an MR image, a rescaled CT) gets the network's field as it is.
+in HU (:func:`scripts.regions.label_free.hounsfield_like`: an MR image, a rescaled CT) gets the network's field as
+it is.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from scipy import ndimage
 
 from scripts.io.errors import InputError
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid
-from scripts.regions.image import bone_threshold_hu, hounsfield_like
+from scripts.regions.label_free import bone_threshold_hu, hounsfield_like
 
 __all__ = ["bone_weight", "RigidBonesInferer"]
 

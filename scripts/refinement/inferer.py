@@ -14,8 +14,8 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    the fixed grid, sampled at G's voxel centres; without it, made on the fly by :mod:`scripts.regions.segment` when
    TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
-   Without a segmentation, a CT's bones from its HU alone (``image_bones_hu``, :mod:`scripts.regions.image`), the
-   log-Jacobian prior elsewhere, with a notice.
+   Without a segmentation, a CT's bones from its HU alone (``image_bones_hu``, :mod:`scripts.regions.label_free`), the
+   log-Jacobian prior elsewhere, with a notice; with ``shear_band``, the second pass then slides where that shears.
 4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
    level after the wall search, :func:`scripts.refinement.wall_search.first_pass_with_search`); with the sliding band
    and ``second_iterations`` > 0 (30 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the
@@ -23,7 +23,8 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    to the writer with G as its grid, and the loss curve (the second pass's rows one level past the first's) to the
    pair's entry of ``summary.json`` (``refinement``), with the share of G's voxels outside the sliding band that fold
    (det J <= 0). Where the prior holds none should; above :data:`FOLD_WARNING_PERCENT` (or when the similarity ends
-   the finest level worse than it started it) the run warns: the optimisation diverged (e.g. too large a ``lr``).
+   the first pass's finest level worse than it started it) the run warns: the optimisation diverged (e.g. too large
+   a ``lr``).
 """
 
 from __future__ import annotations
@@ -38,12 +39,11 @@ import numpy as np
 import torch
 from monai.inferers import Inferer
 
-from scripts.evaluation.metrics import folding_from_det
+from scripts.evaluation.metrics import fold_percents
 from scripts.io.errors import InputError
 from scripts.io.image_io import inspect_image, read_label_on_grid
 from scripts.io.options import check_number, check_optional_numbers, check_schedule, is_number, parse_flag, parse_null
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, labels_on_coarse_grid, warp_to_fixed
-from scripts.losses.mechanics import jacobian_determinant
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.pyramid import WORKING_GRID_MM
 from scripts.refinement.second_pass import (
@@ -56,6 +56,7 @@ from scripts.refinement.second_pass import (
     check_pass_options,
     first_search_iterations,
     second_pass,
+    shear_band_pass,
 )
 from scripts.refinement.similarity import SIMILARITIES
 from scripts.refinement.start import START_MODES, network_start
@@ -67,8 +68,8 @@ from scripts.refinement.wall_search import (
     first_pass_with_search,
 )
 from scripts.regions import segment as totalsegmentator
-from scripts.regions.cavity import cavity_regions
-from scripts.regions.image import bone_threshold_hu, hounsfield_like, image_bones
+from scripts.regions.cavity import body_mask, cavity_regions
+from scripts.regions.label_free import SHEAR_BAND_THRESHOLD, bone_threshold_hu, hounsfield_like, image_bones
 from scripts.regions.labels import RIGID, SLIDING
 
 __all__ = ["RefinementInferer", "FOLD_WARNING_PERCENT"]
@@ -77,15 +78,6 @@ logger = logging.getLogger(__name__)
 
 # folded voxels outside the sliding band (% of them) above which a refinement is reported as diverged
 FOLD_WARNING_PERCENT = 0.1
-
-
-def fold_percents(ddf: torch.Tensor, reg_mask: torch.Tensor | None) -> tuple[float, float]:
-    """(% of the voxels outside the sliding band (all voxels without regions), % of those inside it) where det J <= 0;
-    ddf (1, 3, *G), reg_mask (1, 1, *G). Outside the band a fold is a fault; inside it, a slip's (a tangential jump
-    is no bijection of the voxel grid at the wall: the true fields of the known-motion cases fold there too)."""
-    det = jacobian_determinant(ddf.float())[0]
-    band = torch.zeros_like(det, dtype=torch.bool) if reg_mask is None else reg_mask[0, 0].round() == SLIDING
-    return tuple(float(folding_from_det(det[m][None])[0]) if bool(m.any()) else 0.0 for m in (~band, band))
 
 
 INTENSITIES = ("ct", "minmax")
@@ -155,7 +147,10 @@ class RefinementInferer(Inferer):
             in breathing the cavity contents move together and slide along the wall (docs/README.md, the CT
             benchmark: the pair bands let textureless organs lag behind).
         image_bones_hu: without a segmentation, the voxels of a CT above this many HU are rigid ("auto": 60 HU above
-            its soft tissue, at least 100; :func:`scripts.regions.image.image_bones`); None: the log-Jacobian prior.
+            its soft tissue, at least 100; :func:`scripts.regions.label_free.image_bones`); None: the log-Jacobian
+            prior.
+        shear_band: with those bones, the second pass slides along the band where the first field shears this much
+            (:func:`~scripts.refinement.second_pass.shear_band_pass`; None: no band, no second pass).
         segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
             installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
         progress: show a progress bar per pair.
@@ -183,6 +178,7 @@ class RefinementInferer(Inferer):
         unlabelled_air_hu: float | None = REGION_DEFAULTS["unlabelled_air_hu"],
         organ_pairs: bool = False,
         image_bones_hu: float | str | None = "auto",
+        shear_band: float | None = SHEAR_BAND_THRESHOLD,
         segment: str = "if_available",
         progress: bool = True,
         second_iterations: int = SECOND_PASS_ITERATIONS,
@@ -229,6 +225,8 @@ class RefinementInferer(Inferer):
         self.image_bones_hu = parse_null(image_bones_hu)
         if self.image_bones_hu is not None:
             bone_threshold_hu(np.zeros(1), self.image_bones_hu, "--refine_image_bones_hu")  # checks the value
+        band, note = parse_null(shear_band), "the least shear, mm / mm; or null: no band"
+        self.shear_band = None if band is None else check_number(band, "--refine_shear_band", strict=True, note=note)
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
             if weight is not None:
                 check_number(weight, f"--refine_{name}", note="or null: the default of the prior in use")
@@ -367,29 +365,30 @@ class RefinementInferer(Inferer):
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)
             if self.second_iterations > 0 and slides:
                 ddf, more, regions = second_pass(
-                    fixed,
-                    moving,
-                    spacing.tolist(),
-                    ddf,
-                    seg,
-                    image=image,
-                    region_options=self.region_options,
-                    refine_options=dict(options, progress=self.progress),
-                    snap_mm=self.second_snap_mm,
-                    iterations=self.second_iterations,
-                    lr=self.second_lr,
-                    band_fold_weight=self.second_band_fold_weight,
-                    step_start=self.second_step_start,
-                    wall_search=self.second_wall_search,
-                    wall_shift=shift,
+                    fixed, moving, spacing.tolist(), ddf, seg, image=image, region_options=self.region_options,
+                    refine_options=dict(options, progress=self.progress), snap_mm=self.second_snap_mm,
+                    iterations=self.second_iterations, lr=self.second_lr, band_fold_weight=self.second_band_fold_weight,
+                    step_start=self.second_step_start, wall_search=self.second_wall_search, wall_shift=shift,
                     wall_closing_mm=closing,
-                )
-                level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
-                curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]
+                )  # fmt: skip
                 reg_mask = torch.from_numpy(regions[0])[None, None]
+            elif self.second_iterations > 0 and seg is None and reg_mask is not None and self.shear_band is not None:
+                body = body_mask(fixed_hu.numpy()) if self.intensity == "ct" else np.ones(tuple(shape), bool)
+                ddf, more, reg_mask = shear_band_pass(
+                    fixed, moving, spacing.tolist(), ddf, reg_mask, body, self.shear_band,
+                    dict(options, progress=self.progress), self.second_iterations, self.second_lr,
+                    self.second_band_fold_weight,
+                )  # fmt: skip
+                logger.info("%s: no segmentation: the second pass slides along %d voxels where the first field shears",
+                            pair.name, int((reg_mask == SLIDING).sum()))  # fmt: skip
+            else:
+                more = []
+            # the similarity at the start of the first pass's finest level and at its best state (lowest total loss);
+            # not the second pass's: its objective differs (its band, a stronger diffusion), its similarity may fall
+            rows = [row for row in curve if row["level"] == curve[-1]["level"]] if curve else []
+            level, seconds = (curve[-1]["level"] + 1, curve[-1]["seconds"]) if curve else (0, 0.0)
+            curve += [dict(row, level=level, seconds=row["seconds"] + seconds) for row in more]
         folds, folds_in_band = fold_percents(ddf, reg_mask)
-        # the similarity at the start of the finest level and at its end, the level's best state (lowest total loss)
-        rows = [row for row in curve if row["level"] == curve[-1]["level"]] if curve else []
         finest = [rows[0]["similarity"], min(rows, key=lambda row: row["total"])["similarity"]] if rows else [0.0, 0.0]
         if folds > FOLD_WARNING_PERCENT or finest[-1] > finest[0]:  # (levels' similarities are not comparable)
             logger.warning(

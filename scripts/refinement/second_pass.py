@@ -33,6 +33,11 @@ grid at the end.
 Measured (docs/README.md, *Walls nobody tuned on*): the snap gains most where the labels are a voxel off (organs
 eroded, a segmenter's labels), the extra iterations alone (``snap_mm=0``) do not.
 
+**With no segmentation at all** (:func:`shear_band_pass`) there is no wall to move: the band is drawn where the first
+field (bones rigid by their HU, the log-Jacobian prior elsewhere) shears
+(:func:`scripts.regions.label_free.shear_band`), and the same iterations follow with it (docs/README.md, *No
+segmentation at all*).
+
 Conventions are those of :func:`scripts.refinement.optimiser.refine_pair`: images (1, 1, X, Y, Z) normalised, the
 field (1, 3, X, Y, Z) in voxels of that grid, ``spacing`` (3,) mm.
 """
@@ -46,6 +51,7 @@ import numpy as np
 import torch
 
 from scripts.io.options import check_number
+from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.pyramid import region_tensors, resize_field, resize_labels, working_grid
 from scripts.refinement.start import step_at_wall
 from scripts.refinement.wall_search import (
@@ -55,7 +61,8 @@ from scripts.refinement.wall_search import (
     uniform_run,
 )
 from scripts.regions.cavity import cavity_regions
-from scripts.regions.labels import SLIDING
+from scripts.regions.label_free import shear_band
+from scripts.regions.labels import RIGID, SLIDING
 
 __all__ = [
     "PASS_RULES",
@@ -68,6 +75,7 @@ __all__ = [
     "check_pass_options",
     "first_search_iterations",
     "second_pass",
+    "shear_band_pass",
 ]
 
 # the second pass as measured (docs/README.md, *Walls nobody tuned on*): 30 iterations after refine_pair's schedule
@@ -219,3 +227,47 @@ def second_pass(
             out = resize_field(out, in_shape)
     back = [resize_labels(r, in_shape)[0] for r in regions]  # nearest: the band's normals stay unit vectors
     return out, curve, (back[0][0].numpy().astype(np.uint8), back[1].numpy(), back[2][0].numpy().astype(np.int8))
+
+
+def shear_band_pass(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    spacing: Sequence[float],
+    ddf: torch.Tensor,
+    reg_mask: torch.Tensor,
+    body: np.ndarray,
+    threshold: float,
+    refine_options: Mapping[str, Any],
+    iterations: int = SECOND_PASS_ITERATIONS,
+    lr: float = SECOND_PASS_LR,
+    band_fold_weight: float = SECOND_PASS_BAND_FOLD_WEIGHT,
+) -> tuple[torch.Tensor, list[dict[str, float]], torch.Tensor]:
+    """The second pass with no segmentation (module docstring): the sliding band where ``ddf`` shears, then
+    ``iterations`` more on the same grid (one level, at ``lr``) with it.
+
+    Args:
+        fixed, moving: (1, 1, X, Y, Z) the normalised images the first pass registered, on its working grid.
+        spacing: (3,) voxel size of that grid, mm.
+        ddf: (1, 3, X, Y, Z) the first pass's field, voxels of the grid.
+        reg_mask: (1, 1, X, Y, Z) the first pass's regions (the bones rigid, 0 elsewhere).
+        body: bool (X, Y, Z), the body; the band keeps to it and off the bones.
+        threshold: the least shear of the band's ridge (:func:`scripts.regions.label_free.shear_band`).
+        refine_options: the other keywords of :func:`refine_pair` the first pass used (``similarity``, ``gamma``, ...).
+
+    Returns:
+        ``(ddf, curve, reg_mask)``: the field, the pass's loss curve (none and ``ddf`` itself when no voxel shears that
+        much) and the regions it used (the band as SLIDING).
+    """
+    sp = np.asarray(spacing, dtype=np.float64)
+    rigid = reg_mask[0, 0].numpy() == RIGID
+    band, normals = shear_band(ddf[0].numpy() * sp.reshape(3, 1, 1, 1), sp, body & ~rigid, threshold)
+    if not band.any():
+        return ddf, [], reg_mask
+    mask = reg_mask.clone()
+    mask[0, 0][torch.from_numpy(band)] = SLIDING
+    options = dict(refine_options, regulariser="rigidity_shearing_jacobian", lr=lr, band_fold_weight=band_fold_weight)
+    options.update(levels=1, iterations=int(iterations), grid_mm=None, init_ddf=ddf)
+    out, curve = refine_pair(
+        fixed, moving, sp.tolist(), reg_mask=mask, normals=torch.from_numpy(normals)[None], **options
+    )
+    return out, curve, mask

@@ -4,7 +4,7 @@ normals, from a segmentation (or a CT's bones from its HU alone).
 - ``labels``: label tables (TotalSegmentator v2, Learn2Reg) and the region constants;
 - ``masks``, ``normals``: segmentation -> mask; the unit normals of a sliding interface;
 - ``cavity``: sliding along the whole wall of the body cavities (the refinement's regions);
-- ``image``: from a CT alone, no segmentation: is it in HU, where are its bones;
+- ``label_free``: regions with no segmentation: a CT's bones by HU, the band where a first field shears;
 - ``memo``: the last results of the regions' pure functions of whole arrays (the wall search's shared closing);
 - ``segment``, ``precompute``: CLIs: TotalSegmentator without download; masks and normals to disk.
 

@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 
 from benchmarks.benchmark_ct_refine import build_case, run_method
 from benchmarks.ct_evaluation import case_regions, evaluate
-from scripts.regions.image import image_bones
+from scripts.regions.label_free import image_bones
 from scripts.regions.labels import TOTALSEG_V2_TOTAL
 
 torch.set_num_threads(1)

@@ -2,9 +2,9 @@
 
     python docs/benchmark_results/refine_image_bones/variants.py ct0,gen0 jac,raw,open,cc30,cc100
 
-jac: the log-Jacobian prior alone; raw: the voxels above the threshold (scripts/regions/image.py, the bundle's rule);
-open: that mask opened (3x3x3 cross); ccN: its 26-connected components of at least N voxels. Each on the case's own
-grid with refine_pair's defaults, as benchmarks/benchmark_ct_refine.py's refine_image runs.
+jac: the log-Jacobian prior alone; raw: the voxels above the threshold (scripts/regions/label_free.py, the bundle's
+rule); open: that mask opened (3x3x3 cross); ccN: its 26-connected components of at least N voxels. Each on the
+case's own grid with refine_pair's defaults, as benchmarks/benchmark_ct_refine.py's refine_image runs.
 Run from the bundle's root with PYTHONPATH=. (1 thread).
 """
 
@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 from benchmarks.benchmark_ct_refine import build_case, normalise
 from benchmarks.ct_evaluation import batched, case_regions, evaluate
 from scripts.refinement.optimiser import refine_pair
-from scripts.regions.image import bone_threshold_hu
+from scripts.regions.label_free import bone_threshold_hu
 
 torch.set_num_threads(1)
 for name in sys.argv[1].split(","):

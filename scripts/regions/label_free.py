@@ -1,0 +1,135 @@
+"""Regions with no segmentation: is an image in Hounsfield units, where are its bones, where does a field slide.
+
+Why. Two parts of the bundle must know a CT's bones without labels: the CT model's rigid bones
+(:mod:`scripts.networks.bones`: the written field takes the rigid pre-alignment there) and the refinement without a
+segmentation (:class:`scripts.refinement.inferer.RefinementInferer`: no ``--fixed_seg`` and no TotalSegmentator to
+make one), whose bones otherwise bend with the organs beside them (the log-Jacobian prior alone: the held-out CT's
+bones 0.036 of rigidity error, docs/README.md *No segmentation at all*). Both read one rule here. Without labels
+there is no cavity wall either; where the contents slid along it, a first refinement's field shears, and
+:func:`shear_band` finds that sheet (below).
+
+The threshold. A bone is brighter than the soft tissue around it, and how bright that tissue is depends on the
+scan: about 40 HU without contrast (the held-out CT: organs' median 38 HU, marrow 137), 70-110 HU in a portal-venous
+phase (the DICOM series of ../shared/data: liver median 93, p90 112; there a fixed 100 HU made half the liver rigid).
+``hu="auto"`` (the default) takes ``max(100, median + 60)`` HU, the median over the fixed image's voxels between 0
+and 250 HU (mostly soft tissue): 100 HU on the held-out CT and the generated phantoms, 133 HU on that DICOM series
+(the liver then nowhere rigid, 90 % of the bones' voxels rigid). Limits: an enhanced aorta (150-250 HU) lies above
+any such threshold and counts as bone (it lies on the spine), as do calcifications and oral contrast; a bone's
+marrow dimmer than the threshold does not. An image that is not in HU (:func:`hounsfield_like`: an MR image, a
+rescaled CT) has no bones by this rule.
+
+The sliding band from a field. At a slip the true field jumps tangentially across the wall; a refinement without a
+band (the log-Jacobian prior) smears that jump over a few voxels, and there its gradient is nearly a rank-one shear:
+grad u ~ a n^T with a tangential (a . n = 0), n the wall's normal. :func:`shear_band` scores each voxel by the largest
+singular value s1 of grad u (mm / mm) times 1 - |a . n| (a, n its singular vectors: 1 for a pure shear, 0 for a
+compression along n), keeps the voxels whose score reaches ``threshold`` and is a maximum along n (the ridge: the
+middle of the smeared jump, one or two voxels) and across which the jump is a step, not a slope: the tangential jump
+of the field from 2 voxels before to 2 after the ridge along n is at least :data:`SHEAR_BAND_CONCENTRATION` (0.75) of
+that from 5 before to 5 after (a smooth deformation of constant gradient: 0.4; a slip smeared over three voxels: about
+0.9), grows them by a voxel (a band three or four voxels thick), and takes its normals from the band's own shape
+(:func:`scripts.regions.normals.compute_normals`). 0.35: a 3 mm slip smeared over 9 mm. Both chosen on a few cases
+(docs/README.md *No segmentation at all*): without the step rule a strong smooth deformation with no slip (the known
+motion of tests/test_refine_workflow.py) got a band on a tenth of its voxels and 0.1 mm more endpoint error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from scripts.io.errors import InputError
+from scripts.regions.labels import JACOBIAN, RIGID
+from scripts.regions.normals import compute_normals
+
+__all__ = [
+    "hounsfield_like",
+    "bone_threshold_hu",
+    "image_bones",
+    "shear_band",
+    "SHEAR_BAND_THRESHOLD",
+    "SHEAR_BAND_CONCENTRATION",
+]
+
+AUTO_FLOOR_HU, AUTO_ABOVE_SOFT_HU = 100.0, 60.0
+SHEAR_BAND_THRESHOLD = 0.35  # the least shear (s1 (1 - |a . n|), mm / mm) of a sliding band's ridge (module docstring)
+SHEAR_BAND_CONCENTRATION = 0.75  # the least share of the tangential jump over 5 voxels that lies within 2 (a slip)
+
+
+def hounsfield_like(values: np.ndarray) -> bool:
+    """True when ``values`` (any shape; NaN / Inf ignored) are CT Hounsfield units: air or lung below -500 HU in the
+    1st percentile, nothing below -1100 HU beyond it, nothing above 4000 HU below the 99.9th percentile. An MR image or
+    a rescaled CT is not: its "bones" by HU would be anything bright."""
+    sample = np.asarray(values, dtype=np.float32).ravel()
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return False
+    low, high = np.percentile(sample, [1, 99.9])
+    return bool(-1100.0 <= low <= -500.0 and high <= 4000.0)
+
+
+def bone_threshold_hu(fixed_hu: np.ndarray, hu: float | str = "auto", flag: str = "--rigid_bones_hu") -> float:
+    """The bones' threshold in HU: ``hu`` itself, or with ``"auto"`` ``max(100, median + 60)`` over the voxels of
+    ``fixed_hu`` between 0 and 250 HU (module docstring; 100 without any). Anything else is an :class:`InputError`
+    naming ``flag``, the option that gave it."""
+    if isinstance(hu, str) and hu.strip().lower() == "auto":
+        volume = np.asarray(fixed_hu)
+        soft = volume[(volume > 0) & (volume < 250)]
+        median = float(np.median(soft)) if soft.size else 0.0
+        return max(AUTO_FLOOR_HU, median + AUTO_ABOVE_SOFT_HU)
+    if isinstance(hu, bool):
+        hu = "true" if hu else "false"  # float(True) would be 1 HU
+    try:
+        return float(hu)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} {hu!r}: give a number of HU or auto (the default)") from None
+
+
+def image_bones(fixed_hu: np.ndarray, hu: float | str = "auto", flag: str = "hu") -> tuple[np.ndarray, float]:
+    """(regularisation mask (X, Y, Z) uint8: :data:`RIGID` on the voxels of ``fixed_hu`` above the bones' threshold,
+    :data:`JACOBIAN` elsewhere; the threshold in HU, :func:`bone_threshold_hu` of ``hu``, ``flag`` naming it in an
+    error). No sliding band: without
+    labels there is no cavity wall. The threshold alone, no opening: on the held-out CT at 2 mm an opening took the
+    thin ribs out and left their rigidity error at 0.022 against 0.005 (docs/README.md)."""
+    threshold = bone_threshold_hu(fixed_hu, hu, flag)
+    mask = np.where(np.asarray(fixed_hu) > threshold, RIGID, JACOBIAN).astype(np.uint8)
+    return mask, threshold
+
+
+def shear_band(
+    field_mm: np.ndarray, spacing: Sequence[float], allowed: np.ndarray, threshold: float = SHEAR_BAND_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray]:
+    """(band bool (X, Y, Z), unit normals (3, X, Y, Z) float32) where the displacement ``field_mm`` (3, X, Y, Z), mm,
+    on a grid of ``spacing`` mm, slides (module docstring), among the ``allowed`` voxels (bool (X, Y, Z): the body
+    without the bones). No voxel shears that much: an empty band."""
+    sp = np.asarray(spacing, dtype=np.float64)
+    grad = np.stack([np.stack(np.gradient(np.asarray(c, np.float64), *sp)) for c in field_mm])  # (k, l, X, Y, Z)
+    where = np.nonzero(allowed & (np.sqrt((grad**2).sum(axis=(0, 1))) >= threshold))  # s1 <= the Frobenius norm
+    band = np.zeros(allowed.shape, bool)
+    if where[0].size == 0:
+        return band, np.zeros((3, *allowed.shape), np.float32)
+    u, s, vt = np.linalg.svd(np.moveaxis(grad[(slice(None), slice(None)) + where], -1, 0))
+    a, n = u[:, :, 0], vt[:, 0, :]
+    score = np.zeros(allowed.shape)
+    score[where] = s[:, 0] * (1.0 - np.abs((a * n).sum(axis=1)))
+    step = n / sp
+    step /= np.abs(step).max(axis=1, keepdims=True)  # one voxel along n's main axis
+    here, ends = np.stack(where, axis=1), np.array(allowed.shape) - 1
+    ridge = score[where] >= threshold
+    for sign in (1.0, -1.0):
+        ridge &= score[where] >= score[tuple(np.clip(np.rint(here + sign * step).astype(int), 0, ends).T)]
+
+    def tangential_jump(voxels: float) -> np.ndarray:
+        """|the field's jump across the ridge, from ``voxels`` along -n to as many along n, less its n part| (N,)."""
+        a_end, b_end = (np.clip(np.rint(here + sign * voxels * step).astype(int), 0, ends) for sign in (1.0, -1.0))
+        jump = (field_mm[(slice(None), *a_end.T)] - field_mm[(slice(None), *b_end.T)]).T  # (N, 3) mm
+        return np.linalg.norm(jump - (jump * n).sum(axis=1, keepdims=True) * n, axis=1)
+
+    jumps = [tangential_jump(2.0), tangential_jump(5.0)]
+    ridge &= jumps[0] >= SHEAR_BAND_CONCENTRATION * jumps[1]  # a slip, not a smooth deformation
+    band[tuple(here[ridge].T)] = True
+    band = ndimage.binary_dilation(band) & allowed
+    if not band.any():
+        return band, np.zeros((3, *allowed.shape), np.float32)
+    return band, compute_normals(band, spacing=sp, method="gaussian").astype(np.float32)
