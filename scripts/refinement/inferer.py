@@ -281,8 +281,9 @@ class RefinementInferer(Inferer):
                 return "jacobian", None, None, None, None
             mask, threshold = image_bones(hu, self.image_bones_hu, "--refine_image_bones_hu")
             pair.report["image_bones"] = {"hu": threshold, "rigid_percent": float((mask == RIGID).mean() * 100.0)}
+            slide = "then sliding where it shears" if self.shear_band and self.second_iterations else "no sliding"
             logger.warning("%s: no segmentation of the fixed image (--fixed_seg): the voxels above %.0f HU rigid "
-                           "(bones), the log-Jacobian prior elsewhere (no sliding)", pair.name, threshold)  # fmt: skip
+                           "(bones), the log-Jacobian prior elsewhere (%s)", pair.name, threshold, slide)  # fmt: skip
             return "rigidity_jacobian", torch.from_numpy(mask)[None, None], None, None, None
         seg = labels_on_coarse_grid(np.asarray(pair.fixed_seg), shape)
         body = fixed_hu.numpy() if self.intensity == "ct" else None

@@ -89,9 +89,8 @@ def bone_threshold_hu(fixed_hu: np.ndarray, hu: float | str = "auto", flag: str 
 def image_bones(fixed_hu: np.ndarray, hu: float | str = "auto", flag: str = "hu") -> tuple[np.ndarray, float]:
     """(regularisation mask (X, Y, Z) uint8: :data:`RIGID` on the voxels of ``fixed_hu`` above the bones' threshold,
     :data:`JACOBIAN` elsewhere; the threshold in HU, :func:`bone_threshold_hu` of ``hu``, ``flag`` naming it in an
-    error). No sliding band: without
-    labels there is no cavity wall. The threshold alone, no opening: on the held-out CT at 2 mm an opening took the
-    thin ribs out and left their rigidity error at 0.022 against 0.005 (docs/README.md)."""
+    error). The threshold alone, no opening: on the held-out CT an opening took most of the ribs out and left the
+    bones' rigidity error at 0.022 against 0.005 (docs/benchmark_results/refine_image_bones/variants.log)."""
     threshold = bone_threshold_hu(fixed_hu, hu, flag)
     mask = np.where(np.asarray(fixed_hu) > threshold, RIGID, JACOBIAN).astype(np.uint8)
     return mask, threshold
