@@ -5,7 +5,8 @@ rigid region) is NaN, which MONAI's metric reduction skips. The ``*Metric`` clas
 ``CumulativeIterationMetric``s: use them directly, or in an evaluator through
 ``monai.handlers.IgniteMetricHandler`` with an ``output_transform`` returning ``(y_pred, y)``.
 
-- % folding voxels: 100 * #(det J <= 0) / #voxels.
+- % folding voxels: 100 * #(det J <= 0) / #voxels (:func:`fold_percents`: off a sliding band and in it apart, as
+  the refinement reports them).
 - std of log det J (log of the clipped determinant, as in the loss) over the Jacobian region
   (``reg_mask != 2``: outside the sliding interfaces).
 - rigidity error: mean of ||E||_F^2 over the rigid region (``reg_mask == 1``).
