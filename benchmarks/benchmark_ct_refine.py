@@ -2,8 +2,8 @@
 biomechanical prior and with the Jacobian-only prior, against elastix B-spline (with / without its rigidity
 penalty) and ANTs SyN.
 
-Rows: ``none`` (no registration) and ``true`` (the true field: its Dice is the ceiling of the label metrics, below
-1 because nearest-neighbour labels cannot follow a slip exactly at the wall) frame the methods.
+Rows: ``none`` (no registration) and ``true`` (the true field: its Dice is the ceiling of the label metrics, below 1
+as nearest-neighbour labels cannot follow a slip at the wall) frame the methods.
 
 Cases (:mod:`scripts.synthesis.breathing`): ``ct<seed>`` = the TotalSegmentator example CT (``example_ct_sm``,
 122x101x30, 3 mm) with a breathing-like known motion drawn with that seed; ``phantom<seed>`` = the CT phantom;
@@ -18,16 +18,15 @@ fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared wit
 - Dice of the warped moving segmentation (nearest) against the fixed one: mean over the organ labels and over the
   bone labels present in the fixed image (>= 50 voxels);
 - organ motion recovered: sum(u . u_true) / sum(|u_true|^2) over the organs (mm): the share of the organs' true
-  motion that the field recovers along it (100 %: all of it; a field of the right direction but a quarter of the
-  length: 25 %);
+  motion that the field recovers along it (a field of the right direction but a quarter of the length: 25 %);
 - bone rigidity error: mean ||E||_F^2 over the bone voxels (:func:`scripts.evaluation.metrics.rigidity_error`, mm);
 - slip: fraction of the true tangential jump recovered across the true wall
   (:func:`scripts.evaluation.motion_metrics.sliding_jump_ratio`);
 - fold %: det J <= 0 over the whole grid and outside the true wall band (dilated by one voxel); folded voxels
   outside the sliding band the method itself was given (the whole grid for a method without one): the Jacobian
   barrier applies there, so none should fold;
-- seconds (wall clock, this machine) and CPU seconds of this process (both threads; elastix/ANTs run in their
-  own threads, counted too; the wall clock is inflated when other jobs share the cores).
+- seconds (wall clock, inflated when other jobs share the cores) and CPU seconds of this process (both threads;
+  elastix/ANTs run in their own threads, counted too).
 
 Our refinement gets only what a user has at test time: the two images and the FIXED segmentation, from which
 :func:`scripts.regions.cavity.cavity_regions` builds the regions (bones rigid, also where they touch the wall; sliding
@@ -40,12 +39,12 @@ without one since bundle 0.9.24), the log-Jacobian prior elsewhere; ``refine_jac
 (``regulariser="jacobian"``, plain diffusion: ``configs/refine.json`` without one until 0.9.23); ``refine_image_band``,
 ``refine_image`` and then its second pass along the band where its field shears
 (:func:`scripts.refinement.second_pass.shear_band_pass`, ``--refine_shear_band 0.35``; ``--refine-option
-shear_band=T`` another threshold).
+shear_band=T`` another threshold); ``refine_image_cavity``, then ``refine_full`` with the cavity its field moved
+(:func:`scripts.regions.label_free.motion_labels`, ``--refine_motion_cavity 0.6``; ``--refine-option motion_cavity=F``).
 
-The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference
-path, :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from
-the network's field (``--network-refine-iterations``, default 40,30,20: fewer than from identity),
-``network_refine_image`` is ``refine_image`` started so (no segmentation anywhere);
+The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference path,
+:mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from the
+network's field (``--network-refine-iterations``, default 40,30,20), ``network_refine_image`` ``refine_image`` so;
 ``--network-image-size X,Y,Z`` runs a ``--ckpt`` trained on another grid (``--image_size`` of its training).
 
 Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``)::
@@ -70,7 +69,7 @@ from benchmarks.ct_evaluation import batched, case_regions, evaluate
 from benchmarks.ct_figure import figure
 from benchmarks.ct_network import NetworkMethod
 from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, markdown
-from benchmarks.options import FLAG_HELP, parse_refine_options
+from benchmarks.options import FLAG_HELP, parse_key_json, parse_refine_options
 from scripts.io.errors import InputError
 from scripts.refinement.optimiser import refine_pair
 from scripts.refinement.second_pass import (
@@ -92,7 +91,7 @@ from scripts.refinement.wall_search import (
     first_pass_with_search,
 )
 from scripts.regions.cavity import body_mask, cavity_regions
-from scripts.regions.label_free import SHEAR_BAND_THRESHOLD, image_bones
+from scripts.regions.label_free import SHEAR_BAND_THRESHOLD, image_bones, motion_labels
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import phantom_case, real_ct_case
 
@@ -102,9 +101,9 @@ METHODS = ("none", "true", "refine_full", "refine_pairs", "refine_jacobian", "re
 METHODS += ("elastix", "elastix_rigidity", "ants_syn")
 NETWORK_METHODS = ("network", "network_refine", "network_refine_image")
 # not in the default run: the refinement given the TRUE regions (the case's wall band and normals, its bones), the
-# ceiling of what a better wall estimate could give; and with them started from the TRUE field, the finest level's
-# iterations only (``refine_from_truth``): where the objective itself leads from the truth, the floor of any start
-EXTRA_METHODS = ("refine_true_wall", "refine_from_truth") + NETWORK_METHODS
+# ceiling of a better wall; with them started from the TRUE field, the finest level's iterations only
+# (``refine_from_truth``): where the objective leads from the truth, the floor of any start; the opt-in moved cavity
+EXTRA_METHODS = ("refine_true_wall", "refine_from_truth", "refine_image_cavity") + NETWORK_METHODS
 HU_WINDOW = (-1200.0, 400.0)
 # options of cavity_regions, not of refine_pair
 REGION_KEYS = ("band_mm", "closing_mm", "bone_gap", "bone_hu", "bone_trim_hu", "snap_mm")
@@ -113,7 +112,7 @@ REGION_KEYS += ("unlabelled_bone_hu", "unlabelled_air_hu")
 SECOND_KEYS = (  # fmt: skip
     "second_iterations", "second_snap_mm", "second_lr", "second_band_fold_weight", "second_step_start",
     "second_wall_search", "first_wall_search", "first_wall_region_mm", "first_wall_closings_mm",
-    "first_wall_search_iterations", "first_wall_runoff_iterations", "shear_band",
+    "first_wall_search_iterations", "first_wall_runoff_iterations", "shear_band", "motion_cavity",
 )
 
 
@@ -161,8 +160,8 @@ def run_method(
         return np.zeros((3, *fixed.shape), np.float32), 0.0, None
     if method == "true":  # the ceiling of the label metrics: a slip is no bijection of the voxel grid near the wall
         return case["ddf"].astype(np.float32), 0.0, ndi.binary_dilation(case["wall"])  # it folds at the wall only
-    band_pass = method == "refine_image_band"  # refine_image, then the band where its field shears
-    method = "refine_image" if band_pass else method
+    band_pass, cavity = method == "refine_image_band", method == "refine_image_cavity"  # refine_image, then more
+    method = "refine_image" if band_pass or cavity else method
     if method.startswith("refine"):
         start = time.perf_counter()
         kwargs = {
@@ -224,14 +223,17 @@ def run_method(
             )
         else:
             (ddf, _), shift, closing = refine_pair(f, m, list(spacing), **kwargs), 0, None
+        if cavity:  # the labelled refinement with the cavity its field moved (as --refine_motion_cavity)
+            field, bones = ddf[0].numpy() * np.reshape(spacing, (3, 1, 1, 1)), kwargs["reg_mask"][0, 0].numpy() == 1
+            seg = motion_labels(field, bones, body_mask(fixed), float(refine_kwargs.get("motion_cavity", 0.6)))
+            ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, refine_kwargs, elastix_kwargs)
+            return ddf, time.perf_counter() - start, band
         if band_pass and second > 0:
             rest = {k: v for k, v in kwargs.items() if k not in ("reg_mask", "regulariser", "init_ddf")}
             threshold = float(refine_kwargs.get("shear_band", SHEAR_BAND_THRESHOLD))
             passed = (f, m, list(spacing), ddf, kwargs["reg_mask"], body_mask(fixed), threshold, rest, second)
-            weight = refine_kwargs.get("second_band_fold_weight", SECOND_PASS_BAND_FOLD_WEIGHT)
-            ddf, _, mask = shear_band_pass(
-                *passed, float(refine_kwargs.get("second_lr", SECOND_PASS_LR)), float(weight)
-            )
+            weight = float(refine_kwargs.get("second_band_fold_weight", SECOND_PASS_BAND_FOLD_WEIGHT))
+            ddf, _, mask = shear_band_pass(*passed, float(refine_kwargs.get("second_lr", SECOND_PASS_LR)), weight)
             band = mask[0, 0].numpy() == 2
         if method in ("refine_full", "refine_pairs") and second > 0:
             ddf, _, (mask, _, _) = second_pass(
@@ -349,15 +351,7 @@ def main(argv=None) -> dict:
             raise SystemExit(
                 f"error: --prealign-image-size {args.prealign_image_size}: give X,Y,Z as positive integers"
             ) from None
-        overrides = {}
-        for option in args.network_override:
-            key, _, value = option.partition("=")
-            try:
-                overrides[key] = json.loads(value)
-            except ValueError:
-                raise SystemExit(
-                    f"error: --network-override {option}: give KEY=JSON, e.g. bone_threshold=0.825"
-                ) from None
+        overrides = parse_key_json(args.network_override, "--network-override", "KEY=JSON, e.g. bone_threshold=0.825")
         try:
             refine_kwargs["network"] = NetworkMethod(
                 args.ckpt, image_size=size, prealign_image_size=fine, overrides=overrides

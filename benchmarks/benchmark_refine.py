@@ -79,44 +79,54 @@ def case_path(seed: int = 0) -> Path:
     return CACHE if seed == 0 else CACHE.with_name(f"{CACHE.stem}_seed{int(seed)}.npz")
 
 
+def ct_crop_pair(seed: int = 0, shape_mm: Sequence[int] = SHAPE_MM) -> dict[str, np.ndarray]:
+    """The known-motion pair of the benchmark on the 1 mm grid of ``shape_mm`` (the centre of the abdomen CT, 3 mm,
+    resampled): ``fixed_hu``, ``moving_hu`` (the fixed CT deformed by :func:`scripts.synthesis.phantom.deform_ct`, its
+    motion drawn from ``seed``), ``seg`` (the threshold stand-in label map of the module docstring), ``body`` and ``v``
+    (3, X, Y, Z), the true field in voxels = mm with ``moving(x + v(x)) = fixed(x)`` (the bundle's convention).
+    Also written as NIfTI files by ``benchmarks/benchmark_inference.py --pair ct``."""
+    import nibabel as nib
+    from scipy.ndimage import zoom
+
+    if not DATA.is_file():
+        raise SystemExit(f"error: benchmark data not found: {DATA}")
+    ct = np.asarray(nib.load(str(DATA)).dataobj).astype(np.float32)
+    n3 = [s // 3 for s in shape_mm]
+    start = [(n - m) // 2 for n, m in zip(ct.shape, n3)]
+    crop = ct[tuple(slice(a, a + m) for a, m in zip(start, n3))]
+    fixed_hu = zoom(crop, [t / c for t, c in zip(shape_mm, crop.shape)], order=1)
+    seg = np.zeros(fixed_hu.shape, dtype=np.uint8)
+    inside = body_mask(fixed_hu)
+    seg[inside & (fixed_hu < -400)] = TOTALSEG_V2_TOTAL["lung_lower_lobe_left"]
+    seg[fixed_hu > 200] = TOTALSEG_V2_TOTAL["vertebrae_L1"]
+    out = deform_ct(fixed_hu, seg, (1.0, 1.0, 1.0), np.random.default_rng(seed), smooth_mm=6.0)
+    # deform_ct gives moving = fixed o (id + u); the bundle's field v has moving o (id + v) = fixed: v = inverse of u
+    v = inverse_ddf(out["ddf"], iterations=15)
+    return dict(fixed_hu=fixed_hu, moving_hu=out["moving"], seg=seg, body=inside, v=v)
+
+
 def build_case(path: Path = CACHE, seed: int = 0) -> Path:
     """Write (once) the benchmark pair: fixed, moving (HU window [-200, 250] -> [0, 1]), true field, regions;
     written again when the code that builds it (scripts/regions/cavity.py, scripts/synthesis/phantom.py) is newer."""
     sources = [BUNDLE_ROOT / "scripts" / name for name in ("regions/cavity.py", "synthesis/phantom.py")]
     if path.is_file() and path.stat().st_mtime > max(src.stat().st_mtime for src in sources):
         return path
-    import nibabel as nib
-    import torch
-    from scipy.ndimage import zoom
-
-    if not DATA.is_file():
-        raise SystemExit(f"error: benchmark data not found: {DATA}")
-    ct = np.asarray(nib.load(str(DATA)).dataobj).astype(np.float32)
-    n3 = [s // 3 for s in SHAPE_MM]
-    start = [(n - m) // 2 for n, m in zip(ct.shape, n3)]
-    crop = ct[tuple(slice(a, a + m) for a, m in zip(start, n3))]
-    fixed_hu = zoom(crop, [t / c for t, c in zip(SHAPE_MM, crop.shape)], order=1)
-    seg = np.zeros(fixed_hu.shape, dtype=np.uint8)
-    inside = body_mask(fixed_hu)
-    seg[inside & (fixed_hu < -400)] = TOTALSEG_V2_TOTAL["lung_lower_lobe_left"]
-    seg[fixed_hu > 200] = TOTALSEG_V2_TOTAL["vertebrae_L1"]
-    out = deform_ct(fixed_hu, seg, (1.0, 1.0, 1.0), np.random.default_rng(seed), smooth_mm=6.0)
+    pair = ct_crop_pair(seed)
+    fixed_hu, seg = pair["fixed_hu"], pair["seg"]
     mask, normals, side = cavity_regions(seg, (1.0, 1.0, 1.0), image=fixed_hu, return_side=True)
 
     def norm(a):
         return np.clip((a + 200.0) / 450.0, 0.0, 1.0).astype(np.float32)
 
-    # deform_ct gives moving = fixed o (id + u); refine_pair wants v with moving o (id + v) = fixed: v = inverse of u
-    v = torch.from_numpy(inverse_ddf(out["ddf"], iterations=15))[None]
     np.savez_compressed(
         path,
         fixed=norm(fixed_hu),
-        moving=norm(out["moving"]),
-        v=v[0].numpy(),
+        moving=norm(pair["moving_hu"]),
+        v=pair["v"],
         mask=mask,
         normals=normals,
         side=side,
-        body=inside,
+        body=pair["body"],
         seg=seg,
         fixed_hu=fixed_hu.astype(np.float32),
     )

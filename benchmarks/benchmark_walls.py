@@ -50,6 +50,8 @@ from scripts.synthesis.breathing import load_real_ct, make_breathing_case, phant
 from scripts.synthesis.walls import SEG_PERTURBATIONS, WALL_VARIANTS, draw_wall, perturb_segmentation, wall_kwargs
 
 ANATOMIES = ("ct", "phantom")
+WALL_METHODS = ("refine_full", "refine_true_wall", "refine_from_truth", "refine_image", "refine_image_band")
+WALL_METHODS += ("refine_image_cavity",)
 KEYS = ("slip", "epe_band", "epe_body", "rigidity", "fold_pct_off_band", "seconds")
 KEYS += ("slip_seen", "epe_body_seen", "epe_band_seen")  # over the voxels the moving image sees
 
@@ -138,10 +140,11 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--method",
         default="refine_full",
-        choices=("refine_full", "refine_true_wall", "refine_from_truth", "refine_image", "refine_image_band"),
+        choices=WALL_METHODS,
         help="the refinement as configs/refine.json runs it; given the TRUE wall band, bones and normals; or with "
         "those started from the TRUE field, the finest level only (where the objective leads from the truth); with no "
-        "segmentation: the bones from the image, and also the band where its field shears (--refine_shear_band)",
+        "segmentation: the bones from the image, and also the band where its field shears (--refine_shear_band), or "
+        "the labelled refinement in the cavity its field moved (--refine_motion_cavity)",
     )
     p.add_argument("--profile", action="store_true", help="also print where the slip lies (see jump_profile)")
     p.add_argument("--log-search", action="store_true", help="also print the wall search's choices (its log)")

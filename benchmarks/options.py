@@ -1,5 +1,6 @@
 """The benchmarks' ``--refine-option KEY=VALUE``: any other keyword of ``refine_pair``, ``cavity_regions`` or the
-passes around them, its value as JSON, so that a benchmark measures an option without a flag of its own."""
+passes around them, its value as JSON, so that a benchmark measures an option without a flag of its own; and the
+other repeatable ``KEY=JSON`` flags (``--network-override``, ``benchmark_inference --override``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ def parse_refine_options(options: Sequence[str]) -> dict:
         SystemExit: one ``error:`` line for an option without ``=`` or a key, whose value is no JSON, or that
         breaks its rule.
     """
+    parsed = parse_key_json(options, "--refine-option", "KEY=VALUE with a JSON value")
+    try:
+        check_pass_options(parsed, "--refine-option ")
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
+    return parsed
+
+
+def parse_key_json(options: Sequence[str], flag: str, form: str = "KEY=JSON") -> dict:
+    """``["a=1", "b=[2]"]`` -> ``{"a": 1, "b": [2]}``: the values of a repeatable ``flag KEY=JSON``. Raises
+    SystemExit, one ``error:`` line naming the flag and ``form``, for an option without ``=`` or a key, or whose value
+    is no JSON."""
     parsed = {}
     for option in options:
         key, sep, value = option.partition("=")
@@ -31,9 +44,5 @@ def parse_refine_options(options: Sequence[str]) -> dict:
                 raise ValueError(option)
             parsed[key.strip()] = json.loads(value)
         except ValueError:  # json.JSONDecodeError is one
-            raise SystemExit(f"error: --refine-option takes KEY=VALUE with a JSON value, got {option!r}") from None
-    try:
-        check_pass_options(parsed, "--refine-option ")
-    except InputError as err:
-        raise SystemExit(f"error: {err}") from None
+            raise SystemExit(f"error: {flag} takes {form}, got {option!r}") from None
     return parsed

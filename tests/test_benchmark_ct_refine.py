@@ -91,7 +91,7 @@ def test_bad_network_grid_or_weights_are_one_error_line(tmp_path):
         ("--network-image-size", "40,32,20", "each a positive multiple of 8"),
         ("--network-image-size", "40,32,x", "as integers"),
         ("--prealign-image-size", "80,64", "as positive integers"),
-        ("--network-override", "bone_threshold=0.8x", "give KEY=JSON"),
+        ("--network-override", "bone_threshold=0.8x", "takes KEY=JSON, e.g. bone_threshold=0.825"),
         ("--ckpt", str(tmp_path / "none.pt"), "file not found; give --ckpt"),
     ):
         with pytest.raises(SystemExit, match=f"^error: {option} .*{expected}" if option != "--ckpt" else expected):
@@ -182,3 +182,33 @@ def test_case_means_average_the_cases_of_one_kind():
         "mean of 2 ct cases": {"none": {"epe_body": 3.0}, "network": {"epe_body": 2.0}},
         "mean of 2 ct-cranial cases": {"none": {"epe_body": 6.0}},
     }
+
+
+def test_inference_benchmark_ct_pair_and_its_field_error(tmp_path, ct_example_dir, one_torch_thread):
+    """``benchmark_inference --pair ct``: the written pair's true field maps its moving image onto its fixed image, and
+    the error of a written field is read in the bundle's convention (LPS vectors in the file, the pair RAS)."""
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from benchmarks import benchmark_inference
+
+    fixed, moving = benchmark_inference.make_ct_pair(tmp_path, (96, 80, 64))
+    f, m = (np.asarray(nib.load(p).dataobj, dtype=np.float64) for p in (fixed, moving))
+    seg = np.asarray(nib.load(str(tmp_path / "bench_fixed_seg.nii.gz")).dataobj)
+    truth = np.load(tmp_path / "bench_truth.npz")
+    v, body = truth["v"].astype(np.float64), truth["body"]
+    assert f.shape == m.shape == seg.shape == body.shape == (96, 80, 64) and seg.max() > 0
+    inner = body & ndi.binary_erosion(np.ones(body.shape, bool), iterations=12)  # away from the crop's faces
+    warped = ndi.map_coordinates(m, np.indices(f.shape) + v, order=1, mode="nearest")
+    before, after = np.abs(m - f)[inner].mean(), np.abs(warped - f)[inner].mean()
+    # measured: 6.4 mm of motion; 40.4 -> 12.7 HU (the rest: two trilinear interpolations and the inverse's tolerance)
+    assert np.linalg.norm(v, axis=0)[body].mean() > 2.0 and after < 0.5 * before, (before, after)
+    out = tmp_path / "out"
+    out.mkdir()
+    for sign, expected in ((1.0, 0.0), (-1.0, 2.0)):  # the truth itself, then its opposite
+        lps = np.moveaxis(sign * v * np.array([-1.0, -1.0, 1.0]).reshape(3, 1, 1, 1), 0, -1)[:, :, :, None, :]
+        nib.save(nib.Nifti1Image(lps.astype(np.float32), np.eye(4)), str(out / "bench_fixed__bench_moving_ddf.nii.gz"))
+        error, identity = benchmark_inference.field_error(tmp_path)
+        assert identity == pytest.approx(np.linalg.norm(v, axis=0)[body].mean(), rel=1e-5)
+        assert error == pytest.approx(expected * identity, abs=1e-4)

@@ -324,6 +324,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
         assert inferer.region_options["bone_trim_hu"] == (0.0 if override else None)  # no trim unless asked for
         assert inferer.image_bones_hu == "auto" and inferer.shear_band == SHEAR_BAND_THRESHOLD  # no segmentation
+        assert inferer.motion_cavity is None  # off unless asked for
     parser.update({"refine_first_wall_closings_mm": 12})  # one radius as a number
     assert parser.get_parsed_content("inferer", lazy=False).first_wall_closings_mm == (12.0,)
     for typed in ("null", "None"):  # the command line's spellings of null (fire leaves "null" a string)
@@ -386,6 +387,9 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_image_bones_hu", True, "--refine_image_bones_hu 'true': give a number of HU or auto"),
         ("refine_shear_band", 0, "--refine_shear_band must be a number > 0 (the least shear, mm / mm; or null"),
         ("refine_shear_band", "wide", "--refine_shear_band must be a number > 0"),
+        ("refine_motion_cavity", 0, "--refine_motion_cavity must be a number > 0 (and < 1: of the first field's 95th"),
+        ("refine_motion_cavity", 1.5, "--refine_motion_cavity must be a number > 0 (and < 1"),
+        ("refine_motion_cavity", "half", "--refine_motion_cavity must be a number > 0"),
     ]
     for key, bad, message in bad_values:
         parser = ConfigParser()

@@ -41,7 +41,6 @@ from monai.inferers import Inferer
 
 from scripts.evaluation.metrics import fold_percents
 from scripts.io.errors import InputError
-from scripts.io.image_io import inspect_image, read_label_on_grid
 from scripts.io.options import check_number, check_optional_numbers, check_schedule, is_number, parse_flag, parse_null
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, labels_on_coarse_grid, warp_to_fixed
 from scripts.refinement.optimiser import refine_pair
@@ -67,9 +66,9 @@ from scripts.refinement.wall_search import (
     WALL_RUNOFF_ITERATIONS,
     first_pass_with_search,
 )
+from scripts.regions import label_free
 from scripts.regions import segment as totalsegmentator
 from scripts.regions.cavity import body_mask, cavity_regions
-from scripts.regions.label_free import SHEAR_BAND_THRESHOLD, bone_threshold_hu, hounsfield_like, image_bones
 from scripts.regions.labels import RIGID, SLIDING
 
 __all__ = ["RefinementInferer", "FOLD_WARNING_PERCENT"]
@@ -78,8 +77,6 @@ logger = logging.getLogger(__name__)
 
 # folded voxels outside the sliding band (% of them) above which a refinement is reported as diverged
 FOLD_WARNING_PERCENT = 0.1
-
-
 INTENSITIES = ("ct", "minmax")
 SEGMENT_CHOICES = ("if_available", "always", "never")
 
@@ -151,6 +148,8 @@ class RefinementInferer(Inferer):
             prior.
         shear_band: with those bones, the second pass slides along the band where the first field shears this much
             (:func:`~scripts.refinement.second_pass.shear_band_pass`; None: no band, no second pass).
+        motion_cavity: instead of that band, the labelled refinement again with the cavity where the first field moved
+            (this fraction of its 95th percentile; :func:`scripts.regions.label_free.motion_labels`; None: off).
         segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
             installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
         progress: show a progress bar per pair.
@@ -178,7 +177,8 @@ class RefinementInferer(Inferer):
         unlabelled_air_hu: float | None = REGION_DEFAULTS["unlabelled_air_hu"],
         organ_pairs: bool = False,
         image_bones_hu: float | str | None = "auto",
-        shear_band: float | None = SHEAR_BAND_THRESHOLD,
+        shear_band: float | None = label_free.SHEAR_BAND_THRESHOLD,
+        motion_cavity: float | None = None,
         segment: str = "if_available",
         progress: bool = True,
         second_iterations: int = SECOND_PASS_ITERATIONS,
@@ -224,9 +224,14 @@ class RefinementInferer(Inferer):
         self.hu_rules = check_optional_numbers(rules, "HU; null turns that rule off")
         self.image_bones_hu = parse_null(image_bones_hu)
         if self.image_bones_hu is not None:
-            bone_threshold_hu(np.zeros(1), self.image_bones_hu, "--refine_image_bones_hu")  # checks the value
+            label_free.bone_threshold_hu(np.zeros(1), self.image_bones_hu, "--refine_image_bones_hu")  # checks it
         band, note = parse_null(shear_band), "the least shear, mm / mm; or null: no band"
         self.shear_band = None if band is None else check_number(band, "--refine_shear_band", strict=True, note=note)
+        cavity, note = parse_null(motion_cavity), "and < 1: of the first field's 95th percentile; or null: off"
+        flag = "--refine_motion_cavity"
+        self.motion_cavity = None if cavity is None else check_number(cavity, flag, strict=True, note=note)
+        if (self.motion_cavity or 0) >= 1:
+            raise InputError(f"{flag} must be a number > 0 ({note}), got {motion_cavity!r}")
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
             if weight is not None:
                 check_number(weight, f"--refine_{name}", note="or null: the default of the prior in use")
@@ -268,24 +273,26 @@ class RefinementInferer(Inferer):
         self.options = {key: value for key, value in options.items() if value is not None}
         self.options["sided_upsampling"] = parse_flag(sided_upsampling, "refine_sided_upsampling")
 
-    def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor):
-        """(regulariser, reg_mask, normals, wall side, label map) on the refinement grid: from the fixed segmentation;
-        without one (a notice; normals, side and labels None), a CT's bones by HU or the log-Jacobian prior alone."""
-        if pair.fixed_seg is None:
+    def regions(self, pair: Any, shape: Sequence[int], spacing: np.ndarray, fixed_hu: torch.Tensor, seg=None):
+        """(regulariser, reg_mask, normals, wall side, label map) on the refinement grid: from ``seg`` (on it) or the
+        fixed segmentation; without (a notice; normals, side, labels None), a CT's bones by HU or the Jacobian prior."""
+        if seg is None and pair.fixed_seg is None:
             pair.fixed_seg = self.segment_on_the_fly(pair)
-        if pair.fixed_seg is None:
+        if seg is None and pair.fixed_seg is None:
             hu = fixed_hu.numpy()
-            if self.image_bones_hu is None or self.regulariser == "jacobian" or not hounsfield_like(hu):
+            if self.image_bones_hu is None or self.regulariser == "jacobian" or not label_free.hounsfield_like(hu):
                 logger.warning("%s: no segmentation of the fixed image (--fixed_seg): refining with the log-Jacobian "
                                "prior only (no rigid bones, no sliding)", pair.name)  # fmt: skip
                 return "jacobian", None, None, None, None
-            mask, threshold = image_bones(hu, self.image_bones_hu, "--refine_image_bones_hu")
-            pair.report["image_bones"] = {"hu": threshold, "rigid_percent": float((mask == RIGID).mean() * 100.0)}
+            mask, threshold = label_free.image_bones(hu, self.image_bones_hu, "--refine_image_bones_hu")
+            rigid = float((mask == RIGID).mean() * 100.0)
+            pair.report["image_bones"] = {"hu": threshold, "rigid_percent": rigid}
             slide = "then sliding where it shears" if self.shear_band and self.second_iterations else "no sliding"
+            slide = "then the cavity where that field moves" if self.motion_cavity is not None else slide
             logger.warning("%s: no segmentation of the fixed image (--fixed_seg): the voxels above %.0f HU rigid "
                            "(bones), the log-Jacobian prior elsewhere (%s)", pair.name, threshold, slide)  # fmt: skip
             return "rigidity_jacobian", torch.from_numpy(mask)[None, None], None, None, None
-        seg = labels_on_coarse_grid(np.asarray(pair.fixed_seg), shape)
+        seg = labels_on_coarse_grid(np.asarray(pair.fixed_seg), shape) if seg is None else seg
         body = fixed_hu.numpy() if self.intensity == "ct" else None
         mask, normals, side = cavity_regions(seg, spacing, image=body, return_side=True, **self.region_options)
         counts = int((mask == RIGID).sum()), int((mask == SLIDING).sum())
@@ -304,26 +311,9 @@ class RefinementInferer(Inferer):
         }
 
     def segment_on_the_fly(self, pair: Any) -> np.ndarray | None:
-        """The TotalSegmentator ``total`` label map of the fixed image (:func:`scripts.regions.segment.run`, fast
-        model; a DICOM series or NRRD / MHA fixed image is segmented through a temporary NIfTI), on the fixed image's
-        array, or None (with the reason logged: e.g. the package or its weights are not installed) when it cannot run
-        and ``segment`` is not "always"."""
-        if self.segment == "never":
-            return None
-        import tempfile
-
-        what = "TotalSegmentator's label map of the fixed image"
-        try:
-            with tempfile.TemporaryDirectory(prefix="biomech_seg_") as folder:
-                path = totalsegmentator.run(pair.fixed_path, output_dir=folder)[0]
-                seg = read_label_on_grid(inspect_image(path, what), inspect_image(pair.fixed_path, "fixed"), path, what)
-        except totalsegmentator.SegmentationSetupError as err:
-            if self.segment == "always":
-                raise InputError(f"segmentation of the fixed image {pair.fixed_path}: {err}") from None
-            logger.warning("%s: no TotalSegmentator on the fly: %s", pair.name, err)
-            return None
-        logger.info("%s: fixed image segmented with TotalSegmentator", pair.name)
-        return seg.reshape(pair.fixed_shape)
+        """TotalSegmentator's label map of the fixed image, or None (:func:`scripts.regions.segment.segment_fixed`)."""
+        if self.segment != "never":  # None otherwise
+            return totalsegmentator.segment_fixed(pair.fixed_path, pair.fixed_shape, self.segment, pair.name)
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, pair: Any = None, **kwargs: Any):
         if pair is None or pair.fixed is None:
@@ -346,7 +336,7 @@ class RefinementInferer(Inferer):
         moving_hu, _ = warp_to_fixed(moving_coarse, m_affine, affine, shape, None, fill=float(moving_coarse.min()))
         fixed = _normalise(fixed_hu, self.intensity, self.hu_window)
         moving = _normalise(moving_hu, self.intensity, self.hu_window)
-        regulariser, reg_mask, normals, side, seg = self.regions(pair, shape, spacing, fixed_hu)
+        regulariser, reg_mask, normals, side, seg = self.regions(pair, shape, spacing, fixed_hu, kwargs.get("seg"))
         if init is not None:
             init = network_start(init, rigid, side, self.network_start)
         options = dict(self.options, similarity=self.similarity, regulariser=regulariser, grid_mm=None)
@@ -364,6 +354,15 @@ class RefinementInferer(Inferer):
                 )  # fmt: skip
             else:
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)
+            if seg is None and reg_mask is not None and self.motion_cavity is not None and self.intensity == "ct":
+                field, body = ddf[0].numpy() * spacing.reshape(3, 1, 1, 1), body_mask(fixed_hu.numpy())
+                seg = label_free.motion_labels(field, reg_mask[0, 0].numpy() == RIGID, body, self.motion_cavity)
+                moved = int((seg == label_free.MOTION_CONTENT_LABEL).sum())
+                logger.info("%s: no segmentation: refined again in the cavity that moved (%d voxels)", pair.name, moved)
+                out = self(inputs, network, *args, pair=pair, **dict(kwargs, seg=seg))
+                pair.report["refinement"].update(seconds=time.perf_counter() - start, first_pass_seconds=curve[-1][
+                    "seconds"], motion_cavity={"fraction": self.motion_cavity, "content_voxels": moved})  # fmt: skip
+                return out
             if self.second_iterations > 0 and slides:
                 ddf, more, regions = second_pass(
                     fixed, moving, spacing.tolist(), ddf, seg, image=image, region_options=self.region_options,

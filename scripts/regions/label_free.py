@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from scripts.io.errors import InputError
-from scripts.regions.labels import JACOBIAN, RIGID
+from scripts.regions.labels import JACOBIAN, RIGID, TOTALSEG_V2_TOTAL
 from scripts.regions.normals import compute_normals
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "bone_threshold_hu",
     "image_bones",
     "shear_band",
+    "motion_labels",
     "SHEAR_BAND_THRESHOLD",
     "SHEAR_BAND_CONCENTRATION",
 ]
@@ -55,6 +56,7 @@ __all__ = [
 AUTO_FLOOR_HU, AUTO_ABOVE_SOFT_HU = 100.0, 60.0
 SHEAR_BAND_THRESHOLD = 0.35  # the least shear (s1 (1 - |a . n|), mm / mm) of a sliding band's ridge (module docstring)
 SHEAR_BAND_CONCENTRATION = 0.75  # the least share of the tangential jump over 5 voxels that lies within 2 (a slip)
+MOTION_CONTENT_LABEL, MOTION_BONE_LABEL = TOTALSEG_V2_TOTAL["liver"], TOTALSEG_V2_TOTAL["vertebrae_L1"]
 
 
 def hounsfield_like(values: np.ndarray) -> bool:
@@ -130,3 +132,25 @@ def shear_band(
     band[tuple(here[ridge].T)] = True
     band = ndimage.binary_dilation(band) & allowed
     return band, compute_normals(band, spacing=sp, method="gaussian").astype(np.float32)  # an empty band: zeros
+
+
+def motion_labels(field_mm: np.ndarray, bones: np.ndarray, body: np.ndarray, fraction: float) -> np.ndarray:
+    """A label map (uint8, TotalSegmentator ids) of the cavity's contents as a first field ``field_mm``
+    (3, X, Y, Z), mm, moved them: the ``body`` voxels off the ``bones`` (bool (X, Y, Z) each) whose displacement
+    relative to the bones' mean reaches ``fraction`` of its 95th percentile over the body, their largest connected
+    component with its holes filled, take one content label (:data:`MOTION_CONTENT_LABEL`, the liver's: any organ
+    of the cavity would do); the bones a vertebra's. In breathing the contents move along the wall and the rest
+    little, so the labelled refinement's cavity (:func:`scripts.regions.cavity.cavity_regions`) then lies near where
+    they slide (docs/README.md *No segmentation at all*, the motion's cavity: Dice 0.91-0.93 with the true cavity
+    on the held-out CT, 0.47-0.77 on the generated cases). No body voxel moves: no content label."""
+    relative = field_mm - (field_mm[:, bones].mean(axis=1)[:, None, None, None] if bones.any() else 0.0)
+    size = np.linalg.norm(relative, axis=0)
+    seg = np.zeros(body.shape, np.uint8)
+    if body.any():
+        contents = body & ~bones & (size >= max(fraction * np.percentile(size[body], 95), 1e-6))
+        parts, n = ndimage.label(contents)
+        if n > 1:
+            contents = parts == 1 + int(np.argmax(ndimage.sum(contents, parts, range(1, n + 1))))
+        seg[ndimage.binary_fill_holes(contents)] = MOTION_CONTENT_LABEL
+    seg[bones] = MOTION_BONE_LABEL
+    return seg

@@ -27,7 +27,7 @@ import numpy as np
 
 from scripts.io.errors import InputError, run_cli
 from scripts.io.image_formats import is_dicom_folder, is_nifti
-from scripts.io.image_io import image_stem, inspect_image
+from scripts.io.image_io import image_stem, inspect_image, read_label_on_grid
 from scripts.io.options import parse_flag
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,27 @@ def run(
         os.replace(partial, out)
     logger.info("%d CT(s): %d segmented, %d already done", len(files), len(todo), len(files) - len(todo))
     return [str(output_path(ct, output_dir)) for ct in files]
+
+
+def segment_fixed(fixed_path: str, shape: tuple[int, ...], mode: str = "if_available", name: str = "") -> Any:
+    """The ``total`` label map of the fixed image ``fixed_path`` (:func:`run`, fast model, in a temporary folder; a
+    DICOM series or NRRD / MHA image through a temporary NIfTI) on that image's array of ``shape``, for the refinement
+    without ``--fixed_seg``; None (the reason logged, e.g. the package or its weights not installed) when it cannot
+    run and ``mode`` is not "always" (then one :class:`InputError`), or when ``mode`` is "never"."""
+    if mode == "never":
+        return None
+    what = "TotalSegmentator's label map of the fixed image"
+    try:
+        with tempfile.TemporaryDirectory(prefix="biomech_seg_") as folder:
+            path = run(fixed_path, output_dir=folder)[0]
+            seg = read_label_on_grid(inspect_image(path, what), inspect_image(fixed_path, "fixed"), path, what)
+    except SegmentationSetupError as err:
+        if mode == "always":
+            raise InputError(f"segmentation of the fixed image {fixed_path}: {err}") from None
+        logger.warning("%s: no TotalSegmentator on the fly: %s", name, err)
+        return None
+    logger.info("%s: fixed image segmented with TotalSegmentator", name)
+    return seg.reshape(shape)
 
 
 def main() -> None:
