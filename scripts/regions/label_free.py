@@ -30,6 +30,12 @@ that from 5 before to 5 after (a smooth deformation of constant gradient: 0.4; a
 (:func:`scripts.regions.normals.compute_normals`). 0.35: a 3 mm slip smeared over 9 mm. Both chosen on a few cases
 (docs/README.md *No segmentation at all*): without the step rule a strong smooth deformation with no slip (the known
 motion of tests/test_refine_workflow.py) got a band on a tenth of its voxels and 0.1 mm more endpoint error.
+
+The cavity from a field (opt-in, ``--refine_motion_cavity``). The same first field also says what moved: in breathing
+the contents slide along the wall, the rest moves little. :func:`motion_labels` turns what moved (relative to the
+bones) into a label map, so that the labelled refinement's own cavity, band and side (:mod:`scripts.regions.cavity`)
+stand in for a segmentation. It is only as good as that field: where the field drags the wall with the contents
+(deep breathing) the cavity lies off the wall and the refinement folds there (docs/README.md *The moved cavity*).
 """
 
 from __future__ import annotations
@@ -141,7 +147,7 @@ def motion_labels(field_mm: np.ndarray, bones: np.ndarray, body: np.ndarray, fra
     component with its holes filled, take one content label (:data:`MOTION_CONTENT_LABEL`, the liver's: any organ
     of the cavity would do); the bones a vertebra's. In breathing the contents move along the wall and the rest
     little, so the labelled refinement's cavity (:func:`scripts.regions.cavity.cavity_regions`) then lies near where
-    they slide (docs/README.md *No segmentation at all*, the motion's cavity: Dice 0.91-0.93 with the true cavity
+    they slide (docs/README.md *No segmentation at all*, *The moved cavity*: Dice 0.91-0.93 with the true cavity
     on the held-out CT, 0.47-0.77 on the generated cases). No body voxel moves: no content label."""
     relative = field_mm - (field_mm[:, bones].mean(axis=1)[:, None, None, None] if bones.any() else 0.0)
     size = np.linalg.norm(relative, axis=0)

@@ -10,7 +10,8 @@ once, offline-safe, with one sentence saying how to provide them. Weights are lo
 The input may be a CT file in any format the bundle reads (NIfTI, NRRD, MHA/MHD), a folder of ``*.nii.gz`` CTs, or a
 DICOM series folder. What is not NIfTI is converted to a temporary NIfTI first, read as the bundle reads it (a DICOM
 folder: :func:`scripts.io.image_formats.series_files`, the same series as the header checks), so the segmentation lies
-on the image's grid.
+on the image's grid. :func:`segment_fixed` is the refinement's segmentation on the fly (``configs/refine.json`` without
+``--fixed_seg``): the fixed image's label map on its array, or None with the reason logged.
 """
 
 from __future__ import annotations
@@ -196,7 +197,9 @@ def run(
     return [str(output_path(ct, output_dir)) for ct in files]
 
 
-def segment_fixed(fixed_path: str, shape: tuple[int, ...], mode: str = "if_available", name: str = "") -> Any:
+def segment_fixed(
+    fixed_path: str, shape: tuple[int, ...], mode: str = "if_available", name: str = ""
+) -> np.ndarray | None:
     """The ``total`` label map of the fixed image ``fixed_path`` (:func:`run`, fast model, in a temporary folder; a
     DICOM series or NRRD / MHA image through a temporary NIfTI) on that image's array of ``shape``, for the refinement
     without ``--fixed_seg``; None (the reason logged, e.g. the package or its weights not installed) when it cannot
