@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from monai.bundle import ConfigParser
 
+from benchmarks.benchmark_refine import ct_crop_pair
 from benchmarks.options import parse_key_json
 from scripts.inference.predict import run_inference_workflow
 
@@ -94,8 +95,6 @@ def make_ct_pair(out_dir: Path, shape: tuple[int, int, int] = (192, 160, 256), s
     ``bench_fixed_seg.nii.gz`` and ``bench_truth.npz`` (the true field ``v`` in mm along the array axes, the ``body``)
     and return the pair's paths."""
     import nibabel as nib
-
-    from benchmarks.benchmark_refine import ct_crop_pair
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pair = ct_crop_pair(seed, shape)
