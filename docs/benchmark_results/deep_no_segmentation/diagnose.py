@@ -3,6 +3,7 @@
 One case per call: the held-out CT, its default wall, contents moving 15-30 mm (``benchmark_walls --amplitude-mm
 15,30 --flow-steps 7``), seed SEED. VARIANT (``KEY=VALUE`` options as JSON after a colon, comma-separated):
 
+    none                                     no registration
     first[:smooth=0.1,gamma=0.1,levels=4]   refine_image (no segmentation: bones by HU, log-Jacobian + diffusion)
     continue:smooth=S                        first, then 100 iterations on the finest grid with diffusion S
     edge:SIGMA                               first, its diffusion charged exp(-(dI / SIGMA)^2) per pair (I in [0, 1])
@@ -99,7 +100,7 @@ def main(seed: int, variant: str) -> None:
             first["iterations"] = [150] * (first["levels"] - 3) + [150, 100, 60]
     if name == "edge":
         optimiser.diffusion_weights = edge_weighted(float(arg), batched(normalise(case["fixed"]))[None])
-    method = "refine_image_band" if name == "band" else "refine_image"
+    method = {"band": "refine_image_band", "none": "none"}.get(name, "refine_image")
     ddf, _, own = run_method(method, case, {**first, "second_iterations": 30}, {})
     if name == "continue":
         f, m = (batched(normalise(case[k]))[None] for k in ("fixed", "moving"))
