@@ -30,9 +30,8 @@ fixed grid; its field (voxels, ``warped(x) = moving(x + u(x))``) is compared wit
 
 Our refinement gets only what a user has at test time: the two images and the FIXED segmentation, from which
 :func:`scripts.regions.cavity.cavity_regions` builds the regions (bones rigid, also where they touch the wall; sliding
-band along the cavity wall, normals: ``refine_full``, as ``configs/refine.json`` does by default;
-then its second pass, :mod:`scripts.refinement.second_pass`, as ``configs/refine.json`` runs it by default
-(``--second-iterations 0``: one pass, as ``--refine_second_iterations 0``); ``refine_pairs`` also the organ-organ
+band along the cavity wall, normals: ``refine_full``, then its second pass, :mod:`scripts.refinement.second_pass`, as
+``configs/refine.json`` runs both by default (``--second-iterations 0``: one pass); ``refine_pairs`` also the organ
 pair bands of ``configs/regions.json``, ``--organ_pairs true``). Without a segmentation: ``refine_image``, the CT's
 voxels above the bones' threshold rigid (:func:`scripts.regions.label_free.image_bones`, as ``configs/refine.json`` runs
 without one since bundle 0.9.24), the log-Jacobian prior elsewhere; ``refine_jacobian``, no regions at all
@@ -91,7 +90,12 @@ from scripts.refinement.wall_search import (
     first_pass_with_search,
 )
 from scripts.regions.cavity import body_mask, cavity_regions
-from scripts.regions.label_free import SHEAR_BAND_THRESHOLD, image_bones, motion_labels
+from scripts.regions.label_free import (
+    MOTION_CAVITY_FRACTION,
+    SHEAR_BAND_THRESHOLD,
+    image_bones,
+    motion_labels,
+)
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import phantom_case, real_ct_case
 
@@ -225,7 +229,8 @@ def run_method(
             (ddf, _), shift, closing = refine_pair(f, m, list(spacing), **kwargs), 0, None
         if cavity:  # the labelled refinement with the cavity its field moved (as --refine_motion_cavity)
             field, bones = ddf[0].numpy() * np.reshape(spacing, (3, 1, 1, 1)), kwargs["reg_mask"][0, 0].numpy() == 1
-            seg = motion_labels(field, bones, body_mask(fixed), float(refine_kwargs.get("motion_cavity", 0.6)))
+            fraction = float(refine_kwargs.get("motion_cavity", MOTION_CAVITY_FRACTION))
+            seg = motion_labels(field, bones, body_mask(fixed), fraction)
             ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, refine_kwargs, elastix_kwargs)
             return ddf, time.perf_counter() - start, band
         if band_pass and second > 0:

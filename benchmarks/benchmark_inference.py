@@ -275,7 +275,8 @@ def main() -> None:
         files = [str(BUNDLE_ROOT / "configs" / name) for name in configs]
         cli += ["--config_file", repr(files), "--bundle_root", str(BUNDLE_ROOT)]
         for key, value in over.items():
-            cli += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+            # null, not None: `monai.bundle run` drops an override whose value is None and keeps the config's value
+            cli += [f"--{key}", json.dumps(value) if value is None or isinstance(value, list) else str(value)]
         start = time.perf_counter()
         proc = subprocess.run(cli, cwd=BUNDLE_ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - start

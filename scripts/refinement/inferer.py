@@ -15,7 +15,8 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
    Without a segmentation, a CT's bones from its HU alone (``image_bones_hu``, :mod:`scripts.regions.label_free`), the
-   log-Jacobian prior elsewhere, with a notice; with ``shear_band``, the second pass then slides where that shears.
+   log-Jacobian prior elsewhere, with a notice; then (``shear_band``, the default) a second pass along where this
+   first field shears, or (``motion_cavity``) steps 3 and 4 again with the contents that it moved as the cavity.
 4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
    level after the wall search, :func:`scripts.refinement.wall_search.first_pass_with_search`); with the sliding band
    and ``second_iterations`` > 0 (30 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the
@@ -32,6 +33,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections import namedtuple
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +45,7 @@ from scripts.evaluation.metrics import fold_percents
 from scripts.io.errors import InputError
 from scripts.io.options import check_number, check_optional_numbers, check_schedule, is_number, parse_flag, parse_null
 from scripts.io.resampling import area_resize, coarse_grid, field_to_fixed_grid, labels_on_coarse_grid, warp_to_fixed
-from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.optimiser import DEFAULT_LEVELS, refine_pair
 from scripts.refinement.pyramid import WORKING_GRID_MM
 from scripts.refinement.second_pass import (
     SECOND_PASS_BAND_FOLD_WEIGHT,
@@ -78,6 +80,8 @@ logger = logging.getLogger(__name__)
 # folded voxels outside the sliding band (% of them) above which a refinement is reported as diverged
 FOLD_WARNING_PERCENT = 0.1
 INTENSITIES = ("ct", "minmax")
+# the pair on G: its shape, affine, spacing; the fixed HU; both images normalised (1, 1, *G); the network's start
+Prepared = namedtuple("Prepared", "shape affine spacing fixed_hu fixed moving init rigid")
 SEGMENT_CHOICES = ("if_available", "always", "never")
 
 
@@ -89,7 +93,6 @@ def _normalise(volume: torch.Tensor, intensity: str, window: Sequence[float]) ->
     return (volume - lo) / (hi - lo) if hi > lo else torch.zeros_like(volume)
 
 
-DEFAULT_LEVELS = inspect.signature(refine_pair).parameters["levels"].default
 REGION_DEFAULTS = {key: p.default for key, p in inspect.signature(cavity_regions).parameters.items()}
 
 
@@ -149,7 +152,8 @@ class RefinementInferer(Inferer):
         shear_band: with those bones, the second pass slides along the band where the first field shears this much
             (:func:`~scripts.refinement.second_pass.shear_band_pass`; None: no band, no second pass).
         motion_cavity: instead of that band, the labelled refinement again with the cavity where the first field moved
-            (this fraction of its 95th percentile; :func:`scripts.regions.label_free.motion_labels`; None: off).
+            (this fraction of its 95th percentile, e.g. :data:`~scripts.regions.label_free.MOTION_CAVITY_FRACTION`;
+            :func:`scripts.regions.label_free.motion_labels`; None: off, the default).
         segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
             installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
         progress: show a progress bar per pair.
@@ -227,11 +231,7 @@ class RefinementInferer(Inferer):
             label_free.bone_threshold_hu(np.zeros(1), self.image_bones_hu, "--refine_image_bones_hu")  # checks it
         band, note = parse_null(shear_band), "the least shear, mm / mm; or null: no band"
         self.shear_band = None if band is None else check_number(band, "--refine_shear_band", strict=True, note=note)
-        cavity, note = parse_null(motion_cavity), "and < 1: of the first field's 95th percentile; or null: off"
-        flag = "--refine_motion_cavity"
-        self.motion_cavity = None if cavity is None else check_number(cavity, flag, strict=True, note=note)
-        if (self.motion_cavity or 0) >= 1:
-            raise InputError(f"{flag} must be a number > 0 ({note}), got {motion_cavity!r}")
+        self.motion_cavity = label_free.check_motion_fraction(motion_cavity)
         for name, weight in (("gamma", gamma), ("smooth", smooth)):
             if weight is not None:
                 check_number(weight, f"--refine_{name}", note="or null: the default of the prior in use")
@@ -317,16 +317,18 @@ class RefinementInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, pair: Any = None, **kwargs: Any):
         if pair is None or pair.fixed is None:
-            raise ValueError(
-                "the refinement needs the pair's native volumes: use PreparePair(pass_pair=True) and "
-                "InferencePairDataset(keep_fixed=True), as configs/refine.json does"
-            )
+            raise ValueError("the refinement needs the pair's native volumes: use PreparePair(pass_pair=True) and "
+                             "InferencePairDataset(keep_fixed=True), as configs/refine.json does")  # fmt: skip
         start = time.perf_counter()
+        return self.refine(pair, self.prepare(inputs, network, pair, kwargs.get("spacing")), start, kwargs.get("seg"))
+
+    def prepare(self, inputs: torch.Tensor, network: torch.nn.Module, pair: Any, net_spacing: Any = None) -> Prepared:
+        """The pair on the refinement grid G (steps 1 and 2 of the module docstring)."""
         shape, affine = coarse_grid(pair.fixed_shape, pair.fixed_affine, self.grid_mm)
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         init = rigid = None
         if self.use_network:
-            out = self.network_inferer(inputs, network, spacing=kwargs.get("spacing"))
+            out = self.network_inferer(inputs, network, spacing=net_spacing)
             init = field_to_fixed_grid(out["ddf"], pair.net_affine, affine, shape)[None]
             if self.network_start == "cavity" and "rigid_ddf" in out:
                 rigid = field_to_fixed_grid(out["rigid_ddf"], pair.net_affine, affine, shape)[None]
@@ -334,14 +336,19 @@ class RefinementInferer(Inferer):
         m_shape, m_affine = coarse_grid(pair.moving.shape, pair.moving_affine, self.grid_mm)
         moving_coarse = area_resize(pair.moving, m_shape)
         moving_hu, _ = warp_to_fixed(moving_coarse, m_affine, affine, shape, None, fill=float(moving_coarse.min()))
-        fixed = _normalise(fixed_hu, self.intensity, self.hu_window)
-        moving = _normalise(moving_hu, self.intensity, self.hu_window)
-        regulariser, reg_mask, normals, side, seg = self.regions(pair, shape, spacing, fixed_hu, kwargs.get("seg"))
-        if init is not None:
-            init = network_start(init, rigid, side, self.network_start)
+        fixed, moving = (_normalise(hu, self.intensity, self.hu_window)[None, None] for hu in (fixed_hu, moving_hu))
+        return Prepared(shape, affine, spacing, fixed_hu, fixed, moving, init, rigid)
+
+    def refine(self, pair: Any, prepared: Prepared, start: float, seg: np.ndarray | None = None) -> dict:
+        """``{"ddf": (1, 3, *G)}``: steps 3 and 4 of the module docstring on the ``prepared`` pair, with the label
+        map ``seg`` on G (None: the fixed segmentation, or none); ``start``: when the pair's work began."""
+        shape, affine, spacing, fixed_hu, fixed, moving, init, rigid = prepared
+        regulariser, reg_mask, normals, side, seg = self.regions(pair, shape, spacing, fixed_hu, seg)
+        init_mode = self.network_start if side is not None else "field"
+        init = None if init is None else network_start(init, rigid, side, init_mode)
         options = dict(self.options, similarity=self.similarity, regulariser=regulariser, grid_mm=None)
-        fixed, moving = fixed[None, None], moving[None, None]
         slides = regulariser == "rigidity_shearing_jacobian" and seg is not None
+        moves = seg is None and reg_mask is not None and self.motion_cavity is not None and self.intensity == "ct"
         image = fixed_hu.numpy() if self.intensity == "ct" else None
         with torch.enable_grad():  # evaluators run the inferer under no_grad
             first = dict(reg_mask=reg_mask, normals=normals, wall_side=side, init_ddf=init, progress=self.progress)
@@ -354,12 +361,12 @@ class RefinementInferer(Inferer):
                 )  # fmt: skip
             else:
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)
-            if seg is None and reg_mask is not None and self.motion_cavity is not None and self.intensity == "ct":
+            if moves:
                 field, body = ddf[0].numpy() * spacing.reshape(3, 1, 1, 1), body_mask(fixed_hu.numpy())
                 seg = label_free.motion_labels(field, reg_mask[0, 0].numpy() == RIGID, body, self.motion_cavity)
                 moved = int((seg == label_free.MOTION_CONTENT_LABEL).sum())
                 logger.info("%s: no segmentation: refined again in the cavity that moved (%d voxels)", pair.name, moved)
-                out = self(inputs, network, *args, pair=pair, **dict(kwargs, seg=seg))
+                out = self.refine(pair, prepared, start, seg)
                 pair.report["refinement"].update(seconds=time.perf_counter() - start, first_pass_seconds=curve[-1][
                     "seconds"], motion_cavity={"fraction": self.motion_cavity, "content_voxels": moved})  # fmt: skip
                 return out
@@ -391,26 +398,16 @@ class RefinementInferer(Inferer):
         folds, folds_in_band = fold_percents(ddf, reg_mask)
         finest = [rows[0]["similarity"], min(rows, key=lambda row: row["total"])["similarity"]] if rows else [0.0, 0.0]
         if folds > FOLD_WARNING_PERCENT or finest[-1] > finest[0]:  # (levels' similarities are not comparable)
-            logger.warning(
-                "%s: the refinement diverged (%.2f %% of the voxels outside the sliding band fold, similarity on the "
-                "finest level %.4g -> %.4g): lower --refine_lr (now %s) or raise --refine_gamma",
-                pair.name,
-                folds,
-                finest[0],
-                finest[-1],
-                self.options.get("lr", "the default 0.3"),
-            )
+            logger.warning("%s: the refinement diverged (%.2f %% of the voxels off the sliding band fold, similarity "
+                           "on the finest level %.4g -> %.4g): lower --refine_lr (now %s) or raise --refine_gamma",
+                           pair.name, folds, *finest, self.options.get("lr", "the default 0.3"))  # fmt: skip
         pair.net_affine, pair.net_shape = affine, tuple(shape)
         pair.report["refinement"] = {
             "fold_percent_off_band": folds,
             "fold_percent_in_band": folds_in_band,
             "grid": list(shape),
             "grid_spacing_mm": [float(s) for s in spacing],
-            "start": (
-                ("network" if self.network_start == "field" or side is None else "network_cavity")
-                if self.use_network
-                else "identity"
-            ),
+            "start": "identity" if not self.use_network else "network_cavity" if init_mode == "cavity" else "network",
             "regulariser": regulariser,
             "similarity": self.similarity,
             "seconds": time.perf_counter() - start,

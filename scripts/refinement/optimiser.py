@@ -79,6 +79,8 @@ from scripts.regions.labels import SLIDING
 __all__ = [
     "BAND_FOLD_WEIGHT",
     "DEFAULT_ALPHA",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_LEVELS",
     "DEFAULT_SMOOTH",
     "backward_terms",
     "level_terms",
@@ -102,6 +104,7 @@ DEFAULT_SMOOTH = {"rigidity_shearing_jacobian": 1.0, "rigidity_jacobian": 0.5, "
 # 0.1 cut that 3-7x (out2 0.012 -> 0.003 %, deep breathing 0.022 -> 0.008 %) for half a point of slip (deep breathing
 # one point); 1.0 cost 2-3 points at deep breathing. docs/README.md, *Walls nobody tuned on*.
 BAND_FOLD_WEIGHT = 0.1
+DEFAULT_LEVELS, DEFAULT_ITERATIONS = 3, (150, 100, 60)
 
 
 def level_terms(
@@ -199,8 +202,8 @@ def refine_pair(
     regulariser: str = "rigidity_shearing_jacobian",
     gamma: float = 0.5,
     smooth: float | None = None,
-    levels: int = 3,
-    iterations: int | Sequence[int] = (150, 100, 60),
+    levels: int = DEFAULT_LEVELS,
+    iterations: int | Sequence[int] = DEFAULT_ITERATIONS,
     lr: float | Sequence[float] = 0.3,
     grid_mm: float | None = WORKING_GRID_MM,
     lncc_kernel: int = 3,

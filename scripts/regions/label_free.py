@@ -46,6 +46,7 @@ import numpy as np
 from scipy import ndimage
 
 from scripts.io.errors import InputError
+from scripts.io.options import check_number, parse_null
 from scripts.regions.labels import JACOBIAN, RIGID, TOTALSEG_V2_TOTAL
 from scripts.regions.normals import compute_normals
 
@@ -55,6 +56,8 @@ __all__ = [
     "image_bones",
     "shear_band",
     "motion_labels",
+    "check_motion_fraction",
+    "MOTION_CAVITY_FRACTION",
     "SHEAR_BAND_THRESHOLD",
     "SHEAR_BAND_CONCENTRATION",
 ]
@@ -63,6 +66,7 @@ AUTO_FLOOR_HU, AUTO_ABOVE_SOFT_HU = 100.0, 60.0
 SHEAR_BAND_THRESHOLD = 0.35  # the least shear (s1 (1 - |a . n|), mm / mm) of a sliding band's ridge (module docstring)
 SHEAR_BAND_CONCENTRATION = 0.75  # the least share of the tangential jump over 5 voxels that lies within 2 (a slip)
 MOTION_CONTENT_LABEL, MOTION_BONE_LABEL = TOTALSEG_V2_TOTAL["liver"], TOTALSEG_V2_TOTAL["vertebrae_L1"]
+MOTION_CAVITY_FRACTION = 0.6  # the least share of the 95th percentile of the field's size that counts as moved
 
 
 def hounsfield_like(values: np.ndarray) -> bool:
@@ -160,3 +164,13 @@ def motion_labels(field_mm: np.ndarray, bones: np.ndarray, body: np.ndarray, fra
         seg[ndimage.binary_fill_holes(contents)] = MOTION_CONTENT_LABEL
     seg[bones] = MOTION_BONE_LABEL
     return seg
+
+
+def check_motion_fraction(value: float | str | None, flag: str = "--refine_motion_cavity") -> float | None:
+    """``value`` as :func:`motion_labels`' ``fraction`` (a number in (0, 1); None or "null": off); anything else raises
+    :class:`InputError` naming ``flag``."""
+    value, note = parse_null(value), "and < 1: of the first field's 95th percentile; or null: off"
+    fraction = None if value is None else check_number(value, flag, strict=True, note=note)
+    if fraction is not None and fraction >= 1:
+        raise InputError(f"{flag} must be a number > 0 ({note}), got {value!r}")
+    return fraction
