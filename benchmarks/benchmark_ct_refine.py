@@ -54,7 +54,6 @@ Run (from the bundle root; elastix/ANTs need ``pip install itk-elastix antspyx``
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 from pathlib import Path
@@ -70,7 +69,7 @@ from benchmarks.ct_network import NetworkMethod
 from benchmarks.ct_tables import case_means, field_of_view_mm, format_value, markdown
 from benchmarks.options import FLAG_HELP, parse_key_json, parse_refine_options
 from scripts.io.errors import InputError
-from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.optimiser import DEFAULT_ITERATIONS, refine_pair
 from scripts.refinement.second_pass import (
     SECOND_PASS_BAND_FOLD_WEIGHT,
     SECOND_PASS_ITERATIONS,
@@ -198,8 +197,8 @@ def run_method(
             band = mask == 2
             if method == "refine_from_truth":
                 kwargs.update(init_ddf=batched(case["ddf"].astype(np.float32)), levels=1)
-                default = inspect.signature(refine_pair).parameters["iterations"].default  # configs/refine.json's
-                kwargs["iterations"] = [list(kwargs.get("iterations", default))[-1]]  # the finest level's
+                iterations = kwargs.get("iterations", DEFAULT_ITERATIONS)  # configs/refine.json's
+                kwargs["iterations"] = [list(iterations)[-1]]  # the finest level's
         elif method == "refine_image":  # no segmentation: the CT's bones by HU, as configs/refine.json without one
             kwargs.update(
                 reg_mask=batched(image_bones(fixed)[0].astype(np.float32))[None], regulariser="rigidity_jacobian"

@@ -80,9 +80,9 @@ logger = logging.getLogger(__name__)
 # folded voxels outside the sliding band (% of them) above which a refinement is reported as diverged
 FOLD_WARNING_PERCENT = 0.1
 INTENSITIES = ("ct", "minmax")
+SEGMENT_CHOICES = ("if_available", "always", "never")
 # the pair on G: its shape, affine, spacing; the fixed HU; both images normalised (1, 1, *G); the network's start
 Prepared = namedtuple("Prepared", "shape affine spacing fixed_hu fixed moving init rigid")
-SEGMENT_CHOICES = ("if_available", "always", "never")
 
 
 def _normalise(volume: torch.Tensor, intensity: str, window: Sequence[float]) -> torch.Tensor:

@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from scripts.refinement.optimiser import refine_pair
+from scripts.refinement.optimiser import DEFAULT_ITERATIONS, DEFAULT_LEVELS, refine_pair
 from scripts.refinement.pyramid import region_tensors, resize_field, working_grid
 from scripts.refinement.similarity import FixedLNCC, GridWarp
 from scripts.regions.cavity import cavity_regions
@@ -106,7 +106,7 @@ WALL_CLOSING_MARGIN = 0.01
 # the run-off's iterations (module docstring, *Run-off*): 0, none, by default
 WALL_RUNOFF_ITERATIONS = 0
 logger = logging.getLogger(__name__)
-DEFAULT_SCHEDULE = {k: inspect.signature(refine_pair).parameters[k].default for k in ("levels", "iterations")}
+DEFAULT_SCHEDULE = {"levels": DEFAULT_LEVELS, "iterations": DEFAULT_ITERATIONS}  # refine_pair's
 DEFAULT_CLOSING_MM = inspect.signature(cavity_regions).parameters["closing_mm"].default
 
 
