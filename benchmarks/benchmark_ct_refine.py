@@ -39,7 +39,8 @@ without one since bundle 0.9.24), the log-Jacobian prior elsewhere; ``refine_jac
 ``refine_image`` and then its second pass along the band where its field shears
 (:func:`scripts.refinement.second_pass.shear_band_pass`, ``--refine_shear_band 0.35``; ``--refine-option
 shear_band=T`` another threshold); ``refine_image_cavity``, then ``refine_full`` with the cavity its field moved
-(:func:`scripts.regions.label_free.motion_labels`, ``--refine_motion_cavity 0.6``; ``--refine-option motion_cavity=F``).
+(:func:`scripts.regions.label_free.motion_labels`, ``--refine_motion_cavity 0.6``; ``--refine-option motion_cavity=F``,
+``motion_cavity_grow=N``: N voxels of growth instead of 2).
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference path,
 :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from the
@@ -91,6 +92,7 @@ from scripts.refinement.wall_search import (
 from scripts.regions.cavity import body_mask, cavity_regions
 from scripts.regions.label_free import (
     MOTION_CAVITY_FRACTION,
+    MOTION_CAVITY_GROW,
     SHEAR_BAND_THRESHOLD,
     image_bones,
     motion_labels,
@@ -116,6 +118,7 @@ SECOND_KEYS = (  # fmt: skip
     "second_iterations", "second_snap_mm", "second_lr", "second_band_fold_weight", "second_step_start",
     "second_wall_search", "first_wall_search", "first_wall_region_mm", "first_wall_closings_mm",
     "first_wall_search_iterations", "first_wall_runoff_iterations", "shear_band", "motion_cavity",
+    "motion_cavity_grow",
 )
 
 
@@ -229,7 +232,8 @@ def run_method(
         if cavity:  # the labelled refinement with the cavity its field moved (as --refine_motion_cavity)
             field, bones = ddf[0].numpy() * np.reshape(spacing, (3, 1, 1, 1)), kwargs["reg_mask"][0, 0].numpy() == 1
             fraction = float(refine_kwargs.get("motion_cavity", MOTION_CAVITY_FRACTION))
-            seg = motion_labels(field, bones, body_mask(fixed), fraction)
+            grow = int(refine_kwargs.get("motion_cavity_grow", MOTION_CAVITY_GROW))
+            seg = motion_labels(field, bones, body_mask(fixed), fraction, grow)
             ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, refine_kwargs, elastix_kwargs)
             return ddf, time.perf_counter() - start, band
         if band_pass and second > 0:

@@ -119,12 +119,17 @@ def test_motion_labels_take_what_moved_relative_to_the_bones_as_the_cavity():
     field = np.zeros((3, *shape))
     field[0] += 2.0  # the whole scan, bones included: not the contents' motion
     field[2][cylinder] += 5.0 * (1.0 - np.clip(radius[cylinder] - 6.0, 0.0, 2.0) / 4.0)  # smeared at the wall
-    seg = motion_labels(field, bones, body, 0.6)
+    seg = motion_labels(field, bones, body, 0.6, grow=0)
     contents = seg == MOTION_CONTENT_LABEL
     dice = 2 * (contents & cylinder).sum() / (contents.sum() + cylinder.sum())
     assert dice > 0.9 and not (contents & ~body).any(), dice
     assert (seg[bones] == MOTION_BONE_LABEL).all() and not contents[bones].any()
     assert not (motion_labels(np.zeros_like(field), bones, body, 0.6) == MOTION_CONTENT_LABEL).any()
+    # grown (the default, 2 voxels) within the body off the bones, never through them: from r < 8 to r < 8.5 at least
+    grown = motion_labels(field, bones, body, 0.6) == MOTION_CONTENT_LABEL
+    assert grown.sum() > 1.4 * contents.sum() and not (grown & ~body).any() and not grown[bones].any()
+    assert (grown == ndi.binary_dilation(contents, iterations=2, mask=body & ~bones)).all()
+    assert grown[radius < 8.5].all() and not grown[radius > 10.5].any() and not contents[radius > 8.0].any()
 
 
 def test_without_a_segmentation_the_moved_cavity_lets_a_cylinder_slide(tmp_path, caplog, monkeypatch):
@@ -146,11 +151,12 @@ def test_without_a_segmentation_the_moved_cavity_lets_a_cylinder_slide(tmp_path,
     report = entries["cavity"]["refinement"]
     assert report["regulariser"] == "rigidity_shearing_jacobian" and report["motion_cavity"]["fraction"] == 0.6
     assert entries["plain"]["refinement"]["regulariser"] == "rigidity_jacobian"
-    assert 0.5 < report["motion_cavity"]["content_voxels"] / pair["cylinder"].sum() < 1.5  # measured 6312 of 9216
+    # measured 8990 of 9216 (6312, 2 voxels inside the wall, before the contents grew by 2 voxels: bundle 0.9.27)
+    assert 0.85 < report["motion_cavity"]["content_voxels"] / pair["cylinder"].sum() < 1.15
     assert (
         0 < report["first_pass_seconds"] < report["seconds"] and "motion_cavity" not in entries["plain"]["refinement"]
     )
     assert "refined again in the cavity that moved" in caplog.text and "diverged" not in caplog.text
     assert len(prepared) == 2  # one pair per run: the moved cavity's second refinement reuses its grid and images
-    # measured 1.79 against 2.40 mm (the shear band's pass, the default: 1.84; the true cylinder as labels: 0.13)
+    # measured 1.77 against 2.40 mm (the shear band's pass: 1.84; the true cylinder as labels: 0.13)
     assert errors["cavity"] < 0.85 * errors["plain"], errors
