@@ -233,7 +233,7 @@ def run_method(
             field, bones = ddf[0].numpy() * np.reshape(spacing, (3, 1, 1, 1)), kwargs["reg_mask"][0, 0].numpy() == 1
             fraction = float(refine_kwargs.get("motion_cavity", MOTION_CAVITY_FRACTION))
             grow = int(refine_kwargs.get("motion_cavity_grow", MOTION_CAVITY_GROW))
-            seg = motion_labels(field, bones, body_mask(fixed), fraction, grow)
+            seg = motion_labels(field, bones, body_mask(fixed), fraction, grow, spacing)
             ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, refine_kwargs, elastix_kwargs)
             return ddf, time.perf_counter() - start, band
         if band_pass and second > 0:

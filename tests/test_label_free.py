@@ -130,6 +130,13 @@ def test_motion_labels_take_what_moved_relative_to_the_bones_as_the_cavity():
     assert grown.sum() > 1.4 * contents.sum() and not (grown & ~body).any() and not grown[bones].any()
     assert (grown == ndi.binary_dilation(contents, iterations=2, mask=body & ~bones)).all()
     assert grown[radius < 8.5].all() and not grown[radius > 10.5].any() and not contents[radius > 8.0].any()
+    # with the grid's spacing: at 3 mm the contents' edge lies 18 mm inside the skin and they grow; at 1 mm it lies
+    # 6 mm inside, where only a region that took the body wall along would reach: they stay as they moved
+    for spacing, near, grows in (((3.0, 3.0, 3.0), 0.0, True), ((1.0, 1.0, 1.0), 1.0, False)):
+        report = {}
+        seg = motion_labels(field, bones, body, 0.6, spacing=spacing, report=report)
+        assert report["edge_near_skin"] == pytest.approx(near) and (report["grown"] > 0) == grows, report
+        assert ((seg == MOTION_CONTENT_LABEL) == (grown if grows else contents)).all()
 
 
 def test_without_a_segmentation_the_moved_cavity_lets_a_cylinder_slide(tmp_path, caplog, monkeypatch):
@@ -153,10 +160,12 @@ def test_without_a_segmentation_the_moved_cavity_lets_a_cylinder_slide(tmp_path,
     assert entries["plain"]["refinement"]["regulariser"] == "rigidity_jacobian"
     # measured 8990 of 9216 (6312, 2 voxels inside the wall, before the contents grew by 2 voxels: bundle 0.9.27)
     assert 0.85 < report["motion_cavity"]["content_voxels"] / pair["cylinder"].sum() < 1.15
+    assert report["motion_cavity"]["edge_near_skin"] == 0.0 and report["motion_cavity"]["grown"] > 1000  # 18 mm deep
     assert (
         0 < report["first_pass_seconds"] < report["seconds"] and "motion_cavity" not in entries["plain"]["refinement"]
     )
-    assert "refined again in the cavity that moved" in caplog.text and "diverged" not in caplog.text
+    assert "refined again in the cavity that moved" in caplog.text and "of them grown" in caplog.text
+    assert "diverged" not in caplog.text
     assert len(prepared) == 2  # one pair per run: the moved cavity's second refinement reuses its grid and images
     # measured 1.77 against 2.40 mm (the shear band's pass: 1.84; the true cylinder as labels: 0.13)
     assert errors["cavity"] < 0.85 * errors["plain"], errors

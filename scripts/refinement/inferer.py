@@ -363,12 +363,14 @@ class RefinementInferer(Inferer):
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)
             if moves:
                 field, body = ddf[0].numpy() * spacing.reshape(3, 1, 1, 1), body_mask(fixed_hu.numpy())
-                seg = label_free.motion_labels(field, reg_mask[0, 0].numpy() == RIGID, body, self.motion_cavity)
-                moved = int((seg == label_free.MOTION_CONTENT_LABEL).sum())
-                logger.info("%s: no segmentation: refined again in the cavity that moved (%d voxels)", pair.name, moved)
+                bones, cavity = reg_mask[0, 0].numpy() == RIGID, {"fraction": self.motion_cavity}
+                seg = label_free.motion_labels(field, bones, body, self.motion_cavity, spacing=spacing, report=cavity)
+                cavity["content_voxels"] = moved = int((seg == label_free.MOTION_CONTENT_LABEL).sum())
+                logger.info("%s: no segmentation: refined again in the cavity that moved (%d voxels, %d of them grown)",
+                            pair.name, moved, cavity["grown"])  # fmt: skip
                 out = self.refine(pair, prepared, start, seg)
                 pair.report["refinement"].update(seconds=time.perf_counter() - start, first_pass_seconds=curve[-1][
-                    "seconds"], motion_cavity={"fraction": self.motion_cavity, "content_voxels": moved})  # fmt: skip
+                    "seconds"], motion_cavity=cavity)  # fmt: skip
                 return out
             if self.second_iterations > 0 and slides:
                 ddf, more, regions = second_pass(

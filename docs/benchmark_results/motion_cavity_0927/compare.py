@@ -1,5 +1,5 @@
-"""Means of three cases (real CT / generated, caudal / cranial) of one method in ``benchmarks.benchmark_ct_refine``
-result folders, side by side: each argument ``LABEL=FOLDER:METHOD``.
+"""Means of three cases (real CT / generated, seeds 0-2 / unseen 3-5, caudal / cranial) of one method in
+``benchmarks.benchmark_ct_refine`` result folders, side by side: each argument ``LABEL=FOLDER:METHOD``.
 
     python docs/benchmark_results/motion_cavity_0927/compare.py \
         0.9.26=docs/benchmark_results/motion_cavity_0926/benchmark12:refine_image_cavity \
@@ -23,9 +23,9 @@ def main(specs: list[str]) -> None:
         folder, _, method = rest.rpartition(":")
         for case, methods in json.load(open(f"{folder}/results.json"))["results"].items():
             if method in methods:
-                group = ("real CT" if case.startswith("ct") else "generated") + (
-                    ", cranial" if "cranial" in case else ", caudal"
-                )
+                unseen = "unseen " if int(case.split("-")[0].lstrip("ctgen")) >= 3 else ""  # seeds 3-5: unseen
+                group = unseen + ("real CT" if case.startswith("ct") else "generated")
+                group += ", cranial" if "cranial" in case else ", caudal"
                 rows[group].setdefault(label, []).append([methods[method][k] for k in KEYS])
     print("| cases | run | n | " + " | ".join(KEYS) + " |")
     print("|---|---|---|" + "---|" * len(KEYS))
