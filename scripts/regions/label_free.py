@@ -58,6 +58,7 @@ from scipy import ndimage
 
 from scripts.io.errors import InputError
 from scripts.io.options import check_number, parse_null
+from scripts.regions.cavity import wall_layers
 from scripts.regions.labels import JACOBIAN, RIGID, TOTALSEG_V2_TOTAL
 from scripts.regions.normals import compute_normals
 
@@ -204,7 +205,7 @@ def motion_labels(
 def edge_near_skin(contents: np.ndarray, body: np.ndarray, spacing: Sequence[float]) -> float:
     """The share of the edge voxels of ``contents`` (bool (X, Y, Z), not empty; where they meet the scan's end is no
     edge) that lie within :data:`MOTION_SKIN_MM` of the outside of ``body`` (bool, the same grid of ``spacing`` mm)."""
-    edge = contents & ~ndimage.binary_erosion(contents, border_value=1)
+    edge = contents & wall_layers(contents)  # its own side of the boundary
     depth = ndimage.distance_transform_edt(body, sampling=[float(s) for s in spacing])
     return float(np.mean(depth[edge] < MOTION_SKIN_MM))
 
