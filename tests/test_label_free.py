@@ -137,6 +137,10 @@ def test_motion_labels_take_what_moved_relative_to_the_bones_as_the_cavity():
         seg = motion_labels(field, bones, body, 0.6, spacing=spacing, report=report)
         assert report["edge_near_skin"] == pytest.approx(near) and (report["grown"] > 0) == grows, report
         assert ((seg == MOTION_CONTENT_LABEL) == (grown if grows else contents)).all()
+    # a scan with no body voxel at all (all air): no content, and the report still holds both entries
+    report = {}
+    seg = motion_labels(field, bones, np.zeros(shape, bool), 0.6, spacing=(3.0, 3.0, 3.0), report=report)
+    assert report == {"edge_near_skin": None, "grown": 0} and not (seg == MOTION_CONTENT_LABEL).any()
 
 
 def test_without_a_segmentation_the_moved_cavity_lets_a_cylinder_slide(tmp_path, caplog, monkeypatch):

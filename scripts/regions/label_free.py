@@ -181,11 +181,13 @@ def motion_labels(
     do); the bones a vertebra's. In breathing the contents move along the wall and the rest little, so the labelled
     refinement's cavity (:func:`scripts.regions.cavity.cavity_regions`) then lies near where they slide
     (docs/README.md *No segmentation at all*, *The moved cavity*). No body voxel moves: no content label.
-    ``report`` (a dict, optional) receives ``edge_near_skin`` (that share; None without ``spacing``) and ``grown``
-    (the voxels the growth added)."""
+    ``report`` (a dict, optional) receives ``edge_near_skin`` (that share; None without ``spacing`` or without
+    contents) and ``grown`` (the voxels the growth added), always both."""
     relative = field_mm - (field_mm[:, bones].mean(axis=1)[:, None, None, None] if bones.any() else 0.0)
     size = np.linalg.norm(relative, axis=0)
     seg = np.zeros(body.shape, np.uint8)
+    if report is not None:
+        report.update(edge_near_skin=None, grown=0)  # what an empty body reports
     if body.any():
         contents = body & ~bones & (size >= max(fraction * np.percentile(size[body], 95), 1e-6))
         parts, n = ndimage.label(contents)
