@@ -38,9 +38,9 @@ without one since bundle 0.9.24), the log-Jacobian prior elsewhere; ``refine_jac
 (``regulariser="jacobian"``, plain diffusion: ``configs/refine.json`` without one until 0.9.23); ``refine_image_band``,
 ``refine_image`` and then its second pass along the band where its field shears
 (:func:`scripts.refinement.second_pass.shear_band_pass`, ``--refine_shear_band 0.35``; ``--refine-option
-shear_band=T`` another threshold); ``refine_image_cavity``, then ``refine_full`` with the cavity its field moved
-(:func:`scripts.regions.label_free.motion_labels`, ``--refine_motion_cavity 0.6``; ``--refine-option motion_cavity=F``,
-``motion_cavity_grow=N``: N voxels of growth instead of 2).
+shear_band=T`` another threshold); ``refine_image_cavity``, then ``refine_full`` with the cavity its field moved and no
+second pass (:func:`scripts.regions.label_free.motion_labels`, ``configs/refine.json``'s default since 0.9.28; with the
+pass before; ``--refine-option motion_cavity=F``, ``motion_cavity_grow=N``: N voxels of growth instead of 2).
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference path,
 :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from the
@@ -234,7 +234,8 @@ def run_method(
             fraction = float(refine_kwargs.get("motion_cavity", MOTION_CAVITY_FRACTION))
             grow = int(refine_kwargs.get("motion_cavity_grow", MOTION_CAVITY_GROW))
             seg = motion_labels(field, bones, body_mask(fixed), fraction, grow, spacing)
-            ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, refine_kwargs, elastix_kwargs)
+            labelled = {**refine_kwargs, "second_iterations": 0}  # refine.json's moved cavity has no second pass
+            ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, labelled, elastix_kwargs)
             return ddf, time.perf_counter() - start, band
         if band_pass and second > 0:
             rest = {k: v for k, v in kwargs.items() if k not in ("reg_mask", "regulariser", "init_ddf")}

@@ -89,15 +89,16 @@ def _sliding_pair(folder) -> dict:
 
 
 def test_without_a_segmentation_the_band_lets_a_cylinder_slide(tmp_path, caplog):
-    """No segmentation: with ``refine_shear_band`` the second pass finds the cylinder's wall where the first field
-    shears, and the field there comes nearer the slip than without it."""
+    """No segmentation and the moved cavity off: with ``refine_shear_band`` the second pass finds the cylinder's wall
+    where the first field shears, and the field there comes nearer the slip than without it."""
     caplog.set_level(logging.INFO, logger="scripts.refinement.inferer")
     pair = _sliding_pair(tmp_path)
     errors = {}
     for value in ("null", SHEAR_BAND_THRESHOLD):
         out = tmp_path / f"out_{value}"
         run_inference_workflow(None, ("inference.json", "refine.json"), fixed=pair["fixed"], moving=pair["moving"],
-                               output_dir=str(out), refine_shear_band=value, progress=False)  # fmt: skip
+                               output_dir=str(out), refine_shear_band=value, refine_motion_cavity="null",
+                               progress=False)  # fmt: skip
         entry = json.loads((out / "summary.json").read_text())["pairs"][0]
         ddf = nib.load(entry["outputs"]["ddf"]).get_fdata()[..., 0, :] * np.array([-1.0, -1.0, 1.0])  # LPS -> RAS
         error = np.linalg.norm(ddf - pair["true"], axis=-1)[:, :, 3:-3]
@@ -144,15 +145,16 @@ def test_motion_labels_take_what_moved_relative_to_the_bones_as_the_cavity():
 
 
 def test_without_a_segmentation_the_moved_cavity_lets_a_cylinder_slide(tmp_path, caplog, monkeypatch):
-    """``refine_motion_cavity``: the contents the first field moved become the cavity of the labelled refinement, which
-    then lets the cylinder slide along it: its wall's error well below the first pass's alone (no band, no cavity).
-    The pair is resampled onto the refinement grid once for both refinements."""
+    """``refine_motion_cavity`` (0.6, the default since bundle 0.9.28): the contents the first field moved become the
+    cavity of the labelled refinement (without its second pass), which then lets the cylinder slide along it: its
+    wall's error well below the first pass's alone (no band, no cavity). The pair is resampled onto the refinement grid
+    once for both refinements."""
     caplog.set_level(logging.INFO, logger="scripts.refinement.inferer")
     pair = _sliding_pair(tmp_path)
     prepared, prepare = [], RefinementInferer.prepare
     monkeypatch.setattr(RefinementInferer, "prepare", lambda *args, **kw: prepared.append(1) or prepare(*args, **kw))
     errors, entries = {}, {}
-    for name, options in (("plain", dict(refine_shear_band="null")), ("cavity", dict(refine_motion_cavity=0.6))):
+    for name, options in (("plain", dict(refine_shear_band="null", refine_motion_cavity="null")), ("cavity", {})):
         out = tmp_path / name
         run_inference_workflow(None, ("inference.json", "refine.json"), fixed=pair["fixed"], moving=pair["moving"],
                                output_dir=str(out), progress=False, **options)  # fmt: skip
@@ -162,6 +164,8 @@ def test_without_a_segmentation_the_moved_cavity_lets_a_cylinder_slide(tmp_path,
     report = entries["cavity"]["refinement"]
     assert report["regulariser"] == "rigidity_shearing_jacobian" and report["motion_cavity"]["fraction"] == 0.6
     assert entries["plain"]["refinement"]["regulariser"] == "rigidity_jacobian"
+    levels = [entry["refinement"]["loss_curve"][-1]["level"] for entry in (entries["plain"], entries["cavity"])]
+    assert levels[0] == levels[1] == 2  # three levels each; no second pass after the labelled refinement's levels
     # measured 8990 of 9216 (6312, 2 voxels inside the wall, before the contents grew by 2 voxels: bundle 0.9.27)
     assert 0.85 < report["motion_cavity"]["content_voxels"] / pair["cylinder"].sum() < 1.15
     assert report["motion_cavity"]["edge_near_skin"] == 0.0 and report["motion_cavity"]["grown"] > 1000  # 18 mm deep

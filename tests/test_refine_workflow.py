@@ -21,7 +21,7 @@ from scripts.inference.predict import run_inference_workflow
 from scripts.io.errors import find_input_error
 from scripts.refinement.start import network_start
 from scripts.regions.cavity import cavity_regions
-from scripts.regions.label_free import SHEAR_BAND_THRESHOLD
+from scripts.regions.label_free import MOTION_CAVITY_FRACTION, SHEAR_BAND_THRESHOLD
 from scripts.regions.labels import RIGID, SLIDING, TOTALSEG_V2_TOTAL, vertebrae_ids
 from scripts.synthesis.phantom import deform_ct, inverse_ddf
 
@@ -167,19 +167,21 @@ def test_the_report_counts_the_folds_off_the_band_and_in_it_apart():
 
 def test_without_a_segmentation_the_bones_of_a_ct_stay_rigid_by_their_hu(known_motion, tmp_path, caplog):
     """No ``--fixed_seg`` and no TotalSegmentator (bundle 0.9.24): the fixed CT's voxels above the bones' threshold
-    (``auto``: 100 HU on this unenhanced CT) are rigid, the log-Jacobian prior elsewhere; ``null`` leaves the
-    log-Jacobian prior alone, as before. The known motion moves the vertebrae rigidly: with the rule their rigidity
-    error (on their voxels that the rule holds, above 100 HU) falls several times, and the body's endpoint error
-    stays."""
+    (``auto``: 100 HU on this unenhanced CT) are rigid, the log-Jacobian prior elsewhere (the moved cavity off, to
+    see the rule alone); ``null`` leaves the log-Jacobian prior alone, as before. The known motion moves the vertebrae
+    rigidly: with the rule their rigidity error (on their voxels that the rule holds, above 100 HU) falls several
+    times, and the body's endpoint error stays. The default then refines again with the cavity that the field moved
+    (bundle 0.9.28): on this motion, which slides nowhere, its error stays too and the bones stay rigid."""
     fixed = np.asanyarray(nib.load(known_motion["fixed"]).dataobj)
     vertebrae = np.isin(known_motion["labels"], vertebrae_ids()) & (fixed > 100)  # the rule's share of them
     vertebrae = torch.from_numpy(vertebrae.astype(np.float32))[None, None]
     body = known_motion["body"]
     measured = {}
-    for value in ("auto", "null"):
+    runs = {"auto": dict(refine_motion_cavity="null"), "null": dict(refine_image_bones_hu="null"), "default": {}}
+    for value, options in runs.items():
         out = tmp_path / value
         run_inference_workflow(None, CONFIGS, fixed=known_motion["fixed"], moving=known_motion["moving"],
-                               output_dir=str(out), refine_image_bones_hu=value, **FAST)  # fmt: skip
+                               output_dir=str(out), **options, **FAST)  # fmt: skip
         entry = json.loads((out / "summary.json").read_text())["pairs"][0]
         ddf = written_field(entry)  # read once: the rigidity and the endpoint error both
         field = torch.from_numpy(np.moveaxis(ddf, -1, 0).astype(np.float32))[None]  # (1, 3, X, Y, Z), mm
@@ -194,6 +196,9 @@ def test_without_a_segmentation_the_bones_of_a_ct_stay_rigid_by_their_hu(known_m
     assert "diverged" not in caplog.text  # the second pass's similarity is not the divergence check's
     assert rigidity < rigidity_plain / 2.5, (rigidity, rigidity_plain)  # measured 0.004 against 0.066
     assert epe < epe_plain + 0.1, (epe, epe_plain)  # 1.87 against 1.93 mm (no slip here)
+    moved, rigidity_moved, epe_moved = measured["default"]
+    assert moved["refinement"]["regulariser"] == "rigidity_shearing_jacobian" and "motion_cavity" in moved["refinement"]
+    assert rigidity_moved < rigidity_plain / 2.5 and epe_moved < epe_plain + 0.1, (rigidity_moved, epe_moved)
 
 
 def test_an_image_not_in_hounsfield_units_gets_no_bones_without_a_segmentation():
@@ -324,7 +329,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
         assert inferer.region_options["bone_trim_hu"] == (0.0 if override else None)  # no trim unless asked for
         assert inferer.image_bones_hu == "auto" and inferer.shear_band == SHEAR_BAND_THRESHOLD  # no segmentation
-        assert inferer.motion_cavity is None  # off unless asked for
+        assert inferer.motion_cavity == MOTION_CAVITY_FRACTION  # the moved cavity without a segmentation (0.9.28)
     parser.update({"refine_first_wall_closings_mm": 12})  # one radius as a number
     assert parser.get_parsed_content("inferer", lazy=False).first_wall_closings_mm == (12.0,)
     for typed in ("null", "None"):  # the command line's spellings of null (fire leaves "null" a string)

@@ -15,8 +15,9 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
    Without a segmentation, a CT's bones from its HU alone (``image_bones_hu``, :mod:`scripts.regions.label_free`), the
-   log-Jacobian prior elsewhere, with a notice; then (``shear_band``, the default) a second pass along where this
-   first field shears, or (``motion_cavity``) steps 3 and 4 again with the contents that it moved as the cavity.
+   log-Jacobian prior elsewhere, with a notice; then (``motion_cavity``, the default) steps 3 and 4 again, without
+   the second pass, with the contents that this first field moved as the cavity, or (``shear_band``) a second pass
+   along where it shears.
 4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
    level after the wall search, :func:`scripts.refinement.wall_search.first_pass_with_search`); with the sliding band
    and ``second_iterations`` > 0 (30 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the
@@ -106,21 +107,19 @@ class RefinementInferer(Inferer):
         network_start: with ``use_network``, ``"field"`` (the network's field everywhere) or ``"cavity"`` (inside
             the cavity only, the rigid pre-alignment outside; :mod:`scripts.refinement.start`).
         grid_mm: voxel size of the refinement grid, mm (None: the fixed image's grid).
-        intensity: "ct" (``hu_window`` to [0, 1], clipped) or "minmax" (each image to [0, 1]).
-        hu_window: the CT window.
+        intensity, hu_window: "ct" (that CT window to [0, 1], clipped) or "minmax" (each image to [0, 1]).
         regulariser: the prior with regions (``rigidity_shearing_jacobian``, or ``rigidity_jacobian``, ``jacobian``);
             without a segmentation the prior is ``jacobian``.
         similarity: "lncc", "mind" (MIND-SSC) or "mse".
         gamma, smooth, levels, iterations, lr: see :func:`scripts.refinement.optimiser.refine_pair` (None: its default).
-        band_mm: half width of the sliding band along the cavity wall, mm.
-        closing_mm: radius of the closing that merges the cavity contents into one cavity, mm.
+        band_mm, closing_mm: half width of the sliding band along the cavity wall; the radius of the closing that
+            merges the cavity contents into one cavity (mm).
         bone_trim_hu, bone_hu, unlabelled_bone_hu, unlabelled_air_hu: with a CT, the image's rules of
             ``cavity_regions`` (its keywords, HU; None: that rule off; ``bone_trim_hu`` off by default).
         second_iterations: iterations of the second pass (:mod:`scripts.refinement.second_pass`; default
             :data:`~scripts.refinement.second_pass.SECOND_PASS_ITERATIONS`, 30; 0: none), run when the prior slides
             (``rigidity_shearing_jacobian`` with a segmentation).
-        second_snap_mm: how far the second pass may move the wall, mm.
-        second_lr: the step of the second pass's Adam iterations.
+        second_snap_mm, second_lr: how far the second pass may move the wall (mm); the step of its Adam iterations.
         second_band_fold_weight: the fold barrier's weight on the second pass's band, relative to the rest (1.0:
             :data:`~scripts.refinement.second_pass.SECOND_PASS_BAND_FOLD_WEIGHT`).
         second_step_start: start the second pass from a step at its wall (each band voxel its own side's nearest
@@ -149,11 +148,11 @@ class RefinementInferer(Inferer):
         image_bones_hu: without a segmentation, the voxels of a CT above this many HU are rigid ("auto": 60 HU above
             its soft tissue, at least 100; :func:`scripts.regions.label_free.image_bones`); None: the log-Jacobian
             prior.
-        shear_band: with those bones, the second pass slides along the band where the first field shears this much
-            (:func:`~scripts.refinement.second_pass.shear_band_pass`; None: no band, no second pass).
-        motion_cavity: instead of that band, the labelled refinement again with the cavity where the first field moved
-            (this fraction of its 95th percentile, e.g. :data:`~scripts.regions.label_free.MOTION_CAVITY_FRACTION`;
-            :func:`scripts.regions.label_free.motion_labels`; None: off, the default).
+        motion_cavity: with those bones and a CT, the labelled refinement again, without its second pass, with the
+            cavity where the first field moved (this fraction of its 95th percentile, by default :data:`~scripts.
+            regions.label_free.MOTION_CAVITY_FRACTION`; :func:`scripts.regions.label_free.motion_labels`; None: off).
+        shear_band: where that is off or nothing moved, the second pass slides along the band where the first field
+            shears this much (:func:`~scripts.refinement.second_pass.shear_band_pass`; None: no band, no second pass).
         segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
             installed, else the log-Jacobian prior with a notice), "always" (an error when it cannot run) or "never".
         progress: show a progress bar per pair.
@@ -182,7 +181,7 @@ class RefinementInferer(Inferer):
         organ_pairs: bool = False,
         image_bones_hu: float | str | None = "auto",
         shear_band: float | None = label_free.SHEAR_BAND_THRESHOLD,
-        motion_cavity: float | None = None,
+        motion_cavity: float | None = label_free.MOTION_CAVITY_FRACTION,
         segment: str = "if_available",
         progress: bool = True,
         second_iterations: int = SECOND_PASS_ITERATIONS,
@@ -339,9 +338,10 @@ class RefinementInferer(Inferer):
         fixed, moving = (_normalise(hu, self.intensity, self.hu_window)[None, None] for hu in (fixed_hu, moving_hu))
         return Prepared(shape, affine, spacing, fixed_hu, fixed, moving, init, rigid)
 
-    def refine(self, pair: Any, prepared: Prepared, start: float, seg: np.ndarray | None = None) -> dict:
+    def refine(self, pair: Any, prepared: Prepared, start: float, seg: np.ndarray | None = None, second: bool = True):
         """``{"ddf": (1, 3, *G)}``: steps 3 and 4 of the module docstring on the ``prepared`` pair, with the label
-        map ``seg`` on G (None: the fixed segmentation, or none); ``start``: when the pair's work began."""
+        map ``seg`` on G (None: the fixed segmentation, or none), the second pass only if ``second``; ``start``: when
+        the pair's work began."""
         shape, affine, spacing, fixed_hu, fixed, moving, init, rigid = prepared
         regulariser, reg_mask, normals, side, seg = self.regions(pair, shape, spacing, fixed_hu, seg)
         init_mode = self.network_start if side is not None else "field"
@@ -366,13 +366,15 @@ class RefinementInferer(Inferer):
                 bones, cavity = reg_mask[0, 0].numpy() == RIGID, {"fraction": self.motion_cavity}
                 seg = label_free.motion_labels(field, bones, body, self.motion_cavity, spacing=spacing, report=cavity)
                 cavity["content_voxels"] = moved = int((seg == label_free.MOTION_CONTENT_LABEL).sum())
-                logger.info("%s: no segmentation: refined again in the cavity that moved (%d voxels, %d of them grown)",
-                            pair.name, moved, cavity["grown"])  # fmt: skip
-                out = self.refine(pair, prepared, start, seg)
-                pair.report["refinement"].update(seconds=time.perf_counter() - start, first_pass_seconds=curve[-1][
-                    "seconds"], motion_cavity=cavity)  # fmt: skip
-                return out
-            if self.second_iterations > 0 and slides:
+                if moved:  # else (nothing moved off the bones) the band where the field shears, if any
+                    logger.info("%s: no segmentation: refined again in the cavity that moved (%d voxels, %d of them "
+                                "grown)", pair.name, moved, cavity["grown"])  # fmt: skip
+                    out = self.refine(pair, prepared, start, seg, second=False)  # 2 points of slip for 8 s: README
+                    pair.report["refinement"].update(seconds=time.perf_counter() - start, first_pass_seconds=curve[
+                        -1]["seconds"], motion_cavity=cavity)  # fmt: skip
+                    return out
+                seg = None
+            if self.second_iterations > 0 and slides and second:
                 ddf, more, regions = second_pass(
                     fixed, moving, spacing.tolist(), ddf, seg, image=image, region_options=self.region_options,
                     refine_options=dict(options, progress=self.progress), snap_mm=self.second_snap_mm,

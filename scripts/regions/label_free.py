@@ -31,22 +31,22 @@ that from 5 before to 5 after (a smooth deformation of constant gradient: 0.4; a
 (docs/README.md *No segmentation at all*): without the step rule a strong smooth deformation with no slip (the known
 motion of tests/test_refine_workflow.py) got a band on a tenth of its voxels and 0.1 mm more endpoint error.
 
-The cavity from a field (opt-in, ``--refine_motion_cavity``). The same first field also says what moved: in breathing
-the contents slide along the wall, the rest moves little. :func:`motion_labels` turns what moved (relative to the
-bones) into a label map, so that the labelled refinement's own cavity, band and side (:mod:`scripts.regions.cavity`)
-stand in for a segmentation. It is only as good as that field: where the field drags the wall with the contents
-(deep breathing) the cavity lies off the wall and the refinement folds there (docs/README.md *The moved cavity*).
-The moved contents then grow by :data:`MOTION_CAVITY_GROW` (2) voxels of the field's grid, within the body and off
-the bones: the first field smears the slip over a few voxels, and what moved 0.6 of the most ends about two voxels
-inside the true wall (the held-out CT: 15-17 % of its cavity missed, under 0.5 % added), where a labelled
-refinement whose wall lies a voxel or two off recovers little of the slip (measured on 3 mm grids only). Chosen on
-another patient (the DICOM series of ../shared/data moved by the breathing generator: 0, 1, 2, 3 voxels gave 29-40,
-47-57, 61-67, 63-65 % of the slip) and confirmed on the held-out CT (60 -> 72 %). Unless the moved region already
-spills over the wall: then it took the body wall along and comes near the skin, which the cavity's contents never
-do (the abdominal wall lies between). On the tuning cases the share of its edge within :data:`MOTION_SKIN_MM` (10 mm)
-of the skin was 0.000-0.005 where it adds at most 2 % of the cavity outside it, 0.21-0.25 where it adds 14-128 %
-(both phantoms, two of four generated cases): above :data:`MOTION_SPILL_SHARE` (0.05) it does not grow
-(docs/README.md *The moved cavity*).
+The cavity from a field (``--refine_motion_cavity``, the default without a segmentation since 0.9.28). The same first
+field also says what moved: in breathing the contents slide along the wall, the rest moves little. :func:`motion_labels`
+turns what moved (relative to the bones) into a label map, so that the labelled refinement's own cavity, band and side
+(:mod:`scripts.regions.cavity`) stand in for a segmentation. It is only as good as that field: where the field drags the
+wall with the contents (deep breathing) the cavity lies off the wall and the refinement folds there (docs/README.md *The
+moved cavity*). The moved contents then grow by :data:`MOTION_CAVITY_GROW` (2) voxels of the field's grid, within the
+body and off the bones: the first field smears the slip over a few voxels, and what moved 0.6 of the most ends about two
+voxels inside the true wall (the held-out CT: 15-17 % of its cavity missed, under 0.5 % added), where a labelled
+refinement whose wall lies a voxel or two off recovers little of the slip. Chosen on another patient (the DICOM series
+of ../shared/data moved by the breathing generator: 0, 1, 2, 3 voxels gave 29-40, 47-57, 61-67, 63-65 % of the slip on
+its 3 mm grid; 27, 45, 56, 53 % on its 2 mm grid: voxels, not mm) and confirmed on the held-out CT (60 -> 72 %). Unless
+the moved region already spills over the wall: then it took the body wall along and comes near the skin, which the
+cavity's contents never do (the abdominal wall lies between). On the tuning cases the share of its edge within
+:data:`MOTION_SKIN_MM` (10 mm) of the skin was 0.000-0.005 where it adds at most 2 % of the cavity outside it, 0.21-0.25
+where it adds 14-128 % (both phantoms, two of four generated cases): above :data:`MOTION_SPILL_SHARE` (0.05) it does not
+grow (docs/README.md *The moved cavity*).
 """
 
 from __future__ import annotations

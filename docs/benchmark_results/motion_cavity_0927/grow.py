@@ -46,10 +46,13 @@ def any_case(name: str) -> dict:
     return build_case(name)
 
 
-def main(variants: list[str], names: list[str]) -> None:
+def main(variants: list[str], names: list[str], case_of=any_case, labelled: dict | None = None) -> None:
+    """``case_of``: the case of a name; ``labelled``: the labelled refinement's options (default: LNCC, its second
+    pass on, as 0.9.27 ran it; ``../motion_cavity_0928/grow_mm.py`` gives others)."""
     torch.set_num_threads(1)
+    labelled = {"similarity": "lncc"} if labelled is None else labelled
     for name in names:
-        case = any_case(name)
+        case = case_of(name)
         regions = case_regions(case, 6.0)
         fixed, spacing, cavity = case["fixed"], np.asarray(case["spacing"]), case["cavity"]
         first, _, _ = run_method("refine_image", case, {"similarity": "lncc"}, {})
@@ -64,7 +67,7 @@ def main(variants: list[str], names: list[str]) -> None:
             dice = 2 * (contents & cavity).sum() / max(contents.sum() + cavity.sum(), 1)
             added, missed = ((contents & ~cavity).sum() / cavity.sum(), (cavity & ~contents).sum() / cavity.sum())
             t0 = time.perf_counter()
-            ddf, _, own = run_method("refine_full", {**case, "fixed_seg": seg}, {"similarity": "lncc"}, {})
+            ddf, _, own = run_method("refine_full", {**case, "fixed_seg": seg}, labelled, {})
             row = dict(evaluate(ddf, case, regions, own), seconds=time.perf_counter() - t0)
             head = f"{name} grow {variant} (Dice {dice:.3f}, adds {added:.3f}, misses {missed:.3f}): "
             print(head + ", ".join(f"{k} {row[k]:.4g}" for k in KEYS), flush=True)
