@@ -40,7 +40,8 @@ without one since bundle 0.9.24), the log-Jacobian prior elsewhere; ``refine_jac
 (:func:`scripts.refinement.second_pass.shear_band_pass`, ``--refine_shear_band 0.35``; ``--refine-option
 shear_band=T`` another threshold); ``refine_image_cavity``, then ``refine_full`` with the cavity its field moved and no
 second pass (:func:`scripts.regions.label_free.motion_labels`, ``configs/refine.json``'s default since 0.9.28; with the
-pass before; ``--refine-option motion_cavity=F``, ``motion_cavity_grow=N``: N voxels of growth instead of 2).
+pass before; ``--refine-option motion_cavity=F``, ``motion_cavity_grow=N``: N voxels of growth instead of 2), or,
+where that field moved nothing off the bones, the band's pass, as the product.
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference path,
 :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from the
@@ -89,14 +90,8 @@ from scripts.refinement.wall_search import (
     WALL_RUNOFF_ITERATIONS,
     first_pass_with_search,
 )
+from scripts.regions import label_free
 from scripts.regions.cavity import body_mask, cavity_regions
-from scripts.regions.label_free import (
-    MOTION_CAVITY_FRACTION,
-    MOTION_CAVITY_GROW,
-    SHEAR_BAND_THRESHOLD,
-    image_bones,
-    motion_labels,
-)
 from scripts.synthesis.anatomy import generated_case
 from scripts.synthesis.breathing import phantom_case, real_ct_case
 
@@ -204,7 +199,8 @@ def run_method(
                 kwargs["iterations"] = [list(iterations)[-1]]  # the finest level's
         elif method == "refine_image":  # no segmentation: the CT's bones by HU, as configs/refine.json without one
             kwargs.update(
-                reg_mask=batched(image_bones(fixed)[0].astype(np.float32))[None], regulariser="rigidity_jacobian"
+                reg_mask=batched(label_free.image_bones(fixed)[0].astype(np.float32))[None],
+                regulariser="rigidity_jacobian",
             )
         else:
             kwargs["regulariser"] = "jacobian"
@@ -231,15 +227,16 @@ def run_method(
             (ddf, _), shift, closing = refine_pair(f, m, list(spacing), **kwargs), 0, None
         if cavity:  # the labelled refinement with the cavity its field moved (as --refine_motion_cavity)
             field, bones = ddf[0].numpy() * np.reshape(spacing, (3, 1, 1, 1)), kwargs["reg_mask"][0, 0].numpy() == 1
-            fraction = float(refine_kwargs.get("motion_cavity", MOTION_CAVITY_FRACTION))
-            grow = int(refine_kwargs.get("motion_cavity_grow", MOTION_CAVITY_GROW))
-            seg = motion_labels(field, bones, body_mask(fixed), fraction, grow, spacing)
+            fraction = float(refine_kwargs.get("motion_cavity", label_free.MOTION_CAVITY_FRACTION))
+            grow = int(refine_kwargs.get("motion_cavity_grow", label_free.MOTION_CAVITY_GROW))
+            seg = label_free.motion_labels(field, bones, body_mask(fixed), fraction, grow, spacing)
             labelled = {**refine_kwargs, "second_iterations": 0}  # refine.json's moved cavity has no second pass
-            ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, labelled, elastix_kwargs)
-            return ddf, time.perf_counter() - start, band
-        if band_pass and second > 0:
+            if (seg == label_free.MOTION_CONTENT_LABEL).any():  # else the band, as configs/refine.json
+                ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, labelled, elastix_kwargs)
+                return ddf, time.perf_counter() - start, band
+        if (band_pass or cavity) and second > 0:
             rest = {k: v for k, v in kwargs.items() if k not in ("reg_mask", "regulariser", "init_ddf")}
-            threshold = float(refine_kwargs.get("shear_band", SHEAR_BAND_THRESHOLD))
+            threshold = float(refine_kwargs.get("shear_band", label_free.SHEAR_BAND_THRESHOLD))
             passed = (f, m, list(spacing), ddf, kwargs["reg_mask"], body_mask(fixed), threshold, rest, second)
             weight = float(refine_kwargs.get("second_band_fold_weight", SECOND_PASS_BAND_FOLD_WEIGHT))
             ddf, _, mask = shear_band_pass(*passed, float(refine_kwargs.get("second_lr", SECOND_PASS_LR)), weight)

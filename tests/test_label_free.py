@@ -177,3 +177,28 @@ def test_without_a_segmentation_the_moved_cavity_lets_a_cylinder_slide(tmp_path,
     assert len(prepared) == 2  # one pair per run: the moved cavity's second refinement reuses its grid and images
     # measured 1.77 against 2.40 mm (the shear band's pass: 1.84; the true cylinder as labels: 0.13)
     assert errors["cavity"] < 0.85 * errors["plain"], errors
+
+
+def test_where_the_first_field_moved_nothing_the_band_runs_instead(tmp_path, caplog, monkeypatch):
+    """The moved cavity (the default) with no content to take (here ``motion_labels`` stood in by one that finds
+    none): one log line says so, the band's second pass runs where the first field shears, as with
+    ``--refine_motion_cavity null``, and ``summary.json`` still reports the moved cavity (0 content voxels)."""
+    import scripts.refinement.inferer as inferer
+
+    caplog.set_level(logging.INFO, logger="scripts.refinement.inferer")
+    pair = _sliding_pair(tmp_path)
+    bones_only = inferer.label_free.motion_labels
+
+    def nothing_moved(field, bones, body, fraction, **kwargs):
+        seg = bones_only(field, bones, body, fraction, **kwargs)
+        seg[seg == MOTION_CONTENT_LABEL] = 0
+        return seg
+
+    monkeypatch.setattr(inferer.label_free, "motion_labels", nothing_moved)
+    out = tmp_path / "out"
+    run_inference_workflow(None, ("inference.json", "refine.json"), fixed=pair["fixed"], moving=pair["moving"],
+                           output_dir=str(out), progress=False)  # fmt: skip
+    report = json.loads((out / "summary.json").read_text())["pairs"][0]["refinement"]
+    assert report["motion_cavity"]["content_voxels"] == 0 and report["regulariser"] == "rigidity_jacobian"
+    assert report["loss_curve"][-1]["level"] == 3  # the band's pass, one level past the first pass's three
+    assert "moved nothing off the bones" in caplog.text and "slides along" in caplog.text

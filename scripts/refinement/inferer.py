@@ -106,8 +106,8 @@ class RefinementInferer(Inferer):
         use_network: start from the network's prediction (False: from identity).
         network_start: with ``use_network``, ``"field"`` (the network's field everywhere) or ``"cavity"`` (inside
             the cavity only, the rigid pre-alignment outside; :mod:`scripts.refinement.start`).
-        grid_mm: voxel size of the refinement grid, mm (None: the fixed image's grid).
-        intensity, hu_window: "ct" (that CT window to [0, 1], clipped) or "minmax" (each image to [0, 1]).
+        grid_mm: voxel size of the refinement grid, mm (None: the fixed image's grid). intensity, hu_window: "ct" (that
+            CT window to [0, 1], clipped) or "minmax" (each image to [0, 1]).
         regulariser: the prior with regions (``rigidity_shearing_jacobian``, or ``rigidity_jacobian``, ``jacobian``);
             without a segmentation the prior is ``jacobian``.
         similarity: "lncc", "mind" (MIND-SSC) or "mse".
@@ -120,17 +120,14 @@ class RefinementInferer(Inferer):
             :data:`~scripts.refinement.second_pass.SECOND_PASS_ITERATIONS`, 30; 0: none), run when the prior slides
             (``rigidity_shearing_jacobian`` with a segmentation).
         second_snap_mm, second_lr: how far the second pass may move the wall (mm); the step of its Adam iterations.
-        second_band_fold_weight: the fold barrier's weight on the second pass's band, relative to the rest (1.0:
-            :data:`~scripts.refinement.second_pass.SECOND_PASS_BAND_FOLD_WEIGHT`).
-        second_step_start: start the second pass from a step at its wall (each band voxel its own side's nearest
-            value off the band; :func:`scripts.refinement.start.step_at_wall`).
+        second_band_fold_weight: the fold barrier's weight on the second pass's band relative to the rest (1.0).
+        second_step_start: start the second pass from a step at its wall (:func:`~.start.step_at_wall`).
         second_wall_search: before the second pass, try every shift of the whole labelled wall within this many
             voxels in or out and keep the one the image's similarity prefers (0: none, the default; it costs
             2 n + 1 passes of ``second_iterations``; :func:`scripts.refinement.wall_search.search_wall_shift`).
         first_wall_search: the same search before the first pass's finest level, each candidate refined for
             ``first_wall_search_iterations`` (None: ``second_iterations``, 30 when those are 0), the finest level
-            then with the chosen wall (0: none, the default;
-            :func:`scripts.refinement.wall_search.first_pass_with_search`).
+            then with the chosen wall (0: none, the default; :func:`~.wall_search.first_pass_with_search`).
         first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: a region of it by its own where
             a candidate's similarity, averaged over this many mm, beats the whole wall's there by a margin
             (``search_wall_shift``'s ``region_mm``).
@@ -366,13 +363,15 @@ class RefinementInferer(Inferer):
                 bones, cavity = reg_mask[0, 0].numpy() == RIGID, {"fraction": self.motion_cavity}
                 seg = label_free.motion_labels(field, bones, body, self.motion_cavity, spacing=spacing, report=cavity)
                 cavity["content_voxels"] = moved = int((seg == label_free.MOTION_CONTENT_LABEL).sum())
-                if moved:  # else (nothing moved off the bones) the band where the field shears, if any
+                if moved:  # else (nothing moved off the bones): the band where it shears, if anywhere
                     logger.info("%s: no segmentation: refined again in the cavity that moved (%d voxels, %d of them "
                                 "grown)", pair.name, moved, cavity["grown"])  # fmt: skip
                     out = self.refine(pair, prepared, start, seg, second=False)  # 2 points of slip for 8 s: README
                     pair.report["refinement"].update(seconds=time.perf_counter() - start, first_pass_seconds=curve[
                         -1]["seconds"], motion_cavity=cavity)  # fmt: skip
                     return out
+                logger.info("%s: no segmentation: the first field moved nothing off the bones: the band where it "
+                            "shears instead", pair.name)  # fmt: skip
                 seg = None
             if self.second_iterations > 0 and slides and second:
                 ddf, more, regions = second_pass(
@@ -416,5 +415,6 @@ class RefinementInferer(Inferer):
             "similarity": self.similarity,
             "seconds": time.perf_counter() - start,
             "loss_curve": curve,
+            **({"motion_cavity": cavity} if moves else {}),  # its report where the band ran instead
         }
         return {"ddf": ddf}
