@@ -183,18 +183,15 @@ def test_where_the_first_field_moved_nothing_the_band_runs_instead(tmp_path, cap
     """The moved cavity (the default) with no content to take (here ``motion_labels`` stood in by one that finds
     none): one log line says so, the band's second pass runs where the first field shears, as with
     ``--refine_motion_cavity null``, and ``summary.json`` still reports the moved cavity (0 content voxels)."""
-    import scripts.refinement.inferer as inferer
-
     caplog.set_level(logging.INFO, logger="scripts.refinement.inferer")
     pair = _sliding_pair(tmp_path)
-    bones_only = inferer.label_free.motion_labels
 
     def nothing_moved(field, bones, body, fraction, **kwargs):
-        seg = bones_only(field, bones, body, fraction, **kwargs)
+        seg = motion_labels(field, bones, body, fraction, **kwargs)  # the real one, imported above
         seg[seg == MOTION_CONTENT_LABEL] = 0
         return seg
 
-    monkeypatch.setattr(inferer.label_free, "motion_labels", nothing_moved)
+    monkeypatch.setattr("scripts.regions.label_free.motion_labels", nothing_moved)  # as the inferer calls it
     out = tmp_path / "out"
     run_inference_workflow(None, ("inference.json", "refine.json"), fixed=pair["fixed"], moving=pair["moving"],
                            output_dir=str(out), progress=False)  # fmt: skip
