@@ -19,7 +19,9 @@ from scripts.regions.label_free import (
     MOTION_CONTENT_LABEL,
     SHEAR_BAND_THRESHOLD,
     motion_labels,
+    normal_steps,
     shear_band,
+    tangential_jump,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -56,6 +58,20 @@ def test_a_compression_a_rotation_or_a_weak_slip_give_no_band():
     x, y = idx[0] - 19.0, idx[1] - 11.0
     rotation = np.stack([np.cos(angle) * x - np.sin(angle) * y - x, np.sin(angle) * x + np.cos(angle) * y - y, 0 * x])
     assert not shear_band(rotation, (2.0, 2.0, 2.0), allowed)[0].any()
+
+
+def test_the_tangential_jump_is_the_slip_across_a_surface_without_its_normal_part():
+    slip, compression = _slab_field("slip"), _slab_field("compression")  # 2 x 4 mm apart, smeared over ~3 voxels
+    here, normals = np.array([[9, 6, 6], [10, 6, 6], [2, 6, 6]]), np.tile([[-1.0, 0.0, 0.0]], (3, 1))
+    step = normal_steps(normals, (2.0, 2.0, 2.0))
+    assert np.array_equal(step, normals)  # one voxel along the normal's main axis
+    near, far = (tangential_jump(slip, here, step, normals, k) for k in (2.0, 5.0))
+    both = 4.0 * (np.tanh(2.5 / 1.5) + np.tanh(1.5 / 1.5))  # x = 9 sees 7 and 11: 6.8 of the 8 mm within 2 voxels
+    assert near[:2] == pytest.approx(both, abs=1e-9) and near[2] < 0.01  # at x = 2 (0 to 4), far from the slip: none
+    assert far[:2] == pytest.approx(4.0 * (np.tanh(5.5 / 1.5) + np.tanh(4.5 / 1.5)), abs=1e-9)  # 4 and 14: 7.95
+    assert tangential_jump(compression, here, step, normals, 2.0) == pytest.approx(0.0, abs=1e-12)  # along n: none
+    oblique = normal_steps(np.array([[0.6, 0.8, 0.0]]), (1.0, 2.0, 2.0))
+    assert oblique == pytest.approx(np.array([[1.0, 2.0 / 3.0, 0.0]]))  # x is its main axis in voxels (0.6 / 1)
 
 
 def _sliding_pair(folder) -> dict:

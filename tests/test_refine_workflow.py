@@ -318,14 +318,14 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         inferer = parser.get_parsed_content("inferer")
         assert inferer.options.get("smooth") == expected
         assert inferer.options["sided_upsampling"] is bool(override)  # off unless asked for
-        assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (30, 3.0, 0.1)  # on
+        assert (inferer.second_iterations, inferer.second_snap_mm, inferer.second_lr) == (120, 3.0, 0.1)  # 0.9.29
         assert inferer.second_band_fold_weight == 1.0
-        assert inferer.second_step_start is bool(override)  # the second pass's step start: off unless asked for
+        assert inferer.second_step_start is True  # from a step at its wall: the default since 0.9.29
         assert inferer.second_wall_search == (2 if override else 0)  # its wall search: off unless asked for
         assert inferer.first_wall_search == (1 if override else 0)  # the first pass's: off unless asked for
         assert inferer.first_wall_region_mm == (20.0 if override else 0.0)  # one shift for the whole wall
         assert inferer.first_wall_closings_mm == ((12.0, 8.5) if override else ())  # no closing candidates
-        assert inferer.first_wall_search_iterations == (20 if override else 30)  # null: the second pass's 30
+        assert inferer.first_wall_search_iterations == (20 if override else 30)  # null: the second pass's, at most 30
         assert inferer.network_start == "field"  # the network's field everywhere, as before bundle 0.9.5
         assert inferer.region_options["bone_trim_hu"] == (0.0 if override else None)  # no trim unless asked for
         assert inferer.image_bones_hu == "auto" and inferer.shear_band == SHEAR_BAND_THRESHOLD  # no segmentation

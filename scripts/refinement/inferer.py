@@ -20,7 +20,7 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    along where it shears.
 4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
    level after the wall search, :func:`scripts.refinement.wall_search.first_pass_with_search`); with the sliding band
-   and ``second_iterations`` > 0 (30 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the
+   and ``second_iterations`` > 0 (120 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the
    wall moved to where that field shears, ``second_iterations`` more iterations on G). The field (voxels of G) goes
    to the writer with G as its grid, and the loss curve (the second pass's rows one level past the first's) to the
    pair's entry of ``summary.json`` (``refinement``), with the share of G's voxels outside the sliding band that fold
@@ -117,16 +117,16 @@ class RefinementInferer(Inferer):
         bone_trim_hu, bone_hu, unlabelled_bone_hu, unlabelled_air_hu: with a CT, the image's rules of
             ``cavity_regions`` (its keywords, HU; None: that rule off; ``bone_trim_hu`` off by default).
         second_iterations: iterations of the second pass (:mod:`scripts.refinement.second_pass`; default
-            :data:`~scripts.refinement.second_pass.SECOND_PASS_ITERATIONS`, 30; 0: none), run when the prior slides
+            :data:`~scripts.refinement.second_pass.SECOND_PASS_ITERATIONS`, 120; 0: none), run when the prior slides
             (``rigidity_shearing_jacobian`` with a segmentation).
         second_snap_mm, second_lr: how far the second pass may move the wall (mm); the step of its Adam iterations.
         second_band_fold_weight: the fold barrier's weight on the second pass's band relative to the rest (1.0).
-        second_step_start: start the second pass from a step at its wall (:func:`~.start.step_at_wall`).
+        second_step_start: start the second pass from a step at its wall (:func:`~.start.step_at_wall`; the default).
         second_wall_search: before the second pass, try every shift of the whole labelled wall within this many
             voxels in or out and keep the one the image's similarity prefers (0: none, the default; it costs
             2 n + 1 passes of ``second_iterations``; :func:`scripts.refinement.wall_search.search_wall_shift`).
         first_wall_search: the same search before the first pass's finest level, each candidate refined for
-            ``first_wall_search_iterations`` (None: ``second_iterations``, 30 when those are 0), the finest level
+            ``first_wall_search_iterations`` (None: ``second_iterations``, at most 30; 30 when 0), the finest level
             then with the chosen wall (0: none, the default; :func:`~.wall_search.first_pass_with_search`).
         first_wall_region_mm: 0: that search moves the whole wall by one shift; > 0: a region of it by its own where
             a candidate's similarity, averaged over this many mm, beats the whole wall's there by a margin
@@ -359,7 +359,7 @@ class RefinementInferer(Inferer):
             else:
                 ddf, curve = refine_pair(fixed, moving, spacing.tolist(), **first, **options)
             if moves:
-                field, body = ddf[0].numpy() * spacing.reshape(3, 1, 1, 1), body_mask(fixed_hu.numpy())
+                field, body = ddf[0].numpy() * spacing.reshape(3, 1, 1, 1), body_mask(image)
                 bones, cavity = reg_mask[0, 0].numpy() == RIGID, {"fraction": self.motion_cavity}
                 seg = label_free.motion_labels(field, bones, body, self.motion_cavity, spacing=spacing, report=cavity)
                 cavity["content_voxels"] = moved = int((seg == label_free.MOTION_CONTENT_LABEL).sum())
@@ -383,7 +383,7 @@ class RefinementInferer(Inferer):
                 )  # fmt: skip
                 reg_mask = torch.from_numpy(regions[0])[None, None]
             elif self.second_iterations > 0 and seg is None and reg_mask is not None and self.shear_band is not None:
-                body = body_mask(fixed_hu.numpy()) if self.intensity == "ct" else np.ones(tuple(shape), bool)
+                body = body if moves else body_mask(image) if image is not None else np.ones(tuple(shape), bool)
                 ddf, more, reg_mask = shear_band_pass(
                     fixed, moving, spacing.tolist(), ddf, reg_mask, body, self.shear_band,
                     dict(options, progress=self.progress), self.second_iterations, self.second_lr,

@@ -78,18 +78,21 @@ __all__ = [
     "shear_band_pass",
 ]
 
-# the second pass as measured (docs/README.md, *Walls nobody tuned on*): 30 iterations after refine_pair's schedule
-# (150, 100, 60) at a smaller step (the bones stay rigid while the band moves); on in configs/refine.json since 0.7.0:
-# half the finest level's time (26.7 -> 39.3 s at 192 x 160 x 256, 2 cores); the 60 finest iterations split 30 + 30
-# instead cost slip where the labels are right
-SECOND_PASS_ITERATIONS = 30
+# the second pass as measured (docs/README.md, *Walls nobody tuned on*): after refine_pair's schedule (150, 100, 60)
+# at a smaller step (the bones stay rigid while the band moves); on in configs/refine.json since 0.7.0 with 30
+# iterations (half the finest level's time: 26.7 -> 39.3 s at 192 x 160 x 256, 2 cores; the 60 finest iterations
+# split 30 + 30 instead cost slip where the labels are right), 120 from a step since 0.9.29 (below)
+SECOND_PASS_ITERATIONS = 120
 SECOND_PASS_LR = 0.1
 SECOND_PASS_SNAP_MM = 3.0
 # bundle 0.8.1: folds off the true band 0.0026 -> 0.0010 % of the body (CT out2, a segmenter's labels), down on 15 of
 # the 16 CT rows that had any, for 0.1-0.7 points of slip (docs/README.md, *Walls nobody tuned on*)
 SECOND_PASS_BAND_FOLD_WEIGHT = 1.0
-# the start with a step at the moved wall (start.step_at_wall): measured in docs/README.md, *Walls nobody tuned on*
-SECOND_PASS_STEP_START = False
+# the start with a step at the moved wall (start.step_at_wall), on by default since 0.9.29 with 120 iterations: each
+# alone gained (the phantom's 14 wall rows: 953 -> 976 / 985 points of slip), together more on every row of the
+# phantom and the real CT (1000; 60 iterations: 991), and 14 points at deep breathing with a segmenter's labels
+# (docs/README.md, *Walls nobody tuned on*, bundle 0.9.29)
+SECOND_PASS_STEP_START = True
 # the wall search (module docstring): off by default; it costs 2 * wall_search + 1 more passes of search_iterations
 SECOND_PASS_WALL_SEARCH = 0
 
@@ -104,7 +107,7 @@ PASS_RULES: dict[str, dict[str, Any]] = {
     "second_wall_search": dict(integer=True, unit=" of voxels", note="0: no search"),
     "first_wall_search": dict(integer=True, unit=" of voxels", note="0: no search"),
     "first_wall_region_mm": dict(note="mm; 0: one shift"),
-    "first_wall_search_iterations": dict(integer=True, minimum=1, note="or null: the second pass's iterations"),
+    "first_wall_search_iterations": dict(integer=True, minimum=1, note="or null: the second pass's, at most 30"),
     "first_wall_runoff_iterations": dict(integer=True, note="0: none"),
 }
 
@@ -126,9 +129,12 @@ def check_pass_options(values: Mapping[str, Any], prefix: str) -> dict[str, Any]
 def first_search_iterations(requested: int | None, second_iterations: int) -> int:
     """The iterations of each candidate of the search before the first pass's finest level
     (:func:`scripts.refinement.wall_search.first_pass_with_search`): ``requested``, else (None) the second pass's
-    ``second_iterations``, else (no second pass) :data:`~scripts.refinement.wall_search.SEARCH_ITERATIONS`. The
-    bundle's option and the benchmarks' flag both take this rule."""
-    return int(requested) if requested is not None else int(second_iterations or SEARCH_ITERATIONS)
+    ``second_iterations`` up to :data:`~scripts.refinement.wall_search.SEARCH_ITERATIONS` (30: the search was measured
+    with the second pass's 30 before 0.9.29 made those 120, four times the search's time), that many without a second
+    pass. The bundle's option and the benchmarks' flag both take this rule."""
+    return (
+        int(requested) if requested is not None else min(int(second_iterations or SEARCH_ITERATIONS), SEARCH_ITERATIONS)
+    )
 
 
 def second_pass(

@@ -67,6 +67,8 @@ __all__ = [
     "bone_threshold_hu",
     "image_bones",
     "shear_band",
+    "normal_steps",
+    "tangential_jump",
     "motion_labels",
     "check_motion_fraction",
     "MOTION_CAVITY_FRACTION",
@@ -142,24 +144,35 @@ def shear_band(
     a, n = u[:, :, 0], vt[:, 0, :]
     score = np.zeros(allowed.shape)
     score[where] = s[:, 0] * (1.0 - np.abs((a * n).sum(axis=1)))
-    step = n / sp
-    step /= np.abs(step).max(axis=1, keepdims=True)  # one voxel along n's main axis
-    here, ends = np.stack(where, axis=1), np.array(allowed.shape) - 1
+    step, here, ends = normal_steps(n, sp), np.stack(where, axis=1), np.array(allowed.shape) - 1
     ridge = score[where] >= threshold
     for sign in (1.0, -1.0):
         ridge &= score[where] >= score[tuple(np.clip(np.rint(here + sign * step).astype(int), 0, ends).T)]
-
-    def tangential_jump(voxels: float) -> np.ndarray:
-        """|the field's jump across the ridge, from ``voxels`` along -n to as many along n, less its n part| (N,)."""
-        a_end, b_end = (np.clip(np.rint(here + sign * voxels * step).astype(int), 0, ends) for sign in (1.0, -1.0))
-        jump = (field_mm[(slice(None), *a_end.T)] - field_mm[(slice(None), *b_end.T)]).T  # (N, 3) mm
-        return np.linalg.norm(jump - (jump * n).sum(axis=1, keepdims=True) * n, axis=1)
-
-    jumps = [tangential_jump(2.0), tangential_jump(5.0)]
+    jumps = [tangential_jump(field_mm, here, step, n, voxels) for voxels in (2.0, 5.0)]
     ridge &= jumps[0] >= SHEAR_BAND_CONCENTRATION * jumps[1]  # a slip, not a smooth deformation
     band[tuple(here[ridge].T)] = True
     band = ndimage.binary_dilation(band) & allowed
     return band, compute_normals(band, spacing=sp, method="gaussian").astype(np.float32)  # an empty band: zeros
+
+
+def normal_steps(normals: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """(N, 3) float: for each unit normal of ``normals`` (N, 3), in mm, the step that goes one voxel along its main
+    axis on a grid of ``spacing`` mm (its other axes in proportion): the walk along a normal, voxel by voxel."""
+    step = np.asarray(normals, np.float64) / np.asarray(spacing, np.float64)
+    return step / np.abs(step).max(axis=1, keepdims=True)
+
+
+def tangential_jump(
+    field_mm: np.ndarray, here: np.ndarray, step: np.ndarray, normals: np.ndarray, voxels: float
+) -> np.ndarray:
+    """(N,) mm: the jump of ``field_mm`` (3, X, Y, Z), mm, across each voxel of ``here`` (N, 3) indices, from
+    ``voxels`` ``step`` s (N, 3; :func:`normal_steps`) against its unit normal (``normals``, N, 3) to as many along it,
+    less its part along that normal: the slip across a surface there (the grid's ends clamp). :func:`shear_band`'s
+    step rule compares it over 2 and 5 voxels."""
+    ends = np.array(field_mm.shape[1:]) - 1
+    a_end, b_end = (np.clip(np.rint(here + sign * voxels * step).astype(int), 0, ends) for sign in (1.0, -1.0))
+    jump = (field_mm[(slice(None), *a_end.T)] - field_mm[(slice(None), *b_end.T)]).T  # (N, 3) mm
+    return np.linalg.norm(jump - (jump * normals).sum(axis=1, keepdims=True) * normals, axis=1)
 
 
 def motion_labels(

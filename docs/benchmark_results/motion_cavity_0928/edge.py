@@ -24,7 +24,14 @@ from noslip import no_slip_case  # noqa: E402  (this folder's)
 from benchmarks.benchmark_ct_refine import run_method  # noqa: E402
 from benchmarks.benchmark_walls import wall_case  # noqa: E402
 from scripts.regions.cavity import body_mask, wall_layers  # noqa: E402
-from scripts.regions.label_free import MOTION_CONTENT_LABEL, image_bones, motion_labels, shear_band  # noqa: E402
+from scripts.regions.label_free import (  # noqa: E402
+    MOTION_CONTENT_LABEL,
+    image_bones,
+    motion_labels,
+    normal_steps,
+    shear_band,
+    tangential_jump,
+)
 from scripts.regions.labels import RIGID  # noqa: E402
 
 
@@ -40,17 +47,8 @@ def edge_steps(field_mm: np.ndarray, contents: np.ndarray, spacing: np.ndarray, 
     here, normal = here[length > 1e-9], normal[length > 1e-9] / length[length > 1e-9, None]
     if len(here) == 0:
         return 0.0
-    step = normal / spacing
-    step /= np.abs(step).max(axis=1, keepdims=True)
-    ends = np.array(contents.shape) - 1
-
-    def tangential(k: float) -> np.ndarray:
-        outer = np.clip(np.rint(here + k * step).astype(int), 0, ends)
-        inner = np.clip(np.rint(here - k * step).astype(int), 0, ends)
-        jump = (field_mm[(slice(None), *outer.T)] - field_mm[(slice(None), *inner.T)]).T
-        return np.linalg.norm(jump - (jump * normal).sum(axis=1, keepdims=True) * normal, axis=1)
-
-    near, far = tangential(2.0), tangential(5.0)
+    step = normal_steps(normal, spacing)
+    near, far = (tangential_jump(field_mm, here, step, normal, k) for k in (2.0, 5.0))
     return float(np.mean((far >= 0.2 * scale) & (near >= 0.75 * far)))
 
 
