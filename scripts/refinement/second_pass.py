@@ -90,7 +90,7 @@ SECOND_PASS_SNAP_MM = 3.0
 SECOND_PASS_BAND_FOLD_WEIGHT = 1.0
 # the start with a step at the moved wall (start.step_at_wall), on by default since 0.9.29 with 120 iterations: each
 # alone gained (the phantom's 14 wall rows: 953 -> 976 / 985 points of slip), together more on every row of the
-# phantom and the real CT (1000; 60 iterations: 991), and 14 points at deep breathing with a segmenter's labels
+# phantom and the real CT (1000; 60 iterations: 991), and 13 points at deep breathing with a segmenter's labels
 # (docs/README.md, *Walls nobody tuned on*, bundle 0.9.29)
 SECOND_PASS_STEP_START = True
 # the wall search (module docstring): off by default; it costs 2 * wall_search + 1 more passes of search_iterations
@@ -133,7 +133,7 @@ def first_search_iterations(requested: int | None, second_iterations: int) -> in
     with the second pass's 30 before 0.9.29 made those 120, four times the search's time), that many without a second
     pass. The bundle's option and the benchmarks' flag both take this rule."""
     return (
-        int(requested) if requested is not None else min(int(second_iterations or SEARCH_ITERATIONS), SEARCH_ITERATIONS)
+        int(requested) if requested is not None else min(int(second_iterations), SEARCH_ITERATIONS) or SEARCH_ITERATIONS
     )
 
 
