@@ -70,6 +70,7 @@ __all__ = [
     "normal_steps",
     "tangential_jump",
     "motion_labels",
+    "motion_size",
     "check_motion_fraction",
     "MOTION_CAVITY_FRACTION",
     "MOTION_CAVITY_GROW",
@@ -196,8 +197,7 @@ def motion_labels(
     (docs/README.md *No segmentation at all*, *The moved cavity*). No body voxel moves: no content label.
     ``report`` (a dict, optional) receives ``edge_near_skin`` (that share; None without ``spacing`` or without
     contents) and ``grown`` (the voxels the growth added), always both."""
-    relative = field_mm - (field_mm[:, bones].mean(axis=1)[:, None, None, None] if bones.any() else 0.0)
-    size = np.linalg.norm(relative, axis=0)
+    size = motion_size(field_mm, bones)
     seg = np.zeros(body.shape, np.uint8)
     if report is not None:
         report.update(edge_near_skin=None, grown=0)  # what an empty body reports
@@ -215,6 +215,13 @@ def motion_labels(
         seg[ndimage.binary_fill_holes(contents)] = MOTION_CONTENT_LABEL
     seg[bones] = MOTION_BONE_LABEL
     return seg
+
+
+def motion_size(field_mm: np.ndarray, bones: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) mm: the size of the displacement ``field_mm`` (3, X, Y, Z), mm, relative to its mean over the
+    ``bones`` (bool (X, Y, Z); none: relative to nothing): what moved apart from the patient's own shift."""
+    relative = field_mm - (field_mm[:, bones].mean(axis=1)[:, None, None, None] if bones.any() else 0.0)
+    return np.linalg.norm(relative, axis=0)
 
 
 def edge_near_skin(contents: np.ndarray, body: np.ndarray, spacing: Sequence[float]) -> float:

@@ -28,6 +28,7 @@ from scripts.regions.label_free import (  # noqa: E402
     MOTION_CONTENT_LABEL,
     image_bones,
     motion_labels,
+    motion_size,
     normal_steps,
     shear_band,
     tangential_jump,
@@ -68,8 +69,7 @@ def main(names: list[str]) -> None:
         moved = motion_labels(field, bones, body, 0.6, spacing=spacing, report=report) == MOTION_CONTENT_LABEL
         edge = moved & wall_layers(moved)
         on = float(ndimage.binary_dilation(band)[edge].mean()) if edge.any() else 0.0
-        size = np.linalg.norm(field - field[:, bones].mean(axis=1)[:, None, None, None], axis=0)
-        steps = edge_steps(field, moved, spacing, np.percentile(size[body], 95))
+        steps = edge_steps(field, moved, spacing, np.percentile(motion_size(field, bones)[body], 95))
         print(
             f"{name}: band % {100 * band.sum() / (body & ~bones).sum():.2f}, moved % {100 * moved.mean():.1f} of "
             f"the grid, grown {report['grown']}, edge on band {on:.3f}, edge steps {steps:.3f}",

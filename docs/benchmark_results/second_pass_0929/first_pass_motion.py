@@ -19,6 +19,7 @@ from grow import any_case  # noqa: E402  (the 0.9.27 folder's script)
 from benchmarks.benchmark_ct_refine import run_method  # noqa: E402
 from benchmarks.benchmark_walls import wall_case  # noqa: E402
 from scripts.regions.cavity import cavity_regions  # noqa: E402
+from scripts.regions.label_free import motion_size  # noqa: E402
 from scripts.regions.labels import RIGID  # noqa: E402
 
 
@@ -31,9 +32,8 @@ def named_case(name: str) -> dict:
 
 
 def sizes(field_mm: np.ndarray, bones: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """The 50th and 95th percentiles over ``where`` of |``field_mm`` - its mean over ``bones``| (mm)."""
-    relative = field_mm - (field_mm[:, bones].mean(axis=1)[:, None, None, None] if bones.any() else 0.0)
-    return np.percentile(np.linalg.norm(relative, axis=0)[where], [50, 95])
+    """The 50th and 95th percentiles over ``where`` of the field's size relative to ``bones`` (mm; ``motion_size``)."""
+    return np.percentile(motion_size(field_mm, bones)[where], [50, 95])
 
 
 def main(names: list[str]) -> None:
