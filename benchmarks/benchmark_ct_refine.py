@@ -38,10 +38,11 @@ without one since bundle 0.9.24), the log-Jacobian prior elsewhere; ``refine_jac
 (``regulariser="jacobian"``, plain diffusion: ``configs/refine.json`` without one until 0.9.23); ``refine_image_band``,
 ``refine_image`` and then its second pass along the band where its field shears
 (:func:`scripts.refinement.second_pass.shear_band_pass`, ``--refine_shear_band 0.35``; ``--refine-option
-shear_band=T`` another threshold); ``refine_image_cavity``, then ``refine_full`` with the cavity its field moved and no
-second pass (:func:`scripts.regions.label_free.motion_labels`, ``configs/refine.json``'s default since 0.9.28; with the
-pass before; ``--refine-option motion_cavity=F``, ``motion_cavity_grow=N``: N voxels of growth instead of 2), or,
-where that field moved nothing off the bones, the band's pass, as the product.
+shear_band=T`` another threshold); ``refine_image_cavity``, then ``refine_full`` with the cavity its field moved
+(:func:`scripts.regions.label_free.motion_labels`, ``configs/refine.json``'s default since 0.9.28; since 0.9.30 with
+its second pass from the first field, ``--refine-option motion_cavity_step_start=true`` from a step;
+``motion_cavity=F``, ``motion_cavity_grow=N``: N voxels of growth instead of 2), or, where that field moved nothing
+off the bones, the band's pass, as the product.
 
 The CT network (``network``: the shipped ``models/model_ct.pt`` or ``--ckpt``, through the product's inference path,
 :mod:`benchmarks.ct_network`) needs only the two images; ``network_refine`` is ``refine_full`` started from the
@@ -113,7 +114,7 @@ SECOND_KEYS = (  # fmt: skip
     "second_iterations", "second_snap_mm", "second_lr", "second_band_fold_weight", "second_step_start",
     "second_wall_search", "first_wall_search", "first_wall_region_mm", "first_wall_closings_mm",
     "first_wall_search_iterations", "first_wall_runoff_iterations", "shear_band", "motion_cavity",
-    "motion_cavity_grow",
+    "motion_cavity_grow", "motion_cavity_step_start",
 )
 
 
@@ -230,7 +231,8 @@ def run_method(
             fraction = float(refine_kwargs.get("motion_cavity", label_free.MOTION_CAVITY_FRACTION))
             grow = int(refine_kwargs.get("motion_cavity_grow", label_free.MOTION_CAVITY_GROW))
             seg = label_free.motion_labels(field, bones, body_mask(fixed), fraction, grow, spacing)
-            labelled = {**refine_kwargs, "second_iterations": 0}  # refine.json's moved cavity has no second pass
+            step = refine_kwargs.get("motion_cavity_step_start", label_free.MOTION_CAVITY_STEP_START)
+            labelled = {**refine_kwargs, "second_step_start": bool(step)}  # its second pass, as configs/refine.json's
             if (seg == label_free.MOTION_CONTENT_LABEL).any():  # else the band, as configs/refine.json
                 ddf, _, band = run_method("refine_full", {**case, "fixed_seg": seg}, labelled, elastix_kwargs)
                 return ddf, time.perf_counter() - start, band

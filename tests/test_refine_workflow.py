@@ -330,6 +330,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         assert inferer.region_options["bone_trim_hu"] == (0.0 if override else None)  # no trim unless asked for
         assert inferer.image_bones_hu == "auto" and inferer.shear_band == SHEAR_BAND_THRESHOLD  # no segmentation
         assert inferer.motion_cavity == MOTION_CAVITY_FRACTION  # the moved cavity without a segmentation (0.9.28)
+        assert inferer.motion_cavity_step_start is False  # its second pass (0.9.30) from the first field
     parser.update({"refine_first_wall_closings_mm": 12})  # one radius as a number
     assert parser.get_parsed_content("inferer", lazy=False).first_wall_closings_mm == (12.0,)
     for typed in ("null", "None"):  # the command line's spellings of null (fire leaves "null" a string)
@@ -395,6 +396,7 @@ def test_the_config_leaves_the_diffusion_weight_to_the_prior_and_names_a_bad_opt
         ("refine_motion_cavity", 0, "--refine_motion_cavity must be a number > 0 (and < 1: of the first field's 95th"),
         ("refine_motion_cavity", 1.5, "--refine_motion_cavity must be a number > 0 (and < 1"),
         ("refine_motion_cavity", "half", "--refine_motion_cavity must be a number > 0"),
+        ("refine_motion_cavity_step_start", "maybe", "option --refine_motion_cavity_step_start: 'maybe' is not one"),
     ]
     for key, bad, message in bad_values:
         parser = ConfigParser()

@@ -213,6 +213,10 @@ def test_the_wall_search_finds_the_true_wall_from_labels_two_voxels_in_on_it_or_
         # the chosen candidate's pass is the second pass itself: not run again
         again, curve, _ = second_pass(fixed, moving, SP, first, seg, iterations=20, wall_search=2, step_start=False)
         assert len(curve) == 20 and torch.equal(again, runs[(shift, None)][0][0])
+        # from the step (the default): the chosen wall's pass runs again, from a step there, as with that wall given
+        stepped, curve, _ = second_pass(fixed, moving, SP, first, seg, iterations=20, wall_search=2)
+        given, _, _ = second_pass(fixed, moving, SP, first, seg, snap_mm=0.0, iterations=20, wall_shift=shift)
+        assert len(curve) == 20 and not torch.equal(stepped, again) and torch.equal(stepped, given)
 
         def on_the_truth(m, s):  # share of the band's voxels whose side is the true one
             return float(((s == 1) == truth)[m == SLIDING].mean())

@@ -15,8 +15,8 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    TotalSegmentator and its weights are installed): bones rigid, sliding along the whole cavity wall (and, with
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
    Without a segmentation, a CT's bones from its HU alone (``image_bones_hu``, :mod:`scripts.regions.label_free`), the
-   log-Jacobian prior elsewhere, with a notice; then (``motion_cavity``, the default) steps 3 and 4 again, without
-   the second pass, with the contents that this first field moved as the cavity, or (``shear_band``) a second pass
+   log-Jacobian prior elsewhere, with a notice; then (``motion_cavity``, the default) steps 3 and 4 again, the second
+   pass included, with the contents that this first field moved as the cavity, or (``shear_band``) a second pass
    along where it shears.
 4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
    level after the wall search, :func:`scripts.refinement.wall_search.first_pass_with_search`); with the sliding band
@@ -145,9 +145,11 @@ class RefinementInferer(Inferer):
         image_bones_hu: without a segmentation, the voxels of a CT above this many HU are rigid ("auto": 60 HU above
             its soft tissue, at least 100; :func:`scripts.regions.label_free.image_bones`); None: the log-Jacobian
             prior.
-        motion_cavity: with those bones and a CT, the labelled refinement again, without its second pass, with the
+        motion_cavity: with those bones and a CT, the labelled refinement again (its second pass included), with the
             cavity where the first field moved (this fraction of its 95th percentile, by default :data:`~scripts.
             regions.label_free.MOTION_CAVITY_FRACTION`; :func:`scripts.regions.label_free.motion_labels`; None: off).
+        motion_cavity_step_start: its second pass from a step at its wall (as ``second_step_start``); off by default
+            (:data:`~scripts.regions.label_free.MOTION_CAVITY_STEP_START`: the moved wall is a guess).
         shear_band: where that is off or nothing moved, the second pass slides along the band where the first field
             shears this much (:func:`~scripts.refinement.second_pass.shear_band_pass`; None: no band, no second pass).
         segment: without ``--fixed_seg``: "if_available" (TotalSegmentator on the fly when it and its weights are
@@ -179,6 +181,7 @@ class RefinementInferer(Inferer):
         image_bones_hu: float | str | None = "auto",
         shear_band: float | None = label_free.SHEAR_BAND_THRESHOLD,
         motion_cavity: float | None = label_free.MOTION_CAVITY_FRACTION,
+        motion_cavity_step_start: bool = label_free.MOTION_CAVITY_STEP_START,
         segment: str = "if_available",
         progress: bool = True,
         second_iterations: int = SECOND_PASS_ITERATIONS,
@@ -232,21 +235,16 @@ class RefinementInferer(Inferer):
             if weight is not None:
                 check_number(weight, f"--refine_{name}", note="or null: the default of the prior in use")
         check_schedule(levels, iterations, lr, DEFAULT_LEVELS)
-        passes = dict(
-            second_iterations=second_iterations,
-            second_snap_mm=second_snap_mm,
-            second_lr=second_lr,
-            second_band_fold_weight=second_band_fold_weight,
-            second_wall_search=second_wall_search,
-            first_wall_search=first_wall_search,
-            first_wall_region_mm=first_wall_region_mm,
-            first_wall_search_iterations=parse_null(first_wall_search_iterations),
-            first_wall_runoff_iterations=first_wall_runoff_iterations,
-        )
+        passes = dict(second_iterations=second_iterations, second_snap_mm=second_snap_mm, second_lr=second_lr,
+                      second_band_fold_weight=second_band_fold_weight, second_wall_search=second_wall_search,
+                      first_wall_search=first_wall_search, first_wall_region_mm=first_wall_region_mm,
+                      first_wall_search_iterations=parse_null(first_wall_search_iterations),
+                      first_wall_runoff_iterations=first_wall_runoff_iterations)  # fmt: skip
         checked = check_pass_options(passes, "--refine_")  # second_pass.PASS_RULES
         self.second_iterations, self.second_snap_mm = checked["second_iterations"], checked["second_snap_mm"]
         self.second_lr, self.second_band_fold_weight = checked["second_lr"], checked["second_band_fold_weight"]
         self.second_step_start = parse_flag(second_step_start, "refine_second_step_start")
+        self.motion_cavity_step_start = parse_flag(motion_cavity_step_start, "refine_motion_cavity_step_start")
         self.second_wall_search, self.first_wall_search = checked["second_wall_search"], checked["first_wall_search"]
         self.first_wall_region_mm = checked["first_wall_region_mm"]
         closings = [first_wall_closings_mm] if is_number(first_wall_closings_mm) else first_wall_closings_mm
@@ -335,11 +333,11 @@ class RefinementInferer(Inferer):
         fixed, moving = (_normalise(hu, self.intensity, self.hu_window)[None, None] for hu in (fixed_hu, moving_hu))
         return Prepared(shape, affine, spacing, fixed_hu, fixed, moving, init, rigid)
 
-    def refine(self, pair: Any, prepared: Prepared, start: float, seg: np.ndarray | None = None, second: bool = True):
-        """``{"ddf": (1, 3, *G)}``: steps 3 and 4 of the module docstring on the ``prepared`` pair, with the label
-        map ``seg`` on G (None: the fixed segmentation, or none), the second pass only if ``second``; ``start``: when
-        the pair's work began."""
+    def refine(self, pair: Any, prepared: Prepared, start: float, seg: np.ndarray | None = None):
+        """``{"ddf": (1, 3, *G)}``: steps 3 and 4 of the module docstring on the ``prepared`` pair, with the moved
+        cavity's labels ``seg`` on G (None: the fixed segmentation, or none); ``start``: when the pair's work began."""
         shape, affine, spacing, fixed_hu, fixed, moving, init, rigid = prepared
+        step_start = self.second_step_start if seg is None else self.motion_cavity_step_start
         regulariser, reg_mask, normals, side, seg = self.regions(pair, shape, spacing, fixed_hu, seg)
         init_mode = self.network_start if side is not None else "field"
         init = None if init is None else network_start(init, rigid, side, init_mode)
@@ -366,19 +364,19 @@ class RefinementInferer(Inferer):
                 if moved:  # else (nothing moved off the bones): the band where it shears, if anywhere
                     logger.info("%s: no segmentation: refined again in the cavity that moved (%d voxels, %d of them "
                                 "grown)", pair.name, moved, cavity["grown"])  # fmt: skip
-                    out = self.refine(pair, prepared, start, seg, second=False)  # 2 points of slip for 8 s: README
+                    out = self.refine(pair, prepared, start, seg)  # with its second pass (0.9.30): README
                     pair.report["refinement"].update(seconds=time.perf_counter() - start, first_pass_seconds=curve[
                         -1]["seconds"], motion_cavity=cavity)  # fmt: skip
                     return out
                 logger.info("%s: no segmentation: the first field moved nothing off the bones: the band where it "
                             "shears instead", pair.name)  # fmt: skip
                 seg = None
-            if self.second_iterations > 0 and slides and second:
+            if self.second_iterations > 0 and slides:
                 ddf, more, regions = second_pass(
                     fixed, moving, spacing.tolist(), ddf, seg, image=image, region_options=self.region_options,
                     refine_options=dict(options, progress=self.progress), snap_mm=self.second_snap_mm,
                     iterations=self.second_iterations, lr=self.second_lr, band_fold_weight=self.second_band_fold_weight,
-                    step_start=self.second_step_start, wall_search=self.second_wall_search, wall_shift=shift,
+                    step_start=step_start, wall_search=self.second_wall_search, wall_shift=shift,
                     wall_closing_mm=closing,
                 )  # fmt: skip
                 reg_mask = torch.from_numpy(regions[0])[None, None]
