@@ -16,8 +16,8 @@ Per pair (the :class:`scripts.inference.predict.PairData` reaches the inferer th
    ``organ_pairs``, at the organ interfaces of ``configs/regions.json``; :func:`scripts.regions.cavity.cavity_regions`).
    Without a segmentation, a CT's bones from its HU alone (``image_bones_hu``, :mod:`scripts.regions.label_free`), the
    log-Jacobian prior elsewhere, with a notice; then (``motion_cavity``, the default) steps 3 and 4 again, the second
-   pass included, with the contents that this first field moved as the cavity, or (``shear_band``) a second pass
-   along where it shears.
+   pass included (from the field, ``motion_cavity_step_start``), with the contents that this first field moved as the
+   cavity, or (``shear_band``) a second pass along where it shears.
 4. :func:`scripts.refinement.optimiser.refine_pair` (with ``first_wall_search`` > 0 and the sliding band, its finest
    level after the wall search, :func:`scripts.refinement.wall_search.first_pass_with_search`); with the sliding band
    and ``second_iterations`` > 0 (120 by default), then the second pass (:mod:`scripts.refinement.second_pass`: the

@@ -87,7 +87,7 @@ SHEAR_BAND_CONCENTRATION = 0.75  # the least share of the tangential jump over 5
 MOTION_CONTENT_LABEL, MOTION_BONE_LABEL = TOTALSEG_V2_TOTAL["liver"], TOTALSEG_V2_TOTAL["vertebrae_L1"]
 MOTION_CAVITY_FRACTION = 0.6  # the least share of the 95th percentile of the field's size that counts as moved
 MOTION_CAVITY_GROW = 2  # voxels that the moved contents grow by: the first field's smeared jump ends inside the wall
-# its labelled refinement's second pass starts from the first field, not from a step at the moved wall (bundle 0.9.30):
+# the moved cavity's labelled refinement starts its second pass from its field, not from a step at its wall (0.9.30):
 # that wall is a guess; at deep breathing a step there folds off the true wall (docs/README.md, The moved cavity)
 MOTION_CAVITY_STEP_START = False
 MOTION_SKIN_MM, MOTION_SPILL_SHARE = 10.0, 0.05  # no growth when more of their edge than this lies this near the skin
