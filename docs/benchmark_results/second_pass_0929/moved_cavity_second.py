@@ -26,17 +26,19 @@ from scripts.regions.labels import RIGID  # noqa: E402
 SECOND = {f"second {n}": {"second_iterations": n} for n in (0, 120)}  # the lead's two variants
 
 
-def main(names: list[str], variants: dict[str, dict] = SECOND) -> None:
-    """Per case one line: each variant's (its name: the labelled refinement's options besides LNCC) slip, band and body
-    EPE, rigidity error, folds off the true band and seconds (the first pass's included)."""
+def main(names: list[str], variants: dict[str, dict] = SECOND, case_of=any_case) -> None:
+    """Per case (``case_of(name)``) one line: each variant's (its name: the labelled refinement's options besides
+    LNCC; ``motion_cavity``: the moved cavity's fraction, 0.6 if not given) slip, band and body EPE, rigidity error,
+    folds off the true band and seconds (the first pass's included)."""
     for name in names:
-        case = any_case(name)
+        case = case_of(name)
         regions, spacing = case_regions(case, 6.0), np.asarray(case["spacing"], float)
         first, first_seconds, _ = run_method("refine_image", case, {"similarity": "lncc"}, {})
         bones, body = label_free.image_bones(case["fixed"])[0] == RIGID, body_mask(case["fixed"])
-        seg = label_free.motion_labels(first * spacing[:, None, None, None], bones, body, 0.6, spacing=spacing)
+        field = first * spacing[:, None, None, None]
         out = []
         for variant, options in variants.items():
+            seg = label_free.motion_labels(field, bones, body, options.get("motion_cavity", 0.6), spacing=spacing)
             ddf, seconds, own = run_method(
                 "refine_full", {**case, "fixed_seg": seg}, dict(options, similarity="lncc"), {}
             )
