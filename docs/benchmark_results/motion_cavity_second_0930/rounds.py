@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "motion_cavity_0927"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "second_pass_0929"))
 from grow import any_case  # noqa: E402  (the 0.9.27 folder's script)
+from moved_cavity_second import result  # noqa: E402  (the 0.9.29 folder's script)
 
 from benchmarks.benchmark_ct_refine import run_method  # noqa: E402
 from benchmarks.benchmark_walls import wall_case  # noqa: E402
@@ -47,11 +49,7 @@ def main(names: list[str]) -> None:
         for round_ in (1, 2):
             seg = label_free.motion_labels(ddf * spacing[:, None, None, None], bones, body, 0.6, spacing=spacing)
             ddf, _, own = run_method("refine_full", {**case, "fixed_seg": seg}, LABELLED, {})
-            r = evaluate(ddf, case, regions, own)
-            out.append(
-                f"round {round_}: slip {r['slip']:.3f} band {r['epe_band']:.2f} body {r['epe_body']:.2f} "
-                f"rig {r['rigidity']:.4f} foldoff {r['fold_pct_off_band']:.3f} s {time.perf_counter() - start:.1f}"
-            )
+            out.append(result(f"round {round_}", evaluate(ddf, case, regions, own), time.perf_counter() - start))
         print(name + ": " + " | ".join(out), flush=True)
 
 

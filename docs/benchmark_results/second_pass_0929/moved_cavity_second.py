@@ -42,12 +42,17 @@ def main(names: list[str], variants: dict[str, dict] = SECOND, case_of=any_case)
             ddf, seconds, own = run_method(
                 "refine_full", {**case, "fixed_seg": seg}, dict(options, similarity="lncc"), {}
             )
-            r = evaluate(ddf, case, regions, own)
-            out.append(
-                f"{variant}: slip {r['slip']:.3f} band {r['epe_band']:.2f} body {r['epe_body']:.2f} "
-                f"rig {r['rigidity']:.4f} foldoff {r['fold_pct_off_band']:.3f} s {first_seconds + seconds:.1f}"
-            )
+            out.append(result(variant, evaluate(ddf, case, regions, own), first_seconds + seconds))
         print(name + ": " + " | ".join(out), flush=True)
+
+
+def result(label: str, r: dict, seconds: float) -> str:
+    """One variant's part of a case's line: ``evaluate``'s slip, band and body EPE, rigidity error, folds off the true
+    band, and the seconds."""
+    return (
+        f"{label}: slip {r['slip']:.3f} band {r['epe_band']:.2f} body {r['epe_body']:.2f} "
+        f"rig {r['rigidity']:.4f} foldoff {r['fold_pct_off_band']:.3f} s {seconds:.1f}"
+    )
 
 
 if __name__ == "__main__":
