@@ -74,6 +74,7 @@ __all__ = [
     "check_motion_fraction",
     "MOTION_CAVITY_FRACTION",
     "MOTION_CAVITY_GROW",
+    "MOTION_CAVITY_STEP_START",
     "MOTION_SKIN_MM",
     "MOTION_SPILL_SHARE",
     "edge_near_skin",
